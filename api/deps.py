@@ -1,0 +1,180 @@
+"""Dependencies: services, the caller's identity, and resources loaded by path id (404 here)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
+
+from api.temporal import TemporalGateway
+from domain.policy import PolicySource
+from domain.types import Role
+from settings import Settings
+from store.db import Database
+from store.models import Agent, Conversation
+
+AGENT_TOKEN_PREFIX = "agt_"
+VISITOR_TOKEN_PREFIX = "vis_"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    policy: PolicySource
+    temporal: TemporalGateway
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_agent_token() -> str:
+    return AGENT_TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
+def visitor_token(settings: Settings, conversation_id: str) -> str:
+    """Derived, not stored: the same conversation always gets the same token back."""
+    mac = hmac.new(settings.secret_key.encode(), conversation_id.encode(), hashlib.sha256)
+    return f"{VISITOR_TOKEN_PREFIX}{conversation_id}.{mac.hexdigest()[:40]}"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    id: str
+    conversation_id: str | None = None  # visitors only
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _unauthorized(detail: str = "missing or invalid bearer token") -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def get_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized()
+    token = credentials.credentials
+    settings = services.settings
+    if hmac.compare_digest(token, settings.admin_token):
+        return Principal(Role.ADMIN, "admin")
+    if hmac.compare_digest(token, settings.app_key):
+        return Principal(Role.APP, "app")
+    if token.startswith(VISITOR_TOKEN_PREFIX):
+        conversation_id = token[len(VISITOR_TOKEN_PREFIX) :].split(".", 1)[0]
+        if hmac.compare_digest(token, visitor_token(settings, conversation_id)):
+            return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
+        raise _unauthorized()
+    if token.startswith(AGENT_TOKEN_PREFIX):
+        digest = hash_token(token)
+
+        def find_agent() -> str | None:
+            with services.db.read() as session:
+                return session.exec(select(Agent.id).where(Agent.token_hash == digest)).first()
+
+        agent_id = await run_in_threadpool(find_agent)
+        if agent_id is not None:
+            return Principal(Role.AGENT, agent_id)
+    raise _unauthorized()
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*roles: Role) -> Any:
+    """A dependency admitting only these roles (403 for the others)."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"this needs the {' or '.join(roles)} role, not {principal.role}",
+            )
+        return principal
+
+    return Depends(check)
+
+
+# --- resources by path id -------------------------------------------------------------------
+
+
+async def load_conversation(
+    services: ServicesDep, conversation_id: Annotated[str, Path(max_length=64)]
+) -> Conversation:
+    def load() -> Conversation | None:
+        with services.db.read() as session:
+            return session.get(Conversation, conversation_id)
+
+    conversation = await run_in_threadpool(load)
+    if conversation is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation")
+    return conversation
+
+
+def may_access(principal: Principal, conversation: Conversation) -> bool:
+    if principal.role == Role.ADMIN:
+        return True
+    if principal.role == Role.VISITOR:
+        return principal.conversation_id == conversation.id
+    if principal.role == Role.AGENT:
+        return conversation.agent_id == principal.id
+    return False
+
+
+async def conversation_of_caller(
+    principal: CurrentPrincipal,
+    conversation: Annotated[Conversation, Depends(load_conversation)],
+) -> Conversation:
+    """The conversation, if the caller is its visitor, its assigned agent, or an admin."""
+    if not may_access(principal, conversation):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your conversation")
+    return conversation
+
+
+ConversationOfCaller = Annotated[Conversation, Depends(conversation_of_caller)]
+
+
+async def load_agent(services: ServicesDep, agent_id: Annotated[str, Path(max_length=64)]) -> Agent:
+    def load() -> Agent | None:
+        with services.db.read() as session:
+            return session.get(Agent, agent_id)
+
+    agent = await run_in_threadpool(load)
+    if agent is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown agent")
+    return agent
+
+
+async def agent_self_or_admin(
+    principal: CurrentPrincipal, agent: Annotated[Agent, Depends(load_agent)]
+) -> Agent:
+    if principal.role == Role.ADMIN or (principal.role == Role.AGENT and principal.id == agent.id):
+        return agent
+    raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only this agent or an admin")
+
+
+AgentSelfOrAdmin = Annotated[Agent, Depends(agent_self_or_admin)]

@@ -1,0 +1,64 @@
+"""Telling conversation workflows what clients did, and mapping the engine's answers to HTTP."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import HTTPException, status
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.temporal import EngineUnavailable, TemporalGateway
+from domain.types import workflow_id
+from workflows.conversation import FORBIDDEN, INVALID_STATE
+
+_SIGNAL_TIMEOUT = timedelta(seconds=5)
+_UPDATE_TIMEOUT = timedelta(seconds=30)
+_ENDED = "the conversation has ended"
+
+
+async def conversation_handle(temporal: TemporalGateway, conversation_id: str) -> WorkflowHandle:
+    client = await temporal.client()
+    return client.get_workflow_handle(workflow_id(conversation_id))
+
+
+async def signal(temporal: TemporalGateway, conversation_id: str, name: str, arg: Any) -> None:
+    """Return only once the Temporal server has accepted the signal."""
+    handle = await conversation_handle(temporal, conversation_id)
+    try:
+        await handle.signal(name, arg, rpc_timeout=_SIGNAL_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=_ENDED) from exc
+        raise EngineUnavailable() from exc
+
+
+async def update(
+    temporal: TemporalGateway, conversation_id: str, name: str, arg: Any, result_type: type
+) -> Any:
+    """Run a validated update; a rejection becomes 409/403/422, an outage 503."""
+    handle = await conversation_handle(temporal, conversation_id)
+    try:
+        return await handle.execute_update(
+            name, arg, result_type=result_type, rpc_timeout=_UPDATE_TIMEOUT
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        kind = cause.type if isinstance(cause, ApplicationError) else None
+        code = {
+            INVALID_STATE: status.HTTP_409_CONFLICT,
+            FORBIDDEN: status.HTTP_403_FORBIDDEN,
+        }.get(kind or "", status.HTTP_422_UNPROCESSABLE_CONTENT)
+        raise HTTPException(code, detail=getattr(cause, "message", str(cause))) from exc
+    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+        raise EngineUnavailable("the conversation engine did not answer in time") from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=_ENDED) from exc
+        raise EngineUnavailable() from exc

@@ -1,0 +1,86 @@
+"""The FastAPI application: `uvicorn api.main:app` (make run starts it for you)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from temporalio.client import Client
+
+from api.deps import Services
+from api.routes import agents, conversations, health
+from api.temporal import TemporalGateway
+from domain.policy import PolicySource
+from settings import Settings, get_settings
+from store.db import Database
+
+log = logging.getLogger("switchboard.api")
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodySizeLimit:
+    """413 for a request body over the limit, before anything reads it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                response = JSONResponse(
+                    {"detail": f"request body over {self.max_bytes} bytes"},
+                    status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        db.create_schema()
+        app.state.services = Services(
+            settings=settings,
+            db=db,
+            policy=PolicySource(settings.policy),
+            temporal=TemporalGateway(settings, temporal),
+        )
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="Switchboard",
+        version="0.1.0",
+        summary="Customer-service conversations as durable Temporal workflows",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def database_unavailable(_request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry the same request"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+
+    app.include_router(health.router)
+    app.include_router(agents.router)
+    app.include_router(conversations.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,173 @@
+"""Agents: created by an admin, set their own status, see their conversations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+
+from activities.dispatching import assign_and_notify
+from api.deps import (
+    AgentSelfOrAdmin,
+    ServicesDep,
+    hash_token,
+    new_agent_token,
+    require,
+)
+from api.routes.conversations import conversation_view
+from api.schemas import (
+    AgentCreate,
+    AgentCreated,
+    AgentPublic,
+    AgentStatusUpdate,
+    ConversationPublic,
+    ErrorBody,
+)
+from domain.types import AgentStatus, ConversationState, Role
+from store.assignment import agent_skill_groups
+from store.models import Agent, AgentSkill, Conversation
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+_AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
+    403: {"model": ErrorBody, "description": "Only this agent or an admin"},
+    404: {"model": ErrorBody, "description": "Unknown agent"},
+}
+
+
+def _public(session: Session, agent: Agent) -> AgentPublic:
+    return AgentPublic(
+        id=agent.id,
+        name=agent.name,
+        skill_groups=sorted(agent_skill_groups(session, agent.id)),
+        status=AgentStatus(agent.status),
+        load=agent.active_count,
+        max_concurrent=agent.max_concurrent,
+        last_assigned_at=agent.last_assigned_at,
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AgentCreated,
+    summary="Create an agent; the answer carries the agent's token (shown once)",
+    responses={
+        401: _AUTH_ERRORS[401],
+        403: {"model": ErrorBody, "description": "Admins only"},
+        409: {"model": ErrorBody, "description": "An agent with this id exists"},
+        422: {"model": ErrorBody, "description": "Invalid body or unknown skill group"},
+    },
+    dependencies=[require(Role.ADMIN)],
+)
+async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated:
+    known = services.policy.current().skill_group_names
+    unknown = sorted(set(body.skill_groups) - known)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"unknown skill group(s) {', '.join(unknown)}; the policy has "
+            f"{', '.join(sorted(known))}",
+        )
+    token = new_agent_token()
+
+    def create() -> AgentPublic:
+        with services.db.write() as session:
+            agent = Agent(
+                id=body.id,
+                name=body.name,
+                token_hash=hash_token(token),
+                max_concurrent=body.max_concurrent,
+            )
+            session.add(agent)
+            session.flush()
+            session.add_all(
+                AgentSkill(agent_id=body.id, skill_group=group)
+                for group in sorted(set(body.skill_groups))
+            )
+            session.flush()
+            return _public(session, agent)
+
+    try:
+        public = await run_in_threadpool(create)
+    except sa.exc.IntegrityError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"agent {body.id!r} already exists"
+        ) from None
+    return AgentCreated(**public.model_dump(), token=token)
+
+
+async def _agent_view(services: ServicesDep, agent_id: str) -> AgentPublic:
+    def read() -> AgentPublic:
+        with services.db.read() as session:
+            agent = session.get(Agent, agent_id)
+            assert agent is not None
+            return _public(session, agent)
+
+    return await run_in_threadpool(read)
+
+
+@router.get(
+    "/{agent_id}",
+    response_model=AgentPublic,
+    summary="An agent's status, load and capacity",
+    responses=_AUTH_ERRORS,
+)
+async def get_agent(agent: AgentSelfOrAdmin, services: ServicesDep) -> AgentPublic:
+    return await _agent_view(services, agent.id)
+
+
+@router.put(
+    "/{agent_id}/status",
+    response_model=AgentPublic,
+    summary="Go online (waiting conversations are assigned at once), away or offline",
+    responses=_AUTH_ERRORS,
+)
+async def set_agent_status(
+    body: AgentStatusUpdate, agent: AgentSelfOrAdmin, services: ServicesDep
+) -> AgentPublic:
+    def write() -> list[str]:
+        with services.db.write() as session:
+            session.execute(
+                sa.update(Agent).where(col(Agent.id) == agent.id).values(status=body.status)
+            )
+            return agent_skill_groups(session, agent.id)
+
+    groups = await run_in_threadpool(write)
+    if body.status == AgentStatus.ONLINE:
+        # Going offline keeps active conversations with the agent; online takes new ones now.
+        await assign_and_notify(
+            db=services.db, client=await services.temporal.client(), skill_groups=groups
+        )
+    return await _agent_view(services, agent.id)
+
+
+@router.get(
+    "/{agent_id}/conversations",
+    response_model=list[ConversationPublic],
+    summary="The agent's conversations (active ones unless a state is given)",
+    responses=_AUTH_ERRORS,
+)
+async def list_agent_conversations(
+    agent: AgentSelfOrAdmin,
+    services: ServicesDep,
+    state: Annotated[ConversationState, Query()] = ConversationState.ACTIVE,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[ConversationPublic]:
+    def read() -> list[str]:
+        with services.db.read() as session:
+            return list(
+                session.exec(
+                    select(Conversation.id)
+                    .where(Conversation.agent_id == agent.id, Conversation.state == state)
+                    .order_by(col(Conversation.assigned_at).desc())
+                    .limit(limit)
+                )
+            )
+
+    ids = await run_in_threadpool(read)
+    return [await conversation_view(services.db, conversation_id) for conversation_id in ids]

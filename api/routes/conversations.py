@@ -1,0 +1,347 @@
+"""Conversations: start, look at, message, follow events, close, rate."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+from temporalio.service import RPCError
+
+from api.deps import (
+    ConversationOfCaller,
+    CurrentPrincipal,
+    ServicesDep,
+    require,
+    visitor_token,
+)
+from api.engine import signal, update
+from api.schemas import (
+    ConversationCreate,
+    ConversationCreated,
+    ConversationPublic,
+    ErrorBody,
+    EventPage,
+    EventPublic,
+    MessageCreate,
+    MessagePublic,
+    RatingCreate,
+    RatingPublic,
+)
+from api.temporal import EngineUnavailable
+from domain.types import (
+    SA_CHANNEL,
+    SA_STATE,
+    CloseRequest,
+    ConversationFlow,
+    ConversationState,
+    MessagePosted,
+    RatingStatus,
+    RatingSubmission,
+    Role,
+    workflow_id,
+)
+from store.assignment import queue_position
+from store.db import Database
+from store.events import events_after
+from store.messages import ConversationClosed, mark_acknowledged, store_message
+from store.models import Conversation, Message, QueueEntry, utcnow
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+_AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
+    403: {"model": ErrorBody, "description": "Not your conversation, or the wrong role"},
+    404: {"model": ErrorBody, "description": "Unknown conversation"},
+}
+_ENGINE_DOWN: dict[int | str, dict[str, object]] = {
+    503: {"model": ErrorBody, "description": "Engine unreachable; retry the same request"}
+}
+
+
+def _view(session: Session, conversation: Conversation) -> ConversationPublic:
+    position = None
+    if conversation.state == ConversationState.QUEUED:
+        entry = session.exec(
+            select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
+        ).first()
+        position = queue_position(session, entry) if entry else None
+    return ConversationPublic(
+        id=conversation.id,
+        customer_id=conversation.customer_id,
+        channel=conversation.channel,
+        state=conversation.state,
+        close_reason=conversation.close_reason,
+        skill_group=conversation.skill_group,
+        agent_id=conversation.agent_id if conversation.state != ConversationState.QUEUED else None,
+        queue_position=position,
+        last_seq=conversation.last_seq,
+        rating=RatingPublic(
+            status=conversation.rating_status,
+            score=conversation.rating_score,
+            resolved=conversation.rating_resolved,
+            expires_at=conversation.rating_expires_at,
+        ),
+        created_at=conversation.created_at,
+        closed_at=conversation.closed_at,
+    )
+
+
+async def conversation_view(db: Database, conversation_id: str) -> ConversationPublic:
+    def read() -> ConversationPublic:
+        with db.read() as session:
+            conversation = session.get(Conversation, conversation_id)
+            assert conversation is not None
+            return _view(session, conversation)
+
+    return await run_in_threadpool(read)
+
+
+def _open_or_new(db: Database, body: ConversationCreate) -> tuple[Conversation, bool]:
+    """The customer's open conversation, or a new one (at most one open per customer)."""
+
+    def open_one(session: Session) -> Conversation | None:
+        return session.exec(
+            select(Conversation).where(Conversation.open_customer_key == body.customer_id)
+        ).first()
+
+    with db.read() as session:
+        if (existing := open_one(session)) is not None:
+            return existing, False
+    try:
+        with db.write() as session:
+            conversation = Conversation(
+                id=secrets.token_hex(8),
+                customer_id=body.customer_id,
+                open_customer_key=body.customer_id,
+                channel=body.channel,
+                state=ConversationState.QUEUED,
+            )
+            session.add(conversation)
+        return conversation, True
+    except sa.exc.IntegrityError:
+        with db.read() as session:
+            existing = open_one(session)
+        if existing is None:
+            raise
+        return existing, False
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ConversationCreated,
+    summary="Start a conversation (or get the customer's open one back, with 200)",
+    responses={200: {"model": ConversationCreated}, **_AUTH_ERRORS, **_ENGINE_DOWN},
+    dependencies=[require(Role.APP, Role.ADMIN)],
+)
+async def start_conversation(
+    body: ConversationCreate, services: ServicesDep, response: Response
+) -> ConversationCreated:
+    conversation, created = await run_in_threadpool(_open_or_new, services.db, body)
+    client = await services.temporal.client()
+    try:
+        # Idempotent: a retry after a failed start, or the open conversation, starts it once.
+        await client.start_workflow(
+            "Conversation",
+            ConversationFlow(
+                conversation_id=conversation.id,
+                customer_id=conversation.customer_id,
+                channel=conversation.channel,
+            ),
+            id=workflow_id(conversation.id),
+            task_queue=services.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SA_STATE, ConversationState.QUEUED.value),
+                    SearchAttributePair(SA_CHANNEL, conversation.channel),
+                ]
+            ),
+            static_summary=f"{conversation.channel} conversation",
+        )
+    except RPCError as exc:
+        raise EngineUnavailable() from exc
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    view = await conversation_view(services.db, conversation.id)
+    return ConversationCreated(
+        **view.model_dump(), visitor_token=visitor_token(services.settings, conversation.id)
+    )
+
+
+@router.get(
+    "/{conversation_id}",
+    response_model=ConversationPublic,
+    summary="A conversation's state, agent, queue position and rating",
+    responses=_AUTH_ERRORS,
+)
+async def get_conversation(
+    conversation: ConversationOfCaller, services: ServicesDep
+) -> ConversationPublic:
+    return await conversation_view(services.db, conversation.id)
+
+
+def _message_public(message: Message) -> MessagePublic:
+    assert message.id is not None
+    return MessagePublic(
+        id=message.id,
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        sender_role=message.sender_role,
+        sender_id=message.sender_id,
+        client_message_id=message.client_message_id,
+        type=message.type,
+        content=message.content,
+        created_at=message.created_at,
+    )
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MessagePublic,
+    summary="Post a message (a retry with the same client_message_id answers 200, stores nothing)",
+    responses={
+        200: {"model": MessagePublic, "description": "Already stored: the original message"},
+        **_AUTH_ERRORS,
+        409: {"model": ErrorBody, "description": "The conversation is closed or not yet active"},
+        413: {"model": ErrorBody, "description": "Content longer than the limit"},
+        **_ENGINE_DOWN,
+    },
+)
+async def post_message(
+    body: MessageCreate,
+    conversation: ConversationOfCaller,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    response: Response,
+) -> MessagePublic:
+    if principal.role not in (Role.VISITOR, Role.AGENT):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    limit = services.settings.max_message_chars
+    if len(body.content) > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, detail=f"content is longer than {limit} characters"
+        )
+    if principal.role == Role.AGENT and conversation.state != ConversationState.ACTIVE:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is not active")
+    try:
+        stored = await run_in_threadpool(
+            lambda: store_message(
+                services.db,
+                conversation_id=conversation.id,
+                sender_role=principal.role,
+                sender_id=principal.id,
+                client_message_id=body.client_message_id,
+                type=body.type,
+                content=body.content,
+            )
+        )
+    except ConversationClosed:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is closed") from None
+    message = stored.message
+    assert message.id is not None
+    if message.acknowledged:
+        response.status_code = status.HTTP_200_OK
+        return _message_public(message)
+    # Stored first, then the workflow is told; only then is the message acknowledged (2xx).
+    await signal(
+        services.temporal,
+        conversation.id,
+        "message_posted",
+        MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
+    )
+    await run_in_threadpool(mark_acknowledged, services.db, message.id)
+    return _message_public(message)
+
+
+@router.get(
+    "/{conversation_id}/events",
+    response_model=EventPage,
+    summary="The conversation's events in seq order, after a given seq",
+    responses=_AUTH_ERRORS,
+)
+async def list_events(
+    conversation: ConversationOfCaller,
+    services: ServicesDep,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> EventPage:
+    def read() -> list[EventPublic]:
+        with services.db.read() as session:
+            rows = events_after(
+                session, conversation_id=conversation.id, after_seq=after_seq, limit=limit + 1
+            )
+            return [EventPublic(seq=e.seq, type=e.type, at=e.at, data=e.data) for e in rows]
+
+    events = await run_in_threadpool(read)
+    return EventPage(
+        conversation_id=conversation.id, events=events[:limit], has_more=len(events) > limit
+    )
+
+
+@router.post(
+    "/{conversation_id}/close",
+    response_model=ConversationPublic,
+    summary="Close the conversation (by its visitor, its agent or an admin)",
+    responses={
+        **_AUTH_ERRORS,
+        409: {"model": ErrorBody, "description": "Already closed"},
+        **_ENGINE_DOWN,
+    },
+)
+async def close_conversation(
+    conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
+) -> ConversationPublic:
+    if principal.role not in (Role.VISITOR, Role.AGENT, Role.ADMIN):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    if conversation.state == ConversationState.CLOSED:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already closed")
+    await update(
+        services.temporal,
+        conversation.id,
+        "close",
+        CloseRequest(by_role=principal.role, by_id=principal.id),
+        str,
+    )
+    return await conversation_view(services.db, conversation.id)
+
+
+@router.post(
+    "/{conversation_id}/rating",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RatingPublic,
+    summary="Rate the conversation after it closed (its visitor, within the rating window)",
+    responses={
+        **_AUTH_ERRORS,
+        409: {"model": ErrorBody, "description": "No invite pending, window passed, or rated"},
+        **_ENGINE_DOWN,
+    },
+    dependencies=[require(Role.VISITOR)],
+)
+async def rate_conversation(
+    body: RatingCreate, conversation: ConversationOfCaller, services: ServicesDep
+) -> RatingPublic:
+    if conversation.rating_status == RatingStatus.RATED:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
+    if conversation.rating_status != RatingStatus.PENDING or (
+        conversation.rating_expires_at is not None and conversation.rating_expires_at <= utcnow()
+    ):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="no rating invite is pending")
+    await update(
+        services.temporal,
+        conversation.id,
+        "submit_rating",
+        RatingSubmission(score=body.score, resolved=body.resolved, comment=body.comment),
+        str,
+    )
+    return (await conversation_view(services.db, conversation.id)).rating

@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ServicesDep
+from api.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Is the API up, and can it reach its database and Temporal?",
+    responses={503: {"model": Health, "description": "A dependency is unreachable"}},
+)
+async def healthz(services: ServicesDep, response: Response) -> Health:
+    def ping_database() -> str:
+        try:
+            with services.db.read() as session:
+                session.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            return "unreachable"
+        return "ok"
+
+    database = await run_in_threadpool(ping_database)
+    try:
+        client = await services.temporal.client()
+        temporal = "ok" if await client.service_client.check_health() else "unhealthy"
+    except Exception:
+        temporal = "unreachable"
+    healthy = database == "ok" and temporal == "ok"
+    if not healthy:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(status="ok" if healthy else "degraded", database=database, temporal=temporal)

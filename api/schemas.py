@@ -1,0 +1,127 @@
+"""Public request and response models. Table rows never leave the API unmapped."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.types import AgentStatus, MessageType
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+class AgentCreate(_Input):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["alice"])
+    name: str = Field(min_length=1, max_length=200, examples=["Alice"])
+    skill_groups: list[str] = Field(min_length=1, max_length=20, examples=[["general"]])
+    max_concurrent: int = Field(ge=1, le=50, examples=[3])
+
+
+class AgentPublic(BaseModel):
+    id: str
+    name: str
+    skill_groups: list[str]
+    status: AgentStatus
+    load: int = Field(description="Conversations currently assigned")
+    max_concurrent: int
+    last_assigned_at: datetime | None
+
+
+class AgentCreated(AgentPublic):
+    token: str = Field(description="The agent's bearer token; shown once")
+
+
+class AgentStatusUpdate(_Input):
+    status: AgentStatus
+
+
+# --- conversations --------------------------------------------------------------------------
+
+
+class ConversationCreate(_Input):
+    customer_id: str = Field(min_length=1, max_length=200, examples=["customer-42"])
+    channel: str = Field(
+        default="web", pattern=r"^[a-z0-9_]{1,64}$", examples=["web", "app", "order_page"]
+    )
+
+
+class RatingPublic(BaseModel):
+    status: str = Field(description="none | pending | rated | expired")
+    score: int | None = None
+    resolved: bool | None = None
+    expires_at: datetime | None = None
+
+
+class ConversationPublic(BaseModel):
+    id: str
+    customer_id: str
+    channel: str
+    state: str = Field(description="bot | queued | active | closed")
+    close_reason: str | None
+    skill_group: str | None
+    agent_id: str | None
+    queue_position: int | None = Field(description="1-based place in the queue while queued")
+    last_seq: int = Field(description="seq of the newest event")
+    rating: RatingPublic
+    created_at: datetime
+    closed_at: datetime | None
+
+
+class ConversationCreated(ConversationPublic):
+    visitor_token: str = Field(description="Bearer token for this conversation's visitor")
+
+
+class MessageCreate(_Input):
+    client_message_id: str = Field(
+        min_length=1, max_length=128, description="Chosen by the client; a retry reuses it"
+    )
+    type: MessageType = MessageType.TEXT
+    content: str = Field(min_length=1, description="Text, or a URL for image and video")
+
+
+class MessagePublic(BaseModel):
+    id: int
+    conversation_id: str
+    seq: int
+    sender_role: str
+    sender_id: str
+    client_message_id: str
+    type: str
+    content: str
+    created_at: datetime
+
+
+class EventPublic(BaseModel):
+    seq: int
+    type: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    conversation_id: str
+    events: list[EventPublic]
+    has_more: bool
+
+
+class RatingCreate(_Input):
+    score: int = Field(ge=1, le=5)
+    resolved: bool | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    temporal: str

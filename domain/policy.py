@@ -1,0 +1,194 @@
+"""The ops policy file (config/policy.toml): timeouts, skill groups and system-message texts.
+
+Validated at load with errors that name the key. `PolicySource` re-reads the file when it
+changes, so running conversations pick up new values at their next timer without a restart.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'90s', '5m', '24h', '1.5h', '2d' → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if seconds > 0:
+            return timedelta(seconds=seconds)
+    raise ValueError(f"invalid duration {value!r}: use a positive number with s, m, h or d (90s)")
+
+
+def format_duration(delta: timedelta) -> str:
+    """Human text for system messages: 120s → '2 minutes', 90s → '1 minute 30 seconds'."""
+    total = round(delta.total_seconds())
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count} {unit}{'s' if count != 1 else ''}")
+    return " ".join(parts) or "0 seconds"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(lambda d: f"{d.total_seconds():g}s", return_type=str),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    idle_warning_after: Duration = timedelta(minutes=3)
+    idle_close_after: Duration = timedelta(minutes=2)
+    rating_window: Duration = timedelta(hours=24)
+
+
+class SkillGroup(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+
+
+class ClosingTexts(_Strict):
+    agent_closed: str = "The agent has closed this chat. Thank you for contacting us."
+    visitor_closed: str = "You have left the chat. Thank you for contacting us."
+    idle_timeout: str = (
+        "This chat was closed because we did not hear from you. Write again any time."
+    )
+    abandoned: str = "You have left the queue. Write again any time."
+    admin_closed: str = "This chat was closed by our service team."
+    overflow: str = (
+        "All our agents are busy. Please leave us a message and we will get back to you."
+    )
+    out_of_hours: str = "We are closed right now. Please leave us a message."
+
+
+class Texts(_Strict):
+    idle_warning: str = (
+        "Are you still there? This chat will close in {idle_close_after} if we don't hear from you."
+    )
+    rating_invite: str = "How did we do? Please rate this conversation from 1 to 5."
+    closing: ClosingTexts = ClosingTexts()
+
+    @model_validator(mode="after")
+    def _placeholders_known(self) -> Texts:
+        try:
+            self.idle_warning.format(idle_close_after="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"texts.idle_warning: only {{idle_close_after}} may be used ({exc})"
+            ) from None
+        return self
+
+
+class Policy(_Strict):
+    default_skill_group: str = "general"
+    timeouts: Timeouts = Timeouts()
+    skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
+    texts: Texts = Texts()
+
+    @model_validator(mode="after")
+    def _groups_consistent(self) -> Policy:
+        names = [group.name for group in self.skill_groups]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"skill_groups: duplicate name {duplicates[0]!r}")
+        if self.default_skill_group not in names:
+            raise ValueError(
+                f"default_skill_group: {self.default_skill_group!r} is not one of the "
+                f"skill_groups ({', '.join(names)})"
+            )
+        return self
+
+    @property
+    def skill_group_names(self) -> set[str]:
+        return {group.name for group in self.skill_groups}
+
+    def closing_text(self, reason: str) -> str:
+        return getattr(self.texts.closing, reason, self.texts.closing.agent_closed)
+
+    def idle_warning_text(self, idle_close_after: timedelta) -> str:
+        return self.texts.idle_warning.format(idle_close_after=format_duration(idle_close_after))
+
+
+class PolicyError(ValueError):
+    """The policy file is unreadable or invalid; the message names the key."""
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        given = item.get("input")
+        shown = (
+            f" (got {given!r})" if not isinstance(given, dict | list) and given is not None else ""
+        )
+        lines.append(f"  {key}: {message}{shown}")
+    return f"invalid policy file {path}:\n" + "\n".join(lines)
+
+
+def load_policy(path: Path) -> Policy:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"policy file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"invalid policy file {path}: {exc}") from None
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError(_describe(exc, path)) from None
+
+
+class PolicySource:
+    """The current policy, re-read when the file changes; a bad edit keeps the last good one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._policy = load_policy(path)  # a bad file at start is refused here
+        self.last_error: str | None = None
+
+    def _file_stamp(self) -> tuple[int, int]:
+        stat = self.path.stat()
+        return stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> Policy:
+        with self._lock:
+            try:
+                stamp = self._file_stamp()
+            except OSError:
+                return self._policy
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self._policy = load_policy(self.path)
+                    self.last_error = None
+                except PolicyError as exc:
+                    self.last_error = str(exc)
+            return self._policy

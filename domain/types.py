@@ -1,0 +1,211 @@
+"""Plain types that cross the workflow boundary. No I/O, no clock, no environment here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from temporalio.common import SearchAttributeKey
+
+
+class ConversationState(StrEnum):
+    BOT = "bot"
+    QUEUED = "queued"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class CloseReason(StrEnum):
+    AGENT_CLOSED = "agent_closed"
+    VISITOR_CLOSED = "visitor_closed"
+    IDLE_TIMEOUT = "idle_timeout"
+    OVERFLOW = "overflow"
+    OUT_OF_HOURS = "out_of_hours"
+    ABANDONED = "abandoned"
+    ADMIN_CLOSED = "admin_closed"
+
+
+class RatingStatus(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    RATED = "rated"
+    EXPIRED = "expired"
+
+
+class Role(StrEnum):
+    VISITOR = "visitor"
+    AGENT = "agent"
+    ADMIN = "admin"
+    APP = "app"
+    SYSTEM = "system"
+
+
+class AgentStatus(StrEnum):
+    ONLINE = "online"
+    AWAY = "away"
+    OFFLINE = "offline"
+
+
+class MessageType(StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    VIDEO = "video"
+    EMOJI = "emoji"
+
+
+class EventType(StrEnum):
+    MESSAGE_CREATED = "message.created"
+    STATE_CHANGED = "conversation.state_changed"
+    ASSIGNED = "conversation.assigned"
+    IDLE_WARNING = "conversation.idle_warning"
+    CLOSED = "conversation.closed"
+    RATING_INVITED = "rating.invited"
+    RATING_SUBMITTED = "rating.submitted"
+    RATING_EXPIRED = "rating.expired"
+
+
+def workflow_id(conversation_id: str) -> str:
+    return f"conversation-{conversation_id}"
+
+
+# Supervisor view: custom search attributes (Keyword budget on SQL visibility is 10).
+SA_STATE = SearchAttributeKey.for_keyword("ConversationState")
+SA_SKILL_GROUP = SearchAttributeKey.for_keyword("SkillGroup")
+SA_AGENT = SearchAttributeKey.for_keyword("AgentId")
+SA_CHANNEL = SearchAttributeKey.for_keyword("Channel")
+SA_CLOSE_REASON = SearchAttributeKey.for_keyword("CloseReason")
+SA_PRIORITY = SearchAttributeKey.for_int("QueuePriority")
+SA_QUEUED_AT = SearchAttributeKey.for_datetime("QueuedAt")
+SEARCH_ATTRIBUTES = (
+    SA_STATE,
+    SA_SKILL_GROUP,
+    SA_AGENT,
+    SA_CHANNEL,
+    SA_CLOSE_REASON,
+    SA_PRIORITY,
+    SA_QUEUED_AT,
+)
+
+
+# --- workflow input, signals, updates -------------------------------------------------------
+
+
+@dataclass
+class MessagePosted:
+    """The API stored a message; `seq` orders it within the conversation."""
+
+    message_id: int
+    seq: int
+    sender_role: str
+
+
+@dataclass
+class AgentAssigned:
+    agent_id: str
+
+
+@dataclass
+class CloseRequest:
+    by_role: str
+    by_id: str
+
+
+@dataclass
+class RatingSubmission:
+    score: int
+    resolved: bool | None = None
+    comment: str | None = None
+
+
+@dataclass
+class IdleCountdown:
+    """Where the idle countdown stands: armed by an unanswered agent message (seq > 0)."""
+
+    agent_message_seq: int = 0
+    armed_at: datetime | None = None
+    warning_at: datetime | None = None
+    warned: bool = False
+    close_at: datetime | None = None
+
+
+@dataclass
+class ConversationFlow:
+    """All workflow state in one place, so continue-as-new carries it whole."""
+
+    conversation_id: str
+    customer_id: str
+    channel: str
+    state: str = ConversationState.QUEUED
+    skill_group: str | None = None
+    priority: int = 0
+    queued_at: datetime | None = None
+    agent_id: str | None = None
+    close_request: CloseRequest | None = None
+    close_reason: str | None = None
+    last_message_seq: int = 0
+    last_message_role: str | None = None
+    countdown: IdleCountdown = field(default_factory=IdleCountdown)
+    rating_status: str = RatingStatus.NONE
+    rating_expires_at: datetime | None = None
+    rating: RatingSubmission | None = None
+    assignment_recorded: bool = False
+
+
+# --- activity inputs and results ------------------------------------------------------------
+
+
+@dataclass
+class QueuePlacement:
+    skill_group: str
+    priority: int
+    queued_at: datetime
+
+
+@dataclass
+class Timeouts:
+    idle_warning_after_s: float
+    idle_close_after_s: float
+    rating_window_s: float
+
+
+@dataclass
+class IdleWarningInput:
+    conversation_id: str
+    agent_message_seq: int
+    close_at: datetime
+    idle_close_after_s: float
+
+
+@dataclass
+class CloseInput:
+    conversation_id: str
+    reason: str
+    closed_by: str | None = None
+
+
+@dataclass
+class RatingInvite:
+    conversation_id: str
+    expires_at: datetime
+
+
+@dataclass
+class RatingRecord:
+    conversation_id: str
+    rating: RatingSubmission
+
+
+@dataclass
+class ConversationSnapshot:
+    conversation_id: str
+    state: str
+    skill_group: str | None
+    agent_id: str | None
+    close_reason: str | None
+    rating_status: str
+    queued_at: datetime | None
+    last_message_seq: int
+    idle_warning_at: datetime | None
+    idle_close_at: datetime | None
+    rating_expires_at: datetime | None

