@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from api.main import create_app
 from domain.policy import PolicySource
 from settings import Settings
 from store.db import Database
+from store.models import Agent, AgentSkill, Conversation, QueueEntry, utcnow
 from worker import build_worker
 
 T = TypeVar("T")
@@ -215,3 +217,70 @@ class System:
             return found[-1] if found else None
 
         return await eventually(check, timeout=timeout, what=f"{event_type} in {conversation_id}")
+
+
+# --- database builders (for tests of the store layer) ---------------------------------------
+
+
+def add_agent(
+    db: Database,
+    agent_id: str,
+    *,
+    max_concurrent: int,
+    skill_groups: list[str] | None = None,
+    status: str = "online",
+) -> None:
+    with db.write() as session:
+        session.add(
+            Agent(
+                id=agent_id,
+                name=agent_id,
+                token_hash=uuid.uuid4().hex,
+                status=status,
+                max_concurrent=max_concurrent,
+            )
+        )
+        session.flush()
+        session.add_all(
+            AgentSkill(agent_id=agent_id, skill_group=group)
+            for group in skill_groups or ["general"]
+        )
+
+
+def enqueue_conversations(
+    db: Database,
+    count: int,
+    *,
+    skill_group: str = "general",
+    priority: int = 0,
+    enqueued_at: datetime | None = None,
+) -> list[str]:
+    """Queued conversations, one transaction each, in this order. Returns their ids."""
+    ids = []
+    for _ in range(count):
+        conversation_id = uuid.uuid4().hex[:16]
+        at = enqueued_at or utcnow()
+        with db.write() as session:
+            session.add(
+                Conversation(
+                    id=conversation_id,
+                    customer_id=f"customer-{conversation_id}",
+                    open_customer_key=f"customer-{conversation_id}",
+                    channel="web",
+                    state="queued",
+                    skill_group=skill_group,
+                    priority=priority,
+                    queued_at=at,
+                )
+            )
+            session.flush()
+            session.add(
+                QueueEntry(
+                    conversation_id=conversation_id,
+                    skill_group=skill_group,
+                    priority=priority,
+                    enqueued_at=at,
+                )
+            )
+        ids.append(conversation_id)
+    return ids

@@ -1,0 +1,181 @@
+"""Invariants 3 and 4 at the database: capacity never exceeded, never assigned twice, FIFO.
+
+Each thread has its own Database (its own connection pool), as separate API and worker
+processes would; the same tests run on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from store.assignment import dispatch, queue_position, release_agent
+from store.db import Database
+from store.models import Agent, Assignment, Conversation, QueueEntry, utcnow
+from tests.utils import add_agent, enqueue_conversations
+
+
+def _clone(db: Database) -> Database:
+    return Database(db.url)
+
+
+def test_concurrent_dispatchers_never_exceed_capacity_or_assign_twice(db: Database) -> None:
+    for index in range(5):
+        add_agent(db, f"agent-{index}", max_concurrent=2)
+    conversations = enqueue_conversations(db, 40)
+    dispatchers = [_clone(db) for _ in range(8)]
+    barrier = threading.Barrier(len(dispatchers))
+
+    def run(worker_db: Database) -> int:
+        barrier.wait()
+        return len(dispatch(worker_db, ["general"]))
+
+    with ThreadPoolExecutor(len(dispatchers)) as pool:
+        made = sum(pool.map(run, dispatchers))
+    for worker_db in dispatchers:
+        worker_db.dispose()
+
+    with db.read() as session:
+        log = list(session.exec(select(Assignment).order_by(col(Assignment.id))))
+        agents = list(session.exec(select(Agent)))
+        waiting = list(session.exec(select(QueueEntry)))
+    assert made == len(log) == 10, "5 agents x capacity 2 = exactly 10 assignments"
+    assert len({a.conversation_id for a in log}) == len(log), "a conversation assigned twice"
+    per_agent = Counter(a.agent_id for a in log)
+    assert all(count == 2 for count in per_agent.values()) and len(per_agent) == 5
+    assert all(agent.active_count == 2 for agent in agents)
+    # FIFO: the ten who queued first are the ones served, in queue order.
+    assert [a.conversation_id for a in log] == conversations[:10]
+    assert len(waiting) == 30
+
+
+def test_fifo_holds_while_agents_free_capacity_concurrently(db: Database) -> None:
+    for index in range(4):
+        add_agent(db, f"agent-{index}", max_concurrent=3)
+    conversations = enqueue_conversations(db, 60)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def agent_loop(agent_id: str) -> None:
+        own = _clone(db)
+        rng = random.Random(agent_id)
+        try:
+            for _ in range(200):
+                dispatch(own, ["general"])
+                with own.read() as session:
+                    held = list(
+                        session.exec(
+                            select(Conversation.id).where(
+                                Conversation.agent_id == agent_id,
+                                col(Conversation.load_released).is_(False),
+                            )
+                        )
+                    )
+                    left = session.exec(select(QueueEntry.id)).first()
+                if not held and left is None:
+                    return
+                if held:
+                    with own.write() as session:
+                        release_agent(session, rng.choice(held), utcnow())
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        finally:
+            own.dispose()
+
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample_loads() -> None:
+        """Watch what agents hold while it happens: never more than their capacity."""
+        watcher = _clone(db)
+        while not done.is_set():
+            with watcher.read() as session:
+                held = session.exec(
+                    select(Conversation.agent_id, sa.func.count())
+                    .where(
+                        col(Conversation.agent_id).is_not(None),
+                        col(Conversation.load_released).is_(False),
+                    )
+                    .group_by(Conversation.agent_id)
+                ).all()
+            samples.extend(count for _agent, count in held)
+        watcher.dispose()
+
+    sampler = threading.Thread(target=sample_loads)
+    sampler.start()
+    threads = [threading.Thread(target=agent_loop, args=(f"agent-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    sampler.join()
+    assert not errors, errors
+
+    with db.read() as session:
+        log = list(session.exec(select(Assignment).order_by(col(Assignment.id))))
+        agents = {a.id: a for a in session.exec(select(Agent))}
+    assert sorted(a.conversation_id for a in log) == sorted(conversations), "each exactly once"
+    assert [a.queue_ticket for a in log] == sorted(a.queue_ticket for a in log), "FIFO broken"
+    assert all(agent.active_count == 0 for agent in agents.values())
+    assert max(samples) <= 3 and max(samples) == 3, "the sampler saw agents at full capacity"
+
+
+def test_priority_first_then_first_come_first_served(db: Database) -> None:
+    now = utcnow()
+    early_low = enqueue_conversations(db, 1, priority=0, enqueued_at=now - timedelta(minutes=5))
+    late_high = enqueue_conversations(db, 1, priority=10, enqueued_at=now)
+    early_high = enqueue_conversations(db, 1, priority=10, enqueued_at=now - timedelta(minutes=1))
+    with db.read() as session:
+        positions = {
+            e.conversation_id: queue_position(session, e) for e in session.exec(select(QueueEntry))
+        }
+    assert positions == {early_high[0]: 1, late_high[0]: 2, early_low[0]: 3}
+    add_agent(db, "solo", max_concurrent=3)
+    made = dispatch(db, ["general"])
+    assert [m.conversation_id for m in made] == early_high + late_high + early_low
+
+
+@pytest.mark.parametrize("status", ["offline", "away"])
+def test_only_online_agents_of_the_group_are_assigned(db: Database, status: str) -> None:
+    add_agent(db, "elsewhere", skill_groups=["after_sales"], max_concurrent=5)
+    add_agent(db, "resting", max_concurrent=5, status=status)
+    enqueue_conversations(db, 2)
+    assert dispatch(db, ["general"]) == []
+    add_agent(db, "ready", max_concurrent=1)
+    made = dispatch(db, ["general"])
+    assert [m.agent_id for m in made] == ["ready"]
+
+
+def test_least_loaded_then_longest_since_last_assignment(db: Database) -> None:
+    add_agent(db, "busy", max_concurrent=5)
+    add_agent(db, "fresh", max_concurrent=5)
+    with db.write() as session:
+        busy = session.get(Agent, "busy")
+        assert busy is not None
+        busy.active_count = 1
+        session.add(busy)
+    enqueue_conversations(db, 3)
+    made = dispatch(db, ["general"])
+    # fresh (0 load) first; then both at 1: busy has never been assigned → busy; then fresh.
+    assert [m.agent_id for m in made] == ["fresh", "busy", "fresh"]
+
+
+def test_release_is_counted_once(db: Database) -> None:
+    add_agent(db, "alice", max_concurrent=2)
+    [conversation_id] = enqueue_conversations(db, 1)
+    dispatch(db, ["general"])
+    for _ in range(3):  # an activity may run more than once
+        with db.write() as session:
+            release_agent(session, conversation_id, utcnow())
+    with db.read() as session:
+        agent = session.get(Agent, "alice")
+        assert agent is not None and agent.active_count == 0
