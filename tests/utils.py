@@ -51,10 +51,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_settings(db: Database, policy_path: Path, task_queue: str, address: str) -> Settings:
+def test_settings(db: Database | str, policy_path: Path, task_queue: str, address: str) -> Settings:
+    """Settings for a test deployment (`db` is a Database or a database URL)."""
     return Settings(
         env="test",
-        database_url=db.url,
+        database_url=db if isinstance(db, str) else db.url,
         policy=policy_path,
         task_queue=task_queue,
         temporal_address=address,
@@ -62,6 +63,9 @@ def test_settings(db: Database, policy_path: Path, task_queue: str, address: str
         app_key="test-app-key",
         secret_key="test-secret-key-0123456789",
     )
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a builder, not a test
 
 
 async def eventually(

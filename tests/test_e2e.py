@@ -1,0 +1,244 @@
+"""End to end, as deployed: the real dev server, `python worker.py` and uvicorn on a loopback
+port, driven over HTTP with second-scale timeouts from a test policy file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from settings import PROJECT_ROOT
+from tests.utils import ADMIN, APP, bearer, eventually, test_settings, write_policy
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def deployment(dev_env, tmp_path: Path) -> Iterator[str]:
+    """Worker and API as separate processes, configured only through the environment."""
+    policy = write_policy(
+        tmp_path / "policy.toml",
+        idle_warning_after="2s",
+        idle_close_after="2s",
+        rating_window="4s",
+    )
+    port = _free_port()
+    settings = test_settings(
+        db=f"sqlite:///{tmp_path / 'switchboard.db'}",
+        policy_path=policy,
+        task_queue=f"tq-{uuid.uuid4()}",
+        address=dev_env.client.service_client.config.target_host,
+    )
+    env = {
+        **os.environ,
+        "SWITCHBOARD_ENV": "test",
+        "SWITCHBOARD_DATABASE_URL": settings.database_url,
+        "SWITCHBOARD_POLICY": str(policy),
+        "SWITCHBOARD_TASK_QUEUE": settings.task_queue,
+        "SWITCHBOARD_TEMPORAL_ADDRESS": settings.temporal_address,
+        "SWITCHBOARD_ADMIN_TOKEN": settings.admin_token,
+        "SWITCHBOARD_APP_KEY": settings.app_key,
+        "SWITCHBOARD_SECRET_KEY": settings.secret_key,
+        "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "1",
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    commands = {
+        "worker": [sys.executable, "worker.py"],
+        "api": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+    }
+    processes = {
+        name: subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=(logs / f"{name}.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for name, command in commands.items()
+    }
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes.values()):
+            pytest.fail("the API did not come up:\n" + (logs / "api.log").read_text())
+        time.sleep(0.2)
+    yield base_url
+    for process in processes.values():
+        process.send_signal(signal.SIGTERM)
+    for name, process in processes.items():
+        try:
+            # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
+            assert process.wait(20) in (0, -signal.SIGTERM), f"{name} did not stop cleanly"
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    for name in processes:
+        assert "Traceback" not in (logs / f"{name}.log").read_text(), name
+    assert "Application shutdown complete" in (logs / "api.log").read_text()
+
+
+@pytest.fixture
+async def http(deployment: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=deployment, timeout=30) as client:
+        yield client
+
+
+async def _conversation(http: httpx.AsyncClient, cid: str, token: str) -> dict[str, Any]:
+    response = await http.get(f"/v1/conversations/{cid}", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _events(http: httpx.AsyncClient, cid: str, token: str) -> list[dict[str, Any]]:
+    response = await http.get(f"/v1/conversations/{cid}/events", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    events = response.json()["events"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "seq gap or disorder"
+    return events
+
+
+async def _until_event(http: httpx.AsyncClient, cid: str, token: str, kind: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        return next((e for e in await _events(http, cid, token) if e["type"] == kind), None)
+
+    return await eventually(check, timeout=20, what=f"{kind} in {cid}")
+
+
+async def _start(http: httpx.AsyncClient) -> tuple[str, str]:
+    response = await http.post(
+        "/v1/conversations",
+        headers=APP,
+        json={"customer_id": f"customer-{uuid.uuid4().hex[:6]}", "channel": "web"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"], response.json()["visitor_token"]
+
+
+async def _until_active(http: httpx.AsyncClient, cid: str, token: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        body = await _conversation(http, cid, token)
+        return body if body["state"] == "active" else None
+
+    return await eventually(check, timeout=20, what=f"{cid} to be assigned")
+
+
+async def _say(http: httpx.AsyncClient, cid: str, token: str, text: str) -> int:
+    response = await http.post(
+        f"/v1/conversations/{cid}/messages",
+        headers=bearer(token),
+        json={"client_message_id": uuid.uuid4().hex, "type": "text", "content": text},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["seq"]
+
+
+async def test_whole_lifecycle_over_http(http: httpx.AsyncClient) -> None:
+    created = await http.post(
+        "/v1/agents",
+        headers=ADMIN,
+        json={"id": "alice", "name": "Alice", "skill_groups": ["general"], "max_concurrent": 3},
+    )
+    assert created.status_code == 201, created.text
+    agent = bearer(created.json()["token"])
+    online = await http.put("/v1/agents/alice/status", headers=agent, json={"status": "online"})
+    assert online.json()["status"] == "online"
+
+    # 1. Messages both ways, idle warning, auto-close, rating submitted.
+    cid, visitor = await _start(http)
+    assert (await _until_active(http, cid, visitor))["agent_id"] == "alice"
+    seqs = [
+        await _say(http, cid, visitor, "Where is my parcel?"),
+        await _say(http, cid, created.json()["token"], "Let me check order 1234 for you."),
+        await _say(http, cid, visitor, "Thanks"),
+        await _say(http, cid, created.json()["token"], "It ships tomorrow. Anything else?"),
+    ]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    events = await _events(http, cid, visitor)
+    messages = [e for e in events if e["type"] == "message.created"]
+    assert [m["data"]["content"] for m in messages][-1] == "It ships tomorrow. Anything else?"
+    assert [m["data"]["sender_role"] for m in messages] == ["visitor", "agent"] * 2
+    assert (await http.get(f"/v1/conversations/{cid}/events", headers=agent)).status_code == 200
+
+    warning = await _until_event(http, cid, visitor, "conversation.idle_warning")
+    assert "2 seconds" in warning["data"]["text"]
+    closed = await _until_event(http, cid, visitor, "conversation.closed")
+    assert closed["data"]["close_reason"] == "idle_timeout"
+    assert closed["data"]["text"] == "Closed for inactivity."
+    await _until_event(http, cid, visitor, "rating.invited")
+    body = await _conversation(http, cid, visitor)
+    assert (body["state"], body["close_reason"], body["rating"]["status"]) == (
+        "closed",
+        "idle_timeout",
+        "pending",
+    )
+    rated = await http.post(
+        f"/v1/conversations/{cid}/rating",
+        headers=bearer(visitor),
+        json={"score": 5, "resolved": True},
+    )
+    assert rated.status_code == 201, rated.text
+    assert rated.json()["status"] == "rated" and rated.json()["score"] == 5
+    await _until_event(http, cid, visitor, "rating.submitted")
+    late = await http.post(f"/v1/conversations/{cid}/message", headers=bearer(visitor))
+    assert late.status_code in (404, 405)
+    closed_message = await http.post(
+        f"/v1/conversations/{cid}/messages",
+        headers=bearer(visitor),
+        json={"client_message_id": "late", "content": "hello?"},
+    )
+    assert closed_message.status_code == 409
+
+    # 2. The agent closes the second conversation; its rating expires unrated.
+    cid2, visitor2 = await _start(http)
+    await _until_active(http, cid2, visitor2)
+    await _say(http, cid2, visitor2, "Can I change my address?")
+    closing = await http.post(f"/v1/conversations/{cid2}/close", headers=agent)
+    assert closing.status_code == 200, closing.text
+    assert closing.json()["close_reason"] == "agent_closed"
+    closed2 = await _until_event(http, cid2, visitor2, "conversation.closed")
+    assert closed2["data"]["text"] == "Solved, thank you."
+    await _until_event(http, cid2, visitor2, "rating.expired")
+    assert (await _conversation(http, cid2, visitor2))["rating"]["status"] == "expired"
+
+    # 3. The visitor closes the third.
+    cid3, visitor3 = await _start(http)
+    await _until_active(http, cid3, visitor3)
+    closing3 = await http.post(f"/v1/conversations/{cid3}/close", headers=bearer(visitor3))
+    assert closing3.status_code == 200, closing3.text
+    assert closing3.json()["close_reason"] == "visitor_closed"
+    await _until_event(http, cid3, visitor3, "rating.invited")
+
+    # Every close gave the agent's seat back.
+    status = await http.get("/v1/agents/alice", headers=agent)
+    assert status.json()["load"] == 0
