@@ -70,11 +70,13 @@ def _groups_with_waiting(db: Database) -> list[str]:
         return waiting_groups(session)
 
 
-async def reconcile(*, db: Database, client: Client) -> int:
+async def reconcile(
+    *, db: Database, client: Client, stranded_after: timedelta = timedelta(seconds=5)
+) -> int:
     """The safety net for assignment triggers lost to a crash. Safe to run anywhere, any time."""
     groups = await asyncio.to_thread(_groups_with_waiting, db)
     made = await assign_and_notify(db=db, client=client, skill_groups=groups)
-    stranded = await asyncio.to_thread(_stranded_assignments, db, timedelta(seconds=5))
+    stranded = await asyncio.to_thread(_stranded_assignments, db, stranded_after)
     for conversation_id, agent_id in stranded:
         await tell_assigned(client, conversation_id, agent_id)
     return len(made) + len(stranded)
