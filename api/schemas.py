@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,17 @@ class _Input(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+def errors(described: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error codes, each answered with an ErrorBody."""
+    return {code: {"model": ErrorBody, "description": text} for code, text in described.items()}
+
+
+UNAUTHORIZED = {401: "Missing or invalid bearer token"}
+ENGINE_DOWN = {
+    503: "Temporal or the database unreachable; nothing was lost, retry the same request"
+}
 
 
 # --- agents ---------------------------------------------------------------------------------

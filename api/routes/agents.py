@@ -19,24 +19,22 @@ from api.deps import (
 )
 from api.routes.conversations import conversation_view
 from api.schemas import (
+    UNAUTHORIZED,
     AgentCreate,
     AgentCreated,
     AgentPublic,
     AgentStatusUpdate,
     ConversationPublic,
-    ErrorBody,
+    errors,
 )
+from api.temporal import EngineUnavailable
 from domain.types import AgentStatus, ConversationState, Role
 from store.assignment import agent_skill_groups
 from store.models import Agent, AgentSkill, Conversation
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
-_AUTH_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
-    403: {"model": ErrorBody, "description": "Only this agent or an admin"},
-    404: {"model": ErrorBody, "description": "Unknown agent"},
-}
+_AUTH_ERRORS = errors({**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"})
 
 
 def _public(session: Session, agent: Agent) -> AgentPublic:
@@ -56,12 +54,14 @@ def _public(session: Session, agent: Agent) -> AgentPublic:
     status_code=status.HTTP_201_CREATED,
     response_model=AgentCreated,
     summary="Create an agent; the answer carries the agent's token (shown once)",
-    responses={
-        401: _AUTH_ERRORS[401],
-        403: {"model": ErrorBody, "description": "Admins only"},
-        409: {"model": ErrorBody, "description": "An agent with this id exists"},
-        422: {"model": ErrorBody, "description": "Invalid body or unknown skill group"},
-    },
+    responses=errors(
+        {
+            **UNAUTHORIZED,
+            403: "Admins only",
+            409: "An agent with this id exists",
+            422: "Invalid body or unknown skill group",
+        }
+    ),
     dependencies=[require(Role.ADMIN)],
 )
 async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated:
@@ -139,10 +139,14 @@ async def set_agent_status(
 
     groups = await run_in_threadpool(write)
     if body.status == AgentStatus.ONLINE:
-        # Going offline keeps active conversations with the agent; online takes new ones now.
-        await assign_and_notify(
-            db=services.db, client=await services.temporal.client(), skill_groups=groups
-        )
+        # Going offline keeps active conversations with the agent; online takes new ones now
+        # (or, with Temporal unreachable, at the worker's next reconciliation pass).
+        try:
+            client = await services.temporal.client()
+        except EngineUnavailable:
+            client = None
+        if client is not None:
+            await assign_and_notify(db=services.db, client=client, skill_groups=groups)
     return await _agent_view(services, agent.id)
 
 

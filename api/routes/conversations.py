@@ -25,16 +25,18 @@ from api.deps import (
 )
 from api.engine import signal, update
 from api.schemas import (
+    ENGINE_DOWN,
+    UNAUTHORIZED,
     ConversationCreate,
     ConversationCreated,
     ConversationPublic,
-    ErrorBody,
     EventPage,
     EventPublic,
     MessageCreate,
     MessagePublic,
     RatingCreate,
     RatingPublic,
+    errors,
 )
 from api.temporal import EngineUnavailable
 from domain.types import (
@@ -57,13 +59,10 @@ from store.models import Conversation, Message, QueueEntry, utcnow
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
-_AUTH_ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
-    403: {"model": ErrorBody, "description": "Not your conversation, or the wrong role"},
-    404: {"model": ErrorBody, "description": "Unknown conversation"},
-}
-_ENGINE_DOWN: dict[int | str, dict[str, object]] = {
-    503: {"model": ErrorBody, "description": "Engine unreachable; retry the same request"}
+_ACCESS = {
+    **UNAUTHORIZED,
+    403: "Not your conversation, or the wrong role",
+    404: "Unknown conversation",
 }
 
 
@@ -140,7 +139,10 @@ def _open_or_new(db: Database, body: ConversationCreate) -> tuple[Conversation, 
     status_code=status.HTTP_201_CREATED,
     response_model=ConversationCreated,
     summary="Start a conversation (or get the customer's open one back, with 200)",
-    responses={200: {"model": ConversationCreated}, **_AUTH_ERRORS, **_ENGINE_DOWN},
+    responses={
+        200: {"model": ConversationCreated, "description": "The customer's open conversation"},
+        **errors({**UNAUTHORIZED, 403: "Only your app's backend (or an admin)", **ENGINE_DOWN}),
+    },
     dependencies=[require(Role.APP, Role.ADMIN)],
 )
 async def start_conversation(
@@ -182,7 +184,7 @@ async def start_conversation(
     "/{conversation_id}",
     response_model=ConversationPublic,
     summary="A conversation's state, agent, queue position and rating",
-    responses=_AUTH_ERRORS,
+    responses=errors(_ACCESS),
 )
 async def get_conversation(
     conversation: ConversationOfCaller, services: ServicesDep
@@ -212,10 +214,14 @@ def _message_public(message: Message) -> MessagePublic:
     summary="Post a message (a retry with the same client_message_id answers 200, stores nothing)",
     responses={
         200: {"model": MessagePublic, "description": "Already stored: the original message"},
-        **_AUTH_ERRORS,
-        409: {"model": ErrorBody, "description": "The conversation is closed or not yet active"},
-        413: {"model": ErrorBody, "description": "Content longer than the limit"},
-        **_ENGINE_DOWN,
+        **errors(
+            {
+                **_ACCESS,
+                409: "The conversation is closed or not yet active",
+                413: "Content longer than the limit",
+                **ENGINE_DOWN,
+            }
+        ),
     },
 )
 async def post_message(
@@ -268,7 +274,7 @@ async def post_message(
     "/{conversation_id}/events",
     response_model=EventPage,
     summary="The conversation's events in seq order, after a given seq",
-    responses=_AUTH_ERRORS,
+    responses=errors(_ACCESS),
 )
 async def list_events(
     conversation: ConversationOfCaller,
@@ -293,11 +299,7 @@ async def list_events(
     "/{conversation_id}/close",
     response_model=ConversationPublic,
     summary="Close the conversation (by its visitor, its agent or an admin)",
-    responses={
-        **_AUTH_ERRORS,
-        409: {"model": ErrorBody, "description": "Already closed"},
-        **_ENGINE_DOWN,
-    },
+    responses=errors({**_ACCESS, 409: "Already closed", **ENGINE_DOWN}),
 )
 async def close_conversation(
     conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
@@ -321,11 +323,9 @@ async def close_conversation(
     status_code=status.HTTP_201_CREATED,
     response_model=RatingPublic,
     summary="Rate the conversation after it closed (its visitor, within the rating window)",
-    responses={
-        **_AUTH_ERRORS,
-        409: {"model": ErrorBody, "description": "No invite pending, window passed, or rated"},
-        **_ENGINE_DOWN,
-    },
+    responses=errors(
+        {**_ACCESS, 409: "No invite pending, the window has passed, or rated", **ENGINE_DOWN}
+    ),
     dependencies=[require(Role.VISITOR)],
 )
 async def rate_conversation(
