@@ -1,0 +1,58 @@
+"""Chatty conversations continue-as-new when Temporal suggests it, carrying their whole state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from domain.types import SEARCH_ATTRIBUTES
+from tests.conftest import _binary
+from tests.utils import ADMIN, System
+
+
+@pytest.fixture(scope="module")
+async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server that suggests continue-as-new after 40 history events."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=_binary("temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "limit.historyCount.suggestContinueAsNew=40",
+        ],
+    )
+    yield env
+    await env.shutdown()
+
+
+async def test_a_long_conversation_continues_as_new_and_loses_nothing(
+    short_history_env, sqlite_db, policy_file, make_system
+) -> None:
+    env = short_history_env
+    async with make_system(env, sqlite_db, policy_file(idle_warning_after="1s"))() as system:
+        system: System
+        agent_id, agent = await system.create_agent()
+        conversation_id, visitor = await system.start_conversation()
+        await system.wait_for_state(conversation_id, visitor, "active")
+        for index in range(60):
+            response = await system.post_message(conversation_id, visitor, f"question {index}")
+            assert response.status_code == 201, response.text
+
+        handle = env.client.get_workflow_handle(f"conversation-{conversation_id}")
+        # The newest run started from a predecessor: continue-as-new happened.
+        start = await handle.fetch_history()
+        attributes = start.events[0].workflow_execution_started_event_attributes
+        assert attributes.continued_execution_run_id, "never continued as new"
+
+        # State carried over: same agent, still active, and the idle countdown still works.
+        snapshot = await handle.query("snapshot")
+        assert snapshot["state"] == "active" and snapshot["agent_id"] == agent_id
+        assert snapshot["last_message_seq"] == 3 + 60
+        await system.post_message(conversation_id, agent, "Anything else?")
+        warning = await system.wait_for_event(conversation_id, visitor, "conversation.idle_warning")
+        assert warning["data"]["after_agent_message_seq"] == 3 + 61
+        load = (await system.http.get(f"/v1/agents/{agent_id}", headers=ADMIN)).json()["load"]
+        assert load == 1
