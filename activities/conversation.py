@@ -30,7 +30,7 @@ from domain.types import (
     Role,
     Timeouts,
 )
-from store.assignment import agent_skill_groups, release_agent
+from store.assignment import agent_skill_groups, join_queue, release_agent
 from store.db import Database
 from store.events import append_event
 from store.models import Agent, Conversation, QueueEntry, utcnow
@@ -72,27 +72,12 @@ class ConversationActivities:
         def work() -> QueuePlacement:
             with self.db.write() as session:
                 conversation = _conversation(session, conversation_id)
-                if conversation.skill_group is None:
-                    conversation.skill_group = policy.default_skill_group
-                    conversation.priority = 0
-                    conversation.queued_at = utcnow()
-                    session.add(conversation)
-                waiting = session.exec(
-                    select(QueueEntry).where(QueueEntry.conversation_id == conversation_id)
-                ).first()
-                if (
-                    waiting is None
-                    and conversation.agent_id is None
-                    and conversation.state == ConversationState.QUEUED
-                ):
-                    assert conversation.queued_at is not None
-                    session.add(
-                        QueueEntry(
-                            conversation_id=conversation_id,
-                            skill_group=conversation.skill_group,
-                            priority=conversation.priority,
-                            enqueued_at=conversation.queued_at,
-                        )
+                if conversation.agent_id is None and conversation.state == ConversationState.QUEUED:
+                    join_queue(
+                        session,
+                        conversation,
+                        skill_group=conversation.skill_group or policy.default_skill_group,
+                        priority=conversation.priority,
                     )
                 append_event(
                     session,
@@ -104,6 +89,7 @@ class ConversationActivities:
                     },
                     dedupe_key="state:queued",
                 )
+                assert conversation.skill_group is not None
                 assert conversation.queued_at is not None
                 return QueuePlacement(
                     skill_group=conversation.skill_group,

@@ -69,6 +69,43 @@ def _take_capacity(session: Session, agent_id: str, now: datetime) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def lock_queue(session: Session, skill_group: str) -> None:
+    """Serialise joining and serving one group's queue, so enqueue times follow commit order
+    (nobody can be served while someone with an earlier enqueue time is still joining).
+    SQLite's write transactions are serialised already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"switchboard.queue.{skill_group}"},
+        )
+
+
+def join_queue(
+    session: Session, conversation: Conversation, *, skill_group: str, priority: int
+) -> QueueEntry:
+    """Put a conversation in a group's queue, once. A conversation that queued before keeps its
+    original enqueue time, so it does not lose its place."""
+    lock_queue(session, skill_group)
+    existing = session.exec(
+        select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
+    ).first()
+    if existing is not None:
+        return existing
+    conversation.skill_group = skill_group
+    conversation.priority = priority
+    conversation.queued_at = conversation.queued_at or utcnow()
+    session.add(conversation)
+    entry = QueueEntry(
+        conversation_id=conversation.id,
+        skill_group=skill_group,
+        priority=priority,
+        enqueued_at=conversation.queued_at,
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
 class _HeadTaken(Exception):
     pass
 
@@ -76,6 +113,7 @@ class _HeadTaken(Exception):
 def assign_next(db: Database, skill_group: str) -> NewAssignment | None:
     """Assign the head of one group's queue, if an agent has room. One transaction."""
     with db.write() as session:
+        lock_queue(session, skill_group)
         entry = session.exec(
             select(QueueEntry)
             .where(QueueEntry.skill_group == skill_group)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -16,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from store.assignment import dispatch, queue_position, release_agent
+from store.assignment import dispatch, join_queue, queue_position, release_agent
 from store.db import Database
 from store.models import Agent, Assignment, Conversation, QueueEntry, utcnow
-from tests.utils import add_agent, enqueue_conversations
+from tests.utils import add_agent, enqueue_conversations, new_conversation
 
 
 def _clone(db: Database) -> Database:
@@ -179,3 +180,47 @@ def test_release_is_counted_once(db: Database) -> None:
     with db.read() as session:
         agent = session.get(Agent, "alice")
         assert agent is not None and agent.active_count == 0
+
+
+def test_nobody_is_served_before_an_earlier_arrival_still_joining(db: Database) -> None:
+    """A joins the queue first but its transaction is still open when B joins and an agent
+    is free: B must not be served ahead of A (enqueue times follow commit order)."""
+    add_agent(db, "wide", max_concurrent=10)
+    a_joined, release_a = threading.Event(), threading.Event()
+    ids: dict[str, str] = {}
+
+    def join_a() -> None:
+        own = _clone(db)
+        with own.write() as session:
+            conversation = new_conversation(session)
+            join_queue(session, conversation, skill_group="general", priority=0)
+            ids["a"] = conversation.id
+            a_joined.set()
+            release_a.wait(5)  # the rest of A's transaction is slow
+        own.dispose()
+
+    def join_b() -> None:
+        own = _clone(db)
+        ids["b"] = enqueue_conversations(own, 1)[0]
+        own.dispose()
+
+    def serve() -> None:
+        own = _clone(db)
+        dispatch(own, ["general"])
+        own.dispose()
+
+    threads = [threading.Thread(target=join_a)]
+    threads[0].start()
+    assert a_joined.wait(5)
+    for target in (join_b, serve):
+        threads.append(threading.Thread(target=target))
+        threads[-1].start()
+        time.sleep(0.3)  # B commits (or waits for A); the agent looks for work
+    release_a.set()
+    for thread in threads:
+        thread.join(10)
+    dispatch(db, ["general"])
+
+    with db.read() as session:
+        log = list(session.exec(select(Assignment).order_by(col(Assignment.id))))
+    assert [a.conversation_id for a in log] == [ids["a"], ids["b"]]

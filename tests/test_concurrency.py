@@ -11,6 +11,7 @@ from collections import Counter
 
 from sqlmodel import col, select
 
+from store.assignment import queue_order
 from store.db import Database
 from store.models import Assignment, QueueEntry
 from tests.utils import System, bearer, eventually
@@ -28,8 +29,9 @@ async def _active(system: System, agents: dict[str, str]) -> dict[str, list[str]
 
 
 def _queue_order(db: Database) -> list[str]:
+    """Who is next: by enqueue time, the ticket breaking ties (as the assignment reads it)."""
     with db.read() as session:
-        entries = session.exec(select(QueueEntry).order_by(col(QueueEntry.id))).all()
+        entries = session.exec(select(QueueEntry).order_by(*queue_order())).all()
         return [entry.conversation_id for entry in entries]
 
 

@@ -12,14 +12,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
+from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.main import create_app
 from domain.policy import PolicySource
 from settings import Settings
+from store.assignment import join_queue
 from store.db import Database
-from store.models import Agent, AgentSkill, Conversation, QueueEntry, utcnow
+from store.models import Agent, AgentSkill, Conversation
 from worker import build_worker
 
 T = TypeVar("T")
@@ -251,6 +253,21 @@ def add_agent(
         )
 
 
+def new_conversation(session: Session, *, queued_at: datetime | None = None) -> Conversation:
+    conversation_id = uuid.uuid4().hex[:16]
+    conversation = Conversation(
+        id=conversation_id,
+        customer_id=f"customer-{conversation_id}",
+        open_customer_key=f"customer-{conversation_id}",
+        channel="web",
+        state="queued",
+        queued_at=queued_at,
+    )
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
 def enqueue_conversations(
     db: Database,
     count: int,
@@ -262,29 +279,8 @@ def enqueue_conversations(
     """Queued conversations, one transaction each, in this order. Returns their ids."""
     ids = []
     for _ in range(count):
-        conversation_id = uuid.uuid4().hex[:16]
-        at = enqueued_at or utcnow()
         with db.write() as session:
-            session.add(
-                Conversation(
-                    id=conversation_id,
-                    customer_id=f"customer-{conversation_id}",
-                    open_customer_key=f"customer-{conversation_id}",
-                    channel="web",
-                    state="queued",
-                    skill_group=skill_group,
-                    priority=priority,
-                    queued_at=at,
-                )
-            )
-            session.flush()
-            session.add(
-                QueueEntry(
-                    conversation_id=conversation_id,
-                    skill_group=skill_group,
-                    priority=priority,
-                    enqueued_at=at,
-                )
-            )
-        ids.append(conversation_id)
+            conversation = new_conversation(session, queued_at=enqueued_at)
+            join_queue(session, conversation, skill_group=skill_group, priority=priority)
+        ids.append(conversation.id)
     return ids
