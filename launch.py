@@ -148,7 +148,6 @@ def main() -> int:
                         API_HOST,
                         "--port",
                         API_PORT,
-                        "--no-access-log",
                     ],
                 ),
             )
