@@ -104,8 +104,10 @@ def _binary(name: str) -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """One per test: a conversation left running by another test would hold the clock (its
+    activities, with their worker gone, never finish)."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server")
     )
