@@ -1,0 +1,168 @@
+"""Invariants 1 and 2: no acknowledged message lost or duplicated; per-conversation order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from sqlmodel import select
+
+from api.main import create_app
+from domain.types import EventType
+from store.db import Database
+from store.events import append_event
+from store.messages import store_message
+from store.models import Message
+from tests.utils import ADMIN, System, bearer, enqueue_conversations, test_settings
+
+
+def _stored(db: Database, cid: str) -> list[Message]:
+    with db.read() as session:
+        return list(session.exec(select(Message).where(Message.conversation_id == cid)))
+
+
+async def _workflow_seq(system: System, cid: str) -> int:
+    handle = system.env.client.get_workflow_handle(f"conversation-{cid}")
+    return (await handle.query("snapshot"))["last_message_seq"]
+
+
+async def test_a_retry_with_the_same_client_message_id_stores_nothing_new(
+    time_env, db, policy_file, make_system
+) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_event(cid, visitor, "conversation.state_changed")
+        first = await system.post_message(cid, visitor, "Where is my parcel?", "msg-1")
+        again = await system.post_message(cid, visitor, "Where is my parcel?", "msg-1")
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert again.json() == first.json()
+        assert len(_stored(system.db, cid)) == 1
+        messages = [e for e in await system.events(cid, visitor) if e["type"] == "message.created"]
+        assert len(messages) == 1 and messages[0]["seq"] == first.json()["seq"]
+        assert await _workflow_seq(system, cid) == first.json()["seq"]
+        # The same id from another sender is another message.
+        other = await system.post_message(cid, visitor, "Hello", "msg-2")
+        assert other.status_code == 201 and other.json()["seq"] == first.json()["seq"] + 1
+
+
+async def test_engine_unreachable_answers_503_and_the_retry_completes_the_same_message(
+    time_env, sqlite_db, policy_file, make_system, tmp_path: Path
+) -> None:
+    policy = policy_file()
+    async with make_system(time_env, sqlite_db, policy)() as system:
+        _agent_id, agent = await system.create_agent()
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        await system.post_message(cid, agent, "Anything else?")
+
+        # A second API process whose Temporal connection is down, on the same database.
+        cut_off = create_app(test_settings(sqlite_db, policy, system.task_queue, "127.0.0.1:1"))
+        async with (
+            cut_off.router.lifespan_context(cut_off),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=cut_off), base_url="http://cut-off"
+            ) as broken,
+        ):
+            response = await broken.post(
+                f"/v1/conversations/{cid}/messages",
+                headers=bearer(visitor),
+                json={"client_message_id": "v-9", "content": "Yes, one more question"},
+            )
+            assert response.status_code == 503, response.text
+            assert "retry" in response.json()["detail"]
+        [unacknowledged] = [m for m in _stored(system.db, cid) if m.client_message_id == "v-9"]
+        assert not unacknowledged.acknowledged
+        assert await _workflow_seq(system, cid) < unacknowledged.seq
+
+        retry = await system.post_message(cid, visitor, "Yes, one more question", "v-9")
+        assert retry.status_code == 201, retry.text
+        assert retry.json()["seq"] == unacknowledged.seq
+        assert await _workflow_seq(system, cid) == unacknowledged.seq
+        assert len([m for m in _stored(system.db, cid) if m.client_message_id == "v-9"]) == 1
+        # The visitor answered: the idle countdown the agent's message started is cancelled.
+        snapshot = await system.env.client.get_workflow_handle(f"conversation-{cid}").query(
+            "snapshot"
+        )
+        assert snapshot["idle_warning_at"] is None and snapshot["idle_close_at"] is None
+
+
+async def test_concurrent_posts_get_gapless_increasing_seqs(
+    time_env, db, policy_file, make_system
+) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
+        _agent_id, agent = await system.create_agent()
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        responses = await asyncio.gather(
+            *(
+                system.post_message(cid, visitor if i % 2 else agent, f"message {i}", f"m-{i}")
+                for i in range(40)
+            )
+        )
+        assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
+        events = await system.events(cid, visitor)
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        seqs = sorted(r.json()["seq"] for r in responses)
+        assert len(set(seqs)) == 40
+        assert await _workflow_seq(system, cid) == seqs[-1]
+        by_seq = {e["seq"]: e for e in events}
+        for response in responses:
+            event = by_seq[response.json()["seq"]]
+            assert event["data"]["content"] == response.json()["content"]
+
+        # Resuming from a seq returns exactly what came after, in order, page by page.
+        middle = events[len(events) // 2]["seq"]
+        page = await system.http.get(
+            f"/v1/conversations/{cid}/events",
+            params={"after_seq": middle, "limit": 5},
+            headers=ADMIN,
+        )
+        assert [e["seq"] for e in page.json()["events"]] == list(range(middle + 1, middle + 6))
+        assert page.json()["has_more"] is True
+        rest = await system.http.get(
+            f"/v1/conversations/{cid}/events", params={"after_seq": middle + 5}, headers=ADMIN
+        )
+        assert [e["seq"] for e in rest.json()["events"]] == list(range(middle + 6, len(events) + 1))
+        assert rest.json()["has_more"] is False
+
+
+def test_writers_in_many_processes_never_share_or_skip_a_seq(db: Database) -> None:
+    [cid] = enqueue_conversations(db, 1)
+    writers = [Database(db.url) for _ in range(8)]
+    barrier = threading.Barrier(len(writers))
+
+    def write(index: int) -> list[int]:
+        own = writers[index]
+        barrier.wait()
+        seqs = []
+        for n in range(25):
+            if n % 2:
+                stored = store_message(
+                    own,
+                    conversation_id=cid,
+                    sender_role="visitor",
+                    sender_id=f"visitor-{index}",
+                    client_message_id=f"{index}-{n}",
+                    type="text",
+                    content="hi",
+                )
+                seqs.append(stored.message.seq)
+            else:
+                with own.write() as session:
+                    seqs.append(
+                        append_event(
+                            session, conversation_id=cid, type=EventType.STATE_CHANGED, data={}
+                        ).seq
+                    )
+        return seqs
+
+    with ThreadPoolExecutor(len(writers)) as pool:
+        all_seqs = [seq for seqs in pool.map(write, range(len(writers))) for seq in seqs]
+    for own in writers:
+        own.dispose()
+    assert sorted(all_seqs) == list(range(1, 201))
+    messages = _stored(db, cid)
+    assert len(messages) == 8 * 12 and len({m.seq for m in messages}) == len(messages)
