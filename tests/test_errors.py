@@ -131,6 +131,7 @@ async def test_409_wrong_state(system: System) -> None:
         f"/v1/conversations/{queued}/close", headers=bearer(alice_token)
     )
     assert closed.status_code == 200
+    await system.wait_for_event(queued, queued_visitor, "rating.invited")  # the workflow is idle
     before = await _snapshot(system, queued)
     again = await system.http.post(f"/v1/conversations/{queued}/close", headers=bearer(alice_token))
     assert again.status_code == 409
@@ -139,7 +140,6 @@ async def test_409_wrong_state(system: System) -> None:
         assert late.status_code == 409, late.text
     assert await _snapshot(system, queued) == before
 
-    await system.wait_for_event(queued, queued_visitor, "rating.invited")
     first = await system.http.post(
         f"/v1/conversations/{queued}/rating", headers=bearer(queued_visitor), json={"score": 3}
     )
