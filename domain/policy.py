@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from domain.hours import ServiceHours
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -66,8 +68,56 @@ class Timeouts(_Strict):
     rating_window: Duration = timedelta(hours=24)
 
 
+LEFT_MESSAGE = "left_message"
+MAX_OVERFLOW_HOPS = 3
+
+
 class SkillGroup(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    # More waiting than this on arrival → overflow.
+    max_queue_length: int | None = Field(default=None, ge=0)
+    # Waited longer than this in the group → overflow.
+    max_queue_wait: Duration | None = None
+    # Another group, or "left_message".
+    overflow_to: str | None = None
+    # No first reply from the assigned agent in time → back to the head of the queue.
+    agent_first_reply_timeout: Duration | None = None
+    # No hours: always open.
+    hours: ServiceHours | None = None
+
+
+class RoutingMatch(_Strict):
+    channel: str | None = None
+    entry: str | None = None
+    tier: str | None = None
+    language: str | None = None
+    has_order: bool | None = None
+
+
+class RoutingRule(_Strict):
+    when: RoutingMatch = RoutingMatch()
+    skill_group: str
+    priority: int = 0
+
+    def matches(self, visitor: VisitorContext) -> bool:
+        wanted = self.when.model_dump(exclude_none=True)
+        return all(getattr(visitor, key) == value for key, value in wanted.items())
+
+
+class VisitorContext(BaseModel):
+    """What routing looks at, from the conversation's start."""
+
+    channel: str
+    entry: str | None = None
+    tier: str | None = None
+    language: str | None = None
+    has_order: bool = False
+
+
+class Route(BaseModel):
+    skill_group: str
+    priority: int
+    rule: int | None  # index of the matched [[routing]] rule; None: the default group
 
 
 class ClosingTexts(_Strict):
@@ -81,7 +131,9 @@ class ClosingTexts(_Strict):
     overflow: str = (
         "All our agents are busy. Please leave us a message and we will get back to you."
     )
-    out_of_hours: str = "We are closed right now. Please leave us a message."
+    out_of_hours: str = (
+        "We are closed right now; we open again {next_opening}. Please leave us a message."
+    )
 
 
 class Texts(_Strict):
@@ -106,6 +158,7 @@ class Policy(_Strict):
     default_skill_group: str = "general"
     timeouts: Timeouts = Timeouts()
     skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
+    routing: list[RoutingRule] = []
     texts: Texts = Texts()
 
     @model_validator(mode="after")
@@ -119,7 +172,43 @@ class Policy(_Strict):
                 f"default_skill_group: {self.default_skill_group!r} is not one of the "
                 f"skill_groups ({', '.join(names)})"
             )
+        for index, rule in enumerate(self.routing):
+            if rule.skill_group not in names:
+                raise ValueError(
+                    f"routing.{index}.skill_group: unknown skill group {rule.skill_group!r}"
+                )
+        for group in self.skill_groups:
+            target = group.overflow_to
+            if target is not None and target != LEFT_MESSAGE and target not in names:
+                raise ValueError(
+                    f"skill_groups.{group.name}.overflow_to: unknown skill group {target!r} "
+                    f"(or {LEFT_MESSAGE!r})"
+                )
+        self._refuse_overflow_cycles()
         return self
+
+    def _refuse_overflow_cycles(self) -> None:
+        targets = {group.name: group.overflow_to for group in self.skill_groups}
+        for start in targets:
+            seen = [start]
+            while (target := targets.get(seen[-1])) not in (None, LEFT_MESSAGE):
+                if target in seen:
+                    cycle = " → ".join([*seen[seen.index(target) :], target])
+                    raise ValueError(f"skill_groups: overflow_to makes a cycle: {cycle}")
+                seen.append(target)
+
+    def group(self, name: str) -> SkillGroup:
+        for group in self.skill_groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def route(self, visitor: VisitorContext) -> Route:
+        """The first matching rule wins; no match → the default group at priority 0."""
+        for index, rule in enumerate(self.routing):
+            if rule.matches(visitor):
+                return Route(skill_group=rule.skill_group, priority=rule.priority, rule=index)
+        return Route(skill_group=self.default_skill_group, priority=0, rule=None)
 
     @property
     def skill_group_names(self) -> set[str]:

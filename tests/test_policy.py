@@ -105,3 +105,82 @@ def test_production_refuses_development_secrets() -> None:
     ok = Settings(env="production", admin_token="a" * 32, app_key="c" * 32, secret_key="d" * 32)
     assert ok.env == "production"
     assert Settings().admin_token == "dev-admin-token"  # development works out of the box
+
+
+ROUTED = """
+default_skill_group = "general"
+[[skill_groups]]
+name = "general"
+[[skill_groups]]
+name = "vip"
+overflow_to = "general"
+[[skill_groups]]
+name = "after_sales"
+max_queue_length = 20
+max_queue_wait = "5m"
+overflow_to = "general"
+agent_first_reply_timeout = "2m"
+[skill_groups.hours]
+timezone = "Asia/Shanghai"
+weekly = { mon = ["09:00-12:00", "13:30-24:00"], sat = [], sun = ["10:00-18:00"] }
+holidays = ["2026-10-01"]
+special = { "2026-12-31" = ["09:00-15:00"] }
+
+[[routing]]
+when = { channel = "order_page", tier = "vip" }
+skill_group = "vip"
+priority = 10
+[[routing]]
+when = { has_order = true }
+skill_group = "after_sales"
+priority = 5
+"""
+
+
+def test_routing_first_match_wins(tmp_path: Path) -> None:
+    from domain.policy import VisitorContext
+
+    policy = load_policy(_write(tmp_path, ROUTED))
+    vip = policy.route(VisitorContext(channel="order_page", tier="vip", has_order=True))
+    assert (vip.skill_group, vip.priority, vip.rule) == ("vip", 10, 0)
+    order = policy.route(VisitorContext(channel="web", tier="vip", has_order=True))
+    assert (order.skill_group, order.priority, order.rule) == ("after_sales", 5, 1)
+    plain = policy.route(VisitorContext(channel="web"))
+    assert (plain.skill_group, plain.priority, plain.rule) == ("general", 0, None)
+    after_sales = policy.group("after_sales")
+    assert after_sales.max_queue_wait == timedelta(minutes=5)
+    assert after_sales.hours is not None and after_sales.hours.timezone == "Asia/Shanghai"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            ('skill_group = "vip"\npriority = 10', 'skill_group = "gold"\npriority = 10'),
+            "routing.0.skill_group: unknown skill group 'gold'",
+        ),
+        (
+            ('overflow_to = "general"\nagent', 'overflow_to = "nowhere"\nagent'),
+            "after_sales.overflow_to: unknown skill group 'nowhere'",
+        ),
+        (
+            ('name = "general"\n', 'name = "general"\noverflow_to = "vip"\n'),
+            "overflow_to makes a cycle: general → vip → general",
+        ),
+        (('timezone = "Asia/Shanghai"', 'timezone = "Asia/Atlantis"'), "unknown time zone"),
+        (("sat = []", 'sat = ["10:00-12:00", "11:00-13:00"]'), "windows overlap"),
+        (('max_queue_wait = "5m"', 'max_queue_wait = "soon"'), "max_queue_wait"),
+        (
+            ("when = { has_order = true }", "when = { has_parcel = true }"),
+            "has_parcel: unknown key",
+        ),
+    ],
+)
+def test_bad_routing_and_groups_are_refused(
+    tmp_path: Path, change: tuple[str, str], named: str
+) -> None:
+    old, new = change
+    assert old in ROUTED
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, ROUTED.replace(old, new, 1)))
+    assert named in str(error.value)
