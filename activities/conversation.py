@@ -11,31 +11,54 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.dispatching import assign_and_notify
-from domain.policy import PolicySource
+from domain.policy import Policy, PolicySource, SkillGroup, VisitorContext
 from domain.types import (
+    LEFT_MESSAGE_REASONS,
     CloseInput,
     ConversationState,
     EventType,
     IdleWarningInput,
     QueuePlacement,
+    QueueRequest,
     RatingInvite,
     RatingRecord,
     RatingStatus,
     Role,
+    RouteRequest,
+    RouteResult,
     Timeouts,
 )
-from store.assignment import agent_skill_groups, join_queue, release_agent
+from store.assignment import agent_skill_groups, join_queue, lock_queue, release_agent
 from store.db import Database
 from store.events import append_event
 from store.models import Agent, Conversation, QueueEntry, utcnow
 
 T = TypeVar("T")
+
+
+def _group(policy: Policy, name: str | None) -> SkillGroup:
+    """The policy's group; one removed from the policy since falls back to the default."""
+    if name in policy.skill_group_names:
+        return policy.group(name)
+    return policy.group(policy.default_skill_group)
+
+
+def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
+    wait = group.max_queue_wait
+    return QueuePlacement(
+        skill_group=group.name,
+        accepted=True,
+        queued_at=entry.enqueued_at,
+        overflow_to=group.overflow_to,
+        max_queue_wait_s=wait.total_seconds() if wait else None,
+    )
 
 
 def _conversation(session: Session, conversation_id: str) -> Conversation:
@@ -65,42 +88,126 @@ class ConversationActivities:
             rating_window_s=timeouts.rating_window.total_seconds(),
         )
 
-    @activity.defn(name="enter_queue")
-    async def enter_queue(self, conversation_id: str) -> QueuePlacement:
+    @activity.defn(name="route_conversation")
+    async def route_conversation(self, request: RouteRequest) -> RouteResult:
         policy = self.policy.current()
+
+        def work() -> RouteResult:
+            with self.db.write() as session:
+                conversation = _conversation(session, request.conversation_id)
+                if conversation.skill_group is None:  # a retry keeps the first decision
+                    route = policy.route(
+                        VisitorContext(
+                            channel=conversation.channel,
+                            entry=conversation.entry,
+                            tier=conversation.tier,
+                            language=conversation.language,
+                            has_order=conversation.order_id is not None,
+                        )
+                    )
+                    conversation.skill_group = route.skill_group
+                    conversation.priority = route.priority
+                    conversation.routing_rule = route.rule
+                    session.add(conversation)
+                group = _group(policy, conversation.skill_group)
+                hours = group.hours
+                is_open = hours is None or hours.is_open(request.at)
+                next_opening = None if is_open or hours is None else hours.next_opening(request.at)
+                append_event(
+                    session,
+                    conversation_id=conversation.id,
+                    type=EventType.ROUTED,
+                    data={
+                        "skill_group": group.name,
+                        "priority": conversation.priority,
+                        "routing_rule": conversation.routing_rule,
+                        "open": is_open,
+                        "next_opening": next_opening.isoformat() if next_opening else None,
+                    },
+                    dedupe_key="routed",
+                )
+                return RouteResult(
+                    skill_group=group.name,
+                    priority=conversation.priority,
+                    rule=conversation.routing_rule,
+                    is_open=is_open,
+                    next_opening=next_opening,
+                )
+
+        return await self._in_thread(work)
+
+    @activity.defn(name="enter_queue")
+    async def enter_queue(self, request: QueueRequest) -> QueuePlacement:
+        """Join the group's queue, or move there from another group's (overflow), keeping the
+        original enqueue time; refuse when the group is closed or its queue is full."""
+        policy = self.policy.current()
+        group = _group(policy, request.skill_group)
+
+        def refused(because: str) -> QueuePlacement:
+            return QueuePlacement(
+                skill_group=group.name,
+                accepted=False,
+                refused_because=because,
+                overflow_to=group.overflow_to,
+            )
 
         def work() -> QueuePlacement:
             with self.db.write() as session:
-                conversation = _conversation(session, conversation_id)
-                if conversation.agent_id is None and conversation.state == ConversationState.QUEUED:
-                    join_queue(
-                        session,
-                        conversation,
-                        skill_group=conversation.skill_group or policy.default_skill_group,
-                        priority=conversation.priority,
+                # Lock our current entry first: an assignment that holds it finishes before us.
+                current = session.exec(
+                    select(QueueEntry)
+                    .where(QueueEntry.conversation_id == request.conversation_id)
+                    .with_for_update()
+                ).first()
+                conversation = _conversation(session, request.conversation_id)
+                if conversation.agent_id is not None:
+                    return QueuePlacement(
+                        skill_group=conversation.skill_group or group.name,
+                        accepted=True,
+                        agent_id=conversation.agent_id,
                     )
-                append_event(
-                    session,
-                    conversation_id=conversation_id,
-                    type=EventType.STATE_CHANGED,
-                    data={
-                        "state": ConversationState.QUEUED,
-                        "skill_group": conversation.skill_group,
-                    },
-                    dedupe_key="state:queued",
+                if current is not None and current.skill_group == group.name:
+                    return _placed(group, current)  # a retry after it committed
+                if group.hours is not None and not group.hours.is_open(request.at):
+                    return refused("closed")
+                lock_queue(session, group.name)
+                waiting = session.exec(
+                    select(sa.func.count())
+                    .select_from(QueueEntry)
+                    .where(QueueEntry.skill_group == group.name)
+                ).one()
+                if group.max_queue_length is not None and waiting >= group.max_queue_length:
+                    return refused("full")
+                origin = current.skill_group if current is not None else None
+                if current is not None:
+                    session.delete(current)
+                    session.flush()
+                entry = join_queue(
+                    session, conversation, skill_group=group.name, priority=request.priority
                 )
-                assert conversation.skill_group is not None
-                assert conversation.queued_at is not None
-                return QueuePlacement(
-                    skill_group=conversation.skill_group,
-                    priority=conversation.priority,
-                    queued_at=conversation.queued_at,
-                )
+                if request.hop == 0:
+                    append_event(
+                        session,
+                        conversation_id=conversation.id,
+                        type=EventType.STATE_CHANGED,
+                        data={"state": ConversationState.QUEUED, "skill_group": group.name},
+                        dedupe_key="state:queued",
+                    )
+                else:
+                    append_event(
+                        session,
+                        conversation_id=conversation.id,
+                        type=EventType.OVERFLOWED,
+                        data={"from": origin, "to": group.name, "hop": request.hop},
+                        dedupe_key=f"overflow:{request.hop}",
+                    )
+                return _placed(group, entry)
 
         placement = await self._in_thread(work)
-        await assign_and_notify(
-            db=self.db, client=self.client, skill_groups=[placement.skill_group]
-        )
+        if placement.accepted and placement.agent_id is None:
+            await assign_and_notify(
+                db=self.db, client=self.client, skill_groups=[placement.skill_group]
+            )
         return placement
 
     @activity.defn(name="record_assignment")
@@ -157,7 +264,7 @@ class ConversationActivities:
 
     @activity.defn(name="close_conversation")
     async def close_conversation(self, close: CloseInput) -> None:
-        text = self.policy.current().closing_text(close.reason)
+        policy = self.policy.current()
 
         def work() -> list[str]:
             now = utcnow()
@@ -173,6 +280,11 @@ class ConversationActivities:
                     session.flush()
                 release_agent(session, close.conversation_id, now)
                 conversation = _conversation(session, close.conversation_id)
+                text = policy.closing_text(
+                    close.reason,
+                    skill_group=conversation.skill_group,
+                    next_opening=close.next_opening,
+                )
                 if conversation.state != ConversationState.CLOSED:
                     conversation.state = ConversationState.CLOSED
                     conversation.close_reason = close.reason
@@ -191,7 +303,12 @@ class ConversationActivities:
                     session,
                     conversation_id=close.conversation_id,
                     type=EventType.CLOSED,
-                    data={"close_reason": close.reason, "sender_role": Role.SYSTEM, "text": text},
+                    data={
+                        "close_reason": close.reason,
+                        "sender_role": Role.SYSTEM,
+                        "text": text,
+                        "left_message": close.reason in LEFT_MESSAGE_REASONS,
+                    },
                     dedupe_key="closed",
                 )
                 if conversation.agent_id is None:
@@ -264,6 +381,7 @@ class ConversationActivities:
     def all(self) -> list[Callable[..., object]]:
         return [
             self.current_timeouts,
+            self.route_conversation,
             self.enter_queue,
             self.record_assignment,
             self.send_idle_warning,

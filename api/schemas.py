@@ -66,6 +66,12 @@ class ConversationCreate(_Input):
     channel: str = Field(
         default="web", pattern=r"^[a-z0-9_]{1,64}$", examples=["web", "app", "order_page"]
     )
+    entry: str | None = Field(
+        default=None, pattern=r"^[a-z0-9_]{1,64}$", description="Where in the app the chat began"
+    )
+    tier: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,32}$", examples=["vip"])
+    language: str | None = Field(default=None, pattern=r"^[A-Za-z-]{2,16}$", examples=["zh-CN"])
+    order_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class RatingPublic(BaseModel):
@@ -82,6 +88,8 @@ class ConversationPublic(BaseModel):
     state: str = Field(description="bot | queued | active | closed")
     close_reason: str | None
     skill_group: str | None
+    priority: int
+    routing_rule: int | None = Field(description="Index of the matched [[routing]] rule")
     agent_id: str | None
     queue_position: int | None = Field(description="1-based place in the queue while queued")
     last_seq: int = Field(description="seq of the newest event")

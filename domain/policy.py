@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import tomllib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from domain.hours import ServiceHours
+from domain.types import LEFT_MESSAGE
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -66,10 +67,6 @@ class Timeouts(_Strict):
     idle_warning_after: Duration = timedelta(minutes=3)
     idle_close_after: Duration = timedelta(minutes=2)
     rating_window: Duration = timedelta(hours=24)
-
-
-LEFT_MESSAGE = "left_message"
-MAX_OVERFLOW_HOPS = 3
 
 
 class SkillGroup(_Strict):
@@ -214,8 +211,16 @@ class Policy(_Strict):
     def skill_group_names(self) -> set[str]:
         return {group.name for group in self.skill_groups}
 
-    def closing_text(self, reason: str) -> str:
-        return getattr(self.texts.closing, reason, self.texts.closing.agent_closed)
+    def closing_text(
+        self, reason: str, *, skill_group: str | None = None, next_opening: datetime | None = None
+    ) -> str:
+        text = getattr(self.texts.closing, reason, self.texts.closing.agent_closed)
+        when = "soon"
+        if next_opening is not None:
+            hours = self.group(skill_group).hours if skill_group in self.skill_group_names else None
+            local = next_opening.astimezone(hours.zone) if hours else next_opening
+            when = f"{local:%a %d %b at %H:%M} ({hours.timezone if hours else 'UTC'})"
+        return text.replace("{next_opening}", when)
 
     def idle_warning_text(self, idle_close_after: timedelta) -> str:
         return self.texts.idle_warning.format(idle_close_after=format_duration(idle_close_after))

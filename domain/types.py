@@ -58,11 +58,21 @@ class EventType(StrEnum):
     MESSAGE_CREATED = "message.created"
     STATE_CHANGED = "conversation.state_changed"
     ASSIGNED = "conversation.assigned"
+    ROUTED = "conversation.routed"
+    OVERFLOWED = "conversation.overflowed"
+    QUEUE_POSITION = "queue.position_changed"
     IDLE_WARNING = "conversation.idle_warning"
     CLOSED = "conversation.closed"
     RATING_INVITED = "rating.invited"
     RATING_SUBMITTED = "rating.submitted"
     RATING_EXPIRED = "rating.expired"
+
+
+# overflow_to may name a group or this: take a left message instead of queueing further.
+LEFT_MESSAGE = "left_message"
+MAX_OVERFLOW_HOPS = 3
+# Closes after which the visitor is offered a left message.
+LEFT_MESSAGE_REASONS = frozenset({"out_of_hours", "overflow"})
 
 
 def workflow_id(conversation_id: str) -> str:
@@ -137,9 +147,15 @@ class ConversationFlow:
     customer_id: str
     channel: str
     state: str = ConversationState.QUEUED
+    routed: bool = False
     skill_group: str | None = None
     priority: int = 0
     queued_at: datetime | None = None
+    # The queue the conversation waits in now: since when, for how long at most, hops so far.
+    in_group_since: datetime | None = None
+    max_queue_wait_s: float | None = None
+    overflow_to: str | None = None
+    overflow_hops: int = 0
     agent_id: str | None = None
     close_request: CloseRequest | None = None
     close_reason: str | None = None
@@ -156,10 +172,40 @@ class ConversationFlow:
 
 
 @dataclass
-class QueuePlacement:
+class RouteRequest:
+    conversation_id: str
+    at: datetime  # workflow time: service hours are judged at this instant
+
+
+@dataclass
+class RouteResult:
     skill_group: str
     priority: int
-    queued_at: datetime
+    rule: int | None
+    is_open: bool
+    next_opening: datetime | None
+
+
+@dataclass
+class QueueRequest:
+    conversation_id: str
+    skill_group: str
+    priority: int
+    at: datetime
+    hop: int = 0  # 0: the routed group; n: the n-th overflow
+
+
+@dataclass
+class QueuePlacement:
+    """Where `enter_queue` put the conversation, or why the group would not take it."""
+
+    skill_group: str
+    accepted: bool
+    queued_at: datetime | None = None
+    refused_because: str | None = None  # "full" | "closed"
+    overflow_to: str | None = None
+    max_queue_wait_s: float | None = None
+    agent_id: str | None = None  # already assigned (a retried move found it served)
 
 
 @dataclass
@@ -182,6 +228,7 @@ class CloseInput:
     conversation_id: str
     reason: str
     closed_by: str | None = None
+    next_opening: datetime | None = None  # named in the out-of-hours message
 
 
 @dataclass

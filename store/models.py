@@ -62,9 +62,16 @@ class Conversation(SQLModel, table=True):
     # conversation per customer, enforced by the unique index.
     open_customer_key: str | None = Field(default=None, unique=True, max_length=200)
     channel: str = Field(max_length=64)
+    # What routing looks at, as the app gave it.
+    entry: str | None = Field(default=None, max_length=64)
+    tier: str | None = Field(default=None, max_length=32)
+    language: str | None = Field(default=None, max_length=16)
+    order_id: str | None = Field(default=None, max_length=64)
     state: str = Field(max_length=16, index=True)
     skill_group: str | None = Field(default=None, max_length=64)
     priority: int = 0
+    # Index of the [[routing]] rule that matched; None: the default group.
+    routing_rule: int | None = None
     queued_at: datetime | None = _at(nullable=True, default=None)
     agent_id: str | None = Field(default=None, index=True, max_length=64)
     assigned_at: datetime | None = _at(nullable=True, default=None)

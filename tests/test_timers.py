@@ -121,6 +121,7 @@ async def test_auto_close_then_rating_invite_and_the_seat_is_freed(
             "close_reason": "idle_timeout",
             "sender_role": "system",
             "text": "Closed for inactivity.",
+            "left_message": False,
         }
         await system.wait_for_event(cid, visitor, "rating.invited")
         body = await system.conversation(cid, visitor)

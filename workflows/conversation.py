@@ -16,6 +16,8 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.types import (
+        LEFT_MESSAGE,
+        MAX_OVERFLOW_HOPS,
         SA_AGENT,
         SA_CHANNEL,
         SA_CLOSE_REASON,
@@ -34,11 +36,14 @@ with workflow.unsafe.imports_passed_through():
         IdleWarningInput,
         MessagePosted,
         QueuePlacement,
+        QueueRequest,
         RatingInvite,
         RatingRecord,
         RatingStatus,
         RatingSubmission,
         Role,
+        RouteRequest,
+        RouteResult,
         Timeouts,
     )
 
@@ -62,7 +67,8 @@ class ConversationWorkflow:
             await self._wait_in_queue()
         if self.flow.state == ConversationState.ACTIVE:
             await self._converse()
-        await self._rating_phase()
+        if self.flow.state == ConversationState.CLOSED:
+            await self._rating_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.flow.close_reason or ""
 
@@ -70,32 +76,91 @@ class ConversationWorkflow:
 
     async def _wait_in_queue(self) -> None:
         flow = self.flow
-        if flow.skill_group is None:
+        if not flow.routed:
+            route: RouteResult = await self._activity(
+                "route_conversation",
+                RouteRequest(flow.conversation_id, workflow.now()),
+                RouteResult,
+            )
+            flow.routed = True
+            flow.skill_group = route.skill_group
+            flow.priority = route.priority
+            if not route.is_open:
+                await self._close(CloseReason.OUT_OF_HOURS, next_opening=route.next_opening)
+                return
+            await self._join(route.skill_group)
+        while flow.state == ConversationState.QUEUED:
+
+            def woken() -> bool:
+                return (
+                    flow.agent_id is not None
+                    or flow.close_request is not None
+                    or self._continue_as_new_due()
+                )
+
+            timed_out = False
+            if flow.max_queue_wait_s is not None and flow.in_group_since is not None:
+                deadline = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+                timed_out = not await self._sleep_until(deadline, woken)
+            else:
+                await workflow.wait_condition(woken)
+            if flow.close_request is not None:
+                by_admin = flow.close_request.by_role == Role.ADMIN
+                await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
+            elif flow.agent_id is not None:
+                flow.state = ConversationState.ACTIVE
+            elif timed_out:
+                await self._overflow(flow.overflow_to)
+            else:
+                await self._continue_as_new()
+
+    async def _join(self, skill_group: str) -> None:
+        """Queue in this group, or overflow on along the policy's chain to a left message."""
+        flow = self.flow
+        while True:
             placement: QueuePlacement = await self._activity(
-                "enter_queue", flow.conversation_id, QueuePlacement
+                "enter_queue",
+                QueueRequest(
+                    conversation_id=flow.conversation_id,
+                    skill_group=skill_group,
+                    priority=flow.priority,
+                    at=workflow.now(),
+                    hop=flow.overflow_hops,
+                ),
+                QueuePlacement,
             )
-            flow.skill_group = placement.skill_group
-            flow.priority = placement.priority
-            flow.queued_at = placement.queued_at
-            self._publish()
-        await workflow.wait_condition(
-            lambda: (
-                flow.agent_id is not None
-                or flow.close_request is not None
-                or self._continue_as_new_due()
-            )
+            if placement.agent_id is not None:
+                flow.agent_id = placement.agent_id  # served while it was being moved
+                return
+            if placement.accepted:
+                flow.skill_group = skill_group
+                flow.queued_at = placement.queued_at
+                flow.in_group_since = workflow.now()
+                flow.max_queue_wait_s = placement.max_queue_wait_s
+                flow.overflow_to = placement.overflow_to
+                self._publish()
+                return
+            if not self._may_overflow_to(placement.overflow_to):
+                await self._close(CloseReason.OVERFLOW)
+                return
+            flow.overflow_hops += 1
+            assert placement.overflow_to is not None
+            skill_group = placement.overflow_to
+
+    async def _overflow(self, target: str | None) -> None:
+        if not self._may_overflow_to(target):
+            await self._close(CloseReason.OVERFLOW)
+            return
+        assert target is not None
+        self.flow.overflow_hops += 1
+        await self._join(target)
+
+    def _may_overflow_to(self, target: str | None) -> bool:
+        return (
+            target is not None
+            and target != LEFT_MESSAGE
+            and self.flow.overflow_hops < MAX_OVERFLOW_HOPS
         )
-        if flow.close_request is not None:
-            reason = (
-                CloseReason.ADMIN_CLOSED
-                if flow.close_request.by_role == Role.ADMIN
-                else CloseReason.ABANDONED
-            )
-            await self._close(reason)
-        elif flow.agent_id is not None:
-            flow.state = ConversationState.ACTIVE
-        else:
-            await self._continue_as_new()
 
     async def _converse(self) -> None:
         flow = self.flow
@@ -153,7 +218,7 @@ class ConversationWorkflow:
         countdown.warned = True
         countdown.close_at = close_at
 
-    async def _close(self, reason: str) -> None:
+    async def _close(self, reason: str, next_opening: datetime | None = None) -> None:
         flow = self.flow
         request = flow.close_request
         await self._activity(
@@ -162,6 +227,7 @@ class ConversationWorkflow:
                 conversation_id=flow.conversation_id,
                 reason=reason,
                 closed_by=request.by_id if request else None,
+                next_opening=next_opening,
             ),
             None,
         )
@@ -172,6 +238,8 @@ class ConversationWorkflow:
 
     async def _rating_phase(self) -> None:
         flow = self.flow
+        if flow.agent_id is None:
+            return  # nobody served it: nothing to rate (a left message may follow instead)
         if flow.rating_status == RatingStatus.NONE:
             timeouts = await self._timeouts()
             expires_at = workflow.now() + timedelta(seconds=timeouts.rating_window_s)
