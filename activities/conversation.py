@@ -178,7 +178,7 @@ class ConversationActivities:
                 ).one()
                 if group.max_queue_length is not None and waiting >= group.max_queue_length:
                     return refused("full")
-                origin = current.skill_group if current is not None else None
+                origin = current.skill_group if current is not None else request.from_group
                 if current is not None:
                     session.delete(current)
                     session.flush()

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.deps import Services
-from api.routes import agents, conversations, health
+from api.routes import agents, conversations, health, left_messages
 from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from settings import Settings, get_settings
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(conversations.router)
+    app.include_router(left_messages.router)
     return app
 
 

@@ -145,3 +145,31 @@ class Health(BaseModel):
     status: str
     database: str
     temporal: str
+
+
+# --- left messages --------------------------------------------------------------------------
+
+
+class LeftMessageCreate(_Input):
+    content: str = Field(min_length=1, max_length=4000)
+    contact: str | None = Field(
+        default=None, max_length=200, description="How to reach the visitor, if not the app"
+    )
+
+
+class LeftMessageResolve(_Input):
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class LeftMessagePublic(BaseModel):
+    id: int
+    conversation_id: str
+    customer_id: str
+    skill_group: str | None
+    content: str
+    contact: str | None
+    status: str = Field(description="open | resolved")
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution_note: str | None

@@ -66,6 +66,8 @@ class EventType(StrEnum):
     RATING_INVITED = "rating.invited"
     RATING_SUBMITTED = "rating.submitted"
     RATING_EXPIRED = "rating.expired"
+    LEFT_MESSAGE_CREATED = "left_message.created"
+    LEFT_MESSAGE_RESOLVED = "left_message.resolved"
 
 
 # overflow_to may name a group or this: take a left message instead of queueing further.
@@ -193,6 +195,7 @@ class QueueRequest:
     priority: int
     at: datetime
     hop: int = 0  # 0: the routed group; n: the n-th overflow
+    from_group: str | None = None  # the group it overflowed from
 
 
 @dataclass

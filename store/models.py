@@ -142,3 +142,20 @@ class Assignment(SQLModel, table=True):
     enqueued_at: datetime = _at()
     assigned_at: datetime = _at(default_factory=utcnow)
     released_at: datetime | None = _at(nullable=True, default=None)
+
+
+class LeftMessage(SQLModel, table=True):
+    """What a visitor left when nobody could serve them: the team calls back."""
+
+    __tablename__ = "left_message"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", unique=True, max_length=32)
+    customer_id: str = Field(max_length=200, index=True)
+    skill_group: str | None = Field(default=None, max_length=64, index=True)
+    content: str
+    contact: str | None = Field(default=None, max_length=200)
+    status: str = Field(default="open", max_length=16, index=True)
+    created_at: datetime = _at(default_factory=utcnow)
+    resolved_at: datetime | None = _at(nullable=True, default=None)
+    resolved_by: str | None = Field(default=None, max_length=64)
+    resolution_note: str | None = None

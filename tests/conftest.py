@@ -91,8 +91,8 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
 def policy_file(tmp_path: Path) -> Callable[..., Path]:
     """Write a policy file; keyword arguments override the test timeouts."""
 
-    def make(**timeouts: str) -> Path:
-        return write_policy(tmp_path / "policy.toml", **timeouts)
+    def make(**settings: str) -> Path:
+        return write_policy(tmp_path / "policy.toml", **settings)
 
     return make
 

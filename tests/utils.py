@@ -32,15 +32,21 @@ APP = {"Authorization": "Bearer test-app-key"}
 DEFAULT_TIMEOUTS = {"idle_warning_after": "3m", "idle_close_after": "2m", "rating_window": "1h"}
 
 
-def write_policy(path: Path, **timeouts: str) -> Path:
+DEFAULT_GROUPS = '[[skill_groups]]\nname = "general"\n[[skill_groups]]\nname = "after_sales"\n'
+
+
+def write_policy(
+    path: Path, *, groups: str = DEFAULT_GROUPS, routing: str = "", **timeouts: str
+) -> Path:
+    """A test policy: second-to-minute timeouts, test texts; `groups` and `routing` are TOML."""
     values = {**DEFAULT_TIMEOUTS, **timeouts}
     path.write_text(
         'default_skill_group = "general"\n'
         "[timeouts]\n"
         + "".join(f'{key} = "{value}"\n' for key, value in values.items())
-        + '[[skill_groups]]\nname = "general"\n'
-        '[[skill_groups]]\nname = "after_sales"\n'
-        "[texts]\n"
+        + groups
+        + routing
+        + "[texts]\n"
         'idle_warning = "Still there? This chat closes in {idle_close_after}."\n'
         "[texts.closing]\n"
         'idle_timeout = "Closed for inactivity."\n'
@@ -163,14 +169,16 @@ class System:
         return response.json()
 
     async def start_conversation(
-        self, customer_id: str | None = None, channel: str = "web"
+        self, customer_id: str | None = None, channel: str = "web", **attributes: str
     ) -> tuple[str, str]:
+        """`attributes`: entry, tier, language, order_id (what routing looks at)."""
         response = await self.http.post(
             "/v1/conversations",
             headers=APP,
             json={
                 "customer_id": customer_id or f"customer-{uuid.uuid4().hex[:8]}",
                 "channel": channel,
+                **attributes,
             },
         )
         assert response.status_code == 201, response.text

@@ -117,6 +117,7 @@ class ConversationWorkflow:
     async def _join(self, skill_group: str) -> None:
         """Queue in this group, or overflow on along the policy's chain to a left message."""
         flow = self.flow
+        from_group = flow.skill_group if flow.overflow_hops else None
         while True:
             placement: QueuePlacement = await self._activity(
                 "enter_queue",
@@ -126,6 +127,7 @@ class ConversationWorkflow:
                     priority=flow.priority,
                     at=workflow.now(),
                     hop=flow.overflow_hops,
+                    from_group=from_group,
                 ),
                 QueuePlacement,
             )
@@ -145,7 +147,7 @@ class ConversationWorkflow:
                 return
             flow.overflow_hops += 1
             assert placement.overflow_to is not None
-            skill_group = placement.overflow_to
+            from_group, skill_group = skill_group, placement.overflow_to
 
     async def _overflow(self, target: str | None) -> None:
         if not self._may_overflow_to(target):

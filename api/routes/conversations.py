@@ -58,6 +58,7 @@ from store.messages import ConversationClosed, mark_acknowledged, store_message
 from store.models import Conversation, Message, QueueEntry, utcnow
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+conversation_router = router  # other modules add conversation sub-resources to it
 
 _ACCESS = {
     **UNAUTHORIZED,
