@@ -35,7 +35,13 @@ from domain.types import (
     RouteResult,
     Timeouts,
 )
-from store.assignment import agent_skill_groups, join_queue, lock_queue, release_agent
+from store.assignment import (
+    agent_skill_groups,
+    announce,
+    join_queue,
+    lock_queue,
+    release_agent,
+)
 from store.db import Database
 from store.events import append_event
 from store.models import Agent, Conversation, QueueEntry, utcnow
@@ -151,6 +157,8 @@ class ConversationActivities:
                 overflow_to=group.overflow_to,
             )
 
+        changed_queues: list[str] = []
+
         def work() -> QueuePlacement:
             with self.db.write() as session:
                 # Lock our current entry first: an assignment that holds it finishes before us.
@@ -182,6 +190,8 @@ class ConversationActivities:
                 if current is not None:
                     session.delete(current)
                     session.flush()
+                    changed_queues.append(current.skill_group)
+                changed_queues.append(group.name)
                 entry = join_queue(
                     session, conversation, skill_group=group.name, priority=request.priority
                 )
@@ -204,6 +214,7 @@ class ConversationActivities:
                 return _placed(group, entry)
 
         placement = await self._in_thread(work)
+        await self._in_thread(lambda: announce(self.db, changed_queues))
         if placement.accepted and placement.agent_id is None:
             await assign_and_notify(
                 db=self.db, client=self.client, skill_groups=[placement.skill_group]
@@ -266,6 +277,8 @@ class ConversationActivities:
     async def close_conversation(self, close: CloseInput) -> None:
         policy = self.policy.current()
 
+        left_queue: list[str] = []
+
         def work() -> list[str]:
             now = utcnow()
             with self.db.write() as session:
@@ -278,6 +291,7 @@ class ConversationActivities:
                 if entry is not None:
                     session.delete(entry)
                     session.flush()
+                    left_queue.append(entry.skill_group)
                 release_agent(session, close.conversation_id, now)
                 conversation = _conversation(session, close.conversation_id)
                 text = policy.closing_text(
@@ -316,6 +330,7 @@ class ConversationActivities:
                 return agent_skill_groups(session, conversation.agent_id)
 
         freed_groups = await self._in_thread(work)
+        await self._in_thread(lambda: announce(self.db, left_queue))
         # The agent's load dropped: the next waiting conversation gets them at once.
         await assign_and_notify(db=self.db, client=self.client, skill_groups=freed_groups)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from domain.types import AgentStatus
+from domain.types import AgentStatus, EventType
 from store.db import Database
+from store.events import append_event
 from store.models import Agent, AgentSkill, Assignment, Conversation, QueueEntry, utcnow
 
 
@@ -171,6 +172,7 @@ def dispatch(db: Database, skill_groups: Iterable[str]) -> list[NewAssignment]:
             if assignment is None:
                 break
             made.append(assignment)
+    announce(db, {assignment.skill_group for assignment in made})
     return made
 
 
@@ -202,6 +204,67 @@ def release_agent(session: Session, conversation_id: str, now: datetime) -> str 
         .values(released_at=now)
     )
     return agent_id
+
+
+def estimated_wait(session: Session, skill_group: str, position: int) -> float | None:
+    """Seconds until served at this position, from how fast the group served its last 20."""
+    interval = _service_interval(session, skill_group)
+    return None if interval is None else round(interval * position, 1)
+
+
+def _service_interval(session: Session, skill_group: str) -> float | None:
+    """Mean seconds between the group's last 20 assignments within the hour."""
+    recent = list(
+        session.exec(
+            select(Assignment.assigned_at)
+            .where(
+                Assignment.skill_group == skill_group,
+                col(Assignment.assigned_at) > utcnow() - timedelta(hours=1),
+            )
+            .order_by(col(Assignment.assigned_at).desc())
+            .limit(20)
+        )
+    )
+    if len(recent) < 2:
+        return None
+    return (recent[0] - recent[-1]).total_seconds() / (len(recent) - 1)
+
+
+def announce_positions(session: Session, skill_group: str) -> None:
+    """Tell every waiting visitor of the group whose place changed (one event each)."""
+    lock_queue(session, skill_group)
+    entries = session.exec(
+        select(QueueEntry)
+        .where(QueueEntry.skill_group == skill_group)
+        .order_by(*queue_order())
+        .with_for_update()
+    ).all()
+    interval = _service_interval(session, skill_group) if entries else None
+    for position, entry in enumerate(entries, start=1):
+        if entry.announced_position == position:
+            continue
+        entry.announced_position = position
+        session.add(entry)
+        append_event(
+            session,
+            conversation_id=entry.conversation_id,
+            type=EventType.QUEUE_POSITION,
+            data={
+                "skill_group": skill_group,
+                "position": position,
+                "estimated_wait_seconds": None
+                if interval is None
+                else round(interval * position, 1),
+            },
+        )
+
+
+def announce(db: Database, skill_groups: Iterable[str]) -> None:
+    """Tell waiting visitors their new places, each group in its own short transaction (kept
+    out of the assignment's, so its locks are held briefly; telling twice is harmless)."""
+    for group in sorted(set(skill_groups)):
+        with db.write() as session:
+            announce_positions(session, group)
 
 
 def agent_skill_groups(session: Session, agent_id: str) -> list[str]:

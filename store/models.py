@@ -128,6 +128,8 @@ class QueueEntry(SQLModel, table=True):
     skill_group: str = Field(max_length=64)
     priority: int = 0
     enqueued_at: datetime = _at(default_factory=utcnow)
+    # The position last told to the visitor (queue.position_changed), to tell only changes.
+    announced_position: int | None = None
 
 
 class Assignment(SQLModel, table=True):

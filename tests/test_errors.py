@@ -119,7 +119,7 @@ async def test_404_unknown_conversation_or_agent(system: System) -> None:
 async def test_409_wrong_state(system: System) -> None:
     alice, alice_token = await system.create_agent("alice", online=False)
     queued, queued_visitor = await system.start_conversation()
-    await system.wait_for_event(queued, queued_visitor, "conversation.state_changed")
+    await system.wait_for_event(queued, queued_visitor, "queue.position_changed")
     rating = await system.http.post(
         f"/v1/conversations/{queued}/rating", headers=bearer(queued_visitor), json={"score": 5}
     )
@@ -171,7 +171,7 @@ async def test_an_agent_cannot_write_before_the_conversation_is_theirs(system: S
 
 async def test_413_oversized_content_or_body(system: System) -> None:
     cid, visitor = await system.start_conversation()
-    await system.wait_for_event(cid, visitor, "conversation.state_changed")
+    await system.wait_for_event(cid, visitor, "queue.position_changed")
     before = await _snapshot(system, cid)
     long = await system.post_message(cid, visitor, "x" * 4001)
     assert long.status_code == 413 and "4000" in long.json()["detail"]
@@ -187,7 +187,7 @@ async def test_413_oversized_content_or_body(system: System) -> None:
 
 async def test_422_invalid_bodies(system: System) -> None:
     cid, visitor = await system.start_conversation()
-    await system.wait_for_event(cid, visitor, "conversation.state_changed")
+    await system.wait_for_event(cid, visitor, "queue.position_changed")
     before = await _snapshot(system, cid)
     bad_messages = [
         {},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.utils import ADMIN, bearer, write_policy
+from tests.utils import ADMIN, bearer, eventually, write_policy
 
 
 def _closed_today_groups() -> str:
@@ -108,7 +108,7 @@ async def test_overflow_by_queue_length_on_arrival(
     policy = write_policy(tmp_path / "policy.toml", groups=ROUTED_GROUPS, routing=ROUTING)
     async with make_system(time_env, sqlite_db, policy)() as system:
         first, visitor_1 = await system.start_conversation(order_id="o-1")
-        await system.wait_for_event(first, visitor_1, "conversation.state_changed")
+        await system.wait_for_event(first, visitor_1, "queue.position_changed")
         second, visitor_2 = await system.start_conversation(order_id="o-2")
         overflowed = await system.wait_for_event(second, visitor_2, "conversation.overflowed")
         assert overflowed["data"] == {"from": "after_sales", "to": "general", "hop": 1}
@@ -138,10 +138,10 @@ async def test_overflow_by_wait_to_a_group_then_to_a_left_message_and_its_resolu
     policy = write_policy(tmp_path / "policy.toml", groups=WAIT_CHAIN)
     async with make_system(time_env, sqlite_db, policy)() as system:
         early, early_visitor = await system.start_conversation(order_id="o-1")
-        await system.wait_for_event(early, early_visitor, "conversation.state_changed")
+        await system.wait_for_event(early, early_visitor, "queue.position_changed")
         await time_env.sleep(120)
         later, later_visitor = await system.start_conversation()  # general, 2 minutes later
-        await system.wait_for_event(later, later_visitor, "conversation.state_changed")
+        await system.wait_for_event(later, later_visitor, "queue.position_changed")
 
         await time_env.sleep(190)  # the early one has waited 5 minutes in after_sales
         moved = await system.wait_for_event(early, early_visitor, "conversation.overflowed")
@@ -185,7 +185,7 @@ async def test_overflow_by_wait_to_a_group_then_to_a_left_message_and_its_resolu
         )
         assert again.status_code == 409
         waiting, waiting_visitor = await system.start_conversation()
-        await system.wait_for_event(waiting, waiting_visitor, "conversation.state_changed")
+        await system.wait_for_event(waiting, waiting_visitor, "queue.position_changed")
         not_offered = await system.http.post(
             f"/v1/conversations/{waiting}/left-message",
             headers=bearer(waiting_visitor),
@@ -228,3 +228,36 @@ async def test_at_most_three_overflow_hops(
             e for e in await system.events(cid, visitor) if e["type"] == "conversation.overflowed"
         ]
         assert hops == []  # refused everywhere: it never sat in any queue
+
+
+async def test_waiting_visitors_hear_their_place_and_estimated_wait(
+    time_env, sqlite_db, policy_file, make_system
+) -> None:
+    async with make_system(time_env, sqlite_db, policy_file())() as system:
+        agent_id, agent = await system.create_agent("alice", max_concurrent=2, online=False)
+        queued = []
+        for place in range(1, 5):
+            cid, visitor = await system.start_conversation()
+            queued.append((cid, visitor))
+            told = await system.wait_for_event(cid, visitor, "queue.position_changed")
+            assert told["data"]["position"] == place
+            assert told["data"]["estimated_wait_seconds"] is None  # nothing served yet
+            assert (await system.conversation(cid, visitor))["queue_position"] == place
+
+        await system.set_status(agent_id, agent, "online")  # serves the first two
+        await system.wait_for_state(*queued[1], "active")
+        for place, (cid, visitor) in enumerate(queued[2:], start=1):
+
+            async def moved_up(cid: str = cid, visitor: str = visitor, place: int = place) -> bool:
+                events = await system.events(cid, visitor)
+                told = [e for e in events if e["type"] == "queue.position_changed"]
+                return told[-1]["data"]["position"] == place
+
+            await eventually(moved_up, what=f"{cid} told it is number {place}")
+            body = await system.conversation(cid, visitor)
+            assert body["queue_position"] == place
+            assert body["estimated_wait_seconds"] is not None
+        served = [
+            e for e in await system.events(*queued[0]) if e["type"] == "queue.position_changed"
+        ]
+        assert [e["data"]["position"] for e in served] == [1]  # told once, then served

@@ -34,7 +34,7 @@ async def test_a_retry_with_the_same_client_message_id_stores_nothing_new(
 ) -> None:
     async with make_system(time_env, db, policy_file())() as system:
         cid, visitor = await system.start_conversation()
-        await system.wait_for_event(cid, visitor, "conversation.state_changed")
+        await system.wait_for_event(cid, visitor, "queue.position_changed")
         first = await system.post_message(cid, visitor, "Where is my parcel?", "msg-1")
         again = await system.post_message(cid, visitor, "Where is my parcel?", "msg-1")
         assert (first.status_code, again.status_code) == (201, 200)

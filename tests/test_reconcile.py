@@ -17,7 +17,7 @@ from tests.utils import ADMIN, System, eventually
 async def _queued(system: System) -> tuple[str, str, str]:
     agent_id, _token = await system.create_agent(online=False)
     conversation_id, visitor = await system.start_conversation()
-    await system.wait_for_event(conversation_id, visitor, "conversation.state_changed")
+    await system.wait_for_event(conversation_id, visitor, "queue.position_changed")
 
     async def in_queue() -> bool:
         with system.db.read() as session:

@@ -203,7 +203,7 @@ async def test_closes_by_agent_visitor_and_abandon(
 
         await system.set_status(agent_id, agent, "offline")
         waiting, visitor_c = await system.start_conversation()
-        await system.wait_for_event(waiting, visitor_c, "conversation.state_changed")
+        await system.wait_for_event(waiting, visitor_c, "queue.position_changed")
         assert (await system.conversation(waiting, visitor_c))["queue_position"] == 1
         response = await system.http.post(
             f"/v1/conversations/{waiting}/close", headers=bearer(visitor_c)

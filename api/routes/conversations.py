@@ -51,7 +51,7 @@ from domain.types import (
     Role,
     workflow_id,
 )
-from store.assignment import queue_position
+from store.assignment import estimated_wait, queue_position
 from store.db import Database
 from store.events import events_after
 from store.messages import ConversationClosed, mark_acknowledged, store_message
@@ -68,12 +68,14 @@ _ACCESS = {
 
 
 def _view(session: Session, conversation: Conversation) -> ConversationPublic:
-    position = None
+    position = wait = None
     if conversation.state == ConversationState.QUEUED:
         entry = session.exec(
             select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
         ).first()
-        position = queue_position(session, entry) if entry else None
+        if entry is not None:
+            position = queue_position(session, entry)
+            wait = estimated_wait(session, entry.skill_group, position)
     return ConversationPublic(
         id=conversation.id,
         customer_id=conversation.customer_id,
@@ -85,6 +87,7 @@ def _view(session: Session, conversation: Conversation) -> ConversationPublic:
         routing_rule=conversation.routing_rule,
         agent_id=conversation.agent_id if conversation.state != ConversationState.QUEUED else None,
         queue_position=position,
+        estimated_wait_seconds=wait,
         last_seq=conversation.last_seq,
         rating=RatingPublic(
             status=conversation.rating_status,
