@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from activities.dispatching import assign_and_notify
 from domain.policy import Policy, PolicySource, SkillGroup, VisitorContext
 from domain.types import (
     LEFT_MESSAGE_REASONS,
+    AssignmentRecord,
     CloseInput,
     ConversationState,
     EventType,
@@ -30,10 +31,13 @@ from domain.types import (
     RatingInvite,
     RatingRecord,
     RatingStatus,
+    RequeueInput,
     Role,
     RouteRequest,
     RouteResult,
     Timeouts,
+    TransferInput,
+    TransferResult,
 )
 from store.assignment import (
     agent_skill_groups,
@@ -41,10 +45,19 @@ from store.assignment import (
     join_queue,
     lock_queue,
     release_agent,
+    take_capacity,
 )
 from store.db import Database
 from store.events import append_event
-from store.models import Agent, Conversation, QueueEntry, utcnow
+from store.models import (
+    Agent,
+    Assignment,
+    Conversation,
+    Event,
+    QueueEntry,
+    QueueSkip,
+    utcnow,
+)
 
 T = TypeVar("T")
 
@@ -58,13 +71,30 @@ def _group(policy: Policy, name: str | None) -> SkillGroup:
 
 def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
     wait = group.max_queue_wait
+    first_reply = group.agent_first_reply_timeout
     return QueuePlacement(
         skill_group=group.name,
         accepted=True,
         queued_at=entry.enqueued_at,
         overflow_to=group.overflow_to,
         max_queue_wait_s=wait.total_seconds() if wait else None,
+        first_reply_timeout_s=first_reply.total_seconds() if first_reply else None,
     )
+
+
+def _transfer_result(
+    session: Session, conversation: Conversation, policy: Policy
+) -> TransferResult:
+    """What a transfer that already happened did, read back for a retried activity."""
+    if conversation.state == ConversationState.QUEUED:
+        entry = session.exec(
+            select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
+        ).first()
+        if entry is not None:
+            return TransferResult(
+                ok=True, placement=_placed(_group(policy, entry.skill_group), entry)
+            )
+    return TransferResult(ok=True, agent_id=conversation.agent_id)
 
 
 def _conversation(session: Session, conversation_id: str) -> Conversation:
@@ -222,7 +252,9 @@ class ConversationActivities:
         return placement
 
     @activity.defn(name="record_assignment")
-    async def record_assignment(self, conversation_id: str) -> None:
+    async def record_assignment(self, record: AssignmentRecord) -> None:
+        conversation_id = record.conversation_id
+
         def work() -> None:
             with self.db.write() as session:
                 conversation = _conversation(session, conversation_id)
@@ -239,17 +271,191 @@ class ConversationActivities:
                     conversation_id=conversation_id,
                     type=EventType.ASSIGNED,
                     data={"agent_id": agent.id, "agent_name": agent.name},
-                    dedupe_key=f"assigned:{agent.id}",
+                    dedupe_key=f"assigned:{record.round}",
                 )
                 append_event(
                     session,
                     conversation_id=conversation_id,
                     type=EventType.STATE_CHANGED,
                     data={"state": ConversationState.ACTIVE, "agent_id": agent.id},
-                    dedupe_key="state:active",
+                    dedupe_key=f"state:active:{record.round}",
                 )
 
         await self._in_thread(work)
+
+    def _back_to_queue(
+        self, session: Session, conversation: Conversation, group: SkillGroup, now: datetime
+    ) -> QueuePlacement:
+        """Release the agent and queue again in `group`, keeping the original enqueue time
+        (so it goes ahead of everyone who arrived later)."""
+        release_agent(session, conversation.id, now)
+        conversation.agent_id = None
+        conversation.assigned_at = None
+        conversation.state = ConversationState.QUEUED
+        session.add(conversation)
+        entry = join_queue(
+            session, conversation, skill_group=group.name, priority=conversation.priority
+        )
+        return _placed(group, entry)
+
+    async def _after_requeue(
+        self, conversation_id: str, placement: QueuePlacement, freed_agent: str | None
+    ) -> None:
+        """Tell the queue, serve it, and say in the placement if this one got an agent."""
+        await self._in_thread(lambda: announce(self.db, [placement.skill_group]))
+        await assign_and_notify(
+            db=self.db, client=self.client, skill_groups=[placement.skill_group]
+        )
+        if freed_agent is not None:
+            await self._freed(freed_agent)
+
+        def assigned_agent() -> str | None:
+            with self.db.read() as session:
+                return _conversation(session, conversation_id).agent_id
+
+        placement.agent_id = await self._in_thread(assigned_agent)
+
+    @activity.defn(name="transfer_conversation")
+    async def transfer_conversation(self, transfer: TransferInput) -> TransferResult:
+        policy = self.policy.current()
+        request = transfer.request
+        key = f"transfer:{transfer.round}"
+
+        def work() -> tuple[TransferResult, str | None]:
+            now = utcnow()
+            with self.db.write() as session:
+                conversation = _conversation(session, transfer.conversation_id)
+                done = session.exec(
+                    select(Event.id).where(
+                        Event.conversation_id == conversation.id, Event.dedupe_key == key
+                    )
+                ).first()
+                if done is not None:  # a retry after it committed
+                    return _transfer_result(session, conversation, policy), None
+                from_agent = conversation.agent_id
+                if request.to_agent_id is not None:
+                    target = session.get(Agent, request.to_agent_id)
+                    if target is None:
+                        return TransferResult(ok=False, reason="unknown agent"), None
+                    if not take_capacity(session, target.id, now):
+                        return TransferResult(
+                            ok=False, reason=f"agent {target.id} is not online with room"
+                        ), None
+                    release_agent(session, conversation.id, now)
+                    conversation.agent_id = target.id
+                    conversation.assigned_at = now
+                    conversation.load_released = False
+                    session.add(conversation)
+                    session.add(
+                        Assignment(
+                            conversation_id=conversation.id,
+                            agent_id=target.id,
+                            skill_group=conversation.skill_group or policy.default_skill_group,
+                            priority=conversation.priority,
+                            enqueued_at=conversation.queued_at or now,
+                            assigned_at=now,
+                        )
+                    )
+                    result = TransferResult(ok=True, agent_id=target.id)
+                else:
+                    assert request.to_skill_group is not None
+                    if request.to_skill_group not in policy.skill_group_names:
+                        return TransferResult(
+                            ok=False, reason=f"unknown skill group {request.to_skill_group!r}"
+                        ), None
+                    group = policy.group(request.to_skill_group)
+                    lock_queue(session, group.name)
+                    result = TransferResult(
+                        ok=True, placement=self._back_to_queue(session, conversation, group, now)
+                    )
+                append_event(
+                    session,
+                    conversation_id=conversation.id,
+                    type=EventType.TRANSFERRED,
+                    data={
+                        "from_agent_id": from_agent,
+                        "to_agent_id": request.to_agent_id,
+                        "to_skill_group": request.to_skill_group,
+                        "by": request.by_id,
+                        "note": request.note,
+                    },
+                    dedupe_key=key,
+                )
+                if result.placement is not None:
+                    append_event(
+                        session,
+                        conversation_id=conversation.id,
+                        type=EventType.STATE_CHANGED,
+                        data={
+                            "state": ConversationState.QUEUED,
+                            "skill_group": request.to_skill_group,
+                        },
+                        dedupe_key=f"{key}:queued",
+                    )
+                else:
+                    append_event(
+                        session,
+                        conversation_id=conversation.id,
+                        type=EventType.ASSIGNED,
+                        data={"agent_id": result.agent_id, "transferred": True},
+                        dedupe_key=f"{key}:assigned",
+                    )
+                return result, from_agent
+
+        result, freed_agent = await self._in_thread(work)
+        if result.ok and result.placement is not None:
+            await self._after_requeue(transfer.conversation_id, result.placement, freed_agent)
+        elif result.ok and freed_agent is not None:
+            await self._freed(freed_agent)
+        return result
+
+    async def _freed(self, agent_id: str) -> None:
+        """The agent's load dropped: the next waiting conversation gets them at once."""
+
+        def groups() -> list[str]:
+            with self.db.read() as session:
+                return agent_skill_groups(session, agent_id)
+
+        await assign_and_notify(
+            db=self.db, client=self.client, skill_groups=await self._in_thread(groups)
+        )
+
+    @activity.defn(name="requeue_unanswered")
+    async def requeue_unanswered(self, requeue: RequeueInput) -> QueuePlacement:
+        policy = self.policy.current()
+
+        def work() -> QueuePlacement:
+            now = utcnow()
+            with self.db.write() as session:
+                conversation = _conversation(session, requeue.conversation_id)
+                group = _group(policy, conversation.skill_group)
+                lock_queue(session, group.name)
+                existing = session.exec(
+                    select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
+                ).first()
+                if existing is not None:  # a retry after it committed
+                    return _placed(group, existing)
+                session.merge(QueueSkip(conversation_id=conversation.id, agent_id=requeue.agent_id))
+                placement = self._back_to_queue(session, conversation, group, now)
+                append_event(
+                    session,
+                    conversation_id=conversation.id,
+                    type=EventType.REQUEUED,
+                    data={"agent_id": requeue.agent_id, "reason": "no_first_reply"},
+                    dedupe_key=f"requeued:{requeue.round}",
+                )
+                append_event(
+                    session,
+                    conversation_id=conversation.id,
+                    type=EventType.STATE_CHANGED,
+                    data={"state": ConversationState.QUEUED, "skill_group": group.name},
+                    dedupe_key=f"requeued:{requeue.round}:queued",
+                )
+                return placement
+
+        placement = await self._in_thread(work)
+        await self._after_requeue(requeue.conversation_id, placement, requeue.agent_id)
+        return placement
 
     @activity.defn(name="send_idle_warning")
     async def send_idle_warning(self, warning: IdleWarningInput) -> None:
@@ -397,6 +603,8 @@ class ConversationActivities:
         return [
             self.current_timeouts,
             self.route_conversation,
+            self.transfer_conversation,
+            self.requeue_unanswered,
             self.enter_queue,
             self.record_assignment,
             self.send_idle_warning,

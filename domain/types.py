@@ -66,6 +66,8 @@ class EventType(StrEnum):
     RATING_INVITED = "rating.invited"
     RATING_SUBMITTED = "rating.submitted"
     RATING_EXPIRED = "rating.expired"
+    TRANSFERRED = "conversation.transferred"
+    REQUEUED = "conversation.requeued"
     LEFT_MESSAGE_CREATED = "left_message.created"
     LEFT_MESSAGE_RESOLVED = "left_message.resolved"
 
@@ -131,6 +133,43 @@ class RatingSubmission:
 
 
 @dataclass
+class TransferRequest:
+    by_role: str
+    by_id: str
+    to_agent_id: str | None = None
+    to_skill_group: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class TransferInput:
+    conversation_id: str
+    request: TransferRequest
+    round: int  # which assignment of the conversation this ends
+
+
+@dataclass
+class TransferResult:
+    ok: bool
+    reason: str | None = None
+    agent_id: str | None = None
+    placement: QueuePlacement | None = None
+
+
+@dataclass
+class RequeueInput:
+    conversation_id: str
+    agent_id: str
+    round: int
+
+
+@dataclass
+class AssignmentRecord:
+    conversation_id: str
+    round: int
+
+
+@dataclass
 class IdleCountdown:
     """Where the idle countdown stands: armed by an unanswered agent message (seq > 0)."""
 
@@ -158,6 +197,12 @@ class ConversationFlow:
     max_queue_wait_s: float | None = None
     overflow_to: str | None = None
     overflow_hops: int = 0
+    first_reply_timeout_s: float | None = None
+    # Assignments so far (a transfer or a missed first reply starts another).
+    assignment_round: int = 0
+    agent_replied: bool = False
+    first_reply_due_at: datetime | None = None
+    transfer_request: TransferRequest | None = None
     agent_id: str | None = None
     close_request: CloseRequest | None = None
     close_reason: str | None = None
@@ -208,6 +253,7 @@ class QueuePlacement:
     refused_because: str | None = None  # "full" | "closed"
     overflow_to: str | None = None
     max_queue_wait_s: float | None = None
+    first_reply_timeout_s: float | None = None
     agent_id: str | None = None  # already assigned (a retried move found it served)
 
 

@@ -18,7 +18,15 @@ from sqlmodel import Session, col, select
 from domain.types import AgentStatus, EventType
 from store.db import Database
 from store.events import append_event
-from store.models import Agent, AgentSkill, Assignment, Conversation, QueueEntry, utcnow
+from store.models import (
+    Agent,
+    AgentSkill,
+    Assignment,
+    Conversation,
+    QueueEntry,
+    QueueSkip,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +45,13 @@ def queue_order() -> tuple[sa.ColumnElement[object], ...]:
     )
 
 
-def _candidate_agent(session: Session, skill_group: str) -> Agent | None:
-    """Least-loaded online agent of the group with room; ties to the longest since assigned."""
+def _candidate_agent(session: Session, skill_group: str, conversation_id: str) -> Agent | None:
+    """Least-loaded online agent of the group with room; ties to the longest since assigned.
+    Agents who let this conversation go unanswered before are skipped."""
+    skipped = sa.exists().where(
+        col(QueueSkip.conversation_id) == conversation_id,
+        col(QueueSkip.agent_id) == col(Agent.id),
+    )
     return session.exec(
         select(Agent)
         .join(AgentSkill, col(AgentSkill.agent_id) == col(Agent.id))
@@ -46,6 +59,7 @@ def _candidate_agent(session: Session, skill_group: str) -> Agent | None:
             AgentSkill.skill_group == skill_group,
             Agent.status == AgentStatus.ONLINE,
             col(Agent.active_count) < col(Agent.max_concurrent),
+            ~skipped,
         )
         .order_by(
             col(Agent.active_count).asc(),
@@ -56,7 +70,7 @@ def _candidate_agent(session: Session, skill_group: str) -> Agent | None:
     ).first()
 
 
-def _take_capacity(session: Session, agent_id: str, now: datetime) -> bool:
+def take_capacity(session: Session, agent_id: str, now: datetime) -> bool:
     """Raise the agent's load by one if they are still online and below capacity."""
     result = session.execute(
         sa.update(Agent)
@@ -132,10 +146,10 @@ def assign_next(db: Database, skill_group: str) -> NewAssignment | None:
             return None
         now = utcnow()
         for _attempt in range(3):
-            agent = _candidate_agent(session, skill_group)
+            agent = _candidate_agent(session, skill_group, entry.conversation_id)
             if agent is None:
                 return None
-            if _take_capacity(session, agent.id, now):
+            if take_capacity(session, agent.id, now):
                 break
         else:
             return None  # lost every race for capacity; the next trigger tries again

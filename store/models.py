@@ -139,7 +139,7 @@ class Assignment(SQLModel, table=True):
     conversation_id: str = Field(foreign_key="conversation.id", max_length=32, index=True)
     agent_id: str = Field(foreign_key="agent.id", max_length=64, index=True)
     skill_group: str = Field(max_length=64)
-    queue_ticket: int
+    queue_ticket: int | None = None  # None: a direct transfer to the agent
     priority: int = 0
     enqueued_at: datetime = _at()
     assigned_at: datetime = _at(default_factory=utcnow)
@@ -161,3 +161,11 @@ class LeftMessage(SQLModel, table=True):
     resolved_at: datetime | None = _at(nullable=True, default=None)
     resolved_by: str | None = Field(default=None, max_length=64)
     resolution_note: str | None = None
+
+
+class QueueSkip(SQLModel, table=True):
+    """An agent who let this conversation go unanswered is not given it again."""
+
+    __tablename__ = "queue_skip"
+    conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
+    agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=64)

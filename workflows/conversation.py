@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         SA_SKILL_GROUP,
         SA_STATE,
         AgentAssigned,
+        AssignmentRecord,
         CloseInput,
         CloseReason,
         CloseRequest,
@@ -41,10 +42,14 @@ with workflow.unsafe.imports_passed_through():
         RatingRecord,
         RatingStatus,
         RatingSubmission,
+        RequeueInput,
         Role,
         RouteRequest,
         RouteResult,
         Timeouts,
+        TransferInput,
+        TransferRequest,
+        TransferResult,
     )
 
 # Database outages must delay decisions, never drop them: retry without a limit.
@@ -60,15 +65,18 @@ class ConversationWorkflow:
     @workflow.init
     def __init__(self, flow: ConversationFlow) -> None:
         self.flow = flow
+        self._transfer_result: TransferResult | None = None
 
     @workflow.run
     async def run(self, flow: ConversationFlow) -> str:
-        if self.flow.state == ConversationState.QUEUED:
-            await self._wait_in_queue()
-        if self.flow.state == ConversationState.ACTIVE:
-            await self._converse()
-        if self.flow.state == ConversationState.CLOSED:
-            await self._rating_phase()
+        # A transfer to a group or a missed first reply takes an active conversation back to
+        # the queue; everything else moves forward.
+        while self.flow.state != ConversationState.CLOSED:
+            if self.flow.state == ConversationState.QUEUED:
+                await self._wait_in_queue()
+            else:
+                await self._converse()
+        await self._rating_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.flow.close_reason or ""
 
@@ -138,9 +146,7 @@ class ConversationWorkflow:
                 flow.skill_group = skill_group
                 flow.queued_at = placement.queued_at
                 flow.in_group_since = workflow.now()
-                flow.max_queue_wait_s = placement.max_queue_wait_s
-                flow.overflow_to = placement.overflow_to
-                self._publish()
+                self._placed(placement)
                 return
             if not self._may_overflow_to(placement.overflow_to):
                 await self._close(CloseReason.OVERFLOW)
@@ -148,6 +154,17 @@ class ConversationWorkflow:
             flow.overflow_hops += 1
             assert placement.overflow_to is not None
             from_group, skill_group = skill_group, placement.overflow_to
+
+    def _placed(self, placement: QueuePlacement) -> None:
+        flow = self.flow
+        flow.state = ConversationState.QUEUED
+        flow.skill_group = placement.skill_group
+        flow.queued_at = placement.queued_at
+        flow.in_group_since = workflow.now()
+        flow.max_queue_wait_s = placement.max_queue_wait_s
+        flow.overflow_to = placement.overflow_to
+        flow.first_reply_timeout_s = placement.first_reply_timeout_s
+        self._publish()
 
     async def _overflow(self, target: str | None) -> None:
         if not self._may_overflow_to(target):
@@ -167,12 +184,28 @@ class ConversationWorkflow:
     async def _converse(self) -> None:
         flow = self.flow
         if not flow.assignment_recorded:
-            await self._activity("record_assignment", flow.conversation_id, None)
+            flow.assignment_round += 1
+            await self._activity(
+                "record_assignment",
+                AssignmentRecord(flow.conversation_id, flow.assignment_round),
+                None,
+            )
             flow.assignment_recorded = True
+            flow.agent_replied = False
+            flow.countdown = IdleCountdown()
+            if flow.first_reply_timeout_s:
+                flow.first_reply_due_at = workflow.now() + timedelta(
+                    seconds=flow.first_reply_timeout_s
+                )
             self._publish()
         while flow.close_request is None:
             if self._continue_as_new_due():
                 await self._continue_as_new()
+            if flow.transfer_request is not None:
+                await self._transfer(flow.transfer_request)
+                if flow.state != ConversationState.ACTIVE:
+                    return
+                continue
             countdown = flow.countdown
 
             def moved(countdown: IdleCountdown = countdown) -> bool:
@@ -180,11 +213,17 @@ class ConversationWorkflow:
                 return (
                     flow.countdown is not countdown
                     or flow.close_request is not None
+                    or flow.transfer_request is not None
                     or self._continue_as_new_due()
                 )
 
             if countdown.agent_message_seq == 0:
-                await workflow.wait_condition(moved)
+                due = flow.first_reply_due_at
+                if due is None or flow.agent_replied:
+                    await workflow.wait_condition(moved)
+                elif not await self._sleep_until(due, moved) and not flow.agent_replied:
+                    await self._requeue_unanswered()
+                    return
             elif not countdown.warned:
                 timeouts = await self._timeouts()
                 assert countdown.armed_at is not None
@@ -202,6 +241,48 @@ class ConversationWorkflow:
                 await self._close(CloseReason.IDLE_TIMEOUT)
                 return
         await self._close(_reason_for(flow.close_request))
+
+    async def _requeue_unanswered(self) -> None:
+        """The agent never answered: back to the queue near its head, and not to them again."""
+        flow = self.flow
+        assert flow.agent_id is not None
+        placement: QueuePlacement = await self._activity(
+            "requeue_unanswered",
+            RequeueInput(flow.conversation_id, flow.agent_id, flow.assignment_round),
+            QueuePlacement,
+        )
+        self._back_in_queue(placement)
+
+    async def _transfer(self, request: TransferRequest) -> None:
+        flow = self.flow
+        result: TransferResult = await self._activity(
+            "transfer_conversation",
+            TransferInput(flow.conversation_id, request, flow.assignment_round),
+            TransferResult,
+        )
+        self._transfer_result = result
+        flow.transfer_request = None
+        if not result.ok:
+            return
+        if result.agent_id is not None:
+            flow.agent_id = result.agent_id
+            flow.assignment_round += 1
+            flow.agent_replied = False
+            flow.first_reply_due_at = None
+            flow.countdown = IdleCountdown()
+            self._publish()
+        else:
+            assert result.placement is not None
+            self._back_in_queue(result.placement)
+
+    def _back_in_queue(self, placement: QueuePlacement) -> None:
+        flow = self.flow
+        flow.assignment_recorded = False
+        flow.first_reply_due_at = None
+        flow.countdown = IdleCountdown()
+        # Served again already? (An assignment signal sent meanwhile found us still active.)
+        flow.agent_id = placement.agent_id
+        self._placed(placement)
 
     async def _send_idle_warning(self, countdown: IdleCountdown) -> None:
         # Read the policy again: a changed idle_close_after applies to this next timer.
@@ -274,6 +355,7 @@ class ConversationWorkflow:
         if flow.state != ConversationState.ACTIVE:
             return
         if message.sender_role == Role.AGENT:
+            flow.agent_replied = True
             flow.countdown = IdleCountdown(agent_message_seq=message.seq, armed_at=workflow.now())
         else:
             flow.countdown = IdleCountdown()
@@ -296,6 +378,34 @@ class ConversationWorkflow:
             raise ApplicationError("the conversation is already closed", type=INVALID_STATE)
         if request.by_role == Role.AGENT and request.by_id != flow.agent_id:
             raise ApplicationError("not your conversation", type=FORBIDDEN)
+
+    @workflow.update
+    async def transfer(self, request: TransferRequest) -> str:
+        self.flow.transfer_request = request
+        await workflow.wait_condition(lambda: self.flow.transfer_request is None)
+        result = self._transfer_result
+        if result is None or not result.ok:
+            reason = result.reason if result else "the transfer did not happen"
+            raise ApplicationError(reason or "the transfer did not happen", type=INVALID_STATE)
+        return result.agent_id or (result.placement.skill_group if result.placement else "")
+
+    @transfer.validator
+    def _validate_transfer(self, request: TransferRequest) -> None:
+        flow = self.flow
+        if flow.state != ConversationState.ACTIVE or flow.close_request is not None:
+            raise ApplicationError(
+                "only an active conversation can be transferred", type=INVALID_STATE
+            )
+        if flow.transfer_request is not None:
+            raise ApplicationError("a transfer is under way", type=INVALID_STATE)
+        if request.by_role == Role.AGENT and request.by_id != flow.agent_id:
+            raise ApplicationError("not your conversation", type=FORBIDDEN)
+        if (request.to_agent_id is None) == (request.to_skill_group is None):
+            raise ApplicationError("give to_agent_id or to_skill_group", type="InvalidInput")
+        if request.to_agent_id is not None and request.to_agent_id == flow.agent_id:
+            raise ApplicationError(
+                "the conversation is with that agent already", type=INVALID_STATE
+            )
 
     @workflow.update
     async def submit_rating(self, rating: RatingSubmission) -> str:
