@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domain.types import AgentStatus, MessageType
 
@@ -111,6 +111,18 @@ class MessageCreate(_Input):
     )
     type: MessageType = MessageType.TEXT
     content: str = Field(min_length=1, description="Text, or a URL for image and video")
+
+
+class TransferCreate(_Input):
+    to_agent_id: str | None = Field(default=None, max_length=64)
+    to_skill_group: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, max_length=2000, description="For the next agent")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> TransferCreate:
+        if (self.to_agent_id is None) == (self.to_skill_group is None):
+            raise ValueError("give exactly one of to_agent_id and to_skill_group")
+        return self
 
 
 class MessagePublic(BaseModel):

@@ -36,6 +36,7 @@ from api.schemas import (
     MessagePublic,
     RatingCreate,
     RatingPublic,
+    TransferCreate,
     errors,
 )
 from api.temporal import EngineUnavailable
@@ -49,13 +50,14 @@ from domain.types import (
     RatingStatus,
     RatingSubmission,
     Role,
+    TransferRequest,
     workflow_id,
 )
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
 from store.events import events_after
 from store.messages import ConversationClosed, mark_acknowledged, store_message
-from store.models import Conversation, Message, QueueEntry, utcnow
+from store.models import Agent, Conversation, Message, QueueEntry, utcnow
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 conversation_router = router  # other modules add conversation sub-resources to it
@@ -323,6 +325,61 @@ async def close_conversation(
         conversation.id,
         "close",
         CloseRequest(by_role=principal.role, by_id=principal.id),
+        str,
+    )
+    return await conversation_view(services.db, conversation.id)
+
+
+@router.post(
+    "/{conversation_id}/transfer",
+    response_model=ConversationPublic,
+    summary="Hand the conversation to another agent (within their capacity) or skill group",
+    responses=errors(
+        {
+            **_ACCESS,
+            409: "Not active, or the agent is not online with room",
+            422: "Invalid body, unknown agent or skill group",
+            **ENGINE_DOWN,
+        }
+    ),
+    dependencies=[require(Role.AGENT, Role.ADMIN)],
+)
+async def transfer_conversation(
+    body: TransferCreate,
+    conversation: ConversationOfCaller,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> ConversationPublic:
+    if body.to_skill_group is not None and (
+        body.to_skill_group not in services.policy.current().skill_group_names
+    ):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"unknown skill group {body.to_skill_group!r}",
+        )
+    if body.to_agent_id is not None:
+
+        def agent_exists() -> bool:
+            with services.db.read() as session:
+                return session.get(Agent, body.to_agent_id) is not None
+
+        if not await run_in_threadpool(agent_exists):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
+            )
+    if conversation.state != ConversationState.ACTIVE:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is not active")
+    await update(
+        services.temporal,
+        conversation.id,
+        "transfer",
+        TransferRequest(
+            by_role=principal.role,
+            by_id=principal.id,
+            to_agent_id=body.to_agent_id,
+            to_skill_group=body.to_skill_group,
+            note=body.note,
+        ),
         str,
     )
     return await conversation_view(services.db, conversation.id)

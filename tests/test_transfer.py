@@ -1,0 +1,141 @@
+"""Transfer and the agent first-reply timeout, on the time-skipping server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.utils import ADMIN, System, bearer, write_policy
+
+
+async def _load(system: System, agent_id: str) -> int:
+    return (await system.http.get(f"/v1/agents/{agent_id}", headers=ADMIN)).json()["load"]
+
+
+async def test_transfer_to_an_agent_within_capacity(
+    time_env, sqlite_db, policy_file, make_system
+) -> None:
+    async with make_system(time_env, sqlite_db, policy_file())() as system:
+        alice, alice_token = await system.create_agent("alice", max_concurrent=2)
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        bob, bob_token = await system.create_agent("bob", max_concurrent=1)
+
+        moved = await system.http.post(
+            f"/v1/conversations/{cid}/transfer",
+            headers=bearer(alice_token),
+            json={"to_agent_id": bob, "note": "Needs a refund approval"},
+        )
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["agent_id"] == bob
+        assert (await _load(system, alice), await _load(system, bob)) == (0, 1)
+        event = await system.wait_for_event(cid, visitor, "conversation.transferred")
+        assert event["data"]["from_agent_id"] == alice and event["data"]["to_agent_id"] == bob
+        assert event["data"]["note"] == "Needs a refund approval"
+        # The old agent is out, the new one is in.
+        assert (await system.post_message(cid, alice_token, "still me?")).status_code == 403
+        assert (await system.post_message(cid, bob_token, "Hi, Bob here")).status_code == 201
+
+        # Bob is full now: a transfer to him is refused and changes nothing.
+        other, other_visitor = await system.start_conversation()
+        await system.wait_for_state(other, other_visitor, "active")
+        full = await system.http.post(
+            f"/v1/conversations/{other}/transfer", headers=ADMIN, json={"to_agent_id": bob}
+        )
+        assert full.status_code == 409, full.text
+        assert (await system.conversation(other, other_visitor))["agent_id"] == alice
+        assert (await _load(system, alice), await _load(system, bob)) == (1, 1)
+
+
+async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(
+    time_env, sqlite_db, policy_file, make_system
+) -> None:
+    async with make_system(time_env, sqlite_db, policy_file())() as system:
+        alice, alice_token = await system.create_agent("alice", max_concurrent=3)
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        carol, carol_token = await system.create_agent(
+            "carol", skill_groups=["after_sales"], online=False
+        )
+        later, later_visitor = await system.start_conversation()
+        await system.wait_for_state(later, later_visitor, "active")
+        # The later arrival is sent to after_sales first and waits there.
+        first_move = await system.http.post(
+            f"/v1/conversations/{later}/transfer",
+            headers=ADMIN,
+            json={"to_skill_group": "after_sales"},
+        )
+        assert first_move.status_code == 200, first_move.text
+        assert (await system.conversation(later, later_visitor))["queue_position"] == 1
+
+        moved = await system.http.post(
+            f"/v1/conversations/{cid}/transfer",
+            headers=bearer(alice_token),
+            json={"to_skill_group": "after_sales", "note": "Return request"},
+        )
+        assert moved.status_code == 200, moved.text
+        assert (moved.json()["state"], moved.json()["skill_group"]) == ("queued", "after_sales")
+        assert moved.json()["queue_position"] == 1  # it queued first: its enqueue time is earlier
+        assert (await system.conversation(later, later_visitor))["queue_position"] == 2
+        assert await _load(system, alice) == 0
+
+        await system.set_status(carol, carol_token, "online")
+        body = await system.wait_for_state(cid, visitor, "active")
+        assert body["agent_id"] == carol
+        types = [e["type"] for e in await system.events(cid, visitor)]
+        assert types.count("conversation.assigned") == 2
+        assert (await system.post_message(cid, carol_token, "Carol here")).status_code == 201
+
+
+async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
+    time_env, sqlite_db, tmp_path: Path, make_system
+) -> None:
+    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
+    policy = write_policy(tmp_path / "policy.toml", groups=groups)
+    async with make_system(time_env, sqlite_db, policy)() as system:
+        slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
+        cid, visitor = await system.start_conversation()
+        assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
+        fast, fast_token = await system.create_agent("fast", max_concurrent=1, online=False)
+
+        await time_env.sleep(100)
+        assert (await system.conversation(cid, visitor))["agent_id"] == slow
+        await time_env.sleep(30)
+        requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
+        assert requeued["data"] == {"agent_id": slow, "reason": "no_first_reply"}
+        assert await _load(system, slow) == 0
+        body = await system.conversation(cid, visitor)
+        assert (body["state"], body["queue_position"]) == ("queued", 1)
+
+        await system.set_status(fast, fast_token, "online")
+        body = await system.wait_for_state(cid, visitor, "active")
+        assert body["agent_id"] == fast  # not back to the slow one, though both have room
+        assert (
+            await system.post_message(cid, fast_token, "Sorry for the wait!")
+        ).status_code == 201
+        await time_env.sleep(300)
+        assert (await system.conversation(cid, visitor))["agent_id"] == fast  # replied in time
+
+
+async def test_transfer_errors(time_env, sqlite_db, policy_file, make_system) -> None:
+    async with make_system(time_env, sqlite_db, policy_file())() as system:
+        alice, alice_token = await system.create_agent("alice")
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        for body, code in (
+            ({}, 422),
+            ({"to_agent_id": "alice", "to_skill_group": "general"}, 422),
+            ({"to_agent_id": "nobody"}, 422),
+            ({"to_skill_group": "nowhere"}, 422),
+            ({"to_agent_id": alice}, 409),
+        ):
+            response = await system.http.post(
+                f"/v1/conversations/{cid}/transfer", headers=bearer(alice_token), json=body
+            )
+            assert response.status_code == code, (body, response.text)
+        visitor_try = await system.http.post(
+            f"/v1/conversations/{cid}/transfer",
+            headers=bearer(visitor),
+            json={"to_skill_group": "general"},
+        )
+        assert visitor_try.status_code == 403
+        assert (await system.conversation(cid, visitor))["agent_id"] == alice
