@@ -174,18 +174,39 @@ def assign_next(db: Database, skill_group: str) -> NewAssignment | None:
         return NewAssignment(entry.conversation_id, agent.id, skill_group)
 
 
+def _heads_by_urgency(db: Database, skill_groups: list[str]) -> list[str]:
+    """The groups with someone waiting, the most urgent head first (priority, then age)."""
+    with db.read() as session:
+        entries = session.exec(
+            select(QueueEntry)
+            .where(col(QueueEntry.skill_group).in_(skill_groups))
+            .order_by(*queue_order())
+        ).all()
+    seen: dict[str, None] = {}
+    for entry in entries:
+        seen.setdefault(entry.skill_group)
+    return list(seen)
+
+
 def dispatch(db: Database, skill_groups: Iterable[str]) -> list[NewAssignment]:
-    """Assign waiting conversations in these groups until queues or capacity run out."""
+    """Assign waiting conversations in these groups until queues or capacity run out. When
+    an agent serves several groups, the most urgent head across them goes first."""
+    groups = sorted(set(skill_groups))
     made: list[NewAssignment] = []
-    for group in sorted(set(skill_groups)):
-        while True:
+    while groups:
+        progressed = False
+        for group in _heads_by_urgency(db, groups):
             try:
                 assignment = assign_next(db, group)
             except _HeadTaken:
-                continue
-            if assignment is None:
+                progressed = True
                 break
-            made.append(assignment)
+            if assignment is not None:
+                made.append(assignment)
+                progressed = True
+                break
+        if not progressed:
+            break
     announce(db, {assignment.skill_group for assignment in made})
     return made
 

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from store.assignment import dispatch, join_queue, queue_position, release_agent
 from store.db import Database
-from store.models import Agent, Assignment, Conversation, QueueEntry, utcnow
+from store.models import Agent, AgentSkill, Assignment, Conversation, QueueEntry, utcnow
 from tests.utils import add_agent, enqueue_conversations, new_conversation
 
 
@@ -224,3 +224,113 @@ def test_nobody_is_served_before_an_earlier_arrival_still_joining(db: Database) 
     with db.read() as session:
         log = list(session.exec(select(Assignment).order_by(col(Assignment.id))))
     assert [a.conversation_id for a in log] == [ids["a"], ids["b"]]
+
+
+def test_several_groups_sharing_agents_with_priorities_under_200_arrivals(db: Database) -> None:
+    """Invariants 3 and 4 across groups: 200 arrive at once in three groups with mixed
+    priorities; agents serving several groups work through them concurrently."""
+    groups = ["general", "after_sales", "vip"]
+    add_agent(db, "all-rounder", max_concurrent=3, skill_groups=groups)
+    add_agent(db, "general-1", max_concurrent=2, skill_groups=["general"])
+    add_agent(db, "returns", max_concurrent=2, skill_groups=["after_sales", "general"])
+    add_agent(db, "vip-desk", max_concurrent=2, skill_groups=["vip", "after_sales"])
+    for agent_id in ("all-rounder", "general-1", "returns", "vip-desk"):
+        with db.write() as session:
+            agent = session.get(Agent, agent_id)
+            assert agent is not None
+            agent.status = "offline"  # nobody serves until everyone has arrived
+            session.add(agent)
+    barrier = threading.Barrier(20)
+
+    def arrive(index: int) -> None:
+        own = _clone(db)
+        rng = random.Random(index)
+        barrier.wait()
+        for _ in range(10):
+            enqueue_conversations(
+                own, 1, skill_group=rng.choice(groups), priority=rng.choice([0, 0, 5, 10])
+            )
+        own.dispose()
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(arrive, range(20)))
+    with db.write() as session:
+        session.execute(sa.update(Agent).values(status="online"))
+
+    errors: list[BaseException] = []
+    capacities: dict[str, int] = {}
+    with db.read() as session:
+        for agent in session.exec(select(Agent)):
+            capacities[agent.id] = agent.max_concurrent
+    overloads: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        watcher = _clone(db)
+        while not done.is_set():
+            with watcher.read() as session:
+                held = session.exec(
+                    select(Conversation.agent_id, sa.func.count())
+                    .where(
+                        col(Conversation.agent_id).is_not(None),
+                        col(Conversation.load_released).is_(False),
+                    )
+                    .group_by(Conversation.agent_id)
+                ).all()
+            overloads.extend((a, n) for a, n in held if a and n > capacities[a])
+        watcher.dispose()
+
+    def work(agent_id: str) -> None:
+        own = _clone(db)
+        rng = random.Random(agent_id)
+        try:
+            with own.read() as session:
+                mine = list(
+                    session.exec(
+                        select(AgentSkill.skill_group).where(AgentSkill.agent_id == agent_id)
+                    )
+                )
+            for _ in range(1000):
+                dispatch(own, mine)
+                with own.read() as session:
+                    held = list(
+                        session.exec(
+                            select(Conversation.id).where(
+                                Conversation.agent_id == agent_id,
+                                col(Conversation.load_released).is_(False),
+                            )
+                        )
+                    )
+                    left = session.exec(
+                        select(QueueEntry.id).where(col(QueueEntry.skill_group).in_(mine))
+                    ).first()
+                if not held and left is None:
+                    return
+                if held:
+                    with own.write() as session:
+                        release_agent(session, rng.choice(held), utcnow())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    agents = [threading.Thread(target=work, args=(a,)) for a in capacities]
+    for thread in agents:
+        thread.start()
+    for thread in agents:
+        thread.join()
+    done.set()
+    watcher.join()
+    assert not errors, errors
+    assert not overloads, overloads[:5]
+
+    with db.read() as session:
+        log = list(session.exec(select(Assignment).order_by(col(Assignment.id))))
+    assert len(log) == 200 and len({a.conversation_id for a in log}) == 200
+    for group in groups:
+        served = [
+            (-a.priority, a.enqueued_at, a.queue_ticket) for a in log if a.skill_group == group
+        ]
+        assert served == sorted(served), f"{group}: served out of priority/FIFO order"
