@@ -18,9 +18,23 @@ import httpx
 import pytest
 
 from settings import PROJECT_ROOT
-from tests.utils import ADMIN, APP, bearer, eventually, test_settings, write_policy
+from tests.utils import (
+    ADMIN,
+    APP,
+    DEFAULT_GROUPS,
+    bearer,
+    eventually,
+    test_settings,
+    write_policy,
+)
 
 pytestmark = pytest.mark.e2e
+
+# Nobody serves this group: after 2 seconds its conversations overflow to a left message.
+CALLBACK_GROUP = (
+    '[[skill_groups]]\nname = "callback"\nmax_queue_wait = "2s"\noverflow_to = "left_message"\n'
+)
+CALLBACK_ROUTING = '[[routing]]\nwhen = { entry = "callback_test" }\nskill_group = "callback"\n'
 
 
 def _free_port() -> int:
@@ -37,6 +51,8 @@ def deployment(dev_env, tmp_path: Path) -> Iterator[str]:
         idle_warning_after="2s",
         idle_close_after="2s",
         rating_window="4s",
+        groups=DEFAULT_GROUPS + CALLBACK_GROUP,
+        routing=CALLBACK_ROUTING,
     )
     port = _free_port()
     settings = test_settings(
@@ -242,3 +258,37 @@ async def test_whole_lifecycle_over_http(http: httpx.AsyncClient) -> None:
     # Every close gave the agent's seat back.
     status = await http.get("/v1/agents/alice", headers=agent)
     assert status.json()["load"] == 0
+
+
+async def test_overflow_into_a_left_message_and_its_resolution(http: httpx.AsyncClient) -> None:
+    started = await http.post(
+        "/v1/conversations",
+        headers=APP,
+        json={"customer_id": "customer-callback", "channel": "app", "entry": "callback_test"},
+    )
+    assert started.status_code == 201, started.text
+    cid, visitor = started.json()["id"], started.json()["visitor_token"]
+    position = await _until_event(http, cid, visitor, "queue.position_changed")
+    assert position["data"]["position"] == 1 and position["data"]["skill_group"] == "callback"
+
+    closed = await _until_event(http, cid, visitor, "conversation.closed")
+    assert closed["data"]["close_reason"] == "overflow" and closed["data"]["left_message"]
+    left = await http.post(
+        f"/v1/conversations/{cid}/left-message",
+        headers=bearer(visitor),
+        json={"content": "Please call me back about my refund", "contact": "+44 20 7946 0000"},
+    )
+    assert left.status_code == 201, left.text
+    await _until_event(http, cid, visitor, "left_message.created")
+
+    waiting = await http.get("/v1/left-messages", params={"status": "open"}, headers=ADMIN)
+    assert [m["conversation_id"] for m in waiting.json()] == [cid]
+    resolved = await http.post(
+        f"/v1/left-messages/{left.json()['id']}/resolve",
+        headers=ADMIN,
+        json={"note": "Called back; refund issued"},
+    )
+    assert resolved.status_code == 200 and resolved.json()["status"] == "resolved"
+    after = await http.get("/v1/left-messages", params={"status": "open"}, headers=ADMIN)
+    assert after.json() == []
+    await _until_event(http, cid, visitor, "left_message.resolved")
