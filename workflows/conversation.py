@@ -367,9 +367,14 @@ class ConversationWorkflow:
 
     @workflow.update
     async def close(self, request: CloseRequest) -> str:
-        self.flow.close_request = request
-        await workflow.wait_condition(lambda: self.flow.state == ConversationState.CLOSED)
-        return self.flow.close_reason or ""
+        flow = self.flow
+        flow.close_request = request
+        # Answer once the closing message and (if an agent served it) the rating invite are out.
+        await workflow.wait_condition(
+            lambda: flow.state == ConversationState.CLOSED
+            and (flow.agent_id is None or flow.rating_status != RatingStatus.NONE)
+        )
+        return flow.close_reason or ""
 
     @close.validator
     def _validate_close(self, request: CloseRequest) -> None:
