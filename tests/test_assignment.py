@@ -27,6 +27,21 @@ def _clone(db: Database) -> Database:
     return Database(db.url)
 
 
+def _held_per_agent(db: Database) -> list[tuple[str | None, int]]:
+    """What each agent holds right now, by their conversations (not their counter)."""
+    with db.read() as session:
+        return list(
+            session.exec(
+                select(Conversation.agent_id, sa.func.count())
+                .where(
+                    col(Conversation.agent_id).is_not(None),
+                    col(Conversation.load_released).is_(False),
+                )
+                .group_by(Conversation.agent_id)
+            ).all()
+        )
+
+
 def test_concurrent_dispatchers_never_exceed_capacity_or_assign_twice(db: Database) -> None:
     for index in range(5):
         add_agent(db, f"agent-{index}", max_concurrent=2)
@@ -98,15 +113,7 @@ def test_fifo_holds_while_agents_free_capacity_concurrently(db: Database) -> Non
         """Watch what agents hold while it happens: never more than their capacity."""
         watcher = _clone(db)
         while not done.is_set():
-            with watcher.read() as session:
-                held = session.exec(
-                    select(Conversation.agent_id, sa.func.count())
-                    .where(
-                        col(Conversation.agent_id).is_not(None),
-                        col(Conversation.load_released).is_(False),
-                    )
-                    .group_by(Conversation.agent_id)
-                ).all()
+            held = _held_per_agent(watcher)
             samples.extend(count for _agent, count in held)
         watcher.dispose()
 
@@ -268,15 +275,7 @@ def test_several_groups_sharing_agents_with_priorities_under_200_arrivals(db: Da
     def watch() -> None:
         watcher = _clone(db)
         while not done.is_set():
-            with watcher.read() as session:
-                held = session.exec(
-                    select(Conversation.agent_id, sa.func.count())
-                    .where(
-                        col(Conversation.agent_id).is_not(None),
-                        col(Conversation.load_released).is_(False),
-                    )
-                    .group_by(Conversation.agent_id)
-                ).all()
+            held = _held_per_agent(watcher)
             overloads.extend((a, n) for a, n in held if a and n > capacities[a])
         watcher.dispose()
 
