@@ -92,8 +92,8 @@ class ConversationPublic(BaseModel):
     routing_rule: int | None = Field(description="Index of the matched [[routing]] rule")
     agent_id: str | None
     queue_position: int | None = Field(description="1-based place in the queue while queued")
-    estimated_wait_seconds: float | None = Field(
-        description="While queued: expected wait, from how fast the group served lately"
+    estimated_wait: float | None = Field(
+        description="While queued: expected wait in seconds, from how fast the group served lately"
     )
     last_seq: int = Field(description="seq of the newest event")
     rating: RatingPublic

@@ -287,9 +287,7 @@ def announce_positions(session: Session, skill_group: str) -> None:
             data={
                 "skill_group": skill_group,
                 "position": position,
-                "estimated_wait_seconds": None
-                if interval is None
-                else round(interval * position, 1),
+                "estimated_wait": None if interval is None else round(interval * position, 1),
             },
         )
 

@@ -241,7 +241,7 @@ async def test_waiting_visitors_hear_their_place_and_estimated_wait(
             queued.append((cid, visitor))
             told = await system.wait_for_event(cid, visitor, "queue.position_changed")
             assert told["data"]["position"] == place
-            assert told["data"]["estimated_wait_seconds"] is None  # nothing served yet
+            assert told["data"]["estimated_wait"] is None  # nothing served yet
             assert (await system.conversation(cid, visitor))["queue_position"] == place
 
         await system.set_status(agent_id, agent, "online")  # serves the first two
@@ -256,7 +256,7 @@ async def test_waiting_visitors_hear_their_place_and_estimated_wait(
             await eventually(moved_up, what=f"{cid} told it is number {place}")
             body = await system.conversation(cid, visitor)
             assert body["queue_position"] == place
-            assert body["estimated_wait_seconds"] is not None
+            assert body["estimated_wait"] is not None
         served = [
             e for e in await system.events(*queued[0]) if e["type"] == "queue.position_changed"
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from domain.types import SA_AGENT, SA_STATE
 from tests.utils import ADMIN, System, bearer, write_policy
 
 
@@ -105,10 +106,14 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
         assert await _load(system, slow) == 0
         body = await system.conversation(cid, visitor)
         assert (body["state"], body["queue_position"]) == ("queued", 1)
+        handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
+        listed = (await handle.describe()).typed_search_attributes
+        assert listed.get(SA_STATE) == "queued" and listed.get(SA_AGENT) is None
 
         await system.set_status(fast, fast_token, "online")
         body = await system.wait_for_state(cid, visitor, "active")
         assert body["agent_id"] == fast  # not back to the slow one, though both have room
+        assert (await handle.describe()).typed_search_attributes.get(SA_AGENT) == fast
         assert (
             await system.post_message(cid, fast_token, "Sorry for the wait!")
         ).status_code == 201

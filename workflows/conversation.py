@@ -371,8 +371,10 @@ class ConversationWorkflow:
         flow.close_request = request
         # Answer once the closing message and (if an agent served it) the rating invite are out.
         await workflow.wait_condition(
-            lambda: flow.state == ConversationState.CLOSED
-            and (flow.agent_id is None or flow.rating_status != RatingStatus.NONE)
+            lambda: (
+                flow.state == ConversationState.CLOSED
+                and (flow.agent_id is None or flow.rating_status != RatingStatus.NONE)
+            )
         )
         return flow.close_reason or ""
 
@@ -490,20 +492,20 @@ class ConversationWorkflow:
     def _publish(self) -> None:
         """Keep the supervisor's search attributes current (never customer text)."""
         flow = self.flow
-        pairs: list[SearchAttributeUpdate] = [
+        optional = (
+            (SA_SKILL_GROUP, flow.skill_group),
+            (SA_AGENT, flow.agent_id),
+            (SA_CLOSE_REASON, flow.close_reason),
+        )
+        updates: list[SearchAttributeUpdate] = [
             SA_STATE.value_set(flow.state),
             SA_CHANNEL.value_set(flow.channel),
             SA_PRIORITY.value_set(flow.priority),
+            *(key.value_set(value) if value else key.value_unset() for key, value in optional),
         ]
-        if flow.skill_group:
-            pairs.append(SA_SKILL_GROUP.value_set(flow.skill_group))
         if flow.queued_at:
-            pairs.append(SA_QUEUED_AT.value_set(flow.queued_at))
-        if flow.agent_id:
-            pairs.append(SA_AGENT.value_set(flow.agent_id))
-        if flow.close_reason:
-            pairs.append(SA_CLOSE_REASON.value_set(flow.close_reason))
-        workflow.upsert_search_attributes(pairs)
+            updates.append(SA_QUEUED_AT.value_set(flow.queued_at))
+        workflow.upsert_search_attributes(updates)
 
 
 def _reason_for(request: CloseRequest) -> str:

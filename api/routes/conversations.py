@@ -89,7 +89,7 @@ def _view(session: Session, conversation: Conversation) -> ConversationPublic:
         routing_rule=conversation.routing_rule,
         agent_id=conversation.agent_id if conversation.state != ConversationState.QUEUED else None,
         queue_position=position,
-        estimated_wait_seconds=wait,
+        estimated_wait=wait,
         last_seq=conversation.last_seq,
         rating=RatingPublic(
             status=conversation.rating_status,
