@@ -143,9 +143,6 @@ class ConversationWorkflow:
                 flow.agent_id = placement.agent_id  # served while it was being moved
                 return
             if placement.accepted:
-                flow.skill_group = skill_group
-                flow.queued_at = placement.queued_at
-                flow.in_group_since = workflow.now()
                 self._placed(placement)
                 return
             if not self._may_overflow_to(placement.overflow_to):
