@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     secret_key: str = DEV_SECRET_KEY
 
     max_message_chars: int = 4000
+    # Streams re-read the event log this often when nothing woke them (events from other
+    # processes); and end after max_age so clients reconnect (and resume) now and then.
+    stream_poll_interval_seconds: float = 0.5
+    stream_max_age_seconds: float = 900
+    stream_keepalive_seconds: float = 15
     # Safety net for assignment triggers lost to a crash.
     reconcile_interval_seconds: float = 10.0
 

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
+from api.streams import EventHints
 from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from domain.types import Role
@@ -30,6 +31,7 @@ class Services:
     db: Database
     policy: PolicySource
     temporal: TemporalGateway
+    hints: EventHints
 
 
 def get_services(request: Request) -> Services:

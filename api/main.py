@@ -14,6 +14,7 @@ from temporalio.client import Client
 
 from api.deps import Services
 from api.routes import agents, conversations, health, left_messages
+from api.streams import EventHints
 from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from settings import Settings, get_settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             db=db,
             policy=PolicySource(settings.policy),
             temporal=TemporalGateway(settings, temporal),
+            hints=EventHints(),
         )
         yield
         db.dispose()

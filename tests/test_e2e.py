@@ -3,6 +3,8 @@ port, driven over HTTP with second-scale timeouts from a test policy file."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -292,3 +294,70 @@ async def test_overflow_into_a_left_message_and_its_resolution(http: httpx.Async
     after = await http.get("/v1/left-messages", params={"status": "open"}, headers=ADMIN)
     assert after.json() == []
     await _until_event(http, cid, visitor, "left_message.resolved")
+
+
+async def _sse(lines: Any, count: int) -> list[dict[str, Any]]:
+    """Read `count` events off a text/event-stream (comments are keep-alives)."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, str] = {}
+    async for line in lines:
+        if line.startswith(":"):
+            continue
+        if line == "":
+            if current:
+                events.append(
+                    {**json.loads(current["data"]), "id": current["id"], "event": current["event"]}
+                )
+                current = {}
+                if len(events) == count:
+                    return events
+            continue
+        field, _, value = line.partition(":")
+        current[field] = value.lstrip(" ")
+    raise AssertionError(f"the stream ended after {len(events)} of {count} events")
+
+
+async def test_a_stream_replays_then_delivers_live_and_resumes_without_gaps(
+    http: httpx.AsyncClient, deployment: str
+) -> None:
+    created = await http.post(
+        "/v1/agents",
+        headers=ADMIN,
+        json={"id": "dora", "name": "Dora", "skill_groups": ["general"], "max_concurrent": 2},
+    )
+    agent_token = created.json()["token"]
+    await http.put("/v1/agents/dora/status", headers=bearer(agent_token), json={"status": "online"})
+    cid, visitor = await _start(http)
+    await _until_active(http, cid, visitor)
+    so_far = len(await _events(http, cid, visitor))
+
+    async with httpx.AsyncClient(base_url=deployment, timeout=30) as streamer:
+        async with streamer.stream(
+            "GET", f"/v1/conversations/{cid}/stream", headers=bearer(agent_token)
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            replayed = await _sse(lines, so_far)
+            assert [e["seq"] for e in replayed] == list(range(1, so_far + 1))
+            assert all(e["id"] == str(e["seq"]) and e["event"] == e["type"] for e in replayed)
+            seq = await _say(http, cid, visitor, "Is anyone there?")
+            [live] = await asyncio.wait_for(_sse(lines, 1), timeout=5)
+            assert (live["seq"], live["type"]) == (seq, "message.created")
+            assert live["data"]["content"] == "Is anyone there?"
+
+    # Resume from the middle: exactly what came after, in order.
+    middle = so_far // 2
+    await _say(http, cid, agent_token, "Yes, Dora here")
+    total = len(await _events(http, cid, visitor))
+    async with httpx.AsyncClient(base_url=deployment, timeout=30) as streamer:
+        async with streamer.stream(
+            "GET",
+            f"/v1/conversations/{cid}/stream",
+            headers={**bearer(visitor), "Last-Event-ID": str(middle)},
+        ) as response:
+            resumed = await _sse(response.aiter_lines(), total - middle)
+    assert [e["seq"] for e in resumed] == list(range(middle + 1, total + 1))
+    other, _other_visitor = await _start(http)
+    forbidden = await http.get(f"/v1/conversations/{other}/stream", headers=bearer(visitor))
+    assert forbidden.status_code == 403

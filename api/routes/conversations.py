@@ -6,8 +6,9 @@ import secrets
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from sqlmodel import Session, select
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from temporalio.common import (
     SearchAttributePair,
@@ -39,6 +40,7 @@ from api.schemas import (
     TransferCreate,
     errors,
 )
+from api.streams import conversation_events
 from api.temporal import EngineUnavailable
 from domain.types import (
     SA_CHANNEL,
@@ -279,6 +281,7 @@ async def post_message(
         MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
     )
     await run_in_threadpool(mark_acknowledged, services.db, message.id)
+    services.hints.wake(conversation.id)
     return _message_public(message)
 
 
@@ -304,6 +307,41 @@ async def list_events(
     events = await run_in_threadpool(read)
     return EventPage(
         conversation_id=conversation.id, events=events[:limit], has_more=len(events) > limit
+    )
+
+
+@router.get(
+    "/{conversation_id}/stream",
+    response_class=EventSourceResponse,
+    summary="Every event of the conversation as Server-Sent Events: replay, then live",
+    description=(
+        "`id:` is the event's seq, `event:` its type, `data:` the same JSON as /events. "
+        "Resume with the `Last-Event-ID` header (or `after_seq`): nothing is missed or repeated. "
+        "Comments keep the connection alive; it ends after a while and the client reconnects."
+    ),
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(_ACCESS)},
+)
+async def stream_events(
+    conversation: ConversationOfCaller,
+    services: ServicesDep,
+    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    resume_from = after_seq or 0
+    if last_event_id is not None and last_event_id.isdigit():
+        resume_from = max(resume_from, int(last_event_id))
+    settings = services.settings
+    return EventSourceResponse(
+        conversation_events(
+            db=services.db,
+            hints=services.hints,
+            conversation_id=conversation.id,
+            after_seq=resume_from,
+            poll_interval=settings.stream_poll_interval_seconds,
+            max_age=settings.stream_max_age_seconds,
+        ),
+        ping=settings.stream_keepalive_seconds,
+        send_timeout=30,  # a client that stops reading is dropped, not waited for
     )
 
 
