@@ -11,11 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import alembic.command
+import alembic.config
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from store import models  # noqa: F401  (registers the tables)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> sa.Engine:
@@ -62,7 +66,16 @@ class Database:
         return self._writer
 
     def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self._writer)
+        """Create or upgrade the tables to the newest migration (safe to run concurrently)."""
+        with self._writer.begin() as connection:
+            if not self.is_sqlite:  # one migrator at a time; SQLite's write lock does this
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext('switchboard.migrate'))")
+                )
+            config = alembic.config.Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            alembic.command.upgrade(config, "head")
 
     @contextmanager
     def write(self) -> Iterator[Session]:
