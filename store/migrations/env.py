@@ -1,23 +1,30 @@
-"""Alembic environment: run by store.db.Database.create_schema (make run, the worker, the API)
-with the connection it passes in; `alembic` on the command line is for writing new revisions."""
+"""Alembic environment. Processes migrate through store.db.Database.create_schema, which passes
+its connection in; the `alembic` command line (alembic.ini) uses SWITCHBOARD_DATABASE_URL."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
+from settings import get_settings
 from store import models  # noqa: F401  (registers the tables)
 
-config = context.config
-connection = config.attributes.get("connection")
-if connection is None:
-    raise SystemExit("run migrations through store.db.Database.create_schema()")
 
-context.configure(
-    connection=connection,
-    target_metadata=SQLModel.metadata,
-    render_as_batch=True,  # SQLite alters tables by copying them
-    compare_type=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+def run(connection: sa.Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=SQLModel.metadata,
+        render_as_batch=True,  # SQLite alters tables by copying them
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+given = context.config.attributes.get("connection")
+if given is not None:
+    run(given)
+else:
+    with sa.create_engine(get_settings().database_url).begin() as connection:
+        run(connection)
