@@ -361,3 +361,25 @@ async def test_a_stream_replays_then_delivers_live_and_resumes_without_gaps(
     other, _other_visitor = await _start(http)
     forbidden = await http.get(f"/v1/conversations/{other}/stream", headers=bearer(visitor))
     assert forbidden.status_code == 403
+
+
+async def test_a_stream_resumed_after_1000_missed_events_replays_them_in_order(
+    http: httpx.AsyncClient, deployment: str
+) -> None:
+    cid, visitor = await _start(http)
+    await _until_event(http, cid, visitor, "queue.position_changed")
+    start = len(await _events(http, cid, visitor))
+    posts = [_say(http, cid, visitor, f"line {n}") for n in range(1000)]
+    for batch in range(0, 1000, 50):  # while the visitor's stream was away
+        await asyncio.gather(*posts[batch : batch + 50])
+    async with httpx.AsyncClient(base_url=deployment, timeout=60) as streamer:
+        async with streamer.stream(
+            "GET",
+            f"/v1/conversations/{cid}/stream",
+            headers={**bearer(visitor), "Last-Event-ID": str(start)},
+        ) as response:
+            replayed = await _sse(response.aiter_lines(), 1000)
+    assert [e["seq"] for e in replayed] == list(range(start + 1, start + 1001))
+    assert sorted(e["data"]["content"] for e in replayed) == sorted(
+        f"line {n}" for n in range(1000)
+    )
