@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from temporalio.client import Client
 
 from api.deps import Services
 from api.routes import agents, conversations, health, left_messages
-from api.streams import EventHints
+from api.streams import EventHints, listen_for_events
 from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from settings import Settings, get_settings
@@ -52,14 +53,24 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url)
         db.create_schema()
+        hints = EventHints()
         app.state.services = Services(
             settings=settings,
             db=db,
             policy=PolicySource(settings.policy),
             temporal=TemporalGateway(settings, temporal),
-            hints=EventHints(),
+            hints=hints,
+        )
+        # Other processes' events wake our streams: LISTEN/NOTIFY on PostgreSQL; on SQLite
+        # streams re-read the log every stream_poll_interval_seconds.
+        listener = (
+            None
+            if db.is_sqlite
+            else asyncio.create_task(listen_for_events(settings.database_url, hints))
         )
         yield
+        if listener is not None:
+            listener.cancel()
         db.dispose()
 
     app = FastAPI(

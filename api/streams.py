@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
+import psycopg
+from sqlalchemy.engine import make_url
 from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from store.db import Database
 from store.events import events_after
+
+log = logging.getLogger("switchboard.streams")
 
 _PAGE = 500
 
@@ -33,12 +38,43 @@ class EventHints:
         if event is not None:
             event.set()
 
-    async def wait(self, conversation_id: str, timeout: float) -> None:
+    def wake_all(self) -> None:
+        """After a lost connection to the hint source: every stream re-reads the log."""
+        for conversation_id in list(self._events):
+            self.wake(conversation_id)
+
+    async def wait(self, conversation_id: str, timeout: float) -> bool:
+        """True if woken, False if the timeout passed first."""
         event = self._events[conversation_id]
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
-            pass
+            return False
+        return True
+
+
+NOTIFY_CHANNEL = "switchboard_events"
+
+
+async def listen_for_events(database_url: str, hints: EventHints) -> None:
+    """PostgreSQL: wake this process's streams when any process commits an event (LISTEN on a
+    dedicated connection). Reconnects for ever; after a reconnect every stream re-reads."""
+    conninfo = (
+        make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                hints.wake_all()  # anything committed while we were not listening
+                async for notification in conn.notifies():
+                    hints.wake(notification.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("event notifications lost (%s); reconnecting in 1s", exc)
+            hints.wake_all()
+            await asyncio.sleep(1)
 
 
 async def conversation_events(

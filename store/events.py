@@ -56,6 +56,12 @@ def append_event(
     )
     session.add(event)
     session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit to every process LISTENing (api/streams.py): wakes streams.
+        session.execute(
+            sa.text("SELECT pg_notify('switchboard_events', :conversation_id)"),
+            {"conversation_id": conversation_id},
+        )
     return event
 
 

@@ -80,6 +80,11 @@ def db(
 
 
 @pytest.fixture
+def postgres_db(postgres_problem: str | None) -> Iterator[Database]:
+    yield from _postgres_db(postgres_problem)
+
+
+@pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     database = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
     database.create_schema()

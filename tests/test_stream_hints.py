@@ -1,0 +1,48 @@
+"""Stream wake-ups: an event committed by any process wakes streams in every API process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.concurrency import run_in_threadpool
+
+from api.streams import EventHints, listen_for_events
+from domain.types import EventType
+from store.db import Database
+from store.events import append_event
+from tests.utils import enqueue_conversations
+
+
+def test_a_hint_wakes_only_its_conversation() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        hints = EventHints()
+        woken = asyncio.create_task(hints.wait("a", timeout=5))
+        untouched = asyncio.create_task(hints.wait("b", timeout=0.2))
+        await asyncio.sleep(0.05)
+        hints.wake("a")
+        return await woken, await untouched
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
+@pytest.mark.postgres
+async def test_postgres_notify_wakes_streams_of_another_process(postgres_db: Database) -> None:
+    [conversation_id] = enqueue_conversations(postgres_db, 1)
+    hints = EventHints()
+    listener = asyncio.create_task(listen_for_events(postgres_db.url, hints))
+    try:
+        await asyncio.sleep(0.5)  # listening
+        waiting = asyncio.create_task(hints.wait(conversation_id, timeout=20))
+        await asyncio.sleep(0.1)
+        writer = Database(postgres_db.url)  # another process's connection pool
+
+        def write_event() -> None:
+            with writer.write() as session:
+                append_event(session, conversation_id=conversation_id, type=EventType.STATE_CHANGED)
+
+        await run_in_threadpool(write_event)
+        writer.dispose()
+        assert await waiting, "the committed event did not wake the stream"
+    finally:
+        listener.cancel()
