@@ -96,6 +96,8 @@ class ConversationPublic(BaseModel):
         description="While queued: expected wait in seconds, from how fast the group served lately"
     )
     last_seq: int = Field(description="seq of the newest event")
+    visitor_read_seq: int = Field(description="The visitor has seen everything up to this seq")
+    agent_read_seq: int = Field(description="The agent has seen everything up to this seq")
     rating: RatingPublic
     created_at: datetime
     closed_at: datetime | None
@@ -123,6 +125,16 @@ class TransferCreate(_Input):
         if (self.to_agent_id is None) == (self.to_skill_group is None):
             raise ValueError("give exactly one of to_agent_id and to_skill_group")
         return self
+
+
+class ReadReceipt(_Input):
+    seq: int = Field(ge=1, description="Everything up to this seq has been seen")
+
+
+class ReadState(BaseModel):
+    conversation_id: str
+    visitor_read_seq: int
+    agent_read_seq: int
 
 
 class MessagePublic(BaseModel):

@@ -56,6 +56,7 @@ class MessageType(StrEnum):
 
 class EventType(StrEnum):
     MESSAGE_CREATED = "message.created"
+    MESSAGE_READ = "message.read"
     STATE_CHANGED = "conversation.state_changed"
     ASSIGNED = "conversation.assigned"
     ROUTED = "conversation.routed"

@@ -86,6 +86,9 @@ class Conversation(SQLModel, table=True):
     rating_comment: str | None = None
     # Last event seq handed out: incremented in the same transaction that writes the event.
     last_seq: int = 0
+    # Read receipts: the highest seq each side has seen.
+    visitor_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    agent_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _at(default_factory=utcnow)
 
 

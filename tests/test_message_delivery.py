@@ -166,3 +166,32 @@ def test_writers_in_many_processes_never_share_or_skip_a_seq(db: Database) -> No
     assert sorted(all_seqs) == list(range(1, 201))
     messages = _stored(db, cid)
     assert len(messages) == 8 * 12 and len({m.seq for m in messages}) == len(messages)
+
+
+async def test_read_receipts_reach_the_other_side_once(
+    time_env, db, policy_file, make_system
+) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
+        _agent_id, agent = await system.create_agent()
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        seq = (await system.post_message(cid, agent, "Your parcel ships today")).json()["seq"]
+
+        read = await system.http.post(
+            f"/v1/conversations/{cid}/read", headers=bearer(visitor), json={"seq": seq}
+        )
+        assert read.status_code == 200, read.text
+        assert (read.json()["visitor_read_seq"], read.json()["agent_read_seq"]) == (seq, 0)
+        again = await system.http.post(
+            f"/v1/conversations/{cid}/read", headers=bearer(visitor), json={"seq": seq - 1}
+        )
+        assert again.json()["visitor_read_seq"] == seq  # never goes back
+        receipts = [e for e in await system.events(cid, agent) if e["type"] == "message.read"]
+        assert [r["data"] for r in receipts] == [
+            {"by_role": "visitor", "by_id": f"visitor:{cid}", "seq": seq}
+        ]
+        beyond = await system.http.post(
+            f"/v1/conversations/{cid}/read", headers=bearer(agent), json={"seq": 10_000}
+        )
+        assert beyond.status_code == 422
+        assert (await system.conversation(cid, agent))["visitor_read_seq"] == seq

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from temporalio.common import (
@@ -37,6 +37,8 @@ from api.schemas import (
     MessagePublic,
     RatingCreate,
     RatingPublic,
+    ReadReceipt,
+    ReadState,
     TransferCreate,
     errors,
 )
@@ -48,6 +50,7 @@ from domain.types import (
     CloseRequest,
     ConversationFlow,
     ConversationState,
+    EventType,
     MessagePosted,
     RatingStatus,
     RatingSubmission,
@@ -57,7 +60,7 @@ from domain.types import (
 )
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
-from store.events import events_after
+from store.events import append_event, events_after
 from store.messages import ConversationClosed, mark_acknowledged, store_message
 from store.models import Agent, Conversation, Message, QueueEntry, utcnow
 
@@ -93,6 +96,8 @@ def _view(session: Session, conversation: Conversation) -> ConversationPublic:
         queue_position=position,
         estimated_wait=wait,
         last_seq=conversation.last_seq,
+        visitor_read_seq=conversation.visitor_read_seq,
+        agent_read_seq=conversation.agent_read_seq,
         rating=RatingPublic(
             status=conversation.rating_status,
             score=conversation.rating_score,
@@ -283,6 +288,59 @@ async def post_message(
     await run_in_threadpool(mark_acknowledged, services.db, message.id)
     services.hints.wake(conversation.id)
     return _message_public(message)
+
+
+@router.post(
+    "/{conversation_id}/read",
+    response_model=ReadState,
+    summary="Mark everything up to a seq as seen; the other side gets message.read",
+    responses=errors({**_ACCESS, 422: "Invalid body, or a seq the conversation has not reached"}),
+)
+async def mark_read(
+    body: ReadReceipt,
+    conversation: ConversationOfCaller,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> ReadState:
+    if principal.role not in (Role.VISITOR, Role.AGENT):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    column = (
+        Conversation.visitor_read_seq
+        if principal.role == Role.VISITOR
+        else Conversation.agent_read_seq
+    )
+
+    def write() -> ReadState:
+        with services.db.write() as session:
+            current = session.get(Conversation, conversation.id)
+            assert current is not None
+            if body.seq > current.last_seq:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    detail=f"seq {body.seq} is beyond the newest event ({current.last_seq})",
+                )
+            moved = session.execute(
+                sa.update(Conversation)
+                .where(col(Conversation.id) == conversation.id, col(column) < body.seq)
+                .values({column: body.seq})
+            ).rowcount
+            if moved:  # only news is told: reading the same or older seq again changes nothing
+                append_event(
+                    session,
+                    conversation_id=conversation.id,
+                    type=EventType.MESSAGE_READ,
+                    data={"by_role": principal.role, "by_id": principal.id, "seq": body.seq},
+                )
+            session.refresh(current)
+            return ReadState(
+                conversation_id=current.id,
+                visitor_read_seq=current.visitor_read_seq,
+                agent_read_seq=current.agent_read_seq,
+            )
+
+    state = await run_in_threadpool(write)
+    services.hints.wake(conversation.id)
+    return state
 
 
 @router.get(
