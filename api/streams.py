@@ -8,7 +8,6 @@ lost hint (or an event written by another process) delays, never loses.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import defaultdict
@@ -19,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from api.schemas import EventPublic
 from store.db import Database
 from store.events import events_after
 
@@ -100,14 +100,10 @@ async def conversation_events(
                 ServerSentEvent(
                     id=str(row.seq),
                     event=row.type,
-                    data=json.dumps(
-                        {
-                            "seq": row.seq,
-                            "type": row.type,
-                            "at": row.at.isoformat(),
-                            "data": row.data,
-                        }
-                    ),
+                    # The same JSON as GET /events.
+                    data=EventPublic(
+                        seq=row.seq, type=row.type, at=row.at, data=row.data
+                    ).model_dump_json(),
                 )
                 for row in rows
             ]

@@ -341,6 +341,10 @@ async def test_a_stream_replays_then_delivers_live_and_resumes_without_gaps(
             replayed = await _sse(lines, so_far)
             assert [e["seq"] for e in replayed] == list(range(1, so_far + 1))
             assert all(e["id"] == str(e["seq"]) and e["event"] == e["type"] for e in replayed)
+            logged = (await http.get(f"/v1/conversations/{cid}/events", headers=ADMIN)).json()
+            assert [{k: e[k] for k in ("seq", "type", "at", "data")} for e in replayed] == logged[
+                "events"
+            ][:so_far], "the stream's data is not the same JSON as /events"
             seq = await _say(http, cid, visitor, "Is anyone there?")
             [live] = await asyncio.wait_for(_sse(lines, 1), timeout=5)
             assert (live["seq"], live["type"]) == (seq, "message.created")
