@@ -45,85 +45,104 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def deployment(dev_env, tmp_path: Path) -> Iterator[str]:
-    """Worker and API as separate processes, configured only through the environment."""
-    policy = write_policy(
-        tmp_path / "policy.toml",
-        idle_warning_after="2s",
-        idle_close_after="2s",
-        rating_window="4s",
-        groups=DEFAULT_GROUPS + CALLBACK_GROUP,
-        routing=CALLBACK_ROUTING,
-    )
-    port = _free_port()
-    settings = test_settings(
-        db=f"sqlite:///{tmp_path / 'switchboard.db'}",
-        policy_path=policy,
-        task_queue=f"tq-{uuid.uuid4()}",
-        address=dev_env.client.service_client.config.target_host,
-    )
-    env = {
-        **os.environ,
-        "SWITCHBOARD_ENV": "test",
-        "SWITCHBOARD_DATABASE_URL": settings.database_url,
-        "SWITCHBOARD_POLICY": str(policy),
-        "SWITCHBOARD_TASK_QUEUE": settings.task_queue,
-        "SWITCHBOARD_TEMPORAL_ADDRESS": settings.temporal_address,
-        "SWITCHBOARD_ADMIN_TOKEN": settings.admin_token,
-        "SWITCHBOARD_APP_KEY": settings.app_key,
-        "SWITCHBOARD_SECRET_KEY": settings.secret_key,
-        "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "1",
-    }
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    commands = {
-        "worker": [sys.executable, "worker.py"],
-        "api": [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-    }
-    processes = {
-        name: subprocess.Popen(
+class Deployment:
+    """API and worker processes, configured only through the environment, as in production."""
+
+    def __init__(
+        self, *, dev_env, tmp_path: Path, database_url: str, apis: int = 1, workers: int = 1
+    ) -> None:
+        policy = write_policy(
+            tmp_path / "policy.toml",
+            idle_warning_after="2s",
+            idle_close_after="2s",
+            rating_window="4s",
+            groups=DEFAULT_GROUPS + CALLBACK_GROUP,
+            routing=CALLBACK_ROUTING,
+        )
+        settings = test_settings(
+            db=database_url,
+            policy_path=policy,
+            task_queue=f"tq-{uuid.uuid4()}",
+            address=dev_env.client.service_client.config.target_host,
+        )
+        self.env = {
+            **os.environ,
+            "SWITCHBOARD_ENV": "test",
+            "SWITCHBOARD_DATABASE_URL": settings.database_url,
+            "SWITCHBOARD_POLICY": str(policy),
+            "SWITCHBOARD_TASK_QUEUE": settings.task_queue,
+            "SWITCHBOARD_TEMPORAL_ADDRESS": settings.temporal_address,
+            "SWITCHBOARD_ADMIN_TOKEN": settings.admin_token,
+            "SWITCHBOARD_APP_KEY": settings.app_key,
+            "SWITCHBOARD_SECRET_KEY": settings.secret_key,
+            "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "1",
+        }
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.urls: list[str] = []
+        for index in range(workers):
+            self._start(f"worker-{index}", [sys.executable, "worker.py"])
+        for index in range(apis):
+            port = _free_port()
+            self._start(
+                f"api-{index}",
+                [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)],
+            )
+            self.urls.append(f"http://127.0.0.1:{port}")
+        for index, url in enumerate(self.urls):
+            self._wait_healthy(f"api-{index}", url)
+
+    def _start(self, name: str, command: list[str]) -> None:
+        self.processes[name] = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env=env,
-            stdout=(logs / f"{name}.log").open("w"),
+            env=self.env,
+            stdout=(self.logs / f"{name}.log").open("w"),
             stderr=subprocess.STDOUT,
         )
-        for name, command in commands.items()
-    }
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or any(p.poll() is not None for p in processes.values()):
-            pytest.fail("the API did not come up:\n" + (logs / "api.log").read_text())
-        time.sleep(0.2)
-    yield base_url
-    for process in processes.values():
-        process.send_signal(signal.SIGTERM)
-    for name, process in processes.items():
-        try:
-            # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
-            assert process.wait(20) in (0, -signal.SIGTERM), f"{name} did not stop cleanly"
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    for name in processes:
-        assert "Traceback" not in (logs / f"{name}.log").read_text(), name
-    assert "Application shutdown complete" in (logs / "api.log").read_text()
+
+    def _wait_healthy(self, name: str, url: str) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.processes[name].poll() is not None:
+                pytest.fail(f"{name} did not come up:\n" + (self.logs / f"{name}.log").read_text())
+            time.sleep(0.2)
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for name, process in self.processes.items():
+            try:
+                # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
+                assert process.wait(20) in (0, -signal.SIGTERM), f"{name} did not stop cleanly"
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+            log = (self.logs / f"{name}.log").read_text()
+            assert "Traceback" not in log, f"{name}:\n{log}"
+            if name.startswith("api"):
+                assert "Application shutdown complete" in log
+
+
+@pytest.fixture
+def deployment(dev_env, tmp_path: Path) -> Iterator[str]:
+    """One worker and one API process on SQLite."""
+    running = Deployment(
+        dev_env=dev_env, tmp_path=tmp_path, database_url=f"sqlite:///{tmp_path / 'switchboard.db'}"
+    )
+    yield running.urls[0]
+    running.stop()
 
 
 @pytest.fixture

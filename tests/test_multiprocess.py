@@ -1,0 +1,130 @@
+"""Two API processes and two workers on PostgreSQL and the dev server, as a deployment runs.
+
+A message posted to API A reaches a stream held on API B; when B is killed, the client resumes on
+A with Last-Event-ID and gets every event exactly once; assignment holds with both workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from store.db import Database
+from store.models import Assignment
+from tests.test_e2e import Deployment, _events, _say, _sse, _start, _until_active
+from tests.utils import ADMIN, bearer, eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+
+@pytest.fixture
+def two_of_each(dev_env, tmp_path: Path, postgres_db: Database) -> Iterator[Deployment]:
+    running = Deployment(
+        dev_env=dev_env, tmp_path=tmp_path, database_url=postgres_db.url, apis=2, workers=2
+    )
+    yield running
+    running.stop()
+
+
+async def _agent(http: httpx.AsyncClient, agent_id: str, capacity: int) -> str:
+    created = await http.post(
+        "/v1/agents",
+        headers=ADMIN,
+        json={
+            "id": agent_id,
+            "name": agent_id,
+            "skill_groups": ["general"],
+            "max_concurrent": capacity,
+        },
+    )
+    assert created.status_code == 201, created.text
+    token = created.json()["token"]
+    await http.put(
+        f"/v1/agents/{agent_id}/status", headers=bearer(token), json={"status": "online"}
+    )
+    return token
+
+
+async def test_a_message_to_one_api_reaches_a_stream_on_the_other_and_survives_a_kill(
+    two_of_each: Deployment,
+) -> None:
+    api_a, api_b = two_of_each.urls
+    async with (
+        httpx.AsyncClient(base_url=api_a, timeout=30) as a,
+        httpx.AsyncClient(base_url=api_b, timeout=30) as b,
+    ):
+        agent = await _agent(a, "erin", 2)
+        cid, visitor = await _start(a)
+        await _until_active(a, cid, visitor)
+        so_far = len(await _events(a, cid, visitor))
+        seen: list[dict] = []
+        async with b.stream("GET", f"/v1/conversations/{cid}/stream", headers=bearer(agent)) as r:
+            lines = r.aiter_lines()
+            seen += await _sse(lines, so_far)
+            seq = await _say(a, cid, visitor, "Posted to A")  # B hears it via NOTIFY
+            seen += await asyncio.wait_for(_sse(lines, 1), timeout=5)
+            assert (seen[-1]["seq"], seen[-1]["data"]["content"]) == (seq, "Posted to A")
+            two_of_each.kill("api-1")  # SIGKILL B while the client streams
+            with pytest.raises(httpx.HTTPError):
+                await asyncio.wait_for(_sse(lines, 1), timeout=10)
+        for n in range(5):
+            await _say(a, cid, visitor, f"after the kill {n}")
+        last_seen = seen[-1]["seq"]
+        total = len(await _events(a, cid, visitor))
+        async with a.stream(
+            "GET",
+            f"/v1/conversations/{cid}/stream",
+            headers={**bearer(agent), "Last-Event-ID": str(last_seen)},
+        ) as r:
+            seen += await _sse(r.aiter_lines(), total - last_seen)
+        assert [e["seq"] for e in seen] == list(range(1, total + 1)), "a gap or a repeat"
+
+
+async def test_assignment_holds_with_two_workers_and_two_apis(
+    two_of_each: Deployment, postgres_db: Database
+) -> None:
+    api_a, api_b = two_of_each.urls
+    async with (
+        httpx.AsyncClient(base_url=api_a, timeout=30) as a,
+        httpx.AsyncClient(base_url=api_b, timeout=30) as b,
+    ):
+        agents = {name: await _agent(a, name, 2) for name in ("f1", "f2", "f3")}
+        started = await asyncio.gather(*(_start(a if i % 2 else b) for i in range(20)))
+
+        async def six_active() -> dict[str, list[str]] | None:
+            held = {}
+            for name, token in agents.items():
+                response = await b.get(f"/v1/agents/{name}/conversations", headers=bearer(token))
+                held[name] = [c["id"] for c in response.json()]
+            return held if sum(map(len, held.values())) == 6 else None
+
+        for _round in range(4):
+            held = await eventually(six_active, timeout=30, what="every seat taken")
+            assert all(len(ids) == 2 for ids in held.values()), held
+            # Each agent closes one, through alternating API processes.
+            closes = await asyncio.gather(
+                *(
+                    (a if i % 2 else b).post(
+                        f"/v1/conversations/{ids[0]}/close", headers=bearer(agents[name])
+                    )
+                    for i, (name, ids) in enumerate(held.items())
+                )
+            )
+            assert all(r.status_code == 200 for r in closes)
+        await eventually(six_active, timeout=30, what="the seats refilled")
+        states = Counter()
+        for cid, visitor in started:
+            states[
+                (await a.get(f"/v1/conversations/{cid}", headers=bearer(visitor))).json()["state"]
+            ] += 1
+        assert states == {"closed": 12, "active": 6, "queued": 2}
+
+    with postgres_db.read() as session:
+        log = session.exec(select(Assignment)).all()
+    assert len(log) == 18 and len({row.conversation_id for row in log}) == 18, "assigned twice"
