@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
+import anyio
 import psycopg
 from sqlalchemy.engine import make_url
 from sse_starlette import ServerSentEvent
@@ -85,9 +86,11 @@ async def conversation_events(
     after_seq: int,
     poll_interval: float,
     max_age: float,
+    stopping: anyio.Event,
 ) -> AsyncIterator[ServerSentEvent]:
     """Every event after `after_seq` in order, then live ones, until the connection is
-    `max_age` old (the client then reconnects with Last-Event-ID and misses nothing)."""
+    `max_age` old or the server stops (the client then reconnects with Last-Event-ID, to this
+    process or another, and misses nothing)."""
     last = after_seq
     ends_at = time.monotonic() + max_age
 
@@ -108,7 +111,7 @@ async def conversation_events(
                 for row in rows
             ]
 
-    while time.monotonic() < ends_at:
+    while time.monotonic() < ends_at and not stopping.is_set():
         batch = await run_in_threadpool(read, last)
         for event in batch:
             yield event

@@ -406,3 +406,26 @@ async def test_a_stream_resumed_after_1000_missed_events_replays_them_in_order(
     assert sorted(e["data"]["content"] for e in replayed) == sorted(
         f"line {n}" for n in range(1000)
     )
+
+
+async def test_an_api_that_stops_ends_its_streams_cleanly(dev_env, tmp_path: Path) -> None:
+    running = Deployment(
+        dev_env=dev_env, tmp_path=tmp_path, database_url=f"sqlite:///{tmp_path / 'sb.db'}"
+    )
+    try:
+        async with httpx.AsyncClient(base_url=running.urls[0], timeout=30) as http:
+            cid, visitor = await _start(http)
+            await _until_event(http, cid, visitor, "queue.position_changed")
+            async with http.stream(
+                "GET", f"/v1/conversations/{cid}/stream", headers=bearer(visitor)
+            ) as response:
+                lines = response.aiter_lines()
+                await _sse(lines, 1)
+                running.processes["api-0"].send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                with pytest.raises(AssertionError, match="the stream ended"):
+                    await asyncio.wait_for(_sse(lines, 10_000), timeout=20)
+                assert time.monotonic() - started < 20  # ended by the server, not the timeout
+            assert running.processes["api-0"].wait(20) in (0, -signal.SIGTERM)
+    finally:
+        running.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
+import anyio
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from sqlmodel import Session, col, select
@@ -389,6 +390,7 @@ async def stream_events(
     if last_event_id is not None and last_event_id.isdigit():
         resume_from = max(resume_from, int(last_event_id))
     settings = services.settings
+    stopping = anyio.Event()  # set when the server shuts down: end the stream cleanly
     return EventSourceResponse(
         conversation_events(
             db=services.db,
@@ -397,9 +399,12 @@ async def stream_events(
             after_seq=resume_from,
             poll_interval=settings.stream_poll_interval_seconds,
             max_age=settings.stream_max_age_seconds,
+            stopping=stopping,
         ),
         ping=settings.stream_keepalive_seconds,
         send_timeout=30,  # a client that stops reading is dropped, not waited for
+        shutdown_event=stopping,
+        shutdown_grace_period=settings.stream_poll_interval_seconds + 2,
     )
 
 
