@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from domain.types import SA_AGENT, SA_STATE
-from tests.utils import ADMIN, System, bearer, write_policy
+from tests.utils import ADMIN, System, bearer, eventually, write_policy
 
 
 async def _load(system: System, agent_id: str) -> int:
@@ -107,13 +107,21 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
         body = await system.conversation(cid, visitor)
         assert (body["state"], body["queue_position"]) == ("queued", 1)
         handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
-        listed = (await handle.describe()).typed_search_attributes
-        assert listed.get(SA_STATE) == "queued" and listed.get(SA_AGENT) is None
+
+        async def listed_as_queued() -> bool:
+            listed = (await handle.describe()).typed_search_attributes
+            return listed.get(SA_STATE) == "queued" and listed.get(SA_AGENT) is None
+
+        await eventually(listed_as_queued, what="queued with no AgentId in the search attributes")
 
         await system.set_status(fast, fast_token, "online")
         body = await system.wait_for_state(cid, visitor, "active")
         assert body["agent_id"] == fast  # not back to the slow one, though both have room
-        assert (await handle.describe()).typed_search_attributes.get(SA_AGENT) == fast
+
+        async def listed_with_fast() -> bool:
+            return (await handle.describe()).typed_search_attributes.get(SA_AGENT) == fast
+
+        await eventually(listed_with_fast, what="AgentId = fast in the search attributes")
         assert (
             await system.post_message(cid, fast_token, "Sorry for the wait!")
         ).status_code == 201
