@@ -137,6 +137,13 @@ class ReadState(BaseModel):
     agent_read_seq: int
 
 
+class TypingPublic(BaseModel):
+    type: str = "conversation.typing"
+    by_role: str
+    by_id: str
+    at: datetime
+
+
 class MessagePublic(BaseModel):
     id: int
     conversation_id: str

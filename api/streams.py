@@ -8,10 +8,14 @@ lost hint (or an event written by another process) delays, never loses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
+from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import psycopg
@@ -26,13 +30,34 @@ from store.events import events_after
 log = logging.getLogger("switchboard.streams")
 
 _PAGE = 500
+_LIVE_BUFFER = 64
 
 
 class EventHints:
-    """In-process wake-ups for streams of a conversation (set after a write commits)."""
+    """In-process wake-ups for streams of a conversation (set after a write commits), and
+    the live-only signals (typing) that are never stored."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._live: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+
+    def subscribe(self, conversation_id: str) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_LIVE_BUFFER)
+        self._live[conversation_id].add(queue)
+        return queue
+
+    def unsubscribe(self, conversation_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        listeners = self._live.get(conversation_id)
+        if listeners is not None:
+            listeners.discard(queue)
+            if not listeners:
+                del self._live[conversation_id]
+
+    def publish(self, conversation_id: str, signal: dict[str, Any]) -> None:
+        """Hand a live-only signal to this process's streams; a full (slow) stream skips it."""
+        for queue in self._live.get(conversation_id, ()):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(signal)
 
     def wake(self, conversation_id: str) -> None:
         event = self._events.pop(conversation_id, None)
@@ -55,6 +80,11 @@ class EventHints:
 
 
 NOTIFY_CHANNEL = "switchboard_events"
+LIVE_CHANNEL = "switchboard_live"
+
+
+def live_signal_payload(conversation_id: str, signal: dict[str, Any]) -> str:
+    return json.dumps({"conversation_id": conversation_id, "signal": signal})
 
 
 async def listen_for_events(database_url: str, hints: EventHints) -> None:
@@ -67,9 +97,14 @@ async def listen_for_events(database_url: str, hints: EventHints) -> None:
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                await conn.execute(f"LISTEN {LIVE_CHANNEL}")
                 hints.wake_all()  # anything committed while we were not listening
                 async for notification in conn.notifies():
-                    hints.wake(notification.payload)
+                    if notification.channel == LIVE_CHANNEL:
+                        payload = json.loads(notification.payload)
+                        hints.publish(payload["conversation_id"], payload["signal"])
+                    else:
+                        hints.wake(notification.payload)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -111,10 +146,26 @@ async def conversation_events(
                 for row in rows
             ]
 
-    while time.monotonic() < ends_at and not stopping.is_set():
-        batch = await run_in_threadpool(read, last)
-        for event in batch:
-            yield event
-            last = int(event.id or last)
-        if len(batch) < _PAGE:
-            await hints.wait(conversation_id, min(poll_interval, ends_at - time.monotonic()))
+    live = hints.subscribe(conversation_id)
+    try:
+        while time.monotonic() < ends_at and not stopping.is_set():
+            batch = await run_in_threadpool(read, last)
+            for event in batch:
+                yield event
+                last = int(event.id or last)
+            while not live.empty():  # live-only: no id, so resuming never asks for them
+                signal = live.get_nowait()
+                yield ServerSentEvent(event=signal["type"], data=json.dumps(signal))
+            if len(batch) < _PAGE:
+                timeout = min(poll_interval, ends_at - time.monotonic())
+                woken = asyncio.ensure_future(hints.wait(conversation_id, timeout))
+                signalled = asyncio.ensure_future(live.get())
+                done, _ = await asyncio.wait({woken, signalled}, return_when=FIRST_COMPLETED)
+                woken.cancel()
+                if signalled in done:
+                    signal = signalled.result()
+                    yield ServerSentEvent(event=signal["type"], data=json.dumps(signal))
+                else:
+                    signalled.cancel()
+    finally:
+        hints.unsubscribe(conversation_id, live)

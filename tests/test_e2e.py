@@ -324,9 +324,8 @@ async def _sse(lines: Any, count: int) -> list[dict[str, Any]]:
             continue
         if line == "":
             if current:
-                events.append(
-                    {**json.loads(current["data"]), "id": current["id"], "event": current["event"]}
-                )
+                event = json.loads(current["data"])
+                events.append({**event, "id": current.get("id"), "event": current["event"]})
                 current = {}
                 if len(events) == count:
                     return events
@@ -368,6 +367,14 @@ async def test_a_stream_replays_then_delivers_live_and_resumes_without_gaps(
             [live] = await asyncio.wait_for(_sse(lines, 1), timeout=5)
             assert (live["seq"], live["type"]) == (seq, "message.created")
             assert live["data"]["content"] == "Is anyone there?"
+            typed = await http.post(f"/v1/conversations/{cid}/typing", headers=bearer(visitor))
+            assert typed.status_code == 202
+            [signal] = await asyncio.wait_for(_sse(lines, 1), timeout=5)
+            assert (signal["event"], signal["id"], signal["by_role"]) == (
+                "conversation.typing",
+                None,
+                "visitor",
+            )
 
     # Resume from the middle: exactly what came after, in order.
     middle = so_far // 2

@@ -128,3 +128,26 @@ async def test_assignment_holds_with_two_workers_and_two_apis(
     with postgres_db.read() as session:
         log = session.exec(select(Assignment)).all()
     assert len(log) == 18 and len({row.conversation_id for row in log}) == 18, "assigned twice"
+
+
+async def test_typing_reaches_the_other_api_live_and_is_never_stored(
+    two_of_each: Deployment,
+) -> None:
+    api_a, api_b = two_of_each.urls
+    async with (
+        httpx.AsyncClient(base_url=api_a, timeout=30) as a,
+        httpx.AsyncClient(base_url=api_b, timeout=30) as b,
+    ):
+        agent = await _agent(a, "gus", 1)
+        cid, visitor = await _start(a)
+        await _until_active(a, cid, visitor)
+        so_far = len(await _events(a, cid, visitor))
+        async with b.stream("GET", f"/v1/conversations/{cid}/stream", headers=bearer(agent)) as r:
+            lines = r.aiter_lines()
+            await _sse(lines, so_far)
+            typed = await a.post(f"/v1/conversations/{cid}/typing", headers=bearer(visitor))
+            assert typed.status_code == 202
+            [signal] = await asyncio.wait_for(_sse(lines, 1), timeout=5)
+            assert signal["event"] == "conversation.typing" and signal["id"] is None
+            assert signal["by_role"] == "visitor"
+        assert len(await _events(a, cid, visitor)) == so_far  # not in the log

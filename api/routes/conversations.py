@@ -41,9 +41,10 @@ from api.schemas import (
     ReadReceipt,
     ReadState,
     TransferCreate,
+    TypingPublic,
     errors,
 )
-from api.streams import conversation_events
+from api.streams import LIVE_CHANNEL, conversation_events, live_signal_payload
 from api.temporal import EngineUnavailable
 from domain.types import (
     SA_CHANNEL,
@@ -342,6 +343,39 @@ async def mark_read(
     state = await run_in_threadpool(write)
     services.hints.wake(conversation.id)
     return state
+
+
+@router.post(
+    "/{conversation_id}/typing",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TypingPublic,
+    summary="Say that you are typing: the other side's stream shows conversation.typing "
+    "(live only: never stored, never replayed)",
+    responses=errors(_ACCESS),
+)
+async def typing(
+    conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
+) -> TypingPublic:
+    if principal.role not in (Role.VISITOR, Role.AGENT):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    signal = TypingPublic(by_role=principal.role, by_id=principal.id, at=utcnow())
+    payload = signal.model_dump(mode="json")
+    if services.db.is_sqlite:
+        services.hints.publish(conversation.id, payload)
+    else:  # every API process's listener (ours too) hands it to its streams
+
+        def notify() -> None:
+            with services.db.write() as session:
+                session.execute(
+                    sa.text("SELECT pg_notify(:channel, :payload)"),
+                    {
+                        "channel": LIVE_CHANNEL,
+                        "payload": live_signal_payload(conversation.id, payload),
+                    },
+                )
+
+        await run_in_threadpool(notify)
+    return signal
 
 
 @router.get(
