@@ -167,4 +167,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    logging.shutdown()
+    # The Temporal client's Rust threads can abort CPython's finalization
+    # (temporalio/sdk-python#300); the children are stopped, so skip it.
+    os._exit(code)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from datetime import timedelta
 
@@ -60,6 +61,11 @@ async def run_worker(settings: Settings) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     asyncio.run(run_worker(get_settings()))
+    log.info("worker stopped")
+    logging.shutdown()
+    # The SDK's Rust threads can outlive the event loop and abort CPython's finalization
+    # (temporalio/sdk-python#300); everything is shut down and flushed, so skip it.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -160,12 +160,14 @@ async def conversation_events(
                 timeout = min(poll_interval, ends_at - time.monotonic())
                 woken = asyncio.ensure_future(hints.wait(conversation_id, timeout))
                 signalled = asyncio.ensure_future(live.get())
-                done, _ = await asyncio.wait({woken, signalled}, return_when=FIRST_COMPLETED)
-                woken.cancel()
+                try:
+                    done, _ = await asyncio.wait({woken, signalled}, return_when=FIRST_COMPLETED)
+                finally:  # also when the client goes away mid-wait
+                    woken.cancel()
+                    if not signalled.done():
+                        signalled.cancel()
                 if signalled in done:
                     signal = signalled.result()
                     yield ServerSentEvent(event=signal["type"], data=json.dumps(signal))
-                else:
-                    signalled.cancel()
     finally:
         hints.unsubscribe(conversation_id, live)
