@@ -1,9 +1,12 @@
-"""The one assignment function: pair the head of a skill group's queue with an agent.
+"""Queues and assignment: joining a skill group's queue, pairing its head with an agent,
+releasing the agent, telling waiting visitors their place.
 
 Invariant 3 of the design: the capacity check and the assignment happen in one transaction.
 The queue head is row-locked (PostgreSQL) or the whole write is serialised (SQLite); the agent's
 load is raised by a conditional UPDATE that re-checks capacity under the row lock, so no agent
 ever exceeds `max_concurrent` and no conversation is assigned twice, whatever runs at once.
+Invariant 4: joining and serving one group's queue are serialised (lock_queue), so enqueue
+times follow commit order and nobody is served before an earlier arrival.
 """
 
 from __future__ import annotations
