@@ -380,6 +380,7 @@ class ConversationActivities:
                         "note": request.note,
                     },
                     dedupe_key=key,
+                    also_to_agents=[from_agent],  # the agent it was transferred out from
                 )
                 if result.placement is not None:
                     append_event(
@@ -443,6 +444,7 @@ class ConversationActivities:
                     type=EventType.REQUEUED,
                     data={"agent_id": requeue.agent_id, "reason": "no_first_reply"},
                     dedupe_key=f"requeued:{requeue.round}",
+                    also_to_agents=[requeue.agent_id],  # the agent who lost it
                 )
                 append_event(
                     session,

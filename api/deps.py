@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
@@ -180,3 +180,20 @@ async def agent_self_or_admin(
 
 
 AgentSelfOrAdmin = Annotated[Agent, Depends(agent_self_or_admin)]
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+def stream_start(
+    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> int:
+    """Where a stream starts: after the client's Last-Event-ID (a reconnect) or `after_seq`."""
+    start = after_seq or 0
+    if last_event_id is not None and last_event_id.isdigit():
+        start = max(start, int(last_event_id))
+    return start
+
+
+StreamStart = Annotated[int, Depends(stream_start)]

@@ -48,6 +48,9 @@ class AgentPublic(BaseModel):
     load: int = Field(description="Conversations currently assigned")
     max_concurrent: int
     last_assigned_at: datetime | None
+    feed_seq: int = Field(
+        description="Newest seq of the agent's feed: stream from here to miss nothing after now"
+    )
 
 
 class AgentCreated(AgentPublic):
@@ -139,6 +142,7 @@ class ReadState(BaseModel):
 
 class TypingPublic(BaseModel):
     type: str = "conversation.typing"
+    conversation_id: str
     by_role: str
     by_id: str
     at: datetime
@@ -166,6 +170,19 @@ class EventPublic(BaseModel):
 class EventPage(BaseModel):
     conversation_id: str
     events: list[EventPublic]
+    has_more: bool
+
+
+class AgentEventPublic(EventPublic):
+    """An event of one of the agent's conversations, in the agent's feed."""
+
+    agent_seq: int = Field(description="Its place in the agent's feed (the stream's `id:`)")
+    conversation_id: str
+
+
+class AgentEventPage(BaseModel):
+    agent_id: str
+    events: list[AgentEventPublic]
     has_more: bool
 
 

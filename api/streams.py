@@ -12,79 +12,101 @@ import contextlib
 import json
 import logging
 import time
-from asyncio import FIRST_COMPLETED
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import psycopg
 from sqlalchemy.engine import make_url
-from sse_starlette import ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from api.schemas import EventPublic
+from api.schemas import AgentEventPublic, EventPublic
+from settings import Settings
 from store.db import Database
-from store.events import events_after
+from store.events import NOTIFY_CHANNEL, agent_events_after, agent_stream_key, events_after
+from store.models import Event
 
 log = logging.getLogger("switchboard.streams")
 
 _PAGE = 500
 _LIVE_BUFFER = 64
 
+Tail = AsyncIterator[ServerSentEvent]
 
-class EventHints:
-    """In-process wake-ups for streams of a conversation (set after a write commits), and
-    the live-only signals (typing) that are never stored."""
+
+def stream_keys(conversation_id: str, agent_id: str | None) -> list[str]:
+    """The streams that show a conversation's events: its own, and its agent's."""
+    return [conversation_id] if agent_id is None else [conversation_id, agent_stream_key(agent_id)]
+
+
+class Subscription:
+    """One stream's hold on a key: whether it was woken since it last looked, and the live-only
+    signals (typing) handed to it, at most _LIVE_BUFFER (a slow stream skips the rest)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        self._live: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self.live: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_LIVE_BUFFER)
+        self._woken = asyncio.Event()
 
-    def subscribe(self, conversation_id: str) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_LIVE_BUFFER)
-        self._live[conversation_id].add(queue)
-        return queue
+    def wake(self) -> None:
+        self._woken.set()
 
-    def unsubscribe(self, conversation_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        listeners = self._live.get(conversation_id)
-        if listeners is not None:
-            listeners.discard(queue)
-            if not listeners:
-                del self._live[conversation_id]
+    def rearm(self) -> None:
+        """Call before reading the log: a wake from then on is not missed."""
+        self._woken.clear()
 
-    def publish(self, conversation_id: str, signal: dict[str, Any]) -> None:
-        """Hand a live-only signal to this process's streams; a full (slow) stream skips it."""
-        for queue in self._live.get(conversation_id, ()):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(signal)
-
-    def wake(self, conversation_id: str) -> None:
-        event = self._events.pop(conversation_id, None)
-        if event is not None:
-            event.set()
-
-    def wake_all(self) -> None:
-        """After a lost connection to the hint source: every stream re-reads the log."""
-        for conversation_id in list(self._events):
-            self.wake(conversation_id)
-
-    async def wait(self, conversation_id: str, timeout: float) -> bool:
-        """True if woken, False if the timeout passed first."""
-        event = self._events[conversation_id]
+    async def woken_within(self, timeout: float) -> bool:
+        """True if woken (now or already since rearm), False if the timeout passed first."""
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(self._woken.wait(), timeout)
         except TimeoutError:
             return False
         return True
 
 
-NOTIFY_CHANNEL = "switchboard_events"
+class EventHints:
+    """In-process wake-ups for this process's streams (after a write commits, or a NOTIFY from
+    another process), and the live-only signals that are never stored. Keyed by conversation
+    id, or agent_stream_key(agent id); a key lives while a stream holds it."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
+
+    def subscribe(self, key: str) -> Subscription:
+        subscription = Subscription()
+        self._subscribers[key].add(subscription)
+        return subscription
+
+    def unsubscribe(self, key: str, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(key)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[key]
+
+    def publish(self, key: str, signal: dict[str, Any]) -> None:
+        """Hand a live-only signal to the key's streams."""
+        for subscription in self._subscribers.get(key, ()):
+            with contextlib.suppress(asyncio.QueueFull):
+                subscription.live.put_nowait(signal)
+            subscription.wake()
+
+    def wake(self, *keys: str) -> None:
+        for key in keys:
+            for subscription in self._subscribers.get(key, ()):
+                subscription.wake()
+
+    def wake_all(self) -> None:
+        """After a lost connection to the hint source: every stream re-reads the log."""
+        self.wake(*self._subscribers)
+
+
 LIVE_CHANNEL = "switchboard_live"
 
 
-def live_signal_payload(conversation_id: str, signal: dict[str, Any]) -> str:
-    return json.dumps({"conversation_id": conversation_id, "signal": signal})
+def live_signal_payload(keys: list[str], signal: dict[str, Any]) -> str:
+    return json.dumps({"keys": keys, "signal": signal})
 
 
 async def listen_for_events(database_url: str, hints: EventHints) -> None:
@@ -102,7 +124,8 @@ async def listen_for_events(database_url: str, hints: EventHints) -> None:
                 async for notification in conn.notifies():
                     if notification.channel == LIVE_CHANNEL:
                         payload = json.loads(notification.payload)
-                        hints.publish(payload["conversation_id"], payload["signal"])
+                        for key in payload["keys"]:
+                            hints.publish(key, payload["signal"])
                     else:
                         hints.wake(notification.payload)
         except asyncio.CancelledError:
@@ -113,61 +136,107 @@ async def listen_for_events(database_url: str, hints: EventHints) -> None:
             await asyncio.sleep(1)
 
 
-async def conversation_events(
-    *,
-    db: Database,
-    hints: EventHints,
-    conversation_id: str,
-    after_seq: int,
-    poll_interval: float,
-    max_age: float,
-    stopping: anyio.Event,
-) -> AsyncIterator[ServerSentEvent]:
-    """Every event after `after_seq` in order, then live ones, until the connection is
-    `max_age` old or the server stops (the client then reconnects with Last-Event-ID, to this
-    process or another, and misses nothing)."""
-    last = after_seq
-    ends_at = time.monotonic() + max_age
+def event_public(event: Event) -> EventPublic:
+    """An event as GET /events and the conversation stream show it."""
+    return EventPublic(seq=event.seq, type=event.type, at=event.at, data=event.data)
+
+
+def agent_event_public(agent_seq: int, event: Event) -> AgentEventPublic:
+    """An event of an agent's feed, as GET /v1/agents/{id}/events and its stream show it."""
+    return AgentEventPublic(
+        agent_seq=agent_seq,
+        conversation_id=event.conversation_id,
+        **event_public(event).model_dump(),
+    )
+
+
+LogReader = Callable[[int], list[ServerSentEvent]]
+
+
+def conversation_log(db: Database, conversation_id: str) -> LogReader:
+    """Pages of a conversation's log as SSE: `id:` is the event's seq."""
 
     def read(since: int) -> list[ServerSentEvent]:
         with db.read() as session:
             rows = events_after(
                 session, conversation_id=conversation_id, after_seq=since, limit=_PAGE
             )
-            return [
-                ServerSentEvent(
-                    id=str(row.seq),
-                    event=row.type,
-                    # The same JSON as GET /events.
-                    data=EventPublic(
-                        seq=row.seq, type=row.type, at=row.at, data=row.data
-                    ).model_dump_json(),
-                )
-                for row in rows
-            ]
+        return [
+            ServerSentEvent(
+                id=str(row.seq), event=row.type, data=event_public(row).model_dump_json()
+            )
+            for row in rows
+        ]
 
-    live = hints.subscribe(conversation_id)
+    return read
+
+
+def agent_log(db: Database, agent_id: str) -> LogReader:
+    """Pages of an agent's feed as SSE: `id:` is the feed seq."""
+
+    def read(since: int) -> list[ServerSentEvent]:
+        with db.read() as session:
+            rows = agent_events_after(session, agent_id=agent_id, after_seq=since, limit=_PAGE)
+        return [
+            ServerSentEvent(
+                id=str(seq), event=event.type, data=agent_event_public(seq, event).model_dump_json()
+            )
+            for seq, event in rows
+        ]
+
+    return read
+
+
+def event_stream(
+    *, settings: Settings, hints: EventHints, read: LogReader, key: str, after_seq: int
+) -> EventSourceResponse:
+    """The SSE response of one stream: the log from `after_seq`, then live (see `tail`)."""
+    stopping = anyio.Event()  # set when the server shuts down: end the stream cleanly
+    return EventSourceResponse(
+        tail(
+            read=read,
+            key=key,
+            hints=hints,
+            after_seq=after_seq,
+            poll_interval=settings.stream_poll_interval_seconds,
+            max_age=settings.stream_max_age_seconds,
+            stopping=stopping,
+        ),
+        ping=settings.stream_keepalive_seconds,
+        send_timeout=30,  # a client that stops reading is dropped, not waited for
+        shutdown_event=stopping,
+        shutdown_grace_period=settings.stream_poll_interval_seconds + 2,
+    )
+
+
+async def tail(
+    *,
+    read: LogReader,
+    key: str,
+    hints: EventHints,
+    after_seq: int,
+    poll_interval: float,
+    max_age: float,
+    stopping: anyio.Event,
+) -> Tail:
+    """Every event after `after_seq` in order, then live ones, until the connection is
+    `max_age` old or the server stops (the client then reconnects with Last-Event-ID, to this
+    process or another, and misses nothing). `read(since)` pages the log; `key` is what wakes
+    this stream and what its live-only signals are published under."""
+    last = after_seq
+    ends_at = time.monotonic() + max_age
+    subscription = hints.subscribe(key)
     try:
         while time.monotonic() < ends_at and not stopping.is_set():
+            subscription.rearm()
             batch = await run_in_threadpool(read, last)
             for event in batch:
                 yield event
                 last = int(event.id or last)
-            while not live.empty():  # live-only: no id, so resuming never asks for them
-                signal = live.get_nowait()
+            while not subscription.live.empty():  # no id: resuming never asks for them
+                signal = subscription.live.get_nowait()
                 yield ServerSentEvent(event=signal["type"], data=json.dumps(signal))
             if len(batch) < _PAGE:
-                timeout = min(poll_interval, ends_at - time.monotonic())
-                woken = asyncio.ensure_future(hints.wait(conversation_id, timeout))
-                signalled = asyncio.ensure_future(live.get())
-                try:
-                    done, _ = await asyncio.wait({woken, signalled}, return_when=FIRST_COMPLETED)
-                finally:  # also when the client goes away mid-wait
-                    woken.cancel()
-                    if not signalled.done():
-                        signalled.cancel()
-                if signalled in done:
-                    signal = signalled.result()
-                    yield ServerSentEvent(event=signal["type"], data=json.dumps(signal))
+                await subscription.woken_within(min(poll_interval, ends_at - time.monotonic()))
     finally:
-        hints.unsubscribe(conversation_id, live)
+        hints.unsubscribe(key, subscription)

@@ -172,3 +172,21 @@ class QueueSkip(SQLModel, table=True):
     __tablename__ = "queue_skip"
     conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
     agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=64)
+
+
+class AgentFeed(SQLModel, table=True):
+    """The head of an agent's feed. Its seq is handed out under this row's lock, held to the
+    commit, so the feed's order is its commit order and a stream resumes from one number."""
+
+    __tablename__ = "agent_feed"
+    agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=64)
+    last_seq: int = 0
+
+
+class AgentEvent(SQLModel, table=True):
+    """One entry of an agent's feed: an event of a conversation the agent holds or held."""
+
+    __tablename__ = "agent_event"
+    agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True)
+    event_id: int = Field(foreign_key="event.id")

@@ -51,6 +51,38 @@ async def _agent(http: httpx.AsyncClient, agent_id: str, capacity: int) -> str:
     return token
 
 
+async def _held_through_a_kill(
+    deployment: Deployment,
+    a: httpx.AsyncClient,
+    b: httpx.AsyncClient,
+    path: str,
+    token: str,
+    *,
+    conversation: tuple[str, str],
+    replay: int,
+) -> list[dict]:
+    """Hold the stream at `path` on B: replay `replay` events, see a message posted to A arrive
+    live, SIGKILL B, post five more to A, resume on A with Last-Event-ID. What the client saw."""
+    cid, visitor = conversation
+    seen: list[dict] = []
+    async with b.stream("GET", path, headers=bearer(token)) as r:
+        lines = r.aiter_lines()
+        seen += await asyncio.wait_for(_sse(lines, replay), timeout=15)
+        seq = await _say(a, cid, visitor, "Posted to A")  # B hears it via NOTIFY
+        seen += await asyncio.wait_for(_sse(lines, 1), timeout=5)
+        assert (seen[-1]["seq"], seen[-1]["data"]["content"]) == (seq, "Posted to A")
+        deployment.kill("api-1")  # SIGKILL B while the client streams
+        with pytest.raises(httpx.HTTPError):
+            await asyncio.wait_for(_sse(lines, 1), timeout=10)
+    for n in range(5):
+        await _say(a, cid, visitor, f"after the kill {n}")
+    resume = {**bearer(token), "Last-Event-ID": seen[-1]["id"]}
+    async with a.stream("GET", path, headers=resume) as r:
+        seen += await asyncio.wait_for(_sse(r.aiter_lines(), 5), timeout=15)
+    assert [e["data"]["content"] for e in seen[-5:]] == [f"after the kill {n}" for n in range(5)]
+    return seen
+
+
 async def test_a_message_to_one_api_reaches_a_stream_on_the_other_and_survives_a_kill(
     two_of_each: Deployment,
 ) -> None:
@@ -63,27 +95,37 @@ async def test_a_message_to_one_api_reaches_a_stream_on_the_other_and_survives_a
         cid, visitor = await _start(a)
         await _until_active(a, cid, visitor)
         so_far = len(await _events(a, cid, visitor))
-        seen: list[dict] = []
-        async with b.stream("GET", f"/v1/conversations/{cid}/stream", headers=bearer(agent)) as r:
-            lines = r.aiter_lines()
-            seen += await _sse(lines, so_far)
-            seq = await _say(a, cid, visitor, "Posted to A")  # B hears it via NOTIFY
-            seen += await asyncio.wait_for(_sse(lines, 1), timeout=5)
-            assert (seen[-1]["seq"], seen[-1]["data"]["content"]) == (seq, "Posted to A")
-            two_of_each.kill("api-1")  # SIGKILL B while the client streams
-            with pytest.raises(httpx.HTTPError):
-                await asyncio.wait_for(_sse(lines, 1), timeout=10)
-        for n in range(5):
-            await _say(a, cid, visitor, f"after the kill {n}")
-        last_seen = seen[-1]["seq"]
-        total = len(await _events(a, cid, visitor))
-        async with a.stream(
-            "GET",
+        seen = await _held_through_a_kill(
+            two_of_each,
+            a,
+            b,
             f"/v1/conversations/{cid}/stream",
-            headers={**bearer(agent), "Last-Event-ID": str(last_seen)},
-        ) as r:
-            seen += await _sse(r.aiter_lines(), total - last_seen)
-        assert [e["seq"] for e in seen] == list(range(1, total + 1)), "a gap or a repeat"
+            agent,
+            conversation=(cid, visitor),
+            replay=so_far,
+        )
+        total = len(await _events(a, cid, visitor))
+    assert [e["seq"] for e in seen] == list(range(1, total + 1)), "a gap or a repeat"
+
+
+async def test_an_agent_stream_on_one_api_survives_its_kill_and_resumes_on_the_other(
+    two_of_each: Deployment,
+) -> None:
+    api_a, api_b = two_of_each.urls
+    async with (
+        httpx.AsyncClient(base_url=api_a, timeout=30) as a,
+        httpx.AsyncClient(base_url=api_b, timeout=30) as b,
+    ):
+        agent = await _agent(a, "ivy", 2)
+        cid, visitor = await _start(a)
+        await _until_active(a, cid, visitor)
+        seen = await _held_through_a_kill(
+            two_of_each, a, b, "/v1/agents/ivy/stream", agent, conversation=(cid, visitor), replay=2
+        )
+        total = (await a.get("/v1/agents/ivy", headers=bearer(agent))).json()["feed_seq"]
+    assert [e["type"] for e in seen[:2]] == ["conversation.assigned", "conversation.state_changed"]
+    assert {e["conversation_id"] for e in seen} == {cid}
+    assert [int(e["id"]) for e in seen] == list(range(1, total + 1)), "a gap or a repeat"
 
 
 async def test_assignment_holds_with_two_workers_and_two_apis(

@@ -7,12 +7,14 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import Session, col, select
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from activities.dispatching import assign_and_notify
 from api.deps import (
     AgentSelfOrAdmin,
     ServicesDep,
+    StreamStart,
     hash_token,
     new_agent_token,
     require,
@@ -22,14 +24,17 @@ from api.schemas import (
     UNAUTHORIZED,
     AgentCreate,
     AgentCreated,
+    AgentEventPage,
     AgentPublic,
     AgentStatusUpdate,
     ConversationPublic,
     errors,
 )
+from api.streams import agent_event_public, agent_log, event_stream
 from api.temporal import EngineUnavailable
 from domain.types import AgentStatus, ConversationState, Role
 from store.assignment import agent_skill_groups
+from store.events import agent_events_after, agent_feed_seq, agent_stream_key
 from store.models import Agent, AgentSkill, Conversation
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -46,6 +51,7 @@ def _public(session: Session, agent: Agent) -> AgentPublic:
         load=agent.active_count,
         max_concurrent=agent.max_concurrent,
         last_assigned_at=agent.last_assigned_at,
+        feed_seq=agent_feed_seq(session, agent.id),
     )
 
 
@@ -175,3 +181,53 @@ async def list_agent_conversations(
 
     ids = await run_in_threadpool(read)
     return [await conversation_view(services.db, conversation_id) for conversation_id in ids]
+
+
+@router.get(
+    "/{agent_id}/events",
+    response_model=AgentEventPage,
+    summary="The agent's feed: every event of the agent's conversations, in feed order",
+    responses=_AUTH_ERRORS,
+)
+async def list_agent_events(
+    agent: AgentSelfOrAdmin,
+    services: ServicesDep,
+    after_seq: Annotated[int, Query(ge=0, description="A feed seq (agent_seq)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> AgentEventPage:
+    def read() -> AgentEventPage:
+        with services.db.read() as session:
+            rows = agent_events_after(
+                session, agent_id=agent.id, after_seq=after_seq, limit=limit + 1
+            )
+        events = [agent_event_public(seq, event) for seq, event in rows]
+        return AgentEventPage(
+            agent_id=agent.id, events=events[:limit], has_more=len(events) > limit
+        )
+
+    return await run_in_threadpool(read)
+
+
+@router.get(
+    "/{agent_id}/stream",
+    response_class=EventSourceResponse,
+    summary="The agent's feed as Server-Sent Events: assignments, transfers in and out, and "
+    "every event of the agent's conversations; replay, then live",
+    description=(
+        "`id:` is the feed seq (`agent_seq`), `event:` the type, `data:` the same JSON as "
+        "/v1/agents/{id}/events: the event with its `conversation_id` and `seq`. Resume with "
+        "`Last-Event-ID` (or `after_seq`; a new workbench starts from the agent's `feed_seq`). "
+        "`conversation.typing` of the agent's conversations arrives live, without an id."
+    ),
+    responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
+)
+async def stream_agent_events(
+    agent: AgentSelfOrAdmin, services: ServicesDep, start: StreamStart
+) -> EventSourceResponse:
+    return event_stream(
+        settings=services.settings,
+        hints=services.hints,
+        read=agent_log(services.db, agent.id),
+        key=agent_stream_key(agent.id),
+        after_seq=start,
+    )

@@ -5,9 +5,8 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-import anyio
 import sqlalchemy as sa
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -22,6 +21,7 @@ from api.deps import (
     ConversationOfCaller,
     CurrentPrincipal,
     ServicesDep,
+    StreamStart,
     require,
     visitor_token,
 )
@@ -44,7 +44,14 @@ from api.schemas import (
     TypingPublic,
     errors,
 )
-from api.streams import LIVE_CHANNEL, conversation_events, live_signal_payload
+from api.streams import (
+    LIVE_CHANNEL,
+    conversation_log,
+    event_public,
+    event_stream,
+    live_signal_payload,
+    stream_keys,
+)
 from api.temporal import EngineUnavailable
 from domain.types import (
     SA_CHANNEL,
@@ -288,7 +295,7 @@ async def post_message(
         MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
     )
     await run_in_threadpool(mark_acknowledged, services.db, message.id)
-    services.hints.wake(conversation.id)
+    services.hints.wake(*stream_keys(conversation.id, conversation.agent_id))
     return _message_public(message)
 
 
@@ -341,7 +348,7 @@ async def mark_read(
             )
 
     state = await run_in_threadpool(write)
-    services.hints.wake(conversation.id)
+    services.hints.wake(*stream_keys(conversation.id, conversation.agent_id))
     return state
 
 
@@ -358,10 +365,14 @@ async def typing(
 ) -> TypingPublic:
     if principal.role not in (Role.VISITOR, Role.AGENT):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
-    signal = TypingPublic(by_role=principal.role, by_id=principal.id, at=utcnow())
+    signal = TypingPublic(
+        conversation_id=conversation.id, by_role=principal.role, by_id=principal.id, at=utcnow()
+    )
     payload = signal.model_dump(mode="json")
+    keys = stream_keys(conversation.id, conversation.agent_id)
     if services.db.is_sqlite:
-        services.hints.publish(conversation.id, payload)
+        for key in keys:
+            services.hints.publish(key, payload)
     else:  # every API process's listener (ours too) hands it to its streams
 
         def notify() -> None:
@@ -370,7 +381,7 @@ async def typing(
                     sa.text("SELECT pg_notify(:channel, :payload)"),
                     {
                         "channel": LIVE_CHANNEL,
-                        "payload": live_signal_payload(conversation.id, payload),
+                        "payload": live_signal_payload(keys, payload),
                     },
                 )
 
@@ -395,7 +406,7 @@ async def list_events(
             rows = events_after(
                 session, conversation_id=conversation.id, after_seq=after_seq, limit=limit + 1
             )
-            return [EventPublic(seq=e.seq, type=e.type, at=e.at, data=e.data) for e in rows]
+            return [event_public(row) for row in rows]
 
     events = await run_in_threadpool(read)
     return EventPage(
@@ -415,30 +426,14 @@ async def list_events(
     responses={200: {"content": {"text/event-stream": {}}}, **errors(_ACCESS)},
 )
 async def stream_events(
-    conversation: ConversationOfCaller,
-    services: ServicesDep,
-    after_seq: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    conversation: ConversationOfCaller, services: ServicesDep, start: StreamStart
 ) -> EventSourceResponse:
-    resume_from = after_seq or 0
-    if last_event_id is not None and last_event_id.isdigit():
-        resume_from = max(resume_from, int(last_event_id))
-    settings = services.settings
-    stopping = anyio.Event()  # set when the server shuts down: end the stream cleanly
-    return EventSourceResponse(
-        conversation_events(
-            db=services.db,
-            hints=services.hints,
-            conversation_id=conversation.id,
-            after_seq=resume_from,
-            poll_interval=settings.stream_poll_interval_seconds,
-            max_age=settings.stream_max_age_seconds,
-            stopping=stopping,
-        ),
-        ping=settings.stream_keepalive_seconds,
-        send_timeout=30,  # a client that stops reading is dropped, not waited for
-        shutdown_event=stopping,
-        shutdown_grace_period=settings.stream_poll_interval_seconds + 2,
+    return event_stream(
+        settings=services.settings,
+        hints=services.hints,
+        read=conversation_log(services.db, conversation.id),
+        key=conversation.id,
+        after_seq=start,
     )
 
 

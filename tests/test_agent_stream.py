@@ -1,0 +1,278 @@
+"""The agent's feed and stream: assignments, transfers in and out, and every event of the
+agent's conversations, in one gapless order that follows commit order (so a stream resumes from
+one number and misses nothing), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from domain.types import EventType
+from store.db import Database
+from store.events import agent_events_after, append_event
+from store.models import AgentEvent, Conversation, Event
+from tests.test_e2e import Deployment, _say, _sse, _start, _until_active
+from tests.utils import ADMIN, System, add_agent, bearer, enqueue_conversations, eventually
+
+
+def _hold(db: Database, conversation_ids: list[str], agent_id: str) -> None:
+    with db.write() as session:
+        session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id).in_(conversation_ids))
+            .values(agent_id=agent_id, state="active")
+        )
+
+
+def test_a_feed_read_while_many_processes_write_misses_nothing_and_repeats_nothing(
+    db: Database,
+) -> None:
+    add_agent(db, "alice", max_concurrent=5)
+    add_agent(db, "bob", max_concurrent=5)
+    alices = enqueue_conversations(db, 4)
+    bobs = enqueue_conversations(db, 2)
+    _hold(db, alices, "alice")
+    _hold(db, bobs, "bob")
+    writers = [Database(db.url) for _ in range(6)]  # each its own pool, like another process
+    done = threading.Event()
+    watched: list[tuple[int, int]] = []  # (feed seq, event id) as a stream tailing the feed saw
+    failures: list[BaseException] = []
+
+    def write(own: Database, seed: int) -> None:
+        chooser = random.Random(seed)
+        try:
+            for n in range(30):
+                with own.write() as session:
+                    append_event(
+                        session,
+                        conversation_id=chooser.choice(alices + bobs),
+                        type=EventType.MESSAGE_CREATED,
+                        data={"n": n, "writer": seed},
+                    )
+        except BaseException as exc:
+            failures.append(exc)
+
+    def watch() -> None:
+        reader = Database(db.url)
+        last = 0
+        while True:
+            finished = done.is_set()
+            with reader.read() as session:
+                page = agent_events_after(session, agent_id="alice", after_seq=last, limit=50)
+            watched.extend((seq, event.id) for seq, event in page if event.id is not None)
+            last = page[-1][0] if page else last
+            if finished and not page:
+                break
+        reader.dispose()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=write, args=(w, i)) for i, w in enumerate(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    watcher.join()
+    for writer in writers:
+        writer.dispose()
+    assert not failures, failures
+
+    with db.read() as session:
+        feed = session.exec(
+            select(AgentEvent.seq, AgentEvent.event_id)
+            .where(AgentEvent.agent_id == "alice")
+            .order_by(col(AgentEvent.seq))
+        ).all()
+        alices_events = session.exec(
+            select(Event.id, Event.conversation_id, Event.seq).where(
+                col(Event.conversation_id).in_(alices)
+            )
+        ).all()
+        bobs_feed = session.exec(select(AgentEvent).where(AgentEvent.agent_id == "bob")).all()
+    assert [seq for seq, _ in feed] == list(range(1, len(feed) + 1)), "a gap in the feed"
+    assert sorted(event_id for _, event_id in feed) == sorted(e.id for e in alices_events)
+    assert len(bobs_feed) == 180 - len(feed), "bob's conversations went to the wrong feed"
+    # Resuming after any seq never misses an event that committed later with a lower seq.
+    assert watched == [tuple(row) for row in feed], "the tailing reader missed or repeated"
+    # Each conversation's own order is kept in the feed.
+    by_id = {e.id: (e.conversation_id, e.seq) for e in alices_events}
+    for conversation_id in alices:
+        seqs = [by_id[event_id][1] for _, event_id in feed if by_id[event_id][0] == conversation_id]
+        assert seqs == sorted(seqs)
+
+
+async def _feed(system: System, agent_id: str, token: str, after: int = 0) -> list[dict]:
+    response = await system.http.get(
+        f"/v1/agents/{agent_id}/events", headers=bearer(token), params={"after_seq": after}
+    )
+    assert response.status_code == 200, response.text
+    events = response.json()["events"]
+    assert [e["agent_seq"] for e in events] == list(range(after + 1, after + len(events) + 1))
+    return events
+
+
+async def test_the_feed_shows_assignments_transfers_in_and_out_and_the_conversations(
+    time_env, db, policy_file, make_system
+) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
+        alice, alice_token = await system.create_agent("alice", max_concurrent=2)
+        bob, bob_token = await system.create_agent("bob", max_concurrent=2)
+        assert (await system.http.get("/v1/agents/bob", headers=ADMIN)).json()["feed_seq"] == 0
+        cid, visitor = await system.start_conversation()
+        holder = (await system.wait_for_state(cid, visitor, "active"))["agent_id"]
+        (first, first_token), (second, second_token) = sorted(
+            [(alice, alice_token), (bob, bob_token)], key=lambda agent: agent[0] != holder
+        )
+        await system.post_message(cid, visitor, "Where is my parcel?")
+        await system.post_message(cid, first_token, "Let me look")
+        moved = await system.http.post(
+            f"/v1/conversations/{cid}/transfer",
+            headers=bearer(first_token),
+            json={"to_agent_id": second, "note": "Courier question"},
+        )
+        assert moved.status_code == 200, moved.text
+        await system.post_message(cid, visitor, "Hello?")
+        await system.post_message(cid, second_token, "Hi, here now")
+
+        async def transferred_in() -> list[dict] | None:
+            feed = await _feed(system, second, second_token)
+            return feed if any(e["type"] == "message.created" for e in feed) else None
+
+        old = await _feed(system, first, first_token)
+        new = await eventually(transferred_in, what="the new agent's feed")
+        log = {e["seq"]: e for e in await system.events(cid, visitor)}
+        # Every entry is the conversation's event, with its conversation id and seq.
+        for entry in old + new:
+            assert entry["conversation_id"] == cid
+            assert {k: entry[k] for k in ("seq", "type", "at", "data")} == log[entry["seq"]]
+        old_types = [e["type"] for e in old]
+        assert old_types[:2] == ["conversation.assigned", "conversation.state_changed"]
+        assert old_types[-1] == "conversation.transferred", "the old agent sees it go, no more"
+        assert [e["data"].get("content") for e in old if e["type"] == "message.created"] == [
+            "Where is my parcel?",
+            "Let me look",
+        ]
+        out = old[-1]["data"]
+        assert (out["from_agent_id"], out["to_agent_id"]) == (first, second)
+        new_types = [e["type"] for e in new]
+        assert new_types[:2] == ["conversation.transferred", "conversation.assigned"]
+        assert [e["data"]["content"] for e in new if e["type"] == "message.created"] == [
+            "Hello?",
+            "Hi, here now",
+        ]
+        agent_view = (await system.http.get(f"/v1/agents/{second}", headers=ADMIN)).json()
+        assert agent_view["feed_seq"] == new[-1]["agent_seq"]
+        assert await _feed(system, second, second_token, after=2) == new[2:]
+
+        # Only the agent (or an admin) reads the feed.
+        for path in ("events", "stream"):
+            other = await system.http.get(f"/v1/agents/{first}/{path}", headers=bearer(visitor))
+            assert other.status_code == 403
+            peer = await system.http.get(f"/v1/agents/{first}/{path}", headers=bearer(second_token))
+            assert peer.status_code == 403
+            unknown = await system.http.get(f"/v1/agents/nobody/{path}", headers=ADMIN)
+            assert unknown.status_code == 404
+        admin = await system.http.get(f"/v1/agents/{first}/events", headers=ADMIN)
+        assert admin.json()["events"] == old
+
+
+@pytest.fixture
+def deployment(dev_env, tmp_path: Path, db: Database) -> Iterator[Deployment]:
+    running = Deployment(dev_env=dev_env, tmp_path=tmp_path, database_url=db.url)
+    yield running
+    running.stop()
+
+
+@pytest.mark.e2e
+async def test_both_streams_carry_the_conversation_live_and_the_agent_stream_resumes(
+    deployment: Deployment,
+) -> None:
+    async with (
+        httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as http,
+        httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as agent_side,
+        httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as visitor_side,
+    ):
+        created = await http.post(
+            "/v1/agents",
+            headers=ADMIN,
+            json={"id": "hana", "name": "Hana", "skill_groups": ["general"], "max_concurrent": 2},
+        )
+        agent_token = created.json()["token"]
+        agent = bearer(agent_token)
+        feed_seq = created.json()["feed_seq"]
+        async with agent_side.stream(
+            "GET", "/v1/agents/hana/stream", headers=agent, params={"after_seq": feed_seq}
+        ) as workbench:
+            assert workbench.status_code == 200
+            desk = workbench.aiter_lines()
+            await http.put("/v1/agents/hana/status", headers=agent, json={"status": "online"})
+            cid, visitor = await _start(http)
+            await _until_active(http, cid, visitor)
+            assigned, active = await asyncio.wait_for(_sse(desk, 2), timeout=10)
+            assert (assigned["event"], assigned["conversation_id"]) == (
+                "conversation.assigned",
+                cid,
+            )
+            assert active["data"]["state"] == "active"
+            async with visitor_side.stream(
+                "GET",
+                f"/v1/conversations/{cid}/stream",
+                headers=bearer(visitor),
+                params={"after_seq": active["seq"]},
+            ) as app:
+                phone = app.aiter_lines()
+                said = []
+                for token, text in [
+                    (visitor, "My parcel is late"),
+                    (agent_token, "Sorry! Checking"),
+                    (visitor, "Thanks"),
+                    (agent_token, "It arrives today"),
+                ]:
+                    said.append(await _say(http, cid, token, text))
+                on_desk = await asyncio.wait_for(_sse(desk, 4), timeout=10)
+                on_phone = await asyncio.wait_for(_sse(phone, 4), timeout=10)
+                for received in (on_desk, on_phone):
+                    assert [e["seq"] for e in received] == said
+                    assert [e["data"]["content"] for e in received] == [
+                        "My parcel is late",
+                        "Sorry! Checking",
+                        "Thanks",
+                        "It arrives today",
+                    ]
+                assert (
+                    [int(e["id"]) for e in on_desk]
+                    == [e["agent_seq"] for e in on_desk]
+                    == list(range(active["agent_seq"] + 1, active["agent_seq"] + 5))
+                )
+                typed = await http.post(f"/v1/conversations/{cid}/typing", headers=bearer(visitor))
+                assert typed.status_code == 202
+                [signal] = await asyncio.wait_for(_sse(desk, 1), timeout=5)
+                assert (signal["event"], signal["id"], signal["conversation_id"]) == (
+                    "conversation.typing",
+                    None,
+                    cid,
+                )
+        # The workbench was away: it resumes from the last id it saw and misses nothing.
+        last_seen = int(on_desk[-1]["id"])
+        await _say(http, cid, visitor, "Are you still there?")
+        closed = await http.post(f"/v1/conversations/{cid}/close", headers=agent)
+        assert closed.status_code == 200
+        feed = (await http.get("/v1/agents/hana/events", headers=agent)).json()["events"]
+        missed = [e for e in feed if e["agent_seq"] > last_seen]
+        assert missed[0]["type"] == "message.created"
+        assert "conversation.closed" in [e["type"] for e in missed]
+        async with agent_side.stream(
+            "GET", "/v1/agents/hana/stream", headers={**agent, "Last-Event-ID": str(last_seen)}
+        ) as workbench:
+            resumed = await asyncio.wait_for(_sse(workbench.aiter_lines(), len(missed)), 10)
+        assert [int(e["id"]) for e in resumed] == [e["agent_seq"] for e in missed]
+        assert [e["seq"] for e in resumed] == [e["seq"] for e in missed]
