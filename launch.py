@@ -16,10 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 
 from domain.policy import PolicyError, load_policy
 from domain.types import SEARCH_ATTRIBUTES
+from logging_setup import configure_logging
 from settings import DATA_DIR, PROJECT_ROOT, get_settings
 from store.db import Database
 
@@ -58,16 +64,42 @@ def _start(name: str, command: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
 
 
-async def _wait_for_temporal(address: str, deadline: float) -> None:
+async def register_search_attributes(client: Client, *, only_missing: bool = True) -> list[str]:
+    """Add those of our search attributes the namespace lacks (a dev server started with an
+    older .data/temporal.db ignores new --search-attribute flags). Returns the names added.
+    `only_missing=False` adds them all unasked (the time-skipping test server cannot list)."""
+    known: set[str] = set()
+    if only_missing:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        known = set(listed.custom_attributes)
+    missing = {
+        key.name: IndexedValueType.ValueType(key.indexed_value_type)
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in known
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+async def _prepare_temporal(address: str, namespace: str, deadline: float) -> None:
+    """Wait for the dev server, then make sure it knows our search attributes."""
     while True:
         try:
-            client = await Client.connect(address)
+            client = await Client.connect(address, namespace=namespace)
             await client.service_client.check_health()
-            return
+            break
         except Exception:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
+    added = await register_search_attributes(client)
+    if added:
+        log.info("registered search attributes %s", ", ".join(added))
 
 
 def _stop(name: str, process: subprocess.Popen[bytes], timeout: float = 15) -> None:
@@ -84,8 +116,8 @@ def _stop(name: str, process: subprocess.Popen[bytes], timeout: float = 15) -> N
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s launch %(levelname)s %(message)s")
     settings = get_settings()
+    configure_logging(settings)
     try:
         load_policy(settings.policy)
     except PolicyError as exc:
@@ -131,7 +163,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        asyncio.run(_wait_for_temporal(settings.temporal_address, time.monotonic() + 60))
+        asyncio.run(
+            _prepare_temporal(
+                settings.temporal_address, settings.temporal_namespace, time.monotonic() + 60
+            )
+        )
         log.info("Temporal UI at http://127.0.0.1:%s", UI_PORT)
         children.append(("worker", _start("worker", [sys.executable, "worker.py"])))
         children.append(

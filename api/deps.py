@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from store.db import Database
 from store.models import Agent, Conversation
 
 AGENT_TOKEN_PREFIX = "agt_"
+MAX_SEQ = 2**63 - 1  # the largest seq a database integer holds
 VISITOR_TOKEN_PREFIX = "vis_"
 
 
@@ -121,6 +123,48 @@ def require(*roles: Role) -> Any:
     return Depends(check)
 
 
+# --- input every database can store ---------------------------------------------------------
+
+
+def _holds_nul(value: object) -> bool:
+    """Whether a decoded JSON value has U+0000 in any string, key or value (without recursion:
+    the nesting is the client's to choose)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+async def refuse_nul_characters(request: Request) -> None:
+    """422 for U+0000 in the path, the query or a JSON body. PostgreSQL text cannot hold it
+    (SQLite can), so it would fail there, and only there, as a 500 (invariant 7)."""
+    inputs: list[object] = [
+        *map(str, request.path_params.values()),
+        *request.query_params.keys(),
+        *request.query_params.values(),
+    ]
+    if request.method in ("POST", "PUT", "PATCH"):
+        body = await request.body()  # cached: the route reads the same bytes
+        # JSON can only carry NUL escaped: parse (a second time) only when the escape is there.
+        if b"\\u0000" in body:
+            try:
+                inputs.append(json.loads(body))
+            except (ValueError, RecursionError):
+                pass  # not JSON (or too deep to read): the route's own validation answers
+    if any(_holds_nul(value) for value in inputs):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="text must not contain NUL (U+0000)"
+        )
+
+
 # --- resources by path id -------------------------------------------------------------------
 
 
@@ -186,12 +230,13 @@ AgentSelfOrAdmin = Annotated[Agent, Depends(agent_self_or_admin)]
 
 
 def stream_start(
-    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    after_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> int:
-    """Where a stream starts: after the client's Last-Event-ID (a reconnect) or `after_seq`."""
+    """Where a stream starts: after the client's Last-Event-ID (a reconnect) or `after_seq`.
+    A Last-Event-ID that is not a seq we could have sent is ignored."""
     start = after_seq or 0
-    if last_event_id is not None and last_event_id.isdigit():
+    if last_event_id is not None and last_event_id.isdigit() and int(last_event_id) <= MAX_SEQ:
         start = max(start, int(last_event_id))
     return start
 

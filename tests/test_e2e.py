@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from settings import PROJECT_ROOT
+from store.db import Database
 from tests.utils import (
     ADMIN,
     APP,
@@ -136,11 +137,9 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(dev_env, tmp_path: Path) -> Iterator[str]:
-    """One worker and one API process on SQLite."""
-    running = Deployment(
-        dev_env=dev_env, tmp_path=tmp_path, database_url=f"sqlite:///{tmp_path / 'switchboard.db'}"
-    )
+def deployment(dev_env, tmp_path: Path, empty_db: Database) -> Iterator[str]:
+    """One worker and one API process on a new SQLite or PostgreSQL database (they migrate it)."""
+    running = Deployment(dev_env=dev_env, tmp_path=tmp_path, database_url=empty_db.url)
     yield running.urls[0]
     running.stop()
 
@@ -415,10 +414,10 @@ async def test_a_stream_resumed_after_1000_missed_events_replays_them_in_order(
     )
 
 
-async def test_an_api_that_stops_ends_its_streams_cleanly(dev_env, tmp_path: Path) -> None:
-    running = Deployment(
-        dev_env=dev_env, tmp_path=tmp_path, database_url=f"sqlite:///{tmp_path / 'sb.db'}"
-    )
+async def test_an_api_that_stops_ends_its_streams_cleanly(
+    dev_env, tmp_path: Path, empty_db: Database
+) -> None:
+    running = Deployment(dev_env=dev_env, tmp_path=tmp_path, database_url=empty_db.url)
     try:
         async with httpx.AsyncClient(base_url=running.urls[0], timeout=30) as http:
             cid, visitor = await _start(http)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from api.deps import stream_start
 from tests.utils import ADMIN, APP, System, bearer
 
 
@@ -15,8 +16,8 @@ async def _snapshot(system: System, cid: str) -> tuple[int, list[dict[str, Any]]
 
 
 @pytest.fixture
-async def system(time_env, sqlite_db, policy_file, make_system):
-    async with make_system(time_env, sqlite_db, policy_file())() as running:
+async def system(time_env, db, policy_file, make_system):
+    async with make_system(time_env, db, policy_file())() as running:
         yield running
 
 
@@ -233,6 +234,59 @@ async def test_422_invalid_bodies(system: System) -> None:
     assert (
         await system.http.get(f"/v1/conversations/{cid}/events?after_seq=-1", headers=ADMIN)
     ).status_code == 422
+
+
+async def test_422_for_nul_characters_which_postgresql_text_cannot_hold(system: System) -> None:
+    _alice, agent = await system.create_agent("alice")
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    before = await _snapshot(system, cid)
+    agent_body = {"id": "nul", "name": "N\x00", "skill_groups": ["general"], "max_concurrent": 1}
+    cases: list[tuple[str, str, dict[str, str], dict[str, Any] | None]] = [
+        ("POST", "/v1/conversations", APP, {"customer_id": "c\x00"}),
+        ("POST", "/v1/conversations", APP, {"customer_id": "c", "order_id": "o\x00"}),
+        (
+            "POST",
+            f"/v1/conversations/{cid}/messages",
+            bearer(visitor),
+            {"client_message_id": "m-1", "content": "hi\x00"},
+        ),
+        (
+            "POST",
+            f"/v1/conversations/{cid}/messages",
+            bearer(visitor),
+            {"client_message_id": "m\x00", "content": "hi"},
+        ),
+        ("POST", f"/v1/conversations/{cid}/transfer", bearer(agent), {"to_agent_id": "b\x00"}),
+        ("POST", "/v1/agents", ADMIN, agent_body),
+        ("GET", "/v1/conversations/c%00", ADMIN, None),
+        ("GET", "/v1/agents/a%00", ADMIN, None),
+        ("PUT", "/v1/agents/a%00/status", ADMIN, {"status": "online"}),
+        ("GET", "/v1/left-messages?skill_group=g%00", ADMIN, None),
+    ]
+    for method, url, headers, body in cases:
+        response = await system.http.request(method, url, headers=headers, json=body)
+        assert response.status_code == 422, (method, url, body, response.text)
+        assert "NUL" in response.json()["detail"]
+    assert await _snapshot(system, cid) == before
+    assert (await system.http.get("/v1/agents/nul", headers=ADMIN)).status_code == 404
+
+
+async def test_seqs_beyond_a_database_integer_are_refused_not_a_500(system: System) -> None:
+    agent_id, agent = await system.create_agent("alice")
+    cid, visitor = await system.start_conversation()
+    huge = str(2**63)
+    for url, token in [
+        (f"/v1/conversations/{cid}/events?after_seq={huge}", visitor),
+        (f"/v1/agents/{agent_id}/events?after_seq={huge}", agent),
+        (f"/v1/conversations/{cid}/stream?after_seq={huge}", visitor),
+        (f"/v1/agents/{agent_id}/stream?after_seq={huge}", agent),
+    ]:
+        response = await system.http.get(url, headers=bearer(token))
+        assert response.status_code == 422, (url, response.text)
+    # A Last-Event-ID no server could have sent is ignored (the stream starts after after_seq).
+    assert stream_start(after_seq=5, last_event_id=huge) == 5
+    assert stream_start(after_seq=5, last_event_id="9") == 9
 
 
 async def test_the_openapi_document_describes_every_route_and_its_errors(system: System) -> None:

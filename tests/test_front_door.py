@@ -24,10 +24,10 @@ def _closed_today_groups() -> str:
 
 
 async def test_out_of_hours_closes_with_the_next_opening_then_opening_queues(
-    time_env, sqlite_db, tmp_path: Path, make_system
+    time_env, db, tmp_path: Path, make_system
 ) -> None:
     policy = write_policy(tmp_path / "policy.toml", groups=_closed_today_groups())
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         await system.create_agent("alice")
         cid, visitor = await system.start_conversation("customer-1")
         closed = await system.wait_for_event(cid, visitor, "conversation.closed")
@@ -80,10 +80,10 @@ priority = 5
 
 
 async def test_routing_picks_group_and_priority_and_says_which_rule(
-    time_env, sqlite_db, tmp_path: Path, make_system
+    time_env, db, tmp_path: Path, make_system
 ) -> None:
     policy = write_policy(tmp_path / "policy.toml", groups=ROUTED_GROUPS, routing=ROUTING)
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         cases = [
             ({"tier": "vip", "order_id": "o-1"}, "vip", 10, 0),
             ({"order_id": "o-2"}, "after_sales", 5, 1),
@@ -103,10 +103,10 @@ async def test_routing_picks_group_and_priority_and_says_which_rule(
 
 
 async def test_overflow_by_queue_length_on_arrival(
-    time_env, sqlite_db, tmp_path: Path, make_system
+    time_env, db, tmp_path: Path, make_system
 ) -> None:
     policy = write_policy(tmp_path / "policy.toml", groups=ROUTED_GROUPS, routing=ROUTING)
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         first, visitor_1 = await system.start_conversation(order_id="o-1")
         await system.wait_for_event(first, visitor_1, "queue.position_changed")
         second, visitor_2 = await system.start_conversation(order_id="o-2")
@@ -133,10 +133,10 @@ skill_group = "after_sales"
 
 
 async def test_overflow_by_wait_to_a_group_then_to_a_left_message_and_its_resolution(
-    time_env, sqlite_db, tmp_path: Path, make_system
+    time_env, db, tmp_path: Path, make_system
 ) -> None:
     policy = write_policy(tmp_path / "policy.toml", groups=WAIT_CHAIN)
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         early, early_visitor = await system.start_conversation(order_id="o-1")
         await system.wait_for_event(early, early_visitor, "queue.position_changed")
         await time_env.sleep(120)
@@ -206,12 +206,10 @@ def _chain(length: int, full: int) -> str:
     return groups + '[[routing]]\nwhen = { channel = "app" }\nskill_group = "g0"\n'
 
 
-async def test_at_most_three_overflow_hops(
-    time_env, sqlite_db, tmp_path: Path, make_system
-) -> None:
+async def test_at_most_three_overflow_hops(time_env, db, tmp_path: Path, make_system) -> None:
     policy = tmp_path / "policy.toml"
     write_policy(policy, groups=_chain(5, full=3))
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         cid, visitor = await system.start_conversation(channel="app")
         body = await system.wait_for_state(cid, visitor, "queued")
         hop = await system.wait_for_event(cid, visitor, "conversation.overflowed")
@@ -220,7 +218,7 @@ async def test_at_most_three_overflow_hops(
         assert body["skill_group"] == "g3"  # three hops: g0 → g1 → g2 → g3
 
     write_policy(policy, groups=_chain(5, full=4))
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         cid, visitor = await system.start_conversation(channel="app")
         closed = await system.wait_for_event(cid, visitor, "conversation.closed")
         assert closed["data"]["close_reason"] == "overflow"  # g4 is never tried
@@ -231,9 +229,9 @@ async def test_at_most_three_overflow_hops(
 
 
 async def test_waiting_visitors_hear_their_place_and_estimated_wait(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         agent_id, agent = await system.create_agent("alice", max_concurrent=2, online=False)
         queued = []
         for place in range(1, 5):

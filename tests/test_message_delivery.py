@@ -49,17 +49,17 @@ async def test_a_retry_with_the_same_client_message_id_stores_nothing_new(
 
 
 async def test_engine_unreachable_answers_503_and_the_retry_completes_the_same_message(
-    time_env, sqlite_db, policy_file, make_system, tmp_path: Path
+    time_env, db, policy_file, make_system, tmp_path: Path
 ) -> None:
     policy = policy_file()
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         _agent_id, agent = await system.create_agent()
         cid, visitor = await system.start_conversation()
         await system.wait_for_state(cid, visitor, "active")
         await system.post_message(cid, agent, "Anything else?")
 
         # A second API process whose Temporal connection is down, on the same database.
-        cut_off = create_app(test_settings(sqlite_db, policy, system.task_queue, "127.0.0.1:1"))
+        cut_off = create_app(test_settings(db, policy, system.task_queue, "127.0.0.1:1"))
         async with (
             cut_off.router.lifespan_context(cut_off),
             httpx.AsyncClient(

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from activities.dispatching import reconcile
+from domain.types import workflow_id
 from store.assignment import dispatch
 from store.models import Agent, QueueEntry
 from tests.utils import ADMIN, System, eventually
@@ -24,6 +25,14 @@ async def _queued(system: System) -> tuple[str, str, str]:
             return session.exec(select(QueueEntry.id)).first() is not None
 
     await eventually(in_queue, what="the queue entry")
+
+    async def placed() -> bool:
+        # The workflow has its placement: the enqueue activity is over, and with it the one
+        # assignment attempt it makes (which would otherwise race the agent coming online).
+        handle = system.env.client.get_workflow_handle(workflow_id(conversation_id))
+        return (await handle.query("snapshot"))["queued_at"] is not None
+
+    await eventually(placed, what="the enqueue activity to finish")
     return agent_id, conversation_id, visitor
 
 
@@ -33,8 +42,8 @@ def _online_without_trigger(system: System, agent_id: str) -> None:
         session.execute(sa.update(Agent).where(col(Agent.id) == agent_id).values(status="online"))
 
 
-async def test_a_lost_trigger_is_repaired(time_env, sqlite_db, policy_file, make_system) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+async def test_a_lost_trigger_is_repaired(time_env, db, policy_file, make_system) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
         agent_id, conversation_id, visitor = await _queued(system)
         _online_without_trigger(system, agent_id)
         await asyncio.sleep(0.5)
@@ -48,9 +57,9 @@ async def test_a_lost_trigger_is_repaired(time_env, sqlite_db, policy_file, make
 
 
 async def test_a_lost_assignment_signal_is_sent_again(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         agent_id, conversation_id, visitor = await _queued(system)
         _online_without_trigger(system, agent_id)
         # Assigned in the database, but the process died before signalling the workflow.

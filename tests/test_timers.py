@@ -43,9 +43,9 @@ def _handle(system: System, conversation_id: str) -> WorkflowHandle:
 
 
 async def test_idle_warning_after_an_unanswered_agent_message(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         assert (await system.post_message(cid, agent, "Anything else?")).status_code == 201
 
@@ -61,9 +61,9 @@ async def test_idle_warning_after_an_unanswered_agent_message(
 
 
 async def test_no_countdown_while_the_visitor_has_the_last_word(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         await system.post_message(cid, visitor, "Hello?")
         await time_env.sleep(600)
@@ -76,9 +76,9 @@ async def test_no_countdown_while_the_visitor_has_the_last_word(
 
 
 async def test_a_visitor_message_after_the_warning_cancels_the_auto_close(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         await system.post_message(cid, agent, "Anything else?")
         await time_env.sleep(185)
@@ -90,9 +90,9 @@ async def test_a_visitor_message_after_the_warning_cancels_the_auto_close(
 
 
 async def test_a_new_agent_message_restarts_the_countdown(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         await system.post_message(cid, agent, "One moment")
         await time_env.sleep(120)
@@ -105,9 +105,9 @@ async def test_a_new_agent_message_restarts_the_countdown(
 
 
 async def test_auto_close_then_rating_invite_and_the_seat_is_freed(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         agent_id, agent, cid, visitor = await _active(system)
         await system.post_message(cid, agent, "Anything else?")
         await time_env.sleep(185)
@@ -135,9 +135,9 @@ async def test_auto_close_then_rating_invite_and_the_seat_is_freed(
 
 
 async def test_rating_within_the_window_completes_the_conversation(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         response = await system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(agent))
         assert response.json()["close_reason"] == "agent_closed"
@@ -161,8 +161,8 @@ async def test_rating_within_the_window_completes_the_conversation(
         assert (await _types(system, cid, visitor)).count("rating.submitted") == 1
 
 
-async def test_rating_window_expires(time_env, sqlite_db, policy_file, make_system) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+async def test_rating_window_expires(time_env, db, policy_file, make_system) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
         _agent_id, _agent, cid, visitor = await _active(system)
         await system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(visitor))
         await system.wait_for_event(cid, visitor, "rating.invited")
@@ -179,10 +179,8 @@ async def test_rating_window_expires(time_env, sqlite_db, policy_file, make_syst
         assert await _handle(system, cid).result() == "visitor_closed"
 
 
-async def test_closes_by_agent_visitor_and_abandon(
-    time_env, sqlite_db, policy_file, make_system
-) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+async def test_closes_by_agent_visitor_and_abandon(time_env, db, policy_file, make_system) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
         agent_id, agent, by_agent, visitor_a = await _active(system)
         by_visitor, visitor_b = await system.start_conversation()
         await system.wait_for_state(by_visitor, visitor_b, "active")
@@ -217,10 +215,10 @@ async def test_closes_by_agent_visitor_and_abandon(
 
 
 async def test_a_changed_duration_applies_to_the_next_timer(
-    time_env, sqlite_db, tmp_path: Path, make_system
+    time_env, db, tmp_path: Path, make_system
 ) -> None:
     policy = write_policy(tmp_path / "policy.toml", idle_warning_after="3m")
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         await system.post_message(cid, agent, "First answer")
         await time_env.sleep(185)
@@ -248,19 +246,17 @@ async def eventually_count(system: System, cid: str, token: str, kind: str, coun
 
 
 async def test_timers_due_while_no_worker_runs_fire_when_one_is_back(
-    dev_env, sqlite_db, policy_file, make_system
+    dev_env, db, policy_file, make_system
 ) -> None:
     """Invariant 5: the countdown is a server-side timer, not a worker's. (On the dev server in
     real time: the time-skipping server does not move its clock past work no worker takes.)"""
-    start = make_system(
-        dev_env, sqlite_db, policy_file(idle_warning_after="1s", idle_close_after="1s")
-    )
+    start = make_system(dev_env, db, policy_file(idle_warning_after="1s", idle_close_after="1s"))
     async with start() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         await system.post_message(cid, agent, "Anything else?")
         task_queue = system.task_queue
     await asyncio.sleep(3)  # every worker is gone while the warning and the auto-close fall due
-    with sqlite_db.read() as session:
+    with db.read() as session:
         written = [
             e.type for e in events_after(session, conversation_id=cid, after_seq=0, limit=99)
         ]
@@ -274,10 +270,8 @@ async def test_timers_due_while_no_worker_runs_fire_when_one_is_back(
         assert types.index(WARNING) < types.index("conversation.closed")
 
 
-async def test_histories_replay_deterministically(
-    time_env, sqlite_db, policy_file, make_system
-) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+async def test_histories_replay_deterministically(time_env, db, policy_file, make_system) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
         _agent_id, agent, cid, visitor = await _active(system)
         await system.post_message(cid, visitor, "Hi")
         await system.post_message(cid, agent, "Hello, how can I help?")

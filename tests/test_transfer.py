@@ -12,10 +12,8 @@ async def _load(system: System, agent_id: str) -> int:
     return (await system.http.get(f"/v1/agents/{agent_id}", headers=ADMIN)).json()["load"]
 
 
-async def test_transfer_to_an_agent_within_capacity(
-    time_env, sqlite_db, policy_file, make_system
-) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+async def test_transfer_to_an_agent_within_capacity(time_env, db, policy_file, make_system) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
         alice, alice_token = await system.create_agent("alice", max_concurrent=2)
         cid, visitor = await system.start_conversation()
         await system.wait_for_state(cid, visitor, "active")
@@ -48,9 +46,9 @@ async def test_transfer_to_an_agent_within_capacity(
 
 
 async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(
-    time_env, sqlite_db, policy_file, make_system
+    time_env, db, policy_file, make_system
 ) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+    async with make_system(time_env, db, policy_file())() as system:
         alice, alice_token = await system.create_agent("alice", max_concurrent=3)
         cid, visitor = await system.start_conversation()
         await system.wait_for_state(cid, visitor, "active")
@@ -88,11 +86,11 @@ async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(
 
 
 async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
-    time_env, sqlite_db, tmp_path: Path, make_system
+    time_env, db, tmp_path: Path, make_system
 ) -> None:
     groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
     policy = write_policy(tmp_path / "policy.toml", groups=groups)
-    async with make_system(time_env, sqlite_db, policy)() as system:
+    async with make_system(time_env, db, policy)() as system:
         slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
         cid, visitor = await system.start_conversation()
         assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
@@ -129,8 +127,8 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
         assert (await system.conversation(cid, visitor))["agent_id"] == fast  # replied in time
 
 
-async def test_transfer_errors(time_env, sqlite_db, policy_file, make_system) -> None:
-    async with make_system(time_env, sqlite_db, policy_file())() as system:
+async def test_transfer_errors(time_env, db, policy_file, make_system) -> None:
+    async with make_system(time_env, db, policy_file())() as system:
         alice, alice_token = await system.create_agent("alice")
         cid, visitor = await system.start_conversation()
         await system.wait_for_state(cid, visitor, "active")
