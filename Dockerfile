@@ -10,8 +10,10 @@ COPY workflows workflows
 COPY activities activities
 COPY api api
 COPY config config
-COPY worker.py launch.py settings.py ./
+# Every top-level module (worker.py, settings.py, …): tests/test_compose.py checks none is missed.
+COPY *.py ./
 RUN pip install -e . && useradd --system --uid 10001 switchboard
 USER switchboard
-EXPOSE 8000
+# The API; the worker's Temporal SDK metrics (SWITCHBOARD_WORKER_METRICS_ADDRESS).
+EXPOSE 8000 9464
 CMD ["python", "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run test lint ui-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
+
+# The supervisor's view in the Temporal UI, checked in headless Chromium (Debian's chromium).
+ui-check: $(VENV)/.installed-dev
+	$(BIN)/pytest -q tests/test_supervisor.py
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info

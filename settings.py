@@ -19,6 +19,8 @@ DEV_ADMIN_TOKEN = "dev-admin-token"
 DEV_APP_KEY = "dev-app-key"
 DEV_SECRET_KEY = "dev-secret-key-change-me"
 
+LogFormat = Literal["json", "console"]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
@@ -43,6 +45,11 @@ class Settings(BaseSettings):
     stream_keepalive_seconds: float = 15
     # Safety net for assignment triggers lost to a crash.
     reconcile_interval_seconds: float = 10.0
+    # Logs: JSON lines or readable console lines; unset means JSON in production only.
+    log_format: LogFormat | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where the worker serves the Temporal SDK's metrics for Prometheus ("" turns them off).
+    worker_metrics_address: str = "127.0.0.1:9464"
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:

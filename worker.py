@@ -12,16 +12,48 @@ import signal
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import Worker
 
 from activities import ConversationActivities
 from activities.dispatching import reconcile_forever
 from domain.policy import PolicySource
+from logging_setup import configure_logging
 from settings import Settings, get_settings
 from store.db import Database
 from workflows import ConversationWorkflow
 
 log = logging.getLogger("switchboard.worker")
+
+
+def sdk_runtime(*, metrics_address: str) -> Runtime:
+    """The Temporal SDK's runtime for this worker: its metrics served for Prometheus at
+    http://<metrics_address>/metrics ("" for none), and Core's log lines through our logging."""
+    core_logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+    if not metrics_address:
+        return Runtime(telemetry=TelemetryConfig(logging=core_logs))
+    try:
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                logging=core_logs, metrics=PrometheusConfig(bind_address=metrics_address)
+            )
+        )
+    except ValueError as exc:
+        # Taken, say, by another worker on this machine: serving conversations matters more.
+        log.warning("no worker metrics: %s (set SWITCHBOARD_WORKER_METRICS_ADDRESS)", exc)
+        return Runtime(telemetry=TelemetryConfig(logging=core_logs))
+    log.info("Temporal SDK metrics at http://%s/metrics", metrics_address)
+    return runtime
 
 
 def build_worker(*, client: Client, db: Database, policy: PolicySource, task_queue: str) -> Worker:
@@ -41,7 +73,11 @@ async def run_worker(settings: Settings) -> None:
     policy = PolicySource(settings.policy)
     db = Database(settings.database_url)
     db.create_schema()
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    client = await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        runtime=sdk_runtime(metrics_address=settings.worker_metrics_address),
+    )
     worker = build_worker(client=client, db=db, policy=policy, task_queue=settings.task_queue)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -59,8 +95,9 @@ async def run_worker(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
-    asyncio.run(run_worker(get_settings()))
+    settings = get_settings()
+    configure_logging(settings)
+    asyncio.run(run_worker(settings))
     log.info("worker stopped")
     logging.shutdown()
     # The SDK's Rust threads can outlive the event loop and abort CPython's finalization

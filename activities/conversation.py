@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.dispatching import assign_and_notify
-from domain.policy import Policy, PolicySource, SkillGroup, VisitorContext
+from domain.policy import Policy, PolicySource, SkillGroup
 from domain.types import (
     LEFT_MESSAGE_REASONS,
     AssignmentRecord,
@@ -132,19 +132,12 @@ class ConversationActivities:
             with self.db.write() as session:
                 conversation = _conversation(session, request.conversation_id)
                 if conversation.skill_group is None:  # a retry keeps the first decision
-                    route = policy.route(
-                        VisitorContext(
-                            channel=conversation.channel,
-                            entry=conversation.entry,
-                            tier=conversation.tier,
-                            language=conversation.language,
-                            has_order=conversation.order_id is not None,
-                        )
-                    )
+                    route = policy.route(conversation.visitor_context())
                     conversation.skill_group = route.skill_group
                     conversation.priority = route.priority
                     conversation.routing_rule = route.rule
-                    session.add(conversation)
+                conversation.policy_version = policy.version
+                session.add(conversation)
                 group = _group(policy, conversation.skill_group)
                 hours = group.hours
                 is_open = hours is None or hours.is_open(request.at)
@@ -168,6 +161,7 @@ class ConversationActivities:
                     rule=conversation.routing_rule,
                     is_open=is_open,
                     next_opening=next_opening,
+                    policy_version=policy.version,
                 )
 
         return await self._in_thread(work)
@@ -222,6 +216,7 @@ class ConversationActivities:
                     session.flush()
                     changed_queues.append(current.skill_group)
                 changed_queues.append(group.name)
+                conversation.policy_version = policy.version
                 entry = join_queue(
                     session, conversation, skill_group=group.name, priority=request.priority
                 )
@@ -508,6 +503,7 @@ class ConversationActivities:
                     next_opening=close.next_opening,
                 )
                 if conversation.state != ConversationState.CLOSED:
+                    conversation.policy_version = policy.version
                     conversation.state = ConversationState.CLOSED
                     conversation.close_reason = close.reason
                     conversation.closed_by = close.closed_by

@@ -8,16 +8,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, ProcessCollector
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
-from api.deps import Services
-from api.routes import agents, conversations, health, left_messages
+from api.deps import Services, refuse_nul_characters
+from api.observability import RequestContext, bind_path_ids, request_latency
+from api.routes import admin, agents, conversations, health, left_messages, monitor
 from api.streams import EventHints, listen_for_events
 from api.temporal import TemporalGateway
 from domain.policy import PolicySource
+from logging_setup import configure_logging
 from settings import Settings, get_settings
 from store.db import Database
 
@@ -48,6 +51,7 @@ class BodySizeLimit:
 
 def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,8 +82,15 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         version="0.1.0",
         summary="Customer-service conversations as durable Temporal workflows",
         lifespan=lifespan,
+        dependencies=[Depends(bind_path_ids), Depends(refuse_nul_characters)],
     )
+    # Per app, not the process-wide default: each app (tests make many) counts its own.
+    metrics = CollectorRegistry()
+    metrics.register(monitor.MonitorGauges(app))
+    ProcessCollector(registry=metrics)
+    app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestContext, latency=request_latency(metrics))  # outermost
 
     @app.exception_handler(sa.exc.OperationalError)
     async def database_unavailable(_request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
@@ -94,6 +105,8 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(agents.router)
     app.include_router(conversations.router)
     app.include_router(left_messages.router)
+    app.include_router(monitor.router)
+    app.include_router(admin.router)
     return app
 
 

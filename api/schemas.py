@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from domain.types import AgentStatus, MessageType
+from domain.types import AgentStatus, ConversationSnapshot, MessageType
 
 
 class _Input(BaseModel):
@@ -93,6 +93,7 @@ class ConversationPublic(BaseModel):
     skill_group: str | None
     priority: int
     routing_rule: int | None = Field(description="Index of the matched [[routing]] rule")
+    policy_version: str | None = Field(description="Policy version of its latest decision")
     agent_id: str | None
     queue_position: int | None = Field(description="1-based place in the queue while queued")
     estimated_wait: float | None = Field(
@@ -198,6 +199,25 @@ class Health(BaseModel):
     temporal: str
 
 
+# --- admin ----------------------------------------------------------------------------------
+
+
+class PolicyPublic(BaseModel):
+    version: str = Field(description="A hash of the policy file in force")
+    path: str
+    loaded_at: datetime
+    last_error: str | None = Field(
+        description="Why the newest edit of the file was refused (the policy in force stays)"
+    )
+    policy: dict[str, Any]
+
+
+class ConversationSupervision(BaseModel):
+    workflow: ConversationSnapshot = Field(description="The workflow's `snapshot` query")
+    queue_position: int | None
+    estimated_wait: float | None
+
+
 # --- left messages --------------------------------------------------------------------------
 
 
@@ -224,3 +244,40 @@ class LeftMessagePublic(BaseModel):
     resolved_at: datetime | None
     resolved_by: str | None
     resolution_note: str | None
+
+
+# --- monitoring -----------------------------------------------------------------------------
+
+
+class SkillGroupMonitor(BaseModel):
+    """One skill group's figures. /metrics has each as the gauge `switchboard_<name>`."""
+
+    skill_group: str
+    waiting: int = Field(description="Conversations in the group's queue now")
+    longest_wait_seconds: float = Field(
+        description="How long the longest-waiting of them has waited (since it first queued)"
+    )
+    agents_online: int
+    agents_away: int
+    agents_at_capacity: int = Field(description="Online agents with no room for another")
+    load: int = Field(description="Conversations held by the group's online agents")
+    capacity: int = Field(description="The sum of max_concurrent of the group's online agents")
+    average_wait_seconds: float | None = Field(
+        description="Queued → assigned, over assignments from the queue in the last 15 minutes"
+    )
+    average_handling_seconds: float | None = Field(
+        description="Assigned → released, over conversations released in the last 15 minutes"
+    )
+    overflows_today: int = Field(
+        description="Conversations that moved on to another group or closed with `overflow`"
+    )
+    abandons_today: int = Field(description="Closed with `abandoned` (the visitor gave up)")
+    auto_closes_today: int = Field(description="Closed with `idle_timeout`")
+    ratings_today: int = Field(description="Ratings of conversations closed today")
+    average_rating_today: float | None = Field(description="Their average score, 1 to 5")
+
+
+class MonitorPublic(BaseModel):
+    at: datetime = Field(description="When the figures were read")
+    day_started_at: datetime = Field(description="Start of today (UTC) for the *_today figures")
+    skill_groups: list[SkillGroupMonitor] = Field(description="Every group of the policy")

@@ -6,10 +6,12 @@ changes, so running conversations pick up new values at their next timer without
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import threading
 import tomllib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -157,6 +160,12 @@ class Policy(_Strict):
     skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
     routing: list[RoutingRule] = []
     texts: Texts = Texts()
+    # Which file content this is (a hash of it): what each conversation records it ran under.
+    _version: str = PrivateAttr(default="builtin")
+
+    @property
+    def version(self) -> str:
+        return self._version
 
     @model_validator(mode="after")
     def _groups_consistent(self) -> Policy:
@@ -247,25 +256,30 @@ def _describe(error: ValidationError, path: Path) -> str:
 
 def load_policy(path: Path) -> Policy:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise PolicyError(f"policy file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"invalid policy file {path}: {exc}") from None
     try:
-        return Policy.model_validate(raw)
+        policy = Policy.model_validate(raw)
     except ValidationError as exc:
         raise PolicyError(_describe(exc, path)) from None
+    policy._version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return policy
 
 
 class PolicySource:
-    """The current policy, re-read when the file changes; a bad edit keeps the last good one."""
+    """The current policy, re-read when the file changes (looked at on every use, so no restart
+    and no watcher thread); a bad edit keeps the last good one and says why in `last_error`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._stamp = self._file_stamp()
         self._policy = load_policy(path)  # a bad file at start is refused here
+        self.loaded_at = datetime.now(UTC)
         self.last_error: str | None = None
 
     def _file_stamp(self) -> tuple[int, int]:
@@ -281,8 +295,26 @@ class PolicySource:
             if stamp != self._stamp:
                 self._stamp = stamp
                 try:
-                    self._policy = load_policy(self.path)
-                    self.last_error = None
-                except PolicyError as exc:
-                    self.last_error = str(exc)
+                    self._load()
+                except PolicyError:
+                    pass  # kept in last_error; the last good policy stays
             return self._policy
+
+    def reload(self) -> Policy:
+        """Read the file now. A bad file raises PolicyError and the last good policy stays."""
+        with self._lock:
+            with contextlib.suppress(OSError):  # a missing file is named by _load
+                self._stamp = self._file_stamp()
+            self._load()
+            return self._policy
+
+    def _load(self) -> None:
+        try:
+            policy = load_policy(self.path)
+        except PolicyError as exc:
+            self.last_error = str(exc)
+            raise
+        if policy.version != self._policy.version:
+            self.loaded_at = datetime.now(UTC)
+        self._policy = policy
+        self.last_error = None

@@ -91,7 +91,10 @@ SA_AGENT = SearchAttributeKey.for_keyword("AgentId")
 SA_CHANNEL = SearchAttributeKey.for_keyword("Channel")
 SA_CLOSE_REASON = SearchAttributeKey.for_keyword("CloseReason")
 SA_PRIORITY = SearchAttributeKey.for_int("QueuePriority")
+SA_OVERFLOW_HOPS = SearchAttributeKey.for_int("OverflowHops")
 SA_QUEUED_AT = SearchAttributeKey.for_datetime("QueuedAt")
+# When the conversation closed (the workflow's own CloseTime comes later, after the rating).
+SA_CLOSED_AT = SearchAttributeKey.for_datetime("ClosedAt")
 SEARCH_ATTRIBUTES = (
     SA_STATE,
     SA_SKILL_GROUP,
@@ -99,7 +102,9 @@ SEARCH_ATTRIBUTES = (
     SA_CHANNEL,
     SA_CLOSE_REASON,
     SA_PRIORITY,
+    SA_OVERFLOW_HOPS,
     SA_QUEUED_AT,
+    SA_CLOSED_AT,
 )
 
 
@@ -188,10 +193,13 @@ class ConversationFlow:
     conversation_id: str
     customer_id: str
     channel: str
+    tier: str | None = None
     state: str = ConversationState.QUEUED
     routed: bool = False
     skill_group: str | None = None
     priority: int = 0
+    routing_rule: int | None = None
+    policy_version: str | None = None  # of the policy that routed it
     queued_at: datetime | None = None
     # The queue the conversation waits in now: since when, for how long at most, hops so far.
     in_group_since: datetime | None = None
@@ -209,6 +217,8 @@ class ConversationFlow:
     close_reason: str | None = None
     last_message_seq: int = 0
     last_message_role: str | None = None
+    last_activity_at: datetime | None = None
+    closed_at: datetime | None = None
     countdown: IdleCountdown = field(default_factory=IdleCountdown)
     rating_status: str = RatingStatus.NONE
     rating_expires_at: datetime | None = None
@@ -232,6 +242,7 @@ class RouteResult:
     rule: int | None
     is_open: bool
     next_opening: datetime | None
+    policy_version: str | None = None
 
 
 @dataclass
@@ -295,14 +306,26 @@ class RatingRecord:
 
 @dataclass
 class ConversationSnapshot:
+    """What the workflow knows now (the `snapshot` query): state, who, and its pending timers
+    with when they fire (None: not pending)."""
+
     conversation_id: str
     state: str
+    channel: str
     skill_group: str | None
+    priority: int
+    routing_rule: int | None
+    policy_version: str | None
+    overflow_hops: int
     agent_id: str | None
     close_reason: str | None
     rating_status: str
     queued_at: datetime | None
     last_message_seq: int
+    last_activity_at: datetime | None
+    closed_at: datetime | None
+    overflow_at: datetime | None
+    first_reply_due_at: datetime | None
     idle_warning_at: datetime | None
     idle_close_at: datetime | None
     rating_expires_at: datetime | None

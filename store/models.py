@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from domain.policy import VisitorContext
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -72,13 +74,15 @@ class Conversation(SQLModel, table=True):
     priority: int = 0
     # Index of the [[routing]] rule that matched; None: the default group.
     routing_rule: int | None = None
+    # The policy (its version: a hash of the file) of the latest decision taken for it.
+    policy_version: str | None = Field(default=None, max_length=16)
     queued_at: datetime | None = _at(nullable=True, default=None)
     agent_id: str | None = Field(default=None, index=True, max_length=64)
     assigned_at: datetime | None = _at(nullable=True, default=None)
     load_released: bool = False
     close_reason: str | None = Field(default=None, max_length=32)
     closed_by: str | None = Field(default=None, max_length=64)
-    closed_at: datetime | None = _at(nullable=True, default=None)
+    closed_at: datetime | None = _at(nullable=True, default=None, index=True)
     rating_status: str = Field(default="none", max_length=16)
     rating_expires_at: datetime | None = _at(nullable=True, default=None)
     rating_score: int | None = None
@@ -91,12 +95,29 @@ class Conversation(SQLModel, table=True):
     agent_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _at(default_factory=utcnow)
 
+    def visitor_context(self) -> VisitorContext:
+        """What routing looks at."""
+        return VisitorContext(
+            channel=self.channel,
+            entry=self.entry,
+            tier=self.tier,
+            language=self.language,
+            has_order=self.order_id is not None,
+        )
+
 
 class Event(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("conversation_id", "seq"),
         # An activity that runs twice writes its event once.
         sa.UniqueConstraint("conversation_id", "dedupe_key"),
+        # The monitor counts today's overflows: a small index over those events only.
+        sa.Index(
+            "ix_event_overflowed_at",
+            "at",
+            postgresql_where=sa.text("type = 'conversation.overflowed'"),
+            sqlite_where=sa.text("type = 'conversation.overflowed'"),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversation.id", max_length=32)
@@ -145,8 +166,9 @@ class Assignment(SQLModel, table=True):
     queue_ticket: int | None = None  # None: a direct transfer to the agent
     priority: int = 0
     enqueued_at: datetime = _at()
-    assigned_at: datetime = _at(default_factory=utcnow)
-    released_at: datetime | None = _at(nullable=True, default=None)
+    # Indexed for the monitor's recent waits and handling times.
+    assigned_at: datetime = _at(default_factory=utcnow, index=True)
+    released_at: datetime | None = _at(nullable=True, default=None, index=True)
 
 
 class LeftMessage(SQLModel, table=True):

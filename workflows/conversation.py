@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
         SA_AGENT,
         SA_CHANNEL,
         SA_CLOSE_REASON,
+        SA_CLOSED_AT,
+        SA_OVERFLOW_HOPS,
         SA_PRIORITY,
         SA_QUEUED_AT,
         SA_SKILL_GROUP,
@@ -93,6 +95,8 @@ class ConversationWorkflow:
             flow.routed = True
             flow.skill_group = route.skill_group
             flow.priority = route.priority
+            flow.routing_rule = route.rule
+            flow.policy_version = route.policy_version
             if not route.is_open:
                 await self._close(CloseReason.OUT_OF_HOURS, next_opening=route.next_opening)
                 return
@@ -313,6 +317,7 @@ class ConversationWorkflow:
         )
         flow.state = ConversationState.CLOSED
         flow.close_reason = reason
+        flow.closed_at = workflow.now()
         flow.countdown = IdleCountdown()
         self._publish()
 
@@ -349,13 +354,16 @@ class ConversationWorkflow:
             return  # a duplicate, or older than what we already know: the latest message decides
         flow.last_message_seq = message.seq
         flow.last_message_role = message.sender_role
-        if flow.state != ConversationState.ACTIVE:
-            return
-        if message.sender_role == Role.AGENT:
-            flow.agent_replied = True
-            flow.countdown = IdleCountdown(agent_message_seq=message.seq, armed_at=workflow.now())
-        else:
-            flow.countdown = IdleCountdown()
+        flow.last_activity_at = workflow.now()
+        if flow.state == ConversationState.ACTIVE:
+            if message.sender_role == Role.AGENT:
+                flow.agent_replied = True
+                flow.countdown = IdleCountdown(
+                    agent_message_seq=message.seq, armed_at=workflow.now()
+                )
+            else:
+                flow.countdown = IdleCountdown()
+        self._describe()
 
     @workflow.signal
     def agent_assigned(self, assigned: AgentAssigned) -> None:
@@ -434,19 +442,28 @@ class ConversationWorkflow:
     @workflow.query
     def snapshot(self) -> ConversationSnapshot:
         flow = self.flow
-        countdown = flow.countdown
+        timers = self._pending_timers()
         return ConversationSnapshot(
             conversation_id=flow.conversation_id,
             state=flow.state,
+            channel=flow.channel,
             skill_group=flow.skill_group,
+            priority=flow.priority,
+            routing_rule=flow.routing_rule,
+            policy_version=flow.policy_version,
+            overflow_hops=flow.overflow_hops,
             agent_id=flow.agent_id,
             close_reason=flow.close_reason,
             rating_status=flow.rating_status,
             queued_at=flow.queued_at,
             last_message_seq=flow.last_message_seq,
-            idle_warning_at=countdown.warning_at if not countdown.warned else None,
-            idle_close_at=countdown.close_at,
-            rating_expires_at=flow.rating_expires_at,
+            last_activity_at=flow.last_activity_at,
+            closed_at=flow.closed_at,
+            overflow_at=timers.get("queue overflow"),
+            first_reply_due_at=timers.get("agent first reply"),
+            idle_warning_at=timers.get("idle warning"),
+            idle_close_at=timers.get("idle auto-close"),
+            rating_expires_at=timers.get("rating expiry"),
         )
 
     # --- helpers ---------------------------------------------------------------------------
@@ -470,6 +487,7 @@ class ConversationWorkflow:
 
     async def _sleep_until(self, deadline: datetime, woken: Callable[[], bool]) -> bool:
         """Wait for `woken()` or the deadline (a durable timer). True if woken first."""
+        self._describe()  # the supervisor sees the timer that is about to run
         remaining = (deadline - workflow.now()).total_seconds()
         if remaining <= 0:
             return woken()
@@ -502,7 +520,60 @@ class ConversationWorkflow:
         ]
         if flow.queued_at:
             updates.append(SA_QUEUED_AT.value_set(flow.queued_at))
+        if flow.overflow_hops:
+            updates.append(SA_OVERFLOW_HOPS.value_set(flow.overflow_hops))
+        if flow.closed_at:
+            updates.append(SA_CLOSED_AT.value_set(flow.closed_at))
         workflow.upsert_search_attributes(updates)
+        self._describe()
+
+    def _pending_timers(self) -> dict[str, datetime]:
+        """The durable timers this conversation waits on now, by what they do, with when."""
+        flow = self.flow
+        countdown = flow.countdown
+        timers: dict[str, datetime | None] = {}
+        if flow.state == ConversationState.QUEUED and flow.max_queue_wait_s and flow.in_group_since:
+            timers["queue overflow"] = flow.in_group_since + timedelta(
+                seconds=flow.max_queue_wait_s
+            )
+        if flow.state == ConversationState.ACTIVE:
+            if countdown.agent_message_seq == 0 and not flow.agent_replied:
+                timers["agent first reply"] = flow.first_reply_due_at
+            elif countdown.agent_message_seq and not countdown.warned:
+                timers["idle warning"] = countdown.warning_at
+            elif countdown.warned:
+                timers["idle auto-close"] = countdown.close_at
+        if flow.rating_status == RatingStatus.PENDING:
+            timers["rating expiry"] = flow.rating_expires_at
+        return {name: at for name, at in timers.items() if at is not None}
+
+    def _describe(self) -> None:
+        """The Temporal UI's current details: where the conversation stands, in markdown.
+        Never customer text or personal data."""
+        flow = self.flow
+        lines = [f"**{flow.state}** · {flow.channel} · {flow.skill_group or 'routing'}"]
+        if flow.agent_id:
+            lines.append(f"- agent: **{flow.agent_id}**")
+        if flow.state == ConversationState.QUEUED and flow.queued_at:
+            lines.append(f"- waiting since {_clock(flow.queued_at)}")
+        if flow.last_activity_at:
+            lines.append(
+                f"- last message: {_clock(flow.last_activity_at)} ({flow.last_message_role})"
+            )
+        if flow.closed_at:
+            lines.append(f"- closed {_clock(flow.closed_at)}: {flow.close_reason}")
+        rule = "default group" if flow.routing_rule is None else f"rule {flow.routing_rule}"
+        lines.append(
+            f"- routing: {rule} · priority {flow.priority} · overflow hops {flow.overflow_hops}"
+        )
+        lines += [f"- timer: {name} at {_clock(at)}" for name, at in self._pending_timers().items()]
+        if flow.policy_version:
+            lines.append(f"- policy {flow.policy_version}")
+        workflow.set_current_details("\n".join(lines))
+
+
+def _clock(at: datetime) -> str:
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _reason_for(request: CloseRequest) -> str:

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from activities.dispatching import assign_and_notify
 from api.deps import (
+    MAX_SEQ,
     AgentSelfOrAdmin,
     ServicesDep,
     StreamStart,
@@ -192,7 +193,7 @@ async def list_agent_conversations(
 async def list_agent_events(
     agent: AgentSelfOrAdmin,
     services: ServicesDep,
-    after_seq: Annotated[int, Query(ge=0, description="A feed seq (agent_seq)")] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ, description="A feed seq (agent_seq)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AgentEventPage:
     def read() -> AgentEventPage:

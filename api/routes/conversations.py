@@ -18,6 +18,7 @@ from temporalio.common import (
 from temporalio.service import RPCError
 
 from api.deps import (
+    MAX_SEQ,
     ConversationOfCaller,
     CurrentPrincipal,
     ServicesDep,
@@ -101,6 +102,7 @@ def _view(session: Session, conversation: Conversation) -> ConversationPublic:
         skill_group=conversation.skill_group,
         priority=conversation.priority,
         routing_rule=conversation.routing_rule,
+        policy_version=conversation.policy_version,
         agent_id=conversation.agent_id if conversation.state != ConversationState.QUEUED else None,
         queue_position=position,
         estimated_wait=wait,
@@ -178,6 +180,8 @@ async def start_conversation(
 ) -> ConversationCreated:
     conversation, created = await run_in_threadpool(_open_or_new, services.db, body)
     client = await services.temporal.client()
+    # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
+    expected = services.policy.current().route(conversation.visitor_context())
     try:
         # Idempotent: a retry after a failed start, or the open conversation, starts it once.
         await client.start_workflow(
@@ -186,6 +190,7 @@ async def start_conversation(
                 conversation_id=conversation.id,
                 customer_id=conversation.customer_id,
                 channel=conversation.channel,
+                tier=conversation.tier,
             ),
             id=workflow_id(conversation.id),
             task_queue=services.settings.task_queue,
@@ -196,7 +201,9 @@ async def start_conversation(
                     SearchAttributePair(SA_CHANNEL, conversation.channel),
                 ]
             ),
-            static_summary=f"{conversation.channel} conversation",
+            static_summary=" · ".join(
+                [conversation.channel, expected.skill_group, conversation.tier or "standard"]
+            ),
         )
     except RPCError as exc:
         raise EngineUnavailable() from exc
@@ -398,7 +405,7 @@ async def typing(
 async def list_events(
     conversation: ConversationOfCaller,
     services: ServicesDep,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
     def read() -> list[EventPublic]:

@@ -1,0 +1,221 @@
+"""The supervisor's console is the Temporal UI: conversations in several states, found by the
+README's own filters (real dev server, real visibility), described by their summary, current
+details and snapshot, and listed by the UI itself in headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import urllib.parse
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.testing import WorkflowEnvironment
+
+from domain.types import ConversationSnapshot, workflow_id
+from settings import PROJECT_ROOT
+from store.db import Database
+from tests.browser import chromium_path, open_page
+from tests.conftest import start_dev_server
+from tests.test_e2e import _free_port
+from tests.utils import ADMIN, DEFAULT_GROUPS, System, bearer, eventually, write_policy
+
+pytestmark = pytest.mark.e2e
+
+GROUPS = DEFAULT_GROUPS + (
+    '[[skill_groups]]\nname = "callback"\nmax_queue_wait = "1s"\noverflow_to = "after_sales"\n'
+)
+ROUTING = (
+    '[[routing]]\nwhen = { entry = "returns" }\nskill_group = "after_sales"\n'
+    '[[routing]]\nwhen = { entry = "callback" }\nskill_group = "callback"\n'
+)
+
+
+def readme_filters() -> list[str]:
+    """The filters the README offers supervisors, as written there."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("Ready-to-paste filters", 1)[1]
+    block = section.split("```", 2)[1]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@dataclass
+class Floor:
+    """A contact-centre floor in several states at once."""
+
+    system: System
+    ui_port: int
+    waited_long: str  # queued in after_sales before the threshold
+    waited_short: str  # queued in after_sales after it
+    active: str  # alice's
+    idle_closed: str
+    overflowed: str  # callback → after_sales
+    threshold: datetime
+
+
+@pytest.fixture
+async def ui_env() -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
+    """A dev server of its own (its visibility holds only this test's conversations), with UI."""
+    port = _free_port()
+    env = await start_dev_server(ui_port=port)
+    yield env, port
+    await env.shutdown()
+
+
+@pytest.fixture
+async def floor(ui_env, db: Database, tmp_path: Path, make_system) -> AsyncIterator[Floor]:
+    env, ui_port = ui_env
+    policy = write_policy(
+        tmp_path / "policy.toml",
+        idle_warning_after="1s",
+        idle_close_after="1s",
+        groups=GROUPS,
+        routing=ROUTING,
+    )
+    async with make_system(env, db, policy)() as system:
+        _, alice = await system.create_agent("alice", max_concurrent=3)
+        active, visitor = await system.start_conversation()
+        await system.wait_for_state(active, visitor, "active")
+        await system.post_message(active, visitor, "Hello")  # no agent message: no countdown
+        idle, idle_visitor = await system.start_conversation()
+        await system.wait_for_state(idle, idle_visitor, "active")
+        await system.post_message(idle, alice, "Anything else?")  # then silence
+        waited_long, first = await system.start_conversation(entry="returns")
+        # (A new conversation is "queued" from the start; this event says it joined.)
+        await system.wait_for_event(waited_long, first, "queue.position_changed")
+        await asyncio.sleep(1.2)
+        threshold = datetime.now(UTC).replace(microsecond=0)
+        await asyncio.sleep(1.2)
+        waited_short, second = await system.start_conversation(entry="returns")
+        await system.wait_for_event(waited_short, second, "queue.position_changed")
+        overflowed, over_visitor = await system.start_conversation(entry="callback")
+        await system.wait_for_event(overflowed, over_visitor, "conversation.overflowed")
+        await system.wait_for_state(idle, idle_visitor, "closed")
+        yield Floor(
+            system=system,
+            ui_port=ui_port,
+            waited_long=waited_long,
+            waited_short=waited_short,
+            active=active,
+            idle_closed=idle,
+            overflowed=overflowed,
+            threshold=threshold,
+        )
+
+
+def _with_times(line: str, floor: Floor) -> str:
+    """Put this run's times into a README filter (it shows example times): the waiting
+    threshold for `QueuedAt <`, today's midnight for the others."""
+    midnight = floor.threshold.replace(hour=0, minute=0, second=0)
+    when = floor.threshold if "QueuedAt <" in line else midnight
+    return re.sub(r'"\d{4}-\d\d-\d\dT[\d:.]+Z"', f'"{when:%Y-%m-%dT%H:%M:%SZ}"', line)
+
+
+async def _listed(env: WorkflowEnvironment, query: str) -> set[str]:
+    return {execution.id async for execution in env.client.list_workflows(query)}
+
+
+async def test_the_readme_filters_find_exactly_the_right_conversations(floor: Floor) -> None:
+    env = floor.system.env
+    waiting, alices, auto_closed, overflowed_today = readme_filters()
+    expected = {
+        waiting: {floor.waited_long},
+        alices: {floor.active},
+        auto_closed: {floor.idle_closed},
+        overflowed_today: {floor.overflowed},
+    }
+    for line, conversations in expected.items():
+        query = _with_times(line, floor)
+        wanted = {workflow_id(conversation) for conversation in conversations}
+
+        async def found(query: str = query, wanted: set[str] = wanted) -> set[str] | None:
+            listed = await _listed(env, query)
+            return listed if listed == wanted else None
+
+        await eventually(found, timeout=20, what=f"{query!r} to list {wanted}")
+
+
+async def test_summary_details_and_snapshot_tell_where_a_conversation_stands(
+    floor: Floor,
+) -> None:
+    client = floor.system.env.client
+    waiting = client.get_workflow_handle(workflow_id(floor.overflowed))
+    description = await waiting.describe()
+    assert await description.static_summary() == "web · callback · standard"
+
+    async def moved_on() -> ConversationSnapshot | None:
+        # The workflow takes the new queue a moment after the activity wrote the event.
+        snapshot = await waiting.query("snapshot", result_type=ConversationSnapshot)
+        return snapshot if snapshot.skill_group == "after_sales" else None
+
+    snapshot = await eventually(moved_on, what="the workflow to be in after_sales")
+    assert (snapshot.state, snapshot.overflow_hops) == ("queued", 1)
+    assert snapshot.routing_rule == 1 and snapshot.policy_version
+    assert snapshot.overflow_at is None  # after_sales has no maximum wait
+    metadata = await waiting.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    details = metadata.current_details
+    assert details.startswith("**queued** · web · after_sales")
+    assert "waiting since" in details and "overflow hops 1" in details
+    assert f"policy {snapshot.policy_version}" in details
+
+    active = client.get_workflow_handle(workflow_id(floor.active))
+    assert (
+        "agent: **alice**"
+        in (
+            await active.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        ).current_details
+    )
+    assert (
+        "Hello"
+        not in (
+            await active.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        ).current_details
+    ), "customer text in the details"
+
+    closed = await client.get_workflow_handle(workflow_id(floor.idle_closed)).query(
+        "snapshot", result_type=ConversationSnapshot
+    )
+    assert (closed.state, closed.close_reason) == ("closed", "idle_timeout")
+    assert closed.closed_at is not None and closed.rating_expires_at is not None
+
+    http = floor.system.http
+    seen = await http.get(f"/v1/admin/conversations/{floor.waited_short}/snapshot", headers=ADMIN)
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["queue_position"] == 2  # behind the one that waited longer
+    assert seen.json()["workflow"]["state"] == "queued"
+    _, visitor = await floor.system.start_conversation()
+    refused = await http.get(
+        f"/v1/admin/conversations/{floor.waited_short}/snapshot", headers=bearer(visitor)
+    )
+    assert refused.status_code == 403
+
+
+@pytest.mark.skipif(
+    chromium_path() is None and not os.environ.get("CI"),
+    reason="headless Chromium is not installed (Debian's chromium package)",
+)
+async def test_the_temporal_ui_lists_the_filtered_conversations(floor: Floor) -> None:
+    binary = chromium_path()
+    assert binary is not None, "CI must run the browser check: install Debian's chromium"
+    waiting = _with_times(readme_filters()[0], floor)
+    url = (
+        f"http://127.0.0.1:{floor.ui_port}/namespaces/default/workflows?query="
+        + urllib.parse.quote(waiting)
+    )
+    long_id, short_id = workflow_id(floor.waited_long), workflow_id(floor.waited_short)
+
+    async def visible() -> bool:
+        return long_id in {e.id async for e in floor.system.env.client.list_workflows(waiting)}
+
+    await eventually(visible, timeout=20, what="visibility to catch up")
+    async with open_page(binary) as page:
+        await page.goto(url)
+        text = await page.wait_for_text(
+            lambda shown: long_id in shown, what=f"{long_id} in the UI's list"
+        )
+    assert short_id not in text and workflow_id(floor.active) not in text
