@@ -7,6 +7,7 @@ A with Last-Event-ID and gets every event exactly once; assignment holds with bo
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlmodel import select
 
 from store.db import Database
 from store.models import Assignment
-from tests.test_e2e import Deployment, _events, _say, _sse, _start, _until_active
+from tests.test_e2e import Deployment, _events, _say, _sse, _start, _until_active, _until_event
 from tests.utils import ADMIN, bearer, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -193,3 +194,28 @@ async def test_typing_reaches_the_other_api_live_and_is_never_stored(
             assert signal["event"] == "conversation.typing" and signal["id"] is None
             assert signal["by_role"] == "visitor"
         assert len(await _events(a, cid, visitor)) == so_far  # not in the log
+
+
+async def test_a_worker_that_stops_hands_its_conversations_to_the_other(
+    two_of_each: Deployment,
+) -> None:
+    async with httpx.AsyncClient(base_url=two_of_each.urls[0], timeout=30) as a:
+        agent = await _agent(a, "jo", 4)
+        conversations = [await _start(a) for _ in range(4)]
+        for cid, visitor in conversations:
+            await _until_active(a, cid, visitor)
+        # Graceful stop (SIGTERM): it finishes what it runs, then hands the rest back.
+        stopped = two_of_each.processes.pop("worker-0")
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(30) == 0
+        log = (two_of_each.logs / "worker-0.log").read_text()
+        assert "Traceback" not in log and "worker stopped" in log
+        # Every conversation goes on with the other worker: the agent's message starts the
+        # idle countdown there, its warning and its auto-close fire there.
+        for cid, _visitor in conversations:
+            await _say(a, cid, agent, "Anything else?")
+        for cid, visitor in conversations:
+            closed = await _until_event(a, cid, visitor, "conversation.closed")
+            assert closed["data"]["close_reason"] == "idle_timeout"
+        load = (await a.get("/v1/agents/jo", headers=bearer(agent))).json()["load"]
+        assert load == 0
