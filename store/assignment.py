@@ -128,32 +128,56 @@ class _HeadTaken(Exception):
     pass
 
 
+def _first_servable(session: Session, skill_group: str) -> tuple[QueueEntry, Agent] | None:
+    """The first waiting conversation, in queue order, that an agent with room may take, and
+    that agent. Only agents it skipped (no first reply) differ from one conversation to the
+    next, so a conversation nobody may take does not hold up those behind it, and the search
+    stops at the first one that skipped nobody."""
+    entries = session.exec(
+        select(QueueEntry)
+        .where(QueueEntry.skill_group == skill_group)
+        .order_by(*queue_order())
+        .limit(_SKIPPED_HEADS_LOOKED_PAST + 1)
+        .with_for_update()
+    ).all()
+    if not entries:
+        # PostgreSQL skips a head that a concurrent assignment deleted while we waited for
+        # its lock; look again rather than leave the rest of the queue waiting.
+        if session.exec(select(QueueEntry.id).where(QueueEntry.skill_group == skill_group)).first():
+            raise _HeadTaken
+        return None
+    for entry in entries:
+        agent = _candidate_agent(session, skill_group, entry.conversation_id)
+        if agent is not None:
+            return entry, agent
+        skipped_someone = session.exec(
+            select(QueueSkip.agent_id).where(QueueSkip.conversation_id == entry.conversation_id)
+        ).first()
+        if skipped_someone is None:
+            return None  # nobody has room for anyone
+    return None
+
+
+# How many conversations that only skipped agents could take an assignment looks past.
+_SKIPPED_HEADS_LOOKED_PAST = 20
+
+
 def assign_next(db: Database, skill_group: str) -> NewAssignment | None:
     """Assign the head of one group's queue, if an agent has room. One transaction."""
     with db.write() as session:
         lock_queue(session, skill_group)
-        entry = session.exec(
-            select(QueueEntry)
-            .where(QueueEntry.skill_group == skill_group)
-            .order_by(*queue_order())
-            .limit(1)
-            .with_for_update()
-        ).first()
-        if entry is None:
-            # PostgreSQL skips a head that a concurrent assignment deleted while we waited for
-            # its lock; look again rather than leave the rest of the queue waiting.
-            if session.exec(
-                select(QueueEntry.id).where(QueueEntry.skill_group == skill_group)
-            ).first():
-                raise _HeadTaken
+        served = _first_servable(session, skill_group)
+        if served is None:
             return None
+        entry, agent = served
         now = utcnow()
         for _attempt in range(3):
-            agent = _candidate_agent(session, skill_group, entry.conversation_id)
-            if agent is None:
-                return None
             if take_capacity(session, agent.id, now):
                 break
+            next_agent = _candidate_agent(session, skill_group, entry.conversation_id)
+            if next_agent is None:
+                return None
+            agent = next_agent
         else:
             return None  # lost every race for capacity; the next trigger tries again
         session.delete(entry)

@@ -19,7 +19,15 @@ from sqlmodel import col, select
 
 from store.assignment import dispatch, join_queue, queue_position, release_agent
 from store.db import Database
-from store.models import Agent, AgentSkill, Assignment, Conversation, QueueEntry, utcnow
+from store.models import (
+    Agent,
+    AgentSkill,
+    Assignment,
+    Conversation,
+    QueueEntry,
+    QueueSkip,
+    utcnow,
+)
 from tests.utils import add_agent, enqueue_conversations, new_conversation
 
 
@@ -187,6 +195,27 @@ def test_release_is_counted_once(db: Database) -> None:
     with db.read() as session:
         agent = session.get(Agent, "alice")
         assert agent is not None and agent.active_count == 0
+
+
+def test_a_head_only_skipped_agents_have_room_for_does_not_hold_up_the_queue(
+    db: Database,
+) -> None:
+    add_agent(db, "alice", max_concurrent=3)
+    unanswered, next_one, last_one = enqueue_conversations(db, 3)
+    with db.write() as session:  # alice let `unanswered` go without a reply before
+        session.add(QueueSkip(conversation_id=unanswered, agent_id="alice"))
+    made = dispatch(db, ["general"])
+    assert [(m.conversation_id, m.agent_id) for m in made] == [
+        (next_one, "alice"),
+        (last_one, "alice"),
+    ]
+    with db.read() as session:
+        waiting = session.exec(select(QueueEntry.conversation_id)).all()
+    assert waiting == [unanswered]
+    add_agent(db, "bob", max_concurrent=1)
+    assert [(m.conversation_id, m.agent_id) for m in dispatch(db, ["general"])] == [
+        (unanswered, "bob")
+    ]
 
 
 def test_nobody_is_served_before_an_earlier_arrival_still_joining(db: Database) -> None:

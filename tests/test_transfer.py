@@ -127,6 +127,30 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
         assert (await system.conversation(cid, visitor))["agent_id"] == fast  # replied in time
 
 
+async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(
+    time_env, db, tmp_path: Path, make_system
+) -> None:
+    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
+    policy = write_policy(tmp_path / "policy.toml", groups=groups)
+    async with make_system(time_env, db, policy)() as system:
+        alice, alice_token = await system.create_agent("alice", max_concurrent=1)
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        assert (await system.post_message(cid, alice_token, "Hello!")).status_code == 201
+        bob, _ = await system.create_agent("bob", max_concurrent=1)
+        moved = await system.http.post(
+            f"/v1/conversations/{cid}/transfer",
+            headers=bearer(alice_token),
+            json={"to_agent_id": bob},
+        )
+        assert moved.status_code == 200, moved.text
+        await time_env.sleep(130)  # bob never writes
+        requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
+        assert requeued["data"] == {"agent_id": bob, "reason": "no_first_reply"}
+        # Back with alice (she has room again); not with bob, who is skipped now.
+        assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == alice
+
+
 async def test_transfer_errors(time_env, db, policy_file, make_system) -> None:
     async with make_system(time_env, db, policy_file())() as system:
         alice, alice_token = await system.create_agent("alice")

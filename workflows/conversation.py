@@ -270,6 +270,12 @@ class ConversationWorkflow:
             flow.assignment_round += 1
             flow.agent_replied = False
             flow.first_reply_due_at = None
+            # The new agent must answer in time too (histories from before this rule replay
+            # without it).
+            if flow.first_reply_timeout_s and workflow.patched("first-reply-after-transfer"):
+                flow.first_reply_due_at = workflow.now() + timedelta(
+                    seconds=flow.first_reply_timeout_s
+                )
             flow.countdown = IdleCountdown()
             self._publish()
         else:
