@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint ui-check clean
+.PHONY: run test lint ui-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(VENV)/.installed-dev lint
 # The supervisor's view in the Temporal UI, checked in headless Chromium (Debian's chromium).
 ui-check: $(VENV)/.installed-dev
 	$(BIN)/pytest -q tests/test_supervisor.py
+
+# Speed and memory against bare Temporal (bench/): `make bench ARGS="--only B1 --quick"`.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache *.egg-info

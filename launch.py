@@ -34,6 +34,8 @@ log = logging.getLogger("switchboard.launch")
 API_HOST = os.environ.get("SWITCHBOARD_API_HOST", "127.0.0.1")
 API_PORT = os.environ.get("SWITCHBOARD_API_PORT", "8000")
 UI_PORT = os.environ.get("SWITCHBOARD_UI_PORT", "8233")
+# The dev server's state file (the benchmarks start each run on a fresh one).
+TEMPORAL_DB = Path(os.environ.get("SWITCHBOARD_TEMPORAL_DB", str(DATA_DIR / "temporal.db")))
 
 
 def search_attribute_flags() -> list[str]:
@@ -124,6 +126,7 @@ def main() -> int:
         log.error("%s", exc)
         return 2
     DATA_DIR.mkdir(exist_ok=True)
+    TEMPORAL_DB.parent.mkdir(parents=True, exist_ok=True)
     Database(settings.database_url).create_schema()
 
     host, _, port = settings.temporal_address.rpartition(":")
@@ -138,7 +141,13 @@ def main() -> int:
                     "server",
                     "start-dev",
                     "--db-filename",
-                    str(DATA_DIR / "temporal.db"),
+                    str(TEMPORAL_DB),
+                    # SQLite's defaults (a rollback journal, synced at every commit) held the
+                    # whole stack to the disk's sync rate (bench/: B1's raw signals). WAL with
+                    # NORMAL sync survives any process crash or restart; only a power cut
+                    # may lose the last commits, and this is the development server.
+                    *("--sqlite-pragma", "journal_mode=wal"),
+                    *("--sqlite-pragma", "synchronous=normal"),
                     "--ip",
                     host,
                     "--port",

@@ -14,6 +14,7 @@ import sys
 from typing import TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor
 
 from settings import LogFormat, Settings
@@ -65,10 +66,21 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     (the last call wins). `stream` defaults to the process's stderr."""
     fmt = log_format(settings)
     renderer: list[Processor]
+    # Tracebacks without local variables, and plain ones on the console: rich's rendering of
+    # one took 1-3 s of CPU on the logging thread (the event loop: a worker stalled for each
+    # activity failing while the database was down), and locals carry customer text and tokens.
     if fmt == "json":
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        tracebacks = structlog.processors.ExceptionRenderer(
+            ExceptionDictTransformer(show_locals=False)
+        )
+        renderer = [tracebacks, structlog.processors.JSONRenderer()]
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=(stream or sys.stderr).isatty())]
+        renderer = [
+            structlog.dev.ConsoleRenderer(
+                colors=(stream or sys.stderr).isatty(),
+                exception_formatter=structlog.dev.plain_traceback,
+            )
+        ]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],

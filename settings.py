@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     secret_key: str = DEV_SECRET_KEY
 
     max_message_chars: int = 4000
+    # Messages one sender may post in one conversation per minute (429 beyond), counted in the
+    # database so the limit holds across API processes.
+    max_messages_per_minute: int = Field(default=60, ge=1)
+    # Concurrent streams of one visitor (429 beyond), counted per API process.
+    max_streams_per_visitor: int = Field(default=3, ge=1)
     # Streams re-read the event log this often when nothing woke them (events from other
     # processes); and end after max_age so clients reconnect (and resume) now and then.
     stream_poll_interval_seconds: float = 0.5

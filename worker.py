@@ -6,10 +6,14 @@ Run with `python worker.py` (make run does it for you). Several workers may run 
 from __future__ import annotations
 
 import asyncio
+import compileall
 import logging
 import os
 import signal
+import sys
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.runtime import (
@@ -26,7 +30,7 @@ from activities import ConversationActivities
 from activities.dispatching import reconcile_forever
 from domain.policy import PolicySource
 from logging_setup import configure_logging
-from settings import Settings, get_settings
+from settings import PROJECT_ROOT, Settings, get_settings
 from store.db import Database
 from workflows import ConversationWorkflow
 
@@ -56,6 +60,19 @@ def sdk_runtime(*, metrics_address: str) -> Runtime:
     return runtime
 
 
+def cache_workflow_bytecode() -> None:
+    """The workflow sandbox imports workflows/ afresh for every workflow run it starts (a new
+    conversation, or one evicted from the cache that wakes up). Where Python writes no bytecode
+    (PYTHONDONTWRITEBYTECODE, as the Dockerfile sets; a read-only install) each such import
+    compiled workflows/conversation.py from source: about 3.5 ms of the worker's CPU per run
+    (bench/ B4 starts 10,000). Compile it once into a private bytecode cache instead, which
+    imports read from (other modules are read from, and compiled, as before)."""
+    if not sys.dont_write_bytecode:
+        return  # Python caches the bytecode beside the sources itself
+    sys.pycache_prefix = str(Path(tempfile.gettempdir()) / f"switchboard-pycache-{os.getuid()}")
+    compileall.compile_dir(PROJECT_ROOT / "workflows", quiet=2)
+
+
 def build_worker(*, client: Client, db: Database, policy: PolicySource, task_queue: str) -> Worker:
     activities = ConversationActivities(db=db, policy=policy, client=client)
     return Worker(
@@ -70,6 +87,7 @@ def build_worker(*, client: Client, db: Database, policy: PolicySource, task_que
 
 
 async def run_worker(settings: Settings) -> None:
+    cache_workflow_bytecode()
     policy = PolicySource(settings.policy)
     db = Database(settings.database_url)
     db.create_schema()

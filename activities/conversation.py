@@ -455,26 +455,33 @@ class ConversationActivities:
         return placement
 
     @activity.defn(name="send_idle_warning")
-    async def send_idle_warning(self, warning: IdleWarningInput) -> None:
+    async def send_idle_warning(self, warning: IdleWarningInput) -> str:
+        """Tell the visitor; returns when the chat closes (ISO 8601), as the warning said."""
         policy = self.policy.current()
         text = policy.idle_warning_text(timedelta(seconds=warning.idle_close_after_s))
 
-        def work() -> None:
+        def work() -> str:
+            # A warning held up (the database was down) still gives the visitor the whole time.
+            close_at = max(
+                warning.close_at, utcnow() + timedelta(seconds=warning.idle_close_after_s)
+            )
             with self.db.write() as session:
-                append_event(
+                event = append_event(
                     session,
                     conversation_id=warning.conversation_id,
                     type=EventType.IDLE_WARNING,
                     data={
                         "sender_role": Role.SYSTEM,
                         "text": text,
-                        "close_at": warning.close_at.isoformat(),
+                        "close_at": close_at.isoformat(),
                         "after_agent_message_seq": warning.agent_message_seq,
                     },
                     dedupe_key=f"idle_warning:{warning.agent_message_seq}",
                 )
+                # A retry after it committed answers the time the visitor was told.
+                return str(event.data["close_at"])
 
-        await self._in_thread(work)
+        return await self._in_thread(work)
 
     @activity.defn(name="close_conversation")
     async def close_conversation(self, close: CloseInput) -> None:

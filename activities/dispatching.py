@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.types import AgentAssigned, ConversationState, workflow_id
-from store.assignment import NewAssignment, dispatch, waiting_groups
+from store.assignment import NewAssignment, announce, dispatch, waiting_groups
 from store.db import Database
 from store.models import Conversation, utcnow
 
@@ -39,7 +39,7 @@ async def assign_and_notify(
     groups = list(skill_groups)
     if not groups:
         return []
-    made = await asyncio.to_thread(dispatch, db, groups)
+    made = await asyncio.to_thread(dispatch, db, groups, announce_places=False)
     for assignment in made:
         log.info(
             "assigned conversation %s to agent %s in %s",
@@ -48,6 +48,8 @@ async def assign_and_notify(
             assignment.skill_group,
         )
         await tell_assigned(client, assignment.conversation_id, assignment.agent_id)
+    # The served first, then those still waiting hear their new places (bench/ B5).
+    await asyncio.to_thread(announce, db, {assignment.skill_group for assignment in made})
     return made
 
 

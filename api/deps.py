@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
-from api.streams import EventHints
+from api.streams import EventHints, StreamSlots
 from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from domain.types import Role
@@ -23,7 +23,10 @@ from store.db import Database
 from store.models import Agent, Conversation
 
 AGENT_TOKEN_PREFIX = "agt_"
-MAX_SEQ = 2**63 - 1  # the largest seq a database integer holds
+# The largest value of an INTEGER column (seqs, ids): PostgreSQL's is 32 bits, and a larger
+# number in a query is an error there, not an empty answer.
+MAX_INTEGER = 2**31 - 1
+MAX_SEQ = MAX_INTEGER
 VISITOR_TOKEN_PREFIX = "vis_"
 
 
@@ -34,6 +37,7 @@ class Services:
     policy: PolicySource
     temporal: TemporalGateway
     hints: EventHints
+    visitor_streams: StreamSlots  # streams each visitor holds open in this process
 
 
 def get_services(request: Request) -> Services:

@@ -9,20 +9,23 @@ from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, ProcessCollector
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.deps import Services, refuse_nul_characters
 from api.observability import RequestContext, bind_path_ids, request_latency
 from api.routes import admin, agents, conversations, health, left_messages, monitor
-from api.streams import EventHints, listen_for_events
+from api.schemas import ENGINE_DOWN, errors
+from api.streams import EventHints, StreamSlots, listen_for_events, watch_sqlite_log
 from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import Settings, get_settings
-from store.db import Database
+from store.db import Database, unavailable
 
 log = logging.getLogger("switchboard.api")
 
@@ -64,17 +67,18 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             policy=PolicySource(settings.policy),
             temporal=TemporalGateway(settings, temporal),
             hints=hints,
+            visitor_streams=StreamSlots(settings.max_streams_per_visitor),
         )
-        # Other processes' events wake our streams: LISTEN/NOTIFY on PostgreSQL; on SQLite
-        # streams re-read the log every stream_poll_interval_seconds.
-        listener = (
-            None
+        # Other processes' events wake our streams: LISTEN/NOTIFY on PostgreSQL, a look at
+        # the log's newest event id every LOG_WATCH_INTERVAL on SQLite (besides, every stream
+        # re-reads the log every stream_poll_interval_seconds).
+        listener = asyncio.create_task(
+            watch_sqlite_log(db, hints)
             if db.is_sqlite
-            else asyncio.create_task(listen_for_events(settings.database_url, hints))
+            else listen_for_events(settings.database_url, hints)
         )
         yield
-        if listener is not None:
-            listener.cancel()
+        listener.cancel()
         db.dispose()
 
     app = FastAPI(
@@ -83,6 +87,15 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         summary="Customer-service conversations as durable Temporal workflows",
         lifespan=lifespan,
         dependencies=[Depends(bind_path_ids), Depends(refuse_nul_characters)],
+        # What any operation may answer: these come from the middleware and app-wide handlers.
+        responses=errors(
+            {
+                413: f"Request body over {MAX_BODY_BYTES // 1024} KiB",
+                422: "Invalid input: a body or parameter that does not match this document, "
+                "or text with NUL (U+0000)",
+                **ENGINE_DOWN,
+            }
+        ),
     )
     # Per app, not the process-wide default: each app (tests make many) counts its own.
     metrics = CollectorRegistry()
@@ -92,14 +105,30 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContext, latency=request_latency(metrics))  # outermost
 
-    @app.exception_handler(sa.exc.OperationalError)
-    async def database_unavailable(_request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+    # Every way of not reaching the database (a broken connection is an InterfaceError or an
+    # invalidated DBAPIError, not only an OperationalError; a drained pool a TimeoutError).
+    @app.exception_handler(sa.exc.DBAPIError)
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        if not unavailable(exc):
+            raise exc  # a statement the database refused: a bug, answered 500
         log.warning("database unavailable: %s", exc)
         return JSONResponse(
             {"detail": "the database is unavailable; retry the same request"},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "1"},
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unreadable_body_is_invalid(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers 422 for a body that is not JSON but 400 for one it cannot even decode
+        # (not UTF-8): both are an invalid body, 422 as documented.
+        if exc.status_code == status.HTTP_400_BAD_REQUEST and isinstance(exc.__cause__, ValueError):
+            return JSONResponse(
+                {"detail": "the body is not valid JSON (UTF-8)"},
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )
+        return await http_exception_handler(request, exc)
 
     app.include_router(health.router)
     app.include_router(agents.router)

@@ -19,9 +19,37 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class FieldError(BaseModel):
+    """One invalid part of a request, as FastAPI's request validation reports it."""
+
+    loc: list[str | int] = Field(description='Where: e.g. `["body", "content"]`')
+    msg: str
+    type: str
+
+
+class InvalidInput(BaseModel):
+    """422: a sentence (a value the API refuses), or one entry per field that failed
+    validation (a body or parameter that does not match this document)."""
+
+    detail: str | list[FieldError]
+
+
 def errors(described: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for error codes, each answered with an ErrorBody."""
-    return {code: {"model": ErrorBody, "description": text} for code, text in described.items()}
+    """OpenAPI `responses` for error codes, each answered with an ErrorBody (InvalidInput for
+    422)."""
+    return {
+        code: {"model": InvalidInput if code == 422 else ErrorBody, "description": text}
+        for code, text in described.items()
+    }
+
+
+def too_many_requests(text: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a 429 with its Retry-After header."""
+    retry_after = {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer"},
+    }
+    return {429: {"model": ErrorBody, "description": text, "headers": {"Retry-After": retry_after}}}
 
 
 UNAUTHORIZED = {401: "Missing or invalid bearer token"}

@@ -21,11 +21,20 @@ import psycopg
 from sqlalchemy.engine import make_url
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from api.schemas import AgentEventPublic, EventPublic
 from settings import Settings
-from store.db import Database
-from store.events import NOTIFY_CHANNEL, agent_events_after, agent_stream_key, events_after
+from store.db import Database, unavailable
+from store.events import (
+    NOTIFY_CHANNEL,
+    agent_events_after,
+    agent_stream_key,
+    conversations_since,
+    events_after,
+    feed_positions,
+    newest_event_id,
+)
 from store.models import Event
 
 log = logging.getLogger("switchboard.streams")
@@ -102,6 +111,50 @@ class EventHints:
         self.wake(*self._subscribers)
 
 
+class StreamSlots:
+    """How many streams each holder (a visitor) has open in this process, up to `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+
+    def take(self, holder: str) -> Callable[[], None] | None:
+        """One more stream for `holder`: the function that gives the slot back (once, however
+        often it is called), or None if the holder has `limit` streams open already."""
+        if self._held.get(holder, 0) >= self.limit:
+            return None
+        self._held[holder] = self._held.get(holder, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._held[holder] -= 1
+            if not self._held[holder]:
+                del self._held[holder]
+
+        return release
+
+
+class _StreamResponse(EventSourceResponse):
+    """An SSE response that runs `on_close` when it ends, however it ends."""
+
+    def __init__(
+        self, *args: Any, on_close: Callable[[], None] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+
 LIVE_CHANNEL = "switchboard_live"
 
 
@@ -134,6 +187,47 @@ async def listen_for_events(database_url: str, hints: EventHints) -> None:
             log.warning("event notifications lost (%s); reconnecting in 1s", exc)
             hints.wake_all()
             await asyncio.sleep(1)
+
+
+# How often an API process on SQLite looks for events other processes appended.
+LOG_WATCH_INTERVAL = 0.05
+
+
+def _log_changes(
+    db: Database, after_id: int | None, feeds: dict[str, int]
+) -> tuple[int, set[str], dict[str, int]]:
+    """(newest event id, the stream keys with events since `after_id` (None: the first look,
+    no keys), the agents' feed seqs)."""
+    with db.read() as session:
+        newest = newest_event_id(session)
+        if newest == after_id:
+            return newest, set(), feeds
+        current = feed_positions(session)
+        if after_id is None:
+            return newest, set(), current
+        keys = conversations_since(session, after_id, newest)
+    keys |= {agent_stream_key(agent) for agent, seq in current.items() if feeds.get(agent) != seq}
+    return newest, keys, current
+
+
+async def watch_sqlite_log(
+    db: Database, hints: EventHints, interval: float = LOG_WATCH_INTERVAL
+) -> None:
+    """SQLite has no NOTIFY: wake this process's streams when any process (a worker's
+    activities, another API) appends events, by looking at the newest event id every
+    `interval` (one indexed lookup; the changed conversations and agents' feeds only when it
+    moved). Without it such events waited for each stream's own poll (bench/ B5)."""
+    newest: int | None = None
+    feeds: dict[str, int] = {}
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            newest, keys, feeds = await run_in_threadpool(_log_changes, db, newest, feeds)
+        except Exception as exc:  # a locked or unreachable database: the polls carry on
+            log.warning("could not look at the event log (%s); trying again in 1s", exc)
+            await asyncio.sleep(1)
+            continue
+        hints.wake(*keys)
 
 
 def event_public(event: Event) -> EventPublic:
@@ -188,11 +282,18 @@ def agent_log(db: Database, agent_id: str) -> LogReader:
 
 
 def event_stream(
-    *, settings: Settings, hints: EventHints, read: LogReader, key: str, after_seq: int
+    *,
+    settings: Settings,
+    hints: EventHints,
+    read: LogReader,
+    key: str,
+    after_seq: int,
+    on_close: Callable[[], None] | None = None,
 ) -> EventSourceResponse:
-    """The SSE response of one stream: the log from `after_seq`, then live (see `tail`)."""
+    """The SSE response of one stream: the log from `after_seq`, then live (see `tail`);
+    `on_close` runs when the connection ends."""
     stopping = anyio.Event()  # set when the server shuts down: end the stream cleanly
-    return EventSourceResponse(
+    return _StreamResponse(
         tail(
             read=read,
             key=key,
@@ -206,6 +307,7 @@ def event_stream(
         send_timeout=30,  # a client that stops reading is dropped, not waited for
         shutdown_event=stopping,
         shutdown_grace_period=settings.stream_poll_interval_seconds + 2,
+        on_close=on_close,
     )
 
 
@@ -229,7 +331,15 @@ async def tail(
     try:
         while time.monotonic() < ends_at and not stopping.is_set():
             subscription.rearm()
-            batch = await run_in_threadpool(read, last)
+            try:
+                batch = await run_in_threadpool(read, last)
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                # The database is unreachable: keep the stream and read again, from `last`.
+                log.warning("stream %s cannot read the event log (%s); retrying", key, exc)
+                await subscription.woken_within(max(poll_interval, 1.0))
+                continue
             for event in batch:
                 yield event
                 last = int(event.id or last)

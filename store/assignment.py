@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from domain.types import AgentStatus, EventType
 from store.db import Database
-from store.events import append_event
+from store.events import append_events
 from store.models import (
     Agent,
     AgentSkill,
@@ -215,9 +216,13 @@ def _heads_by_urgency(db: Database, skill_groups: list[str]) -> list[str]:
     return list(seen)
 
 
-def dispatch(db: Database, skill_groups: Iterable[str]) -> list[NewAssignment]:
+def dispatch(
+    db: Database, skill_groups: Iterable[str], *, announce_places: bool = True
+) -> list[NewAssignment]:
     """Assign waiting conversations in these groups until queues or capacity run out. When
-    an agent serves several groups, the most urgent head across them goes first."""
+    an agent serves several groups, the most urgent head across them goes first. Those still
+    waiting are told their new places, unless `announce_places` is False (the caller tells
+    them: after signalling the assigned conversations' workflows, say)."""
     groups = sorted(set(skill_groups))
     made: list[NewAssignment] = []
     while groups:
@@ -234,7 +239,8 @@ def dispatch(db: Database, skill_groups: Iterable[str]) -> list[NewAssignment]:
                 break
         if not progressed:
             break
-    announce(db, {assignment.skill_group for assignment in made})
+    if announce_places:
+        announce(db, {assignment.skill_group for assignment in made})
     return made
 
 
@@ -302,21 +308,24 @@ def announce_positions(session: Session, skill_group: str) -> None:
         .with_for_update()
     ).all()
     interval = _service_interval(session, skill_group) if entries else None
+    told: list[tuple[str, dict[str, Any]]] = []
     for position, entry in enumerate(entries, start=1):
         if entry.announced_position == position:
             continue
         entry.announced_position = position
         session.add(entry)
-        append_event(
-            session,
-            conversation_id=entry.conversation_id,
-            type=EventType.QUEUE_POSITION,
-            data={
-                "skill_group": skill_group,
-                "position": position,
-                "estimated_wait": None if interval is None else round(interval * position, 1),
-            },
+        told.append(
+            (
+                entry.conversation_id,
+                {
+                    "skill_group": skill_group,
+                    "position": position,
+                    "estimated_wait": None if interval is None else round(interval * position, 1),
+                },
+            )
         )
+    # Everyone behind a served head moves up: one statement for them all, not a few each.
+    append_events(session, type=EventType.QUEUE_POSITION, items=told)
 
 
 def announce(db: Database, skill_groups: Iterable[str]) -> None:

@@ -2,12 +2,20 @@
 
 SQLite runs in WAL mode with a busy timeout; write transactions start with BEGIN IMMEDIATE so
 that a check and the write that depends on it are serialised. PostgreSQL relies on row locks.
+
+On SQLite one process's write transactions also queue on a lock of their own before BEGIN
+IMMEDIATE: SQLite lets one writer in at a time anyway, and a thread that finds the database
+locked sleeps in SQLite's busy handler for up to tens of milliseconds at a go, long after the
+lock came free. Under a burst of requests that sleeping, not the writing, set the pace (about
+a quarter of an API's threads' time in the message benchmark, bench/ B1). Other processes are
+still kept out by SQLite's lock and its busy timeout.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +65,15 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
+            self._write_lock: AbstractContextManager[Any] = threading.RLock()
         else:
-            self._writer = sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self._write_lock = nullcontext()
+            # A host that stops answering fails a connection in seconds (a 503, a retried
+            # activity) instead of hanging every request until TCP gives up, minutes later.
+            timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
+            self._writer = sa.create_engine(
+                url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=timeout
+            )
             self._reader = self._writer
 
     @property
@@ -80,7 +95,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction, committed when the block ends without an exception."""
-        with Session(self._writer, expire_on_commit=False) as session:
+        with self._write_lock, Session(self._writer, expire_on_commit=False) as session:
             with session.begin():
                 yield session
 
@@ -94,3 +109,13 @@ class Database:
         self._writer.dispose()
         if self._reader is not self._writer:
             self._reader.dispose()
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or used just now (retry later),
+    as opposed to a statement it refused (a bug, or bad data)."""
+    if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    )

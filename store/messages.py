@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from domain.types import ConversationState, EventType
 from store.db import Database
 from store.events import append_event
-from store.models import Conversation, Message
+from store.models import Conversation, Message, utcnow
+
+# Messages a sender may post in one conversation within this window (the API's rate limit).
+RATE_WINDOW = timedelta(minutes=1)
 
 
 class ConversationClosed(Exception):
     pass
+
+
+class RateLimited(Exception):
+    """The sender posted its limit of messages in this conversation within RATE_WINDOW."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after}s")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -45,17 +58,26 @@ def store_message(
     client_message_id: str,
     type: str,
     content: str,
+    max_per_minute: int | None = None,
 ) -> StoredMessage:
-    """Store once per (sender, client_message_id); a repeat returns the original message."""
+    """Store once per (sender, client_message_id); a repeat returns the original message.
+
+    A new message beyond `max_per_minute` from this sender in this conversation raises
+    RateLimited. It is counted in the database, under the conversation's row lock (the write
+    transaction on SQLite), so the limit holds across any number of API processes."""
     if (existing := _find(db, conversation_id, sender_id, client_message_id)) is not None:
         return StoredMessage(existing, created=False)
     try:
         with db.write() as session:
             state = session.exec(
-                select(Conversation.state).where(Conversation.id == conversation_id)
+                select(Conversation.state)
+                .where(Conversation.id == conversation_id)
+                .with_for_update()
             ).one()
             if state == ConversationState.CLOSED:
                 raise ConversationClosed(conversation_id)
+            if max_per_minute is not None:
+                _check_rate(session, conversation_id, sender_id, max_per_minute)
             event = append_event(
                 session,
                 conversation_id=conversation_id,
@@ -86,6 +108,21 @@ def store_message(
         if original is None:
             raise
         return StoredMessage(original, created=False)
+
+
+def _check_rate(session: Session, conversation_id: str, sender_id: str, limit: int) -> None:
+    now = utcnow()
+    recent, oldest = session.execute(
+        sa.select(sa.func.count(), sa.func.min(col(Message.created_at))).where(
+            col(Message.conversation_id) == conversation_id,  # indexed
+            col(Message.sender_id) == sender_id,
+            col(Message.created_at) > now - RATE_WINDOW,
+        )
+    ).one()
+    if recent >= limit:
+        # The oldest of them leaves the window first: then there is room for one more.
+        frees_in = (oldest + RATE_WINDOW - now).total_seconds()
+        raise RateLimited(retry_after=max(1, math.ceil(frees_in)))
 
 
 def mark_acknowledged(db: Database, message_id: int) -> None:

@@ -50,13 +50,27 @@ class Deployment:
     """API and worker processes, configured only through the environment, as in production."""
 
     def __init__(
-        self, *, dev_env, tmp_path: Path, database_url: str, apis: int = 1, workers: int = 1
+        self,
+        *,
+        dev_env=None,
+        tmp_path: Path,
+        database_url: str,
+        apis: int = 1,
+        workers: int = 1,
+        temporal_address: str | None = None,
+        timeouts: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        """`temporal_address` instead of `dev_env` for a server the test runs itself;
+        `timeouts` override the policy's; `extra_env` adds to every process's environment."""
         policy = write_policy(
             tmp_path / "policy.toml",
-            idle_warning_after="2s",
-            idle_close_after="2s",
-            rating_window="4s",
+            **{
+                "idle_warning_after": "2s",
+                "idle_close_after": "2s",
+                "rating_window": "4s",
+                **(timeouts or {}),
+            },
             groups=DEFAULT_GROUPS + CALLBACK_GROUP,
             routing=CALLBACK_ROUTING,
         )
@@ -64,7 +78,7 @@ class Deployment:
             db=database_url,
             policy_path=policy,
             task_queue=f"tq-{uuid.uuid4()}",
-            address=dev_env.client.service_client.config.target_host,
+            address=temporal_address or dev_env.client.service_client.config.target_host,
         )
         self.env = {
             **os.environ,
@@ -77,10 +91,12 @@ class Deployment:
             "SWITCHBOARD_APP_KEY": settings.app_key,
             "SWITCHBOARD_SECRET_KEY": settings.secret_key,
             "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "1",
+            **(extra_env or {}),
         }
         self.logs = tmp_path / "logs"
         self.logs.mkdir()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, list[str]] = {}
         self.urls: list[str] = []
         for index in range(workers):
             self._start(f"worker-{index}", [sys.executable, "worker.py"])
@@ -95,11 +111,12 @@ class Deployment:
             self._wait_healthy(f"api-{index}", url)
 
     def _start(self, name: str, command: list[str]) -> None:
+        self.commands[name] = command
         self.processes[name] = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
             env=self.env,
-            stdout=(self.logs / f"{name}.log").open("w"),
+            stdout=(self.logs / f"{name}.log").open("a"),  # a restarted process appends
             stderr=subprocess.STDOUT,
         )
 
@@ -120,18 +137,36 @@ class Deployment:
         process.kill()
         process.wait()
 
-    def stop(self) -> None:
-        for process in self.processes.values():
-            process.send_signal(signal.SIGTERM)
-        for name, process in self.processes.items():
-            try:
-                # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
-                assert process.wait(20) in (0, -signal.SIGTERM), f"{name} did not stop cleanly"
-            except subprocess.TimeoutExpired:
-                process.kill()
-                raise
+    def restart(self, name: str) -> None:
+        """Start a process that was killed again, as it was (an API also comes up healthy)."""
+        assert name not in self.processes, f"{name} is still running"
+        self._start(name, self.commands[name])
+        if name.startswith("api"):
+            self._wait_healthy(name, self.urls[int(name.removeprefix("api-"))])
+
+    def stop(self, *, faults: bool = False) -> None:
+        """Stop every process gracefully. `faults`: the test broke something on purpose, and
+        processes log the tracebacks of what failed meanwhile (a retried activity, a 503);
+        an error that reached the ASGI server unhandled still fails."""
+        # The APIs first: a request still waiting on a workflow gets its answer from a worker.
+        waves = [[name for name in self.processes if name.startswith(kind)] for kind in "aw"]
+        try:
+            for wave in waves:
+                for name in wave:
+                    self.processes[name].send_signal(signal.SIGTERM)
+                for name in wave:
+                    # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
+                    code = self.processes[name].wait(20)
+                    assert code in (0, -signal.SIGTERM), f"{name} did not stop cleanly"
+        finally:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        for name in self.processes:
             log = (self.logs / f"{name}.log").read_text()
-            assert "Traceback" not in log, f"{name}:\n{log}"
+            assert "Exception in ASGI application" not in log, f"{name}:\n{log}"
+            assert faults or "Traceback" not in log, f"{name}:\n{log}"
             if name.startswith("api"):
                 assert "Application shutdown complete" in log
 
@@ -393,21 +428,27 @@ async def test_a_stream_replays_then_delivers_live_and_resumes_without_gaps(
 
 
 async def test_a_stream_resumed_after_1000_missed_events_replays_them_in_order(
-    http: httpx.AsyncClient, deployment: str
+    dev_env, tmp_path: Path, empty_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cid, visitor = await _start(http)
-    await _until_event(http, cid, visitor, "queue.position_changed")
-    start = len(await _events(http, cid, visitor))
-    posts = [_say(http, cid, visitor, f"line {n}") for n in range(1000)]
-    for batch in range(0, 1000, 50):  # while the visitor's stream was away
-        await asyncio.gather(*posts[batch : batch + 50])
-    async with httpx.AsyncClient(base_url=deployment, timeout=60) as streamer:
-        async with streamer.stream(
-            "GET",
-            f"/v1/conversations/{cid}/stream",
-            headers={**bearer(visitor), "Last-Event-ID": str(start)},
-        ) as response:
-            replayed = await _sse(response.aiter_lines(), 1000)
+    # A thousand messages in seconds from one visitor: far over the default rate limit.
+    monkeypatch.setenv("SWITCHBOARD_MAX_MESSAGES_PER_MINUTE", "1000")
+    running = Deployment(dev_env=dev_env, tmp_path=tmp_path, database_url=empty_db.url)
+    try:
+        async with httpx.AsyncClient(base_url=running.urls[0], timeout=60) as http:
+            cid, visitor = await _start(http)
+            await _until_event(http, cid, visitor, "queue.position_changed")
+            start = len(await _events(http, cid, visitor))
+            posts = [_say(http, cid, visitor, f"line {n}") for n in range(1000)]
+            for batch in range(0, 1000, 50):  # while the visitor's stream was away
+                await asyncio.gather(*posts[batch : batch + 50])
+            async with http.stream(
+                "GET",
+                f"/v1/conversations/{cid}/stream",
+                headers={**bearer(visitor), "Last-Event-ID": str(start)},
+            ) as response:
+                replayed = await _sse(response.aiter_lines(), 1000)
+    finally:
+        running.stop()
     assert [e["seq"] for e in replayed] == list(range(start + 1, start + 1001))
     assert sorted(e["data"]["content"] for e in replayed) == sorted(
         f"line {n}" for n in range(1000)

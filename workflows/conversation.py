@@ -186,14 +186,16 @@ class ConversationWorkflow:
         flow = self.flow
         if not flow.assignment_recorded:
             flow.assignment_round += 1
+            # A fresh start before the activity, not after: a message the agent sends meanwhile
+            # (the database says active once it commits) must keep the countdown it started.
+            flow.agent_replied = False
+            flow.countdown = IdleCountdown()
             await self._activity(
                 "record_assignment",
                 AssignmentRecord(flow.conversation_id, flow.assignment_round),
                 None,
             )
             flow.assignment_recorded = True
-            flow.agent_replied = False
-            flow.countdown = IdleCountdown()
             if flow.first_reply_timeout_s:
                 flow.first_reply_due_at = workflow.now() + timedelta(
                     seconds=flow.first_reply_timeout_s
@@ -295,7 +297,7 @@ class ConversationWorkflow:
         # Read the policy again: a changed idle_close_after applies to this next timer.
         timeouts = await self._timeouts()
         close_at = workflow.now() + timedelta(seconds=timeouts.idle_close_after_s)
-        await self._activity(
+        told = await self._activity(
             "send_idle_warning",
             IdleWarningInput(
                 conversation_id=self.flow.conversation_id,
@@ -306,7 +308,9 @@ class ConversationWorkflow:
             None,
         )
         countdown.warned = True
-        countdown.close_at = close_at
+        # Close when the warning said: later than planned if it went out late (retried through
+        # a database outage), so the visitor gets the whole time. (None: an older history.)
+        countdown.close_at = datetime.fromisoformat(told) if isinstance(told, str) else close_at
 
     async def _close(self, reason: str, next_opening: datetime | None = None) -> None:
         flow = self.flow

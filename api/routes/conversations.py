@@ -44,6 +44,7 @@ from api.schemas import (
     TransferCreate,
     TypingPublic,
     errors,
+    too_many_requests,
 )
 from api.streams import (
     LIVE_CHANNEL,
@@ -71,11 +72,14 @@ from domain.types import (
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
 from store.events import append_event, events_after
-from store.messages import ConversationClosed, mark_acknowledged, store_message
+from store.messages import ConversationClosed, RateLimited, mark_acknowledged, store_message
 from store.models import Agent, Conversation, Message, QueueEntry, utcnow
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 conversation_router = router  # other modules add conversation sub-resources to it
+
+# A visitor over the stream limit closes one of its streams first; that is noticed at once.
+_STREAM_RETRY_AFTER_SECONDS = 5
 
 _ACCESS = {
     **UNAUTHORIZED,
@@ -257,6 +261,7 @@ def _message_public(message: Message) -> MessagePublic:
                 **ENGINE_DOWN,
             }
         ),
+        **too_many_requests("Too many messages from you in this conversation in the last minute"),
     },
 )
 async def post_message(
@@ -275,6 +280,7 @@ async def post_message(
         )
     if principal.role == Role.AGENT and conversation.state != ConversationState.ACTIVE:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is not active")
+    per_minute = services.settings.max_messages_per_minute
     try:
         stored = await run_in_threadpool(
             lambda: store_message(
@@ -285,12 +291,24 @@ async def post_message(
                 client_message_id=body.client_message_id,
                 type=body.type,
                 content=body.content,
+                max_per_minute=per_minute,
             )
         )
     except ConversationClosed:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is closed") from None
+    except RateLimited as limited:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"more than {per_minute} messages a minute from you in this conversation; "
+            f"retry in {limited.retry_after} s",
+            headers={"Retry-After": str(limited.retry_after)},
+        ) from None
     message = stored.message
     assert message.id is not None
+    if stored.created:
+        # In the log from here on (a stream that polls may show it already): wake this
+        # process's streams now, not after the workflow's signal (most of a POST's time).
+        services.hints.wake(*stream_keys(conversation.id, conversation.agent_id))
     if message.acknowledged:
         response.status_code = status.HTTP_200_OK
         return _message_public(message)
@@ -302,7 +320,6 @@ async def post_message(
         MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
     )
     await run_in_threadpool(mark_acknowledged, services.db, message.id)
-    services.hints.wake(*stream_keys(conversation.id, conversation.agent_id))
     return _message_public(message)
 
 
@@ -430,17 +447,35 @@ async def list_events(
         "Resume with the `Last-Event-ID` header (or `after_seq`): nothing is missed or repeated. "
         "Comments keep the connection alive; it ends after a while and the client reconnects."
     ),
-    responses={200: {"content": {"text/event-stream": {}}}, **errors(_ACCESS)},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **errors(_ACCESS),
+        **too_many_requests("The visitor holds the most streams allowed open already"),
+    },
 )
 async def stream_events(
-    conversation: ConversationOfCaller, services: ServicesDep, start: StreamStart
+    conversation: ConversationOfCaller,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    start: StreamStart,
 ) -> EventSourceResponse:
+    release = None
+    if principal.role == Role.VISITOR:
+        release = services.visitor_streams.take(principal.id)
+        if release is None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"{services.visitor_streams.limit} streams of this visitor are open "
+                "already; close one first",
+                headers={"Retry-After": str(_STREAM_RETRY_AFTER_SECONDS)},
+            )
     return event_stream(
         settings=services.settings,
         hints=services.hints,
         read=conversation_log(services.db, conversation.id),
         key=conversation.id,
         after_seq=start,
+        on_close=release,
     )
 
 

@@ -10,7 +10,13 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ConversationOfCaller, CurrentPrincipal, ServicesDep, require
+from api.deps import (
+    MAX_INTEGER,
+    ConversationOfCaller,
+    CurrentPrincipal,
+    ServicesDep,
+    require,
+)
 from api.routes.conversations import conversation_router
 from api.schemas import (
     UNAUTHORIZED,
@@ -133,7 +139,7 @@ async def list_left_messages(
     ),
 )
 async def resolve_left_message(
-    left_message_id: Annotated[int, Path()],
+    left_message_id: Annotated[int, Path(ge=1, le=MAX_INTEGER)],
     body: LeftMessageResolve,
     principal: CurrentPrincipal,
     services: ServicesDep,

@@ -1,0 +1,1 @@
+"""Benchmarks: the real stack against bare Temporal on the same machine (`make bench`)."""

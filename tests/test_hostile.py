@@ -1,0 +1,234 @@
+"""Hostile input: schemathesis generates requests from our own OpenAPI document, valid ones and
+invalid ones, for every operation (but the two never-ending `/stream` routes), and sends them
+with the real credentials of every caller the route admits, about real resources (and about
+generated ids), to the real API on a real Temporal server and database. Every answer must keep
+the contract: never a 5xx, a documented status code, a body and headers as documented.
+
+Who may call what, and the 401/403 of everyone else, is the authorization matrix's part
+(tests/test_authorization.py); this test takes its table to know whose credentials to use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import hypothesis
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.callers import (
+    ADMIN_TOKEN,
+    APP_KEY,
+    CALLBACK_GROUPS,
+    CALLBACK_ROUTING,
+    OWNER,
+    Caller,
+    Conversation,
+    World,
+)
+from tests.test_authorization import ACCESS, ANYONE, Route, make_subject
+from tests.utils import System, bearer, write_policy
+
+T = TypeVar("T")
+
+# Generated requests per operation, caller and mode (valid or invalid input): small enough for
+# CI, and derandomized, so every run sends the same ones.
+EXAMPLES = 10
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,  # invalid input is refused with a 4xx
+]
+
+SETTINGS = hypothesis.settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate, hypothesis.Phase.shrink],
+    # Requests go to a live system: slow examples and filtered ones (fixed ids) are expected.
+    suppress_health_check=list(HealthCheck),
+)
+
+# Whose credentials the generated requests carry: the callers a route admits.
+FUZZED_CALLERS = (Caller.ADMIN, Caller.APP, Caller.OWNER_AGENT, Caller.OWN_VISITOR)
+
+
+def callers_of(route: Route) -> list[Caller]:
+    if route.allowed == ANYONE:
+        return [Caller.NOBODY]
+    return [caller for caller in FUZZED_CALLERS if caller in route.allowed]
+
+
+def has_input(operation: schemathesis.APIOperation) -> bool:
+    """Whether invalid input can be made for it (its Authorization header is ours to set)."""
+    parameters = [p for p in operation.iter_parameters() if p.name != "Authorization"]
+    return bool(parameters) or bool(operation.body)
+
+
+@pytest.fixture
+async def system(time_env, db, tmp_path: Path, make_system) -> AsyncIterator[System]:
+    policy = write_policy(
+        tmp_path / "policy.toml", groups=CALLBACK_GROUPS, routing=CALLBACK_ROUTING
+    )
+    async with make_system(time_env, db, policy)() as running:
+        yield running
+
+
+def _sender(
+    http: httpx.AsyncClient, run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> Callable[[schemathesis.Case], httpx.Response]:
+    """Sends a case as schemathesis would (its own serialization), through our ASGI client."""
+
+    def send(case: schemathesis.Case) -> httpx.Response:
+        kwargs = case.as_transport_kwargs(base_url=str(http.base_url).rstrip("/"))
+        prepared = requests.Request(**kwargs).prepare()
+        return run(
+            http.request(
+                prepared.method or "GET",
+                prepared.url or "",
+                headers=dict(prepared.headers),
+                content=prepared.body,
+            )
+        )
+
+    return send
+
+
+async def test_generated_requests_keep_the_contract(system: System) -> None:
+    loop = asyncio.get_running_loop()
+
+    def run(coroutine: Coroutine[Any, Any, T]) -> T:
+        """From the fuzzing thread: run on the test's loop, where the API and worker live."""
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    world = await World(system.http).populate()
+    schema = schemathesis.openapi.from_dict((await system.http.get("/openapi.json")).json())
+    operations = [
+        operation
+        for operation in (result.ok() for result in schema.get_all_operations())
+        if not operation.path.endswith("/stream")
+    ]
+    send = _sender(system.http, run)
+
+    def fuzz(
+        operation: schemathesis.APIOperation,
+        caller: Caller,
+        mode: GenerationMode,
+        subject: Conversation,
+        ids: dict[str, str],
+    ) -> None:
+        token = {
+            Caller.NOBODY: None,
+            Caller.ADMIN: ADMIN_TOKEN,
+            Caller.APP: APP_KEY,
+            Caller.OWNER_AGENT: world.tokens[OWNER],
+            Caller.OWN_VISITOR: subject.visitor_token,
+        }[caller]
+        real = {"agent_id": OWNER, **ids}
+        # Mostly about the real resources, now and then about generated ids.
+        path_choices = [
+            {name: value for name, value in real.items() if f"{{{name}}}" in operation.path}
+        ] * 3 + [{}]
+
+        @SETTINGS
+        @hypothesis.given(data=st.data())
+        def generated_requests(data: st.DataObject) -> None:
+            path_parameters = data.draw(st.sampled_from(path_choices), label="path")
+            case = data.draw(
+                operation.as_strategy(
+                    mode,
+                    path_parameters=path_parameters or None,
+                    headers=None if token is None else bearer(token),
+                ),
+                label="case",
+            )
+            case.validate_response(send(case), checks=CHECKS)
+
+        generated_requests()
+
+    def fuzz_all() -> list[str]:
+        failures = []
+        for operation in operations:
+            route = ACCESS[(operation.method.upper(), operation.path)]
+            modes = [GenerationMode.POSITIVE]
+            if has_input(operation):
+                modes.append(GenerationMode.NEGATIVE)
+            subjects = []
+            for caller in callers_of(route):
+                for mode in modes:
+                    run(world.set_status(OWNER, "online"))  # generated requests may set her away
+                    # One subject per operation, unless its calls close or move it.
+                    if route.consumes or not subjects:
+                        subjects.append(run(make_subject(world, route.subject)))
+                    try:
+                        fuzz(operation, caller, mode, *subjects[-1])
+                    except (Exception, FailureGroup) as exc:
+                        failures.append(f"{operation.label} by {caller}, {mode.value}: {exc}")
+            for subject, _ids in subjects:
+                run(world.close(subject))  # frees Alice's capacity for the next ones
+        return failures
+
+    failures = await asyncio.to_thread(fuzz_all)
+    assert not failures, "\n\n".join(failures)
+
+
+async def test_numbers_beyond_a_database_integer_are_refused_not_a_500(system: System) -> None:
+    """What the generated requests found: PostgreSQL's INTEGER is 32 bits, and a larger number
+    in a query there is an error (a 500), not an empty answer."""
+    world = await World(system.http).populate()
+    conversation = await world.active()
+    alice = bearer(world.tokens[OWNER])
+    too_big = 2**31
+    for method, url in [
+        ("GET", f"/v1/conversations/{conversation.id}/events?after_seq={too_big}"),
+        ("GET", f"/v1/agents/{OWNER}/events?after_seq={too_big}"),
+        ("POST", f"/v1/left-messages/{too_big}/resolve"),
+    ]:
+        response = await system.http.request(method, url, headers=alice, json={})
+        assert response.status_code == 422, (url, response.text)
+    largest = await system.http.get(
+        f"/v1/conversations/{conversation.id}/events?after_seq={too_big - 1}", headers=alice
+    )
+    assert largest.status_code == 200 and largest.json()["events"] == []
+
+
+async def test_a_body_that_is_not_utf8_is_an_invalid_body(system: System) -> None:
+    """What the generated requests found: FastAPI answered such a body with an undocumented
+    400 (a body that is not JSON gets 422)."""
+    world = await World(system.http).populate()
+    conversation = await world.active()
+    before = (await world.view(conversation))["last_seq"]
+    for body, detail in [
+        (b'{"client_message_id": "m", "content": "\xff\xfe"}', "not valid JSON (UTF-8)"),
+        (b"{not json", "JSON decode error"),
+    ]:
+        response = await system.http.post(
+            f"/v1/conversations/{conversation.id}/messages",
+            headers={**bearer(conversation.visitor_token), "Content-Type": "application/json"},
+            content=body,
+        )
+        assert response.status_code == 422, (body, response.text)
+        assert detail in response.text
+    assert (await world.view(conversation))["last_seq"] == before  # nothing stored
