@@ -6,6 +6,9 @@ print the table.
     python -m bench --quick              # short runs at a tenth of the sizes (says so in results)
     python -m bench --scale 0.5          # other sizes
     python -m bench --report             # the table of the results files already written
+    python -m bench --only B1 --profile api,worker   # py-spy those processes meanwhile
+
+It exits 1 when a scenario misses a target (or fails to run).
 """
 
 from __future__ import annotations
