@@ -23,6 +23,13 @@ _UPDATE_TIMEOUT = timedelta(seconds=30)
 _ENDED = "the conversation has ended"
 
 
+class ConversationEnded(HTTPException):
+    """409: the conversation's workflow has finished (closed, and its rating phase is over)."""
+
+    def __init__(self) -> None:
+        super().__init__(status.HTTP_409_CONFLICT, detail=_ENDED)
+
+
 async def conversation_handle(temporal: TemporalGateway, conversation_id: str) -> WorkflowHandle:
     client = await temporal.client()
     return client.get_workflow_handle(workflow_id(conversation_id))
@@ -35,7 +42,7 @@ async def signal(temporal: TemporalGateway, conversation_id: str, name: str, arg
         await handle.signal(name, arg, rpc_timeout=_SIGNAL_TIMEOUT)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=_ENDED) from exc
+            raise ConversationEnded() from exc
         raise EngineUnavailable() from exc
 
 
@@ -60,5 +67,5 @@ async def update(
         raise EngineUnavailable("the conversation engine did not answer in time") from exc
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail=_ENDED) from exc
+            raise ConversationEnded() from exc
         raise EngineUnavailable() from exc

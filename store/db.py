@@ -100,6 +100,13 @@ class Database:
                 yield session
 
     @contextmanager
+    def write_connection(self) -> Iterator[sa.Connection]:
+        """A write transaction for Core statements only: no ORM session to set up (the hot
+        path of every message)."""
+        with self._write_lock, self._writer.begin() as connection:
+            yield connection
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
         with Session(self._reader, expire_on_commit=False) as session:
             with session.begin():

@@ -37,12 +37,17 @@ _NEXT_SEQ = (
 )
 _INSERT_EVENT = sa.insert(Event).returning(col(Event.id))
 _INSERT_AGENT_EVENT = sa.insert(AgentEvent)
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :key)")
+_FIND_EVENT = sa.select(*Event.__table__.columns).where(  # type: ignore[attr-defined]
+    col(Event.conversation_id) == sa.bindparam("of_conversation"),
+    col(Event.dedupe_key) == sa.bindparam("of_key"),
+)
 
 
-def next_seq(session: Session, conversation_id: str) -> tuple[int, str | None]:
+def next_seq(connection: sa.Connection, conversation_id: str) -> tuple[int, str | None]:
     """Hand out the next seq, and say who holds the conversation at this point of the
     transaction. The row lock taken here orders concurrent writers."""
-    row = session.execute(_NEXT_SEQ, {"of_conversation": conversation_id}).one_or_none()
+    row = connection.execute(_NEXT_SEQ, {"of_conversation": conversation_id}).one_or_none()
     if row is None:
         raise ConversationNotFound(conversation_id)
     return row[0], row[1]
@@ -61,18 +66,14 @@ def _next_agent_seq_statement(dialect: str) -> sa.Executable:
     )
 
 
-def next_agent_seq(session: Session, agent_id: str) -> int:
+def next_agent_seq(connection: sa.Connection, agent_id: str) -> int:
     """The next seq of an agent's feed. The feed row is the last lock any writer takes."""
-    statement = _next_agent_seq_statement(_dialect(session))
-    return session.execute(statement, {"of_agent": agent_id}).scalar_one()
-
-
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
+    statement = _next_agent_seq_statement(connection.dialect.name)
+    return connection.execute(statement, {"of_agent": agent_id}).scalar_one()
 
 
 def append_event(
-    session: Session,
+    session: Session | sa.Connection,
     *,
     conversation_id: str,
     type: str,
@@ -85,16 +86,20 @@ def append_event(
 
     It goes into the feed of the conversation's agent as this transaction left it, and of
     `also_to_agents` (an agent who just lost the conversation: transfer out, requeue)."""
+    # Core statements on the session's connection, not the ORM: the same rows for a fraction
+    # of the CPU (every message comes through here).
+    if isinstance(session, Session):
+        session.flush()  # pending changes first: an agent set on the conversation counts
+        connection = session.connection()
+    else:
+        connection = session
     if dedupe_key is not None:
-        existing = session.exec(
-            select(Event).where(
-                Event.conversation_id == conversation_id, Event.dedupe_key == dedupe_key
-            )
+        existing = connection.execute(
+            _FIND_EVENT, {"of_conversation": conversation_id, "of_key": dedupe_key}
         ).first()
         if existing is not None:
-            return existing
-    session.flush()  # pending changes first: an agent set on the conversation counts
-    seq, holder = next_seq(session, conversation_id)
+            return Event(**existing._asdict())
+    seq, holder = next_seq(connection, conversation_id)
     row = {
         "conversation_id": conversation_id,
         "seq": seq,
@@ -103,21 +108,21 @@ def append_event(
         "dedupe_key": dedupe_key,
         "at": at or utcnow(),
     }
-    # Core inserts, not the ORM's unit of work: the same rows for a fraction of the CPU.
-    event = Event(id=session.execute(_INSERT_EVENT, row).scalar_one(), **row)
+    event = Event(id=connection.execute(_INSERT_EVENT, row).scalar_one(), **row)
     agents = sorted({agent for agent in (holder, *also_to_agents) if agent is not None})
     for agent_id in agents:
-        session.execute(
+        connection.execute(
             _INSERT_AGENT_EVENT,
-            {"agent_id": agent_id, "seq": next_agent_seq(session, agent_id), "event_id": event.id},
+            {
+                "agent_id": agent_id,
+                "seq": next_agent_seq(connection, agent_id),
+                "event_id": event.id,
+            },
         )
-    if _dialect(session) == "postgresql":
+    if connection.dialect.name == "postgresql":
         # Delivered at commit to every process LISTENing (api/streams.py): wakes streams.
         for key in (conversation_id, *map(agent_stream_key, agents)):
-            session.execute(
-                sa.text("SELECT pg_notify(:channel, :key)"),
-                {"channel": NOTIFY_CHANNEL, "key": key},
-            )
+            connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "key": key})
     return event
 
 
@@ -130,8 +135,9 @@ def append_events(
     if not items:
         return
     session.flush()
+    connection = session.connection()
     data = dict(items)
-    rows = session.execute(
+    rows = connection.execute(
         sa.update(Conversation)
         .where(col(Conversation.id).in_(list(data)))
         .values(last_seq=col(Conversation.last_seq) + 1)
@@ -141,7 +147,7 @@ def append_events(
         missing = set(data) - {row[0] for row in rows}
         raise ConversationNotFound(", ".join(sorted(missing)))
     now = utcnow()
-    inserted = session.execute(
+    inserted = connection.execute(
         sa.insert(Event).returning(
             col(Event.id), col(Event.conversation_id), sort_by_parameter_order=True
         ),
@@ -161,17 +167,18 @@ def append_events(
     for event_id, conversation_id in inserted:
         holder = holders[conversation_id]
         if holder is not None:
-            session.execute(
+            connection.execute(
                 _INSERT_AGENT_EVENT,
-                {"agent_id": holder, "seq": next_agent_seq(session, holder), "event_id": event_id},
+                {
+                    "agent_id": holder,
+                    "seq": next_agent_seq(connection, holder),
+                    "event_id": event_id,
+                },
             )
-    if _dialect(session) == "postgresql":
+    if connection.dialect.name == "postgresql":
         keys = {*data, *(agent_stream_key(agent) for agent in holders.values() if agent)}
         for key in sorted(keys):
-            session.execute(
-                sa.text("SELECT pg_notify(:channel, :key)"),
-                {"channel": NOTIFY_CHANNEL, "key": key},
-            )
+            connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "key": key})
 
 
 def events_after(

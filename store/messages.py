@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import col
 
-from domain.types import ConversationState, EventType
+from domain.types import ConversationState, EventType, Role
 from store.db import Database
-from store.events import append_event
+from store.events import ConversationNotFound, append_event
 from store.models import Conversation, Message, utcnow
 
 # Messages a sender may post in one conversation within this window (the API's rate limit).
@@ -30,23 +30,33 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+class NotYourConversation(Exception):
+    """The agent posting does not hold the conversation."""
+
+
+class ConversationNotActive(Exception):
+    """An agent may write only while the conversation is active."""
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     message: Message
     created: bool
+    holder: str | None = None  # the agent holding the conversation when it was stored
 
 
-def _find(
-    db: Database, conversation_id: str, sender_id: str, client_message_id: str
-) -> Message | None:
-    with db.read() as session:
-        return session.exec(
-            select(Message).where(
-                Message.conversation_id == conversation_id,
-                Message.sender_id == sender_id,
-                Message.client_message_id == client_message_id,
-            )
-        ).first()
+# Built once (a statement's cache key is worked out once per object): every message runs these.
+_LOCK_CONVERSATION = (
+    sa.select(col(Conversation.state), col(Conversation.agent_id))
+    .where(col(Conversation.id) == sa.bindparam("of_conversation"))
+    .with_for_update()
+)
+_FIND = sa.select(*Message.__table__.columns).where(  # type: ignore[attr-defined]
+    col(Message.conversation_id) == sa.bindparam("of_conversation"),
+    col(Message.sender_id) == sa.bindparam("of_sender"),
+    col(Message.client_message_id) == sa.bindparam("of_client_message"),
+)
+_INSERT_MESSAGE = sa.insert(Message).returning(col(Message.id))
 
 
 def store_message(
@@ -62,71 +72,79 @@ def store_message(
 ) -> StoredMessage:
     """Store once per (sender, client_message_id); a repeat returns the original message.
 
-    A new message beyond `max_per_minute` from this sender in this conversation raises
-    RateLimited. It is counted in the database, under the conversation's row lock (the write
-    transaction on SQLite), so the limit holds across any number of API processes."""
-    if (existing := _find(db, conversation_id, sender_id, client_message_id)) is not None:
-        return StoredMessage(existing, created=False)
-    try:
-        with db.write() as session:
-            state = session.exec(
-                select(Conversation.state)
-                .where(Conversation.id == conversation_id)
-                .with_for_update()
-            ).one()
-            if state == ConversationState.CLOSED:
-                raise ConversationClosed(conversation_id)
-            if max_per_minute is not None:
-                _check_rate(session, conversation_id, sender_id, max_per_minute)
-            event = append_event(
-                session,
-                conversation_id=conversation_id,
-                type=EventType.MESSAGE_CREATED,
-                data={
-                    "sender_role": sender_role,
-                    "sender_id": sender_id,
-                    "client_message_id": client_message_id,
-                    "message_type": type,
-                    "content": content,
-                },
-            )
-            message = Message(
-                conversation_id=conversation_id,
-                seq=event.seq,
-                sender_role=sender_role,
-                sender_id=sender_id,
-                client_message_id=client_message_id,
-                type=type,
-                content=content,
-                created_at=event.at,
-            )
-            session.add(message)
-        return StoredMessage(message, created=True)
-    except sa.exc.IntegrityError:
-        # The same client_message_id raced in on another request: that one is the original.
-        original = _find(db, conversation_id, sender_id, client_message_id)
-        if original is None:
-            raise
-        return StoredMessage(original, created=False)
-
-
-def _check_rate(session: Session, conversation_id: str, sender_id: str, limit: int) -> None:
-    now = utcnow()
-    recent, oldest = session.execute(
-        sa.select(sa.func.count(), sa.func.min(col(Message.created_at))).where(
-            col(Message.conversation_id) == conversation_id,  # indexed
-            col(Message.sender_id) == sender_id,
-            col(Message.created_at) > now - RATE_WINDOW,
+    One write transaction, the conversation's row locked first (on SQLite the transaction is
+    the lock): unknown → ConversationNotFound; an agent who does not hold it →
+    NotYourConversation; a repeat → the original, whatever the state now; closed →
+    ConversationClosed; an agent's message while not active → ConversationNotActive. A new
+    message beyond `max_per_minute` from this sender in this conversation raises RateLimited:
+    counted in the database, so the limit holds across any number of API processes."""
+    with db.write_connection() as connection:
+        row = connection.execute(_LOCK_CONVERSATION, {"of_conversation": conversation_id}).first()
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        state, agent_id = row
+        if sender_role == Role.AGENT and agent_id != sender_id:
+            raise NotYourConversation(conversation_id)
+        existing = connection.execute(
+            _FIND,
+            {
+                "of_conversation": conversation_id,
+                "of_sender": sender_id,
+                "of_client_message": client_message_id,
+            },
+        ).first()
+        if existing is not None:
+            return StoredMessage(Message(**existing._asdict()), created=False)
+        if state == ConversationState.CLOSED:
+            raise ConversationClosed(conversation_id)
+        if sender_role == Role.AGENT and state != ConversationState.ACTIVE:
+            raise ConversationNotActive(conversation_id)
+        if max_per_minute is not None:
+            _check_rate(connection, conversation_id, sender_id, max_per_minute)
+        event = append_event(
+            connection,
+            conversation_id=conversation_id,
+            type=EventType.MESSAGE_CREATED,
+            data={
+                "sender_role": sender_role,
+                "sender_id": sender_id,
+                "client_message_id": client_message_id,
+                "message_type": type,
+                "content": content,
+            },
         )
+        message = Message(
+            conversation_id=conversation_id,
+            seq=event.seq,
+            sender_role=sender_role,
+            sender_id=sender_id,
+            client_message_id=client_message_id,
+            type=type,
+            content=content,
+            created_at=event.at,
+        )
+        message.id = connection.execute(
+            _INSERT_MESSAGE, message.model_dump(exclude={"id"})
+        ).scalar_one()
+    return StoredMessage(message, created=True, holder=agent_id)
+
+
+_RECENT = sa.select(sa.func.count(), sa.func.min(col(Message.created_at))).where(
+    col(Message.conversation_id) == sa.bindparam("of_conversation"),
+    col(Message.sender_id) == sa.bindparam("of_sender"),
+    col(Message.created_at) > sa.bindparam("since"),
+)
+
+
+def _check_rate(
+    connection: sa.Connection, conversation_id: str, sender_id: str, limit: int
+) -> None:
+    now = utcnow()
+    recent, oldest = connection.execute(
+        _RECENT,
+        {"of_conversation": conversation_id, "of_sender": sender_id, "since": now - RATE_WINDOW},
     ).one()
     if recent >= limit:
         # The oldest of them leaves the window first: then there is room for one more.
         frees_in = (oldest + RATE_WINDOW - now).total_seconds()
         raise RateLimited(retry_after=max(1, math.ceil(frees_in)))
-
-
-def mark_acknowledged(db: Database, message_id: int) -> None:
-    with db.write() as session:
-        session.execute(
-            sa.update(Message).where(col(Message.id) == message_id).values(acknowledged=True)
-        )

@@ -129,7 +129,12 @@ class Event(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
-    __table_args__ = (sa.UniqueConstraint("conversation_id", "sender_id", "client_message_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("conversation_id", "sender_id", "client_message_id"),
+        # The rate limit counts a sender's messages of the last minute in a conversation: an
+        # index range, not a walk through everything they ever wrote there (bench/ B6).
+        sa.Index("ix_message_sender_recent", "conversation_id", "sender_id", "created_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(foreign_key="conversation.id", max_length=32, index=True)
     seq: int
@@ -139,8 +144,6 @@ class Message(SQLModel, table=True):
     type: str = Field(max_length=16)
     content: str
     created_at: datetime = _at(default_factory=utcnow)
-    # True once the workflow has been told (the signal was accepted by the Temporal server).
-    acknowledged: bool = False
 
 
 class QueueEntry(SQLModel, table=True):

@@ -48,6 +48,30 @@ async def test_a_retry_with_the_same_client_message_id_stores_nothing_new(
         assert other.status_code == 201 and other.json()["seq"] == first.json()["seq"] + 1
 
 
+async def test_a_retry_after_the_conversation_ended_answers_the_original(
+    time_env, db, policy_file, make_system
+) -> None:
+    """A retry whose first try got through (its answer lost on the way) still answers the stored
+    message once the workflow has finished: it is told again, and finished is no error here."""
+    async with make_system(time_env, db, policy_file())() as system:
+        cid, visitor = await system.start_conversation()
+        first = await system.post_message(cid, visitor, "Never mind, found it", "bye-1")
+        assert first.status_code == 201, first.text
+        closed = await system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(visitor))
+        assert closed.status_code == 200, closed.text
+        # Nobody served it: no rating phase, the workflow completes at once.
+        handle = system.env.client.get_workflow_handle(f"conversation-{cid}")
+        assert await handle.result() == "abandoned"
+
+        again = await system.post_message(cid, visitor, "Never mind, found it", "bye-1")
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+        # A new message is refused: the conversation is closed.
+        late = await system.post_message(cid, visitor, "One more thing", "bye-2")
+        assert late.status_code == 409, late.text
+        assert [m.client_message_id for m in _stored(system.db, cid)] == ["bye-1"]
+
+
 async def test_engine_unreachable_answers_503_and_the_retry_completes_the_same_message(
     time_env, db, policy_file, make_system, tmp_path: Path
 ) -> None:
@@ -73,12 +97,13 @@ async def test_engine_unreachable_answers_503_and_the_retry_completes_the_same_m
             )
             assert response.status_code == 503, response.text
             assert "retry" in response.json()["detail"]
+        # Stored, but the workflow was never told.
         [unacknowledged] = [m for m in _stored(system.db, cid) if m.client_message_id == "v-9"]
-        assert not unacknowledged.acknowledged
         assert await _workflow_seq(system, cid) < unacknowledged.seq
 
+        # The retry stores nothing new, answers the stored message and tells the workflow.
         retry = await system.post_message(cid, visitor, "Yes, one more question", "v-9")
-        assert retry.status_code == 201, retry.text
+        assert retry.status_code == 200, retry.text
         assert retry.json()["seq"] == unacknowledged.seq
         assert await _workflow_seq(system, cid) == unacknowledged.seq
         assert len([m for m in _stored(system.db, cid) if m.client_message_id == "v-9"]) == 1

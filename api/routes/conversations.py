@@ -6,7 +6,7 @@ import secrets
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -23,10 +23,12 @@ from api.deps import (
     CurrentPrincipal,
     ServicesDep,
     StreamStart,
+    conversation_of_caller,
+    load_conversation,
     require,
     visitor_token,
 )
-from api.engine import signal, update
+from api.engine import ConversationEnded, signal, update
 from api.schemas import (
     ENGINE_DOWN,
     UNAUTHORIZED,
@@ -71,9 +73,17 @@ from domain.types import (
 )
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
-from store.events import append_event, events_after
-from store.messages import ConversationClosed, RateLimited, mark_acknowledged, store_message
+from store.events import ConversationNotFound, append_event, events_after
+from store.messages import (
+    ConversationClosed,
+    ConversationNotActive,
+    NotYourConversation,
+    RateLimited,
+    store_message,
+)
 from store.models import Agent, Conversation, Message, QueueEntry, utcnow
+
+NOT_ACTIVE = "the conversation is not active"
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 conversation_router = router  # other modules add conversation sub-resources to it
@@ -266,26 +276,31 @@ def _message_public(message: Message) -> MessagePublic:
 )
 async def post_message(
     body: MessageCreate,
-    conversation: ConversationOfCaller,
+    conversation_id: Annotated[str, Path(max_length=64)],
     principal: CurrentPrincipal,
     services: ServicesDep,
-    response: Response,
-) -> MessagePublic:
-    if principal.role not in (Role.VISITOR, Role.AGENT):
+) -> Response:
+    # The hot path (every message of every chat): one trip to a thread, one write transaction,
+    # one signal. Who may post is checked inside that transaction, which loads the conversation
+    # anyway; any other caller gets the usual 404 or 403 the long way.
+    own = principal.role == Role.AGENT or (
+        principal.role == Role.VISITOR and principal.conversation_id == conversation_id
+    )
+    if not own:
+        conversation = await load_conversation(services, conversation_id)
+        await conversation_of_caller(principal, conversation)
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
     limit = services.settings.max_message_chars
     if len(body.content) > limit:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE, detail=f"content is longer than {limit} characters"
         )
-    if principal.role == Role.AGENT and conversation.state != ConversationState.ACTIVE:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is not active")
     per_minute = services.settings.max_messages_per_minute
     try:
         stored = await run_in_threadpool(
             lambda: store_message(
                 services.db,
-                conversation_id=conversation.id,
+                conversation_id=conversation_id,
                 sender_role=principal.role,
                 sender_id=principal.id,
                 client_message_id=body.client_message_id,
@@ -294,8 +309,14 @@ async def post_message(
                 max_per_minute=per_minute,
             )
         )
+    except ConversationNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
+    except NotYourConversation:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your conversation") from None
     except ConversationClosed:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is closed") from None
+    except ConversationNotActive:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=NOT_ACTIVE) from None
     except RateLimited as limited:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -308,19 +329,27 @@ async def post_message(
     if stored.created:
         # In the log from here on (a stream that polls may show it already): wake this
         # process's streams now, not after the workflow's signal (most of a POST's time).
-        services.hints.wake(*stream_keys(conversation.id, conversation.agent_id))
-    if message.acknowledged:
-        response.status_code = status.HTTP_200_OK
-        return _message_public(message)
+        services.hints.wake(*stream_keys(conversation_id, stored.holder))
     # Stored first, then the workflow is told; only then is the message acknowledged (2xx).
-    await signal(
-        services.temporal,
-        conversation.id,
-        "message_posted",
-        MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
+    # A repeat is told again (an earlier try may have stored it and then failed to signal):
+    # the workflow ignores a seq it has seen.
+    try:
+        await signal(
+            services.temporal,
+            conversation_id,
+            "message_posted",
+            MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
+        )
+    except ConversationEnded:
+        if stored.created:
+            raise
+        # Stored while the conversation was open, and its workflow has finished since: the
+        # message is in the transcript, so the repeat answers what the first try did.
+    return Response(
+        _message_public(message).model_dump_json(),
+        status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK,
+        media_type="application/json",
     )
-    await run_in_threadpool(mark_acknowledged, services.db, message.id)
-    return _message_public(message)
 
 
 @router.post(
@@ -540,7 +569,7 @@ async def transfer_conversation(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
             )
     if conversation.state != ConversationState.ACTIVE:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is not active")
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=NOT_ACTIVE)
     await update(
         services.temporal,
         conversation.id,
