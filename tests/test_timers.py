@@ -12,11 +12,9 @@ import time
 from pathlib import Path
 
 from temporalio.client import WorkflowHandle
-from temporalio.worker import Replayer
 
 from store.events import events_after
 from tests.utils import ADMIN, System, bearer, write_policy
-from workflows import ConversationWorkflow
 
 WARNING = "conversation.idle_warning"
 
@@ -268,16 +266,3 @@ async def test_timers_due_while_no_worker_runs_fire_when_one_is_back(
         assert closed["data"]["close_reason"] == "idle_timeout"
         types = await _types(system, cid, visitor)
         assert types.index(WARNING) < types.index("conversation.closed")
-
-
-async def test_histories_replay_deterministically(time_env, db, policy_file, make_system) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        _agent_id, agent, cid, visitor = await _active(system)
-        await system.post_message(cid, visitor, "Hi")
-        await system.post_message(cid, agent, "Hello, how can I help?")
-        await time_env.sleep(400)
-        await system.wait_for_event(cid, visitor, "rating.invited")
-        await time_env.sleep(3700)
-        await _handle(system, cid).result()
-        history = await _handle(system, cid).fetch_history()
-    await Replayer(workflows=[ConversationWorkflow]).replay_workflow(history)
