@@ -83,7 +83,7 @@ def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
 
 
 def _transfer_result(
-    session: Session, conversation: Conversation, policy: Policy
+    session: Session, conversation: Conversation, policy: Policy, key: str
 ) -> TransferResult:
     """What a transfer that already happened did, read back for a retried activity."""
     if conversation.state == ConversationState.QUEUED:
@@ -94,7 +94,12 @@ def _transfer_result(
             return TransferResult(
                 ok=True, placement=_placed(_group(policy, entry.skill_group), entry)
             )
-    return TransferResult(ok=True, agent_id=conversation.agent_id)
+    assigned = session.exec(
+        select(Event.seq).where(
+            Event.conversation_id == conversation.id, Event.dedupe_key == f"{key}:assigned"
+        )
+    ).first()
+    return TransferResult(ok=True, agent_id=conversation.agent_id, handover_seq=assigned or 0)
 
 
 def _conversation(session: Session, conversation_id: str) -> Conversation:
@@ -326,7 +331,7 @@ class ConversationActivities:
                     )
                 ).first()
                 if done is not None:  # a retry after it committed
-                    return _transfer_result(session, conversation, policy), None
+                    return _transfer_result(session, conversation, policy, key), None
                 from_agent = conversation.agent_id
                 if request.to_agent_id is not None:
                     target = session.get(Agent, request.to_agent_id)
@@ -389,13 +394,14 @@ class ConversationActivities:
                         dedupe_key=f"{key}:queued",
                     )
                 else:
-                    append_event(
+                    assigned = append_event(
                         session,
                         conversation_id=conversation.id,
                         type=EventType.ASSIGNED,
                         data={"agent_id": result.agent_id, "transferred": True},
                         dedupe_key=f"{key}:assigned",
                     )
+                    result.handover_seq = assigned.seq
                 return result, from_agent
 
         result, freed_agent = await self._in_thread(work)
@@ -484,8 +490,11 @@ class ConversationActivities:
         return await self._in_thread(work)
 
     @activity.defn(name="close_conversation")
-    async def close_conversation(self, close: CloseInput) -> None:
+    async def close_conversation(self, close: CloseInput) -> str | None:
+        """Close with the closing message; with `invite_rating`, invite the rating too and
+        answer when its window ends (ISO 8601)."""
         policy = self.policy.current()
+        rating_expires_at: list[datetime] = []
 
         left_queue: list[str] = []
 
@@ -538,31 +547,50 @@ class ConversationActivities:
                 )
                 if conversation.agent_id is None:
                     return []
+                if close.invite_rating:
+                    rating_expires_at.append(
+                        self._invite_rating(
+                            session, conversation, now + policy.timeouts.rating_window
+                        )
+                    )
                 return agent_skill_groups(session, conversation.agent_id)
 
         freed_groups = await self._in_thread(work)
-        await self._in_thread(lambda: announce(self.db, left_queue))
+        if left_queue:
+            await self._in_thread(lambda: announce(self.db, left_queue))
         # The agent's load dropped: the next waiting conversation gets them at once.
         await assign_and_notify(db=self.db, client=self.client, skill_groups=freed_groups)
+        return rating_expires_at[0].isoformat() if rating_expires_at else None
+
+    def _invite_rating(
+        self, session: Session, conversation: Conversation, expires_at: datetime
+    ) -> datetime:
+        """Invite the visitor to rate (once); returns when the window ends, as first told."""
+        if conversation.rating_status == RatingStatus.NONE:
+            conversation.rating_status = RatingStatus.PENDING
+            conversation.rating_expires_at = expires_at
+            session.add(conversation)
+        expires_at = conversation.rating_expires_at or expires_at
+        append_event(
+            session,
+            conversation_id=conversation.id,
+            type=EventType.RATING_INVITED,
+            data={
+                "text": self.policy.current().texts.rating_invite,
+                "expires_at": expires_at.isoformat(),
+            },
+            dedupe_key="rating:invited",
+        )
+        return expires_at
 
     @activity.defn(name="invite_rating")
     async def invite_rating(self, invite: RatingInvite) -> None:
-        text = self.policy.current().texts.rating_invite
+        """The invite on its own (conversations from before it came with the close)."""
 
         def work() -> None:
             with self.db.write() as session:
                 conversation = _conversation(session, invite.conversation_id)
-                if conversation.rating_status == RatingStatus.NONE:
-                    conversation.rating_status = RatingStatus.PENDING
-                    conversation.rating_expires_at = invite.expires_at
-                    session.add(conversation)
-                append_event(
-                    session,
-                    conversation_id=invite.conversation_id,
-                    type=EventType.RATING_INVITED,
-                    data={"text": text, "expires_at": invite.expires_at.isoformat()},
-                    dedupe_key="rating:invited",
-                )
+                self._invite_rating(session, conversation, invite.expires_at)
 
         await self._in_thread(work)
 

@@ -160,6 +160,9 @@ class TransferResult:
     reason: str | None = None
     agent_id: str | None = None
     placement: QueuePlacement | None = None
+    # The seq of the handover's last event: a message with a greater seq came after it, from
+    # the new agent or the visitor (0: a queue transfer, or a result from an older worker).
+    handover_seq: int = 0
 
 
 @dataclass
@@ -181,6 +184,8 @@ class IdleCountdown:
 
     agent_message_seq: int = 0
     armed_at: datetime | None = None
+    # idle_close_after as the policy said when the countdown started (its warning_at likewise).
+    close_after_s: float | None = None
     warning_at: datetime | None = None
     warned: bool = False
     close_at: datetime | None = None
@@ -290,6 +295,9 @@ class CloseInput:
     reason: str
     closed_by: str | None = None
     next_opening: datetime | None = None  # named in the out-of-hours message
+    # Invite the visitor to rate it in the same transaction (an agent served it); the activity
+    # then answers when the rating window ends (ISO 8601).
+    invite_rating: bool = False
 
 
 @dataclass

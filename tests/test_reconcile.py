@@ -9,10 +9,12 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from activities.dispatching import reconcile
+from domain.policy import PolicySource
 from domain.types import workflow_id
 from store.assignment import dispatch
-from store.models import Agent, QueueEntry
-from tests.utils import ADMIN, System, eventually
+from store.models import Agent, Conversation, QueueEntry
+from tests.utils import ADMIN, System, bearer, eventually
+from worker import build_worker
 
 
 async def _queued(system: System) -> tuple[str, str, str]:
@@ -80,3 +82,42 @@ async def test_a_lost_assignment_signal_is_sent_again(
         assert (
             await reconcile(db=system.db, client=time_env.client, stranded_after=timedelta(0)) == 0
         )
+
+
+async def test_an_agent_and_a_close_that_reach_the_workflow_together_close_as_asked(
+    dev_env, db, policy_file, make_system
+) -> None:
+    """The assignment's signal and the visitor's close come to the workflow in one task (here
+    no worker runs while both are sent; in production a task lost with a dead server does it):
+    the visitor closed a served conversation, not an abandoned wait."""
+    async with make_system(dev_env, db, policy_file())() as system:
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_event(cid, visitor, "queue.position_changed")
+        assert system.worker is not None
+        await system.worker.__aexit__(None, None, None)  # what follows waits in history
+
+        agent_id, _agent = await system.create_agent()  # assigned in the database, signalled
+
+        async def assigned() -> bool:
+            with db.read() as session:
+                return session.get(Conversation, cid).agent_id == agent_id  # type: ignore[union-attr]
+
+        await eventually(assigned)
+        closing = asyncio.ensure_future(
+            system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(visitor))
+        )
+        await asyncio.sleep(1)  # the close waits for a worker
+        system.worker = build_worker(
+            client=system.env.client,
+            db=db,
+            policy=PolicySource(system.policy_path),
+            task_queue=system.task_queue,
+        )
+        await system.worker.__aenter__()
+        closed = await closing
+        assert closed.status_code == 200, closed.text
+        assert (closed.json()["close_reason"], closed.json()["agent_id"]) == (
+            "visitor_closed",
+            agent_id,
+        )
+        assert closed.json()["rating"]["status"] == "pending"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from domain.types import SA_AGENT, SA_STATE
@@ -149,6 +150,49 @@ async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_to
         assert requeued["data"] == {"agent_id": bob, "reason": "no_first_reply"}
         # Back with alice (she has room again); not with bob, who is skipped now.
         assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == alice
+
+
+async def test_what_the_new_agent_writes_during_the_handover_keeps_its_countdown(
+    time_env, db, tmp_path: Path, make_system
+) -> None:
+    """Bob writes the moment the handover commits, while the workflow is still finishing the
+    transfer: his message must keep the idle countdown it starts (and counts as his first
+    reply), not be wiped by the transfer's fresh start."""
+    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
+    policy = write_policy(tmp_path / "policy.toml", groups=groups)
+    async with make_system(time_env, db, policy)() as system:
+        _alice, alice_token = await system.create_agent("alice", max_concurrent=1)
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "active")
+        await system.post_message(cid, visitor, "I want a refund")
+        bob, bob_token = await system.create_agent("bob", max_concurrent=1)
+
+        async def bob_writes_at_once() -> int:
+            # 403 until the handover commits; then at once.
+            for attempt in range(2000):
+                response = await system.post_message(
+                    cid, bob_token, "Bob here, refund approved", f"bob-{attempt}"
+                )
+                if response.status_code != 403:
+                    return response.status_code
+            raise AssertionError("the conversation never reached bob")
+
+        moved, bob_wrote = await asyncio.gather(
+            system.http.post(
+                f"/v1/conversations/{cid}/transfer",
+                headers=bearer(alice_token),
+                json={"to_agent_id": bob},
+            ),
+            bob_writes_at_once(),
+        )
+        assert moved.status_code == 200, moved.text
+        assert bob_wrote == 201
+        await time_env.sleep(185)  # idle_warning_after is 3 minutes; the first reply was in time
+        warning = await system.wait_for_event(cid, visitor, "conversation.idle_warning")
+        assert warning["data"]["sender_role"] == "system"
+        types = [e["type"] for e in await system.events(cid, visitor)]
+        assert "conversation.requeued" not in types
+        assert (await system.conversation(cid, visitor))["agent_id"] == bob
 
 
 async def test_transfer_errors(time_env, db, policy_file, make_system) -> None:

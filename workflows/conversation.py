@@ -57,6 +57,16 @@ with workflow.unsafe.imports_passed_through():
 # Database outages must delay decisions, never drop them: retry without a limit.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 _ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# Every activity is a short database write (and perhaps a signal to another conversation). Those
+# that follow from what history already holds (the start, a signal, a timer that fired) run as
+# local activities, inside the workflow task that needs them, not as tasks of their own that go
+# round the server: an idle auto-close with its rating invite is one workflow task, not three
+# (bench/ B3). If that task is lost (a worker or the server dies), its retry runs them again,
+# and they are idempotent. What follows from an update (a close or transfer someone asked for)
+# stays a regular activity: the update is in history only once its workflow task completes, and
+# a local activity would write its effects before that; a lost task would leave the database
+# ahead of the workflow. Conversations started before this ran every one as an activity.
+LOCAL_ACTIVITIES = "local-activities"
 
 INVALID_STATE = "InvalidState"
 FORBIDDEN = "Forbidden"
@@ -116,7 +126,11 @@ class ConversationWorkflow:
                 timed_out = not await self._sleep_until(deadline, woken)
             else:
                 await workflow.wait_condition(woken)
-            if flow.close_request is not None:
+            if flow.close_request is not None and flow.agent_id is not None:
+                # Its agent came in the same breath (the visitor may have seen them already):
+                # a close by whoever asked, not an abandoned wait.
+                await self._close(_reason_for(flow.close_request))
+            elif flow.close_request is not None:
                 by_admin = flow.close_request.by_role == Role.ADMIN
                 await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
             elif flow.agent_id is not None:
@@ -233,6 +247,7 @@ class ConversationWorkflow:
                 countdown.warning_at = countdown.armed_at + timedelta(
                     seconds=timeouts.idle_warning_after_s
                 )
+                countdown.close_after_s = timeouts.idle_close_after_s
                 if await self._sleep_until(countdown.warning_at, moved):
                     continue
                 await self._send_idle_warning(countdown)
@@ -262,6 +277,7 @@ class ConversationWorkflow:
             "transfer_conversation",
             TransferInput(flow.conversation_id, request, flow.assignment_round),
             TransferResult,
+            requested=True,
         )
         self._transfer_result = result
         flow.transfer_request = None
@@ -270,15 +286,23 @@ class ConversationWorkflow:
         if result.agent_id is not None:
             flow.agent_id = result.agent_id
             flow.assignment_round += 1
-            flow.agent_replied = False
+            # A message newer than the handover (a greater seq) is the new agent's or the
+            # visitor's: one the new agent wrote while the handover was being recorded keeps
+            # the countdown it started. Anything older is the past: a fresh start.
+            if not (result.handover_seq and flow.countdown.agent_message_seq > result.handover_seq):
+                flow.agent_replied = False
+                flow.countdown = IdleCountdown()
             flow.first_reply_due_at = None
             # The new agent must answer in time too (histories from before this rule replay
             # without it).
-            if flow.first_reply_timeout_s and workflow.patched("first-reply-after-transfer"):
+            if (
+                flow.first_reply_timeout_s
+                and not flow.agent_replied
+                and workflow.patched("first-reply-after-transfer")
+            ):
                 flow.first_reply_due_at = workflow.now() + timedelta(
                     seconds=flow.first_reply_timeout_s
                 )
-            flow.countdown = IdleCountdown()
             self._publish()
         else:
             assert result.placement is not None
@@ -294,16 +318,18 @@ class ConversationWorkflow:
         self._placed(placement)
 
     async def _send_idle_warning(self, countdown: IdleCountdown) -> None:
-        # Read the policy again: a changed idle_close_after applies to this next timer.
-        timeouts = await self._timeouts()
-        close_at = workflow.now() + timedelta(seconds=timeouts.idle_close_after_s)
+        close_after_s = countdown.close_after_s
+        if close_after_s is None or not workflow.patched(LOCAL_ACTIVITIES):
+            # Conversations from before read the policy again here, a local activity of its own.
+            close_after_s = (await self._timeouts()).idle_close_after_s
+        close_at = workflow.now() + timedelta(seconds=close_after_s)
         told = await self._activity(
             "send_idle_warning",
             IdleWarningInput(
                 conversation_id=self.flow.conversation_id,
                 agent_message_seq=countdown.agent_message_seq,
                 close_at=close_at,
-                idle_close_after_s=timeouts.idle_close_after_s,
+                idle_close_after_s=close_after_s,
             ),
             None,
         )
@@ -315,16 +341,23 @@ class ConversationWorkflow:
     async def _close(self, reason: str, next_opening: datetime | None = None) -> None:
         flow = self.flow
         request = flow.close_request
-        await self._activity(
+        # An agent served it: the rating invite goes out with the closing message (one write).
+        invite = flow.agent_id is not None and workflow.patched(LOCAL_ACTIVITIES)
+        rating_expires_at = await self._activity(
             "close_conversation",
             CloseInput(
                 conversation_id=flow.conversation_id,
                 reason=reason,
                 closed_by=request.by_id if request else None,
                 next_opening=next_opening,
+                invite_rating=invite,
             ),
             None,
+            requested=request is not None and request.by_role != Role.SYSTEM,
         )
+        if invite and isinstance(rating_expires_at, str):
+            flow.rating_expires_at = datetime.fromisoformat(rating_expires_at)
+            flow.rating_status = RatingStatus.PENDING
         flow.state = ConversationState.CLOSED
         flow.close_reason = reason
         flow.closed_at = workflow.now()
@@ -348,7 +381,10 @@ class ConversationWorkflow:
             await self._sleep_until(flow.rating_expires_at, lambda: flow.rating is not None)
             if flow.rating is not None:
                 await self._activity(
-                    "record_rating", RatingRecord(flow.conversation_id, flow.rating), None
+                    "record_rating",
+                    RatingRecord(flow.conversation_id, flow.rating),
+                    None,
+                    requested=True,
                 )
                 flow.rating_status = RatingStatus.RATED
             else:
@@ -478,7 +514,18 @@ class ConversationWorkflow:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    async def _activity(self, name: str, arg: object, result_type: type | None) -> object:
+    async def _activity(
+        self, name: str, arg: object, result_type: type | None, *, requested: bool = False
+    ) -> object:
+        """Run an activity; `requested`: it carries out an update (see LOCAL_ACTIVITIES)."""
+        if not requested and workflow.patched(LOCAL_ACTIVITIES):
+            return await workflow.execute_local_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=_ACTIVITY_TIMEOUT,
+                retry_policy=_RETRY,
+            )
         return await workflow.execute_activity(
             name,
             arg,
