@@ -19,6 +19,7 @@ import aiohttp
 import httpx
 
 from bench.stack import ADMIN, APP, bearer
+from tests.workbench import create_agent_over_api
 
 T = TypeVar("T")
 
@@ -69,27 +70,10 @@ async def create_agents(
 ) -> list[Agent]:
     async def one(index: int) -> Agent:
         agent_id = f"{prefix}-{index}"
-        created = _ok(
-            await http.post(
-                "/v1/agents",
-                headers=ADMIN,
-                json={
-                    "id": agent_id,
-                    "name": agent_id,
-                    "skill_groups": ["general"],
-                    "max_concurrent": max_concurrent,
-                },
-            )
+        return Agent(
+            agent_id,
+            await create_agent_over_api(http, ADMIN, agent_id, max_concurrent=max_concurrent),
         )
-        agent = Agent(agent_id, created["token"])
-        _ok(
-            await http.put(
-                f"/v1/agents/{agent_id}/status",
-                headers=bearer(agent.token),
-                json={"status": "online"},
-            )
-        )
-        return agent
 
     return await gather_limited([lambda i=i: one(i) for i in range(count)], 8)
 

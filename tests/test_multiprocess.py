@@ -20,6 +20,7 @@ from store.db import Database
 from store.models import Assignment
 from tests.test_e2e import Deployment, _events, _say, _sse, _start, _until_active, _until_event
 from tests.utils import ADMIN, bearer, eventually
+from tests.workbench import create_agent_over_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -34,22 +35,7 @@ def two_of_each(dev_env, tmp_path: Path, postgres_db: Database) -> Iterator[Depl
 
 
 async def _agent(http: httpx.AsyncClient, agent_id: str, capacity: int) -> str:
-    created = await http.post(
-        "/v1/agents",
-        headers=ADMIN,
-        json={
-            "id": agent_id,
-            "name": agent_id,
-            "skill_groups": ["general"],
-            "max_concurrent": capacity,
-        },
-    )
-    assert created.status_code == 201, created.text
-    token = created.json()["token"]
-    await http.put(
-        f"/v1/agents/{agent_id}/status", headers=bearer(token), json={"status": "online"}
-    )
-    return token
+    return await create_agent_over_api(http, ADMIN, agent_id, max_concurrent=capacity)
 
 
 async def _held_through_a_kill(

@@ -22,6 +22,7 @@ from settings import Settings
 from store.assignment import join_queue
 from store.db import Database
 from store.models import Agent, AgentSkill, Conversation
+from tests.workbench import create_agent_over_api
 from worker import build_worker
 
 T = TypeVar("T")
@@ -145,20 +146,14 @@ class System:
         online: bool = True,
     ) -> tuple[str, str]:
         agent_id = agent_id or f"agent-{uuid.uuid4().hex[:8]}"
-        response = await self.http.post(
-            "/v1/agents",
-            headers=ADMIN,
-            json={
-                "id": agent_id,
-                "name": agent_id.title(),
-                "skill_groups": skill_groups or ["general"],
-                "max_concurrent": max_concurrent,
-            },
+        token = await create_agent_over_api(
+            self.http,
+            ADMIN,
+            agent_id,
+            skill_groups=skill_groups,
+            max_concurrent=max_concurrent,
+            online=online,
         )
-        assert response.status_code == 201, response.text
-        token = response.json()["token"]
-        if online:
-            await self.set_status(agent_id, token, "online")
         return agent_id, token
 
     async def set_status(self, agent_id: str, token: str, status: str) -> dict[str, Any]:
