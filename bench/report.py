@@ -61,6 +61,35 @@ class Figure:
         return {**asdict(self), "ratio": self.ratio}
 
 
+def latency_figures(
+    name: str,
+    seconds: Sequence[float],
+    reference: Sequence[float] | None = None,
+    *,
+    target_ms: float | None = None,
+    complete: bool = True,
+    note: str | None = None,
+) -> list[Figure]:
+    """The p50 and p99 of these latencies in ms (`name` holds `{p}`), each against the
+    reference's; a target applies to the p99, and holds only if `complete` (nothing missing)."""
+
+    def at(values: Sequence[float] | None, p: int) -> float | None:
+        return None if values is None else ms(percentile(values, p))
+
+    p99 = at(seconds, 99)
+    return [
+        Figure(name.format(p="p50"), at(seconds, 50), "ms", at(reference, 50), note=note),
+        Figure(
+            name.format(p="p99"),
+            p99,
+            "ms",
+            at(reference, 99),
+            target=None if target_ms is None else f"≤ {target_ms:g} ms",
+            passed=None if target_ms is None else p99 is not None and p99 <= target_ms and complete,
+        ),
+    ]
+
+
 @dataclass
 class ScenarioResult:
     scenario: str

@@ -36,7 +36,7 @@ from bench.api import (
     wait_until,
 )
 from bench.reference import TASK_QUEUE, Free, InboxState
-from bench.report import Figure, ScenarioResult, ms, percentile
+from bench.report import Figure, ScenarioResult, latency_figures, ms, percentile
 from bench.stack import ADMIN, Stack, bearer, memory_kib
 
 
@@ -316,32 +316,15 @@ async def b2_delivery(config: Config) -> ScenarioResult:
     delivery = [arrivals[mid] - timing[0] for mid, timing in sent.items() if mid in arrivals]
     post = [answered - before for before, answered, _ in ok]
     missing = sum(1 for mid, timing in sent.items() if timing[2] == 201 and mid not in arrivals)
-    p99 = ms(percentile(delivery, 99))
-    result.add(
-        Figure(
-            "delivery p50",
-            ms(percentile(delivery, 50)),
-            "ms",
-            reference=ms(percentile(lags, 50)),
-            note="reference: signal sent → the minimal workflow's task sees it",
-        )
+    result.figures += latency_figures(
+        "delivery {p}",
+        delivery,
+        lags,
+        target_ms=100,
+        complete=missing == 0,
+        note="reference: signal sent → the minimal workflow's task sees it",
     )
-    result.add(
-        Figure(
-            "delivery p99",
-            p99,
-            "ms",
-            reference=ms(percentile(lags, 99)),
-            target="≤ 100 ms",
-            passed=p99 is not None and p99 <= 100 and missing == 0,
-        )
-    )
-    result.add(
-        Figure("POST p50", ms(percentile(post, 50)), "ms", reference=ms(percentile(rpc, 50)))
-    )
-    result.add(
-        Figure("POST p99", ms(percentile(post, 99)), "ms", reference=ms(percentile(rpc, 99)))
-    )
+    result.figures += latency_figures("POST {p}", post, rpc)
     result.add(Figure("messages posted (missed on the stream)", f"{len(ok)} ({missing})"))
     result.details["failed_posts"] = len(sent) - len(ok)
     return result
@@ -445,25 +428,13 @@ async def b3_timers(config: Config) -> ScenarioResult:
             result.notes.append("the reference's workflows were not all started by the deadline")
         reference = [await handle.result() for handle in sleepers]
 
-    p99 = percentile(lateness, 99)
-    result.add(
-        Figure(
-            "auto-close lateness p50",
-            ms(percentile(lateness, 50)),
-            "ms",
-            reference=ms(percentile(reference, 50)),
-            note="conversation.closed `at` minus the idle warning's close_at",
-        )
-    )
-    result.add(
-        Figure(
-            "auto-close lateness p99",
-            ms(p99),
-            "ms",
-            reference=ms(percentile(reference, 99)),
-            target="≤ 1000 ms",
-            passed=p99 is not None and p99 <= 1.0 and len(lateness) == conversations,
-        )
+    result.figures += latency_figures(
+        "auto-close lateness {p}",
+        lateness,
+        reference,
+        target_ms=1000,
+        complete=len(lateness) == conversations,
+        note="conversation.closed `at` minus the idle warning's close_at",
     )
     result.add(Figure("auto-close lateness max", ms(max(lateness)), "ms", ms(max(reference))))
     result.add(Figure("idle warning lateness p99", ms(percentile(warning_lateness, 99)), "ms"))
@@ -687,28 +658,14 @@ async def b5_assignment(config: Config) -> ScenarioResult:
         for seat in seats[agents_count:]:
             reference += await seat.query("latencies_so_far", result_type=list[float])
 
-    p99 = percentile(via_event, 99)
-    result.add(
-        Figure(
-            "assigned p50 (event)",
-            ms(percentile(via_event, 50)),
-            "ms",
-            reference=ms(percentile(reference, 50)),
-            note="close POST sent → conversation.assigned `at`",
-        )
+    result.figures += latency_figures(
+        "assigned {p} (event)",
+        via_event,
+        reference,
+        target_ms=500,
+        note="close POST sent → conversation.assigned `at`",
     )
-    result.add(
-        Figure(
-            "assigned p99 (event)",
-            ms(p99),
-            "ms",
-            reference=ms(percentile(reference, 99)),
-            target="≤ 500 ms",
-            passed=p99 is not None and p99 <= 0.5,
-        )
-    )
-    result.add(Figure("on the agent stream p50", ms(percentile(via_stream, 50)), "ms"))
-    result.add(Figure("on the agent stream p99", ms(percentile(via_stream, 99)), "ms"))
+    result.figures += latency_figures("on the agent stream {p}", via_stream)
     result.add(
         Figure(
             "close POST p50",

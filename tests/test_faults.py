@@ -275,6 +275,16 @@ async def until_all(
         raise AssertionError(f"{exc}; those not there: {dict(behind)}") from None
 
 
+async def until_idle_closed(db: Database, idle: list[Chat]) -> None:
+    """The silent ones closed for inactivity, their rating invited."""
+    await until_all(
+        db,
+        idle,
+        lambda c: c.state == "closed" and c.rating_status != "none",
+        what="the idle ones closed",
+    )
+
+
 async def until_active(db: Database, chats: list[Chat]) -> None:
     rows = await until_all(db, chats, lambda c: c.state == "active", what="all assigned")
     for chat in chats:
@@ -415,12 +425,7 @@ async def test_a_worker_killed_with_100_active_conversations_loses_nothing(
             deployment.restart("worker-0")
 
             # The silent ones close for inactivity; those who answered stay open until closed.
-            await until_all(
-                postgres_db,
-                idle,
-                lambda c: c.state == "closed" and c.rating_status != "none",  # invited
-                what="the idle ones closed",
-            )
+            await until_idle_closed(postgres_db, idle)
             await clients.close_all(answering)
 
             # The rating windows run out while the worker is down again.
@@ -741,12 +746,7 @@ async def test_a_database_outage_answers_503_and_loses_nothing(
                 proxy.restore()  # ...and succeed on a retry once it is back
 
                 await asyncio.wait_for(posts, timeout=60)
-                await until_all(
-                    postgres_db,
-                    idle,
-                    lambda c: c.state == "closed" and c.rating_status != "none",  # invited
-                    what="the idle ones closed",
-                )
+                await until_idle_closed(postgres_db, idle)
                 await clients.close_all(answering)
                 await check_end_state(clients, chats, postgres_db)
                 seen = await asyncio.wait_for(watched, timeout=60)

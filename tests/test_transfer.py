@@ -9,6 +9,11 @@ from domain.types import SA_AGENT, SA_STATE
 from tests.utils import ADMIN, System, bearer, eventually, write_policy
 
 
+def _first_reply_in_2_minutes(tmp_path: Path) -> Path:
+    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
+    return write_policy(tmp_path / "policy.toml", groups=groups)
+
+
 async def _load(system: System, agent_id: str) -> int:
     return (await system.http.get(f"/v1/agents/{agent_id}", headers=ADMIN)).json()["load"]
 
@@ -89,8 +94,7 @@ async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(
 async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     time_env, db, tmp_path: Path, make_system
 ) -> None:
-    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
-    policy = write_policy(tmp_path / "policy.toml", groups=groups)
+    policy = _first_reply_in_2_minutes(tmp_path)
     async with make_system(time_env, db, policy)() as system:
         slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
         cid, visitor = await system.start_conversation()
@@ -131,8 +135,7 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
 async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(
     time_env, db, tmp_path: Path, make_system
 ) -> None:
-    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
-    policy = write_policy(tmp_path / "policy.toml", groups=groups)
+    policy = _first_reply_in_2_minutes(tmp_path)
     async with make_system(time_env, db, policy)() as system:
         alice, alice_token = await system.create_agent("alice", max_concurrent=1)
         cid, visitor = await system.start_conversation()
@@ -158,8 +161,7 @@ async def test_what_the_new_agent_writes_during_the_handover_keeps_its_countdown
     """Bob writes the moment the handover commits, while the workflow is still finishing the
     transfer: his message must keep the idle countdown it starts (and counts as his first
     reply), not be wiped by the transfer's fresh start."""
-    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
-    policy = write_policy(tmp_path / "policy.toml", groups=groups)
+    policy = _first_reply_in_2_minutes(tmp_path)
     async with make_system(time_env, db, policy)() as system:
         _alice, alice_token = await system.create_agent("alice", max_concurrent=1)
         cid, visitor = await system.start_conversation()
