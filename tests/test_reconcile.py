@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from activities.dispatching import reconcile
 from domain.policy import PolicySource
-from domain.types import workflow_id
+from domain.types import MessagePosted, Role, workflow_id
 from store.assignment import dispatch
 from store.models import Agent, Conversation, QueueEntry
 from tests.utils import ADMIN, System, bearer, eventually
@@ -121,3 +121,40 @@ async def test_an_agent_and_a_close_that_reach_the_workflow_together_close_as_as
             agent_id,
         )
         assert closed.json()["rating"]["status"] == "pending"
+
+
+async def test_an_agent_message_that_comes_with_the_assignment_starts_the_countdown(
+    dev_env, db, policy_file, make_system
+) -> None:
+    """The assignment's signal and the agent's first message reach the workflow in one task
+    (here no worker runs while both are sent; in production a task lost with a dead server,
+    retried, does it): the agent wrote last, so the idle countdown runs and the chat closes."""
+    policy = policy_file(idle_warning_after="1s", idle_close_after="1s")
+    async with make_system(dev_env, db, policy)() as system:
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_event(cid, visitor, "queue.position_changed")
+        assert system.worker is not None
+        await system.worker.__aexit__(None, None, None)  # what follows waits in history
+
+        agent_id, _agent = await system.create_agent()  # assigned in the database, signalled
+
+        async def assigned() -> bool:
+            with db.read() as session:
+                return session.get(Conversation, cid).agent_id == agent_id  # type: ignore[union-attr]
+
+        await eventually(assigned)
+        # Their message as the API signals it (its store is not what this test is about).
+        await system.env.client.get_workflow_handle(workflow_id(cid)).signal(
+            "message_posted", MessagePosted(message_id=1, seq=99, sender_role=Role.AGENT)
+        )
+        system.worker = build_worker(
+            client=system.env.client,
+            db=db,
+            policy=PolicySource(system.policy_path),
+            task_queue=system.task_queue,
+        )
+        await system.worker.__aenter__()
+        warning = await system.wait_for_event(cid, visitor, "conversation.idle_warning")
+        assert warning["data"]["after_agent_message_seq"] == 99
+        closed = await system.wait_for_event(cid, visitor, "conversation.closed")
+        assert closed["data"]["close_reason"] == "idle_timeout"

@@ -67,6 +67,7 @@ _ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # a local activity would write its effects before that; a lost task would leave the database
 # ahead of the workflow. Conversations started before this ran every one as an activity.
 LOCAL_ACTIVITIES = "local-activities"
+AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
 
 INVALID_STATE = "InvalidState"
 FORBIDDEN = "Forbidden"
@@ -200,10 +201,9 @@ class ConversationWorkflow:
         flow = self.flow
         if not flow.assignment_recorded:
             flow.assignment_round += 1
-            # A fresh start before the activity, not after: a message the agent sends meanwhile
-            # (the database says active once it commits) must keep the countdown it started.
-            flow.agent_replied = False
-            flow.countdown = IdleCountdown()
+            # No fresh start here: the way back to the queue made it (`_back_in_queue`), and
+            # the agent may have written already (the database says active once the assignment
+            # commits): their message keeps the countdown it started.
             await self._activity(
                 "record_assignment",
                 AssignmentRecord(flow.conversation_id, flow.assignment_round),
@@ -312,6 +312,7 @@ class ConversationWorkflow:
         flow = self.flow
         flow.assignment_recorded = False
         flow.first_reply_due_at = None
+        flow.agent_replied = False
         flow.countdown = IdleCountdown()
         # Served again already? (An assignment signal sent meanwhile found us still active.)
         flow.agent_id = placement.agent_id
@@ -401,7 +402,16 @@ class ConversationWorkflow:
         flow.last_message_seq = message.seq
         flow.last_message_role = message.sender_role
         flow.last_activity_at = workflow.now()
-        if flow.state == ConversationState.ACTIVE:
+        # An agent's message proves the database has the conversation active with them, even
+        # where this workflow has yet to take in its assignment (the signals of both came in
+        # one task: a task lost with a dead server, retried).
+        assigned = (
+            flow.state == ConversationState.QUEUED
+            and flow.agent_id is not None
+            and message.sender_role == Role.AGENT
+            and workflow.patched(AGENT_WROTE_BEFORE_ACTIVE)
+        )
+        if flow.state == ConversationState.ACTIVE or assigned:
             if message.sender_role == Role.AGENT:
                 flow.agent_replied = True
                 flow.countdown = IdleCountdown(
