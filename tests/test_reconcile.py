@@ -9,12 +9,10 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from activities.dispatching import reconcile
-from domain.policy import PolicySource
 from domain.types import MessagePosted, Role, workflow_id
 from store.assignment import dispatch
 from store.models import Agent, Conversation, QueueEntry
 from tests.utils import ADMIN, System, bearer, eventually
-from worker import build_worker
 
 
 async def _queued(system: System) -> tuple[str, str, str]:
@@ -84,6 +82,24 @@ async def test_a_lost_assignment_signal_is_sent_again(
         )
 
 
+async def _assigned_while_no_worker_runs(system: System) -> tuple[str, str, str]:
+    """A queued conversation, then its worker stopped and an agent assigned in the database:
+    the assignment's signal waits in history. Returns (conversation, visitor token, agent)."""
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_event(cid, visitor, "queue.position_changed")
+    assert system.worker is not None
+    await system.worker.__aexit__(None, None, None)
+    agent_id, _agent = await system.create_agent()
+
+    async def assigned() -> bool:
+        with system.db.read() as session:
+            conversation = session.get(Conversation, cid)
+        return conversation is not None and conversation.agent_id == agent_id
+
+    await eventually(assigned)
+    return cid, visitor, agent_id
+
+
 async def test_an_agent_and_a_close_that_reach_the_workflow_together_close_as_asked(
     dev_env, db, policy_file, make_system
 ) -> None:
@@ -91,29 +107,12 @@ async def test_an_agent_and_a_close_that_reach_the_workflow_together_close_as_as
     no worker runs while both are sent; in production a task lost with a dead server does it):
     the visitor closed a served conversation, not an abandoned wait."""
     async with make_system(dev_env, db, policy_file())() as system:
-        cid, visitor = await system.start_conversation()
-        await system.wait_for_event(cid, visitor, "queue.position_changed")
-        assert system.worker is not None
-        await system.worker.__aexit__(None, None, None)  # what follows waits in history
-
-        agent_id, _agent = await system.create_agent()  # assigned in the database, signalled
-
-        async def assigned() -> bool:
-            with db.read() as session:
-                return session.get(Conversation, cid).agent_id == agent_id  # type: ignore[union-attr]
-
-        await eventually(assigned)
+        cid, visitor, agent_id = await _assigned_while_no_worker_runs(system)
         closing = asyncio.ensure_future(
             system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(visitor))
         )
         await asyncio.sleep(1)  # the close waits for a worker
-        system.worker = build_worker(
-            client=system.env.client,
-            db=db,
-            policy=PolicySource(system.policy_path),
-            task_queue=system.task_queue,
-        )
-        await system.worker.__aenter__()
+        await system.start_worker()
         closed = await closing
         assert closed.status_code == 200, closed.text
         assert (closed.json()["close_reason"], closed.json()["agent_id"]) == (
@@ -131,29 +130,12 @@ async def test_an_agent_message_that_comes_with_the_assignment_starts_the_countd
     retried, does it): the agent wrote last, so the idle countdown runs and the chat closes."""
     policy = policy_file(idle_warning_after="1s", idle_close_after="1s")
     async with make_system(dev_env, db, policy)() as system:
-        cid, visitor = await system.start_conversation()
-        await system.wait_for_event(cid, visitor, "queue.position_changed")
-        assert system.worker is not None
-        await system.worker.__aexit__(None, None, None)  # what follows waits in history
-
-        agent_id, _agent = await system.create_agent()  # assigned in the database, signalled
-
-        async def assigned() -> bool:
-            with db.read() as session:
-                return session.get(Conversation, cid).agent_id == agent_id  # type: ignore[union-attr]
-
-        await eventually(assigned)
+        cid, visitor, _agent_id = await _assigned_while_no_worker_runs(system)
         # Their message as the API signals it (its store is not what this test is about).
         await system.env.client.get_workflow_handle(workflow_id(cid)).signal(
             "message_posted", MessagePosted(message_id=1, seq=99, sender_role=Role.AGENT)
         )
-        system.worker = build_worker(
-            client=system.env.client,
-            db=db,
-            policy=PolicySource(system.policy_path),
-            task_queue=system.task_queue,
-        )
-        await system.worker.__aenter__()
+        await system.start_worker()
         warning = await system.wait_for_event(cid, visitor, "conversation.idle_warning")
         assert warning["data"]["after_agent_message_seq"] == 99
         closed = await system.wait_for_event(cid, visitor, "conversation.closed")

@@ -108,7 +108,8 @@ class System:
         self._lifespan: Any = None
         self.http: httpx.AsyncClient
 
-    async def __aenter__(self) -> System:
+    async def start_worker(self) -> None:
+        """A worker on this system's task queue (again, after a test stopped it)."""
         self.worker = build_worker(
             client=self.env.client,
             db=self.db,
@@ -116,6 +117,9 @@ class System:
             task_queue=self.task_queue,
         )
         await self.worker.__aenter__()
+
+    async def __aenter__(self) -> System:
+        await self.start_worker()
         app = create_app(self.settings, temporal=self.env.client)
         self._lifespan = app.router.lifespan_context(app)
         await self._lifespan.__aenter__()
