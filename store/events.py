@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from domain.types import ConversationState, EventType
 from store.models import AgentEvent, AgentFeed, Conversation, Event, utcnow
 
 NOTIFY_CHANNEL = "switchboard_events"
@@ -124,6 +125,28 @@ def append_event(
         for key in (conversation_id, *map(agent_stream_key, agents)):
             connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "key": key})
     return event
+
+
+def change_state(
+    session: Session,
+    *,
+    conversation: Conversation,
+    state: ConversationState,
+    dedupe_key: str,
+    **details: Any,
+) -> Event:
+    """Set the conversation's state and write its state-changed event (the state and
+    `details`), inside the caller's transaction; with its dedupe key the event is written once.
+    The only place a conversation's state changes."""
+    conversation.state = state
+    session.add(conversation)
+    return append_event(
+        session,
+        conversation_id=conversation.id,
+        type=EventType.STATE_CHANGED,
+        data={"state": state, **details},
+        dedupe_key=dedupe_key,
+    )
 
 
 def append_events(

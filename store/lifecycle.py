@@ -1,0 +1,617 @@
+"""The conversation's lifecycle writes: what its workflow stores when it routes, queues, records
+an assignment, transfers, requeues, warns, closes and asks for a rating. One write transaction
+each (a move through the queues then tells those waiting their new places, in short
+transactions of its own, as `announce` does).
+
+Each may run twice (the activity that calls it is retried): a repeat finds what the first run
+stored, answers what it answered, and writes nothing new (every event has a dedupe key). Where
+something newer was stored meanwhile (an agent took the conversation while it was being moved,
+it closed already, the visitor rated it), the write keeps what is stored and says what it found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from domain.policy import Policy, SkillGroup
+from domain.types import (
+    LEFT_MESSAGE_REASONS,
+    ConversationState,
+    EventType,
+    QueuePlacement,
+    RatingStatus,
+    Role,
+    RouteResult,
+    TransferResult,
+)
+from store.assignment import (
+    agent_skill_groups,
+    announce,
+    join_queue,
+    lock_queue,
+    release_agent,
+    take_capacity,
+)
+from store.db import Database
+from store.events import ConversationNotFound, append_event, change_state
+from store.models import Agent, Assignment, Conversation, Event, QueueEntry, QueueSkip, utcnow
+
+T = TypeVar("T")
+
+
+class ConversationUnassigned(Exception):
+    """An assignment to record, but the conversation has no agent."""
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a write answers, and the skill groups of an agent whose load it dropped (their
+    queues may be served now)."""
+
+    result: T
+    freed_groups: list[str] = field(default_factory=list)
+
+
+def _conversation(session: Session, conversation_id: str) -> Conversation:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise ConversationNotFound(conversation_id)
+    return conversation
+
+
+def _group(policy: Policy, name: str | None) -> SkillGroup:
+    """The policy's group; one removed from the policy since falls back to the default."""
+    if name in policy.skill_group_names:
+        return policy.group(name)
+    return policy.group(policy.default_skill_group)
+
+
+def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
+    wait = group.max_queue_wait
+    first_reply = group.agent_first_reply_timeout
+    return QueuePlacement(
+        skill_group=group.name,
+        accepted=True,
+        queued_at=entry.enqueued_at,
+        overflow_to=group.overflow_to,
+        max_queue_wait_s=wait.total_seconds() if wait else None,
+        first_reply_timeout_s=first_reply.total_seconds() if first_reply else None,
+    )
+
+
+def _refused(group: SkillGroup, because: str) -> QueuePlacement:
+    return QueuePlacement(
+        skill_group=group.name,
+        accepted=False,
+        refused_because=because,
+        overflow_to=group.overflow_to,
+    )
+
+
+def _locked_queue_entry(session: Session, conversation_id: str) -> QueueEntry | None:
+    """The conversation's queue entry, locked before anything else: an assignment that holds
+    it finishes first (the lock order shared with assignment: entry, agent, conversation)."""
+    return session.exec(
+        select(QueueEntry).where(QueueEntry.conversation_id == conversation_id).with_for_update()
+    ).first()
+
+
+def _stored_seq(session: Session, conversation_id: str, dedupe_key: str) -> int | None:
+    """The seq of the event written with this key, if it was."""
+    return session.exec(
+        select(Event.seq).where(
+            Event.conversation_id == conversation_id, Event.dedupe_key == dedupe_key
+        )
+    ).first()
+
+
+def route_conversation(
+    *, db: Database, policy: Policy, conversation_id: str, at: datetime
+) -> RouteResult:
+    """Route by the policy's rules (once: a repeat keeps the first decision) and say whether
+    the group is open at `at` and, if not, when it opens."""
+    with db.write() as session:
+        conversation = _conversation(session, conversation_id)
+        if conversation.skill_group is None:
+            route = policy.route(conversation.visitor_context())
+            conversation.skill_group = route.skill_group
+            conversation.priority = route.priority
+            conversation.routing_rule = route.rule
+        conversation.policy_version = policy.version
+        session.add(conversation)
+        group = _group(policy, conversation.skill_group)
+        hours = group.hours
+        is_open = hours is None or hours.is_open(at)
+        next_opening = None if is_open or hours is None else hours.next_opening(at)
+        append_event(
+            session,
+            conversation_id=conversation.id,
+            type=EventType.ROUTED,
+            data={
+                "skill_group": group.name,
+                "priority": conversation.priority,
+                "routing_rule": conversation.routing_rule,
+                "open": is_open,
+                "next_opening": next_opening.isoformat() if next_opening else None,
+            },
+            dedupe_key="routed",
+        )
+        return RouteResult(
+            skill_group=group.name,
+            priority=conversation.priority,
+            rule=conversation.routing_rule,
+            is_open=is_open,
+            next_opening=next_opening,
+            policy_version=policy.version,
+        )
+
+
+def enter_queue(
+    *,
+    db: Database,
+    policy: Policy,
+    conversation_id: str,
+    skill_group: str,
+    priority: int,
+    at: datetime,
+    hop: int = 0,
+    from_group: str | None = None,
+) -> QueuePlacement:
+    """Join the group's queue, or move there from another group's (the `hop`-th overflow),
+    keeping the original enqueue time; refuse when the group is closed at `at` or its queue is
+    full. A conversation an agent took meanwhile stays with them (the placement names them)."""
+    group = _group(policy, skill_group)
+    changed_queues: list[str] = []
+    with db.write() as session:
+        placement = _join_group(
+            session,
+            policy=policy,
+            group=group,
+            conversation_id=conversation_id,
+            priority=priority,
+            at=at,
+            hop=hop,
+            from_group=from_group,
+            changed_queues=changed_queues,
+        )
+    announce(db, changed_queues)
+    return placement
+
+
+def _join_group(
+    session: Session,
+    *,
+    policy: Policy,
+    group: SkillGroup,
+    conversation_id: str,
+    priority: int,
+    at: datetime,
+    hop: int,
+    from_group: str | None,
+    changed_queues: list[str],
+) -> QueuePlacement:
+    current = _locked_queue_entry(session, conversation_id)
+    conversation = _conversation(session, conversation_id)
+    if conversation.agent_id is not None:
+        return QueuePlacement(
+            skill_group=conversation.skill_group or group.name,
+            accepted=True,
+            agent_id=conversation.agent_id,
+        )
+    if current is not None and current.skill_group == group.name:
+        return _placed(group, current)  # a retry after it committed
+    if group.hours is not None and not group.hours.is_open(at):
+        return _refused(group, "closed")
+    lock_queue(session, group.name)
+    waiting = session.exec(
+        select(sa.func.count()).select_from(QueueEntry).where(QueueEntry.skill_group == group.name)
+    ).one()
+    if group.max_queue_length is not None and waiting >= group.max_queue_length:
+        return _refused(group, "full")
+    origin = current.skill_group if current is not None else from_group
+    if current is not None:
+        session.delete(current)
+        session.flush()
+        changed_queues.append(current.skill_group)
+    changed_queues.append(group.name)
+    conversation.policy_version = policy.version
+    entry = join_queue(session, conversation, skill_group=group.name, priority=priority)
+    if hop == 0:
+        change_state(
+            session,
+            conversation=conversation,
+            state=ConversationState.QUEUED,
+            dedupe_key="state:queued",
+            skill_group=group.name,
+        )
+    else:
+        append_event(
+            session,
+            conversation_id=conversation.id,
+            type=EventType.OVERFLOWED,
+            data={"from": origin, "to": group.name, "hop": hop},
+            dedupe_key=f"overflow:{hop}",
+        )
+    return _placed(group, entry)
+
+
+def record_assignment(*, db: Database, conversation_id: str, round: int) -> None:
+    """The workflow took in its `round`-th agent: the conversation is active with them (a
+    closed one stays closed)."""
+    with db.write() as session:
+        conversation = _conversation(session, conversation_id)
+        agent = session.get(Agent, conversation.agent_id) if conversation.agent_id else None
+        if agent is None:
+            raise ConversationUnassigned(conversation_id)
+        append_event(
+            session,
+            conversation_id=conversation_id,
+            type=EventType.ASSIGNED,
+            data={"agent_id": agent.id, "agent_name": agent.name},
+            dedupe_key=f"assigned:{round}",
+        )
+        if conversation.state != ConversationState.CLOSED:
+            change_state(
+                session,
+                conversation=conversation,
+                state=ConversationState.ACTIVE,
+                dedupe_key=f"state:active:{round}",
+                agent_id=agent.id,
+            )
+
+
+def _leave_agent_for_queue(
+    session: Session, conversation: Conversation, group: SkillGroup, now: datetime
+) -> QueuePlacement:
+    """Release the agent and queue again in `group`, keeping the original enqueue time (so it
+    goes ahead of everyone who arrived later). The caller writes the state change."""
+    release_agent(session, conversation.id, now)
+    conversation.agent_id = None
+    conversation.assigned_at = None
+    session.add(conversation)
+    entry = join_queue(
+        session, conversation, skill_group=group.name, priority=conversation.priority
+    )
+    return _placed(group, entry)
+
+
+def requeue_unanswered(
+    *, db: Database, policy: Policy, conversation_id: str, agent_id: str, round: int
+) -> Outcome[QueuePlacement]:
+    """The agent of the `round`-th assignment never answered: back to the queue with its
+    original enqueue time, and never to that agent again."""
+    now = utcnow()
+    with db.write() as session:
+        conversation = _conversation(session, conversation_id)
+        group = _group(policy, conversation.skill_group)
+        lock_queue(session, group.name)
+        existing = session.exec(
+            select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
+        ).first()
+        if existing is not None:  # a retry after it committed
+            placement = _placed(group, existing)
+        else:
+            session.merge(QueueSkip(conversation_id=conversation.id, agent_id=agent_id))
+            placement = _leave_agent_for_queue(session, conversation, group, now)
+            append_event(
+                session,
+                conversation_id=conversation.id,
+                type=EventType.REQUEUED,
+                data={"agent_id": agent_id, "reason": "no_first_reply"},
+                dedupe_key=f"requeued:{round}",
+                also_to_agents=[agent_id],  # the agent who lost it
+            )
+            change_state(
+                session,
+                conversation=conversation,
+                state=ConversationState.QUEUED,
+                dedupe_key=f"requeued:{round}:queued",
+                skill_group=group.name,
+            )
+        freed_groups = agent_skill_groups(session, agent_id)
+    announce(db, [placement.skill_group])
+    return Outcome(placement, freed_groups)
+
+
+def transfer(
+    *,
+    db: Database,
+    policy: Policy,
+    conversation_id: str,
+    round: int,
+    by_id: str,
+    to_agent_id: str | None = None,
+    to_skill_group: str | None = None,
+    note: str | None = None,
+) -> Outcome[TransferResult]:
+    """Hand the conversation of the `round`-th assignment to another agent (who must be online
+    with room) or back to a group's queue. A repeat answers what the first run did."""
+    with db.write() as session:
+        outcome = _hand_over(
+            session,
+            policy=policy,
+            conversation=_conversation(session, conversation_id),
+            key=f"transfer:{round}",
+            by_id=by_id,
+            to_agent_id=to_agent_id,
+            to_skill_group=to_skill_group,
+            note=note,
+        )
+    if outcome.result.placement is not None:
+        announce(db, [outcome.result.placement.skill_group])
+    return outcome
+
+
+def _hand_over(
+    session: Session,
+    *,
+    policy: Policy,
+    conversation: Conversation,
+    key: str,
+    by_id: str,
+    to_agent_id: str | None,
+    to_skill_group: str | None,
+    note: str | None,
+) -> Outcome[TransferResult]:
+    if _stored_seq(session, conversation.id, key) is not None:  # a retry after it committed
+        return Outcome(_transfer_result(session, conversation, policy, key))
+    now = utcnow()
+    from_agent = conversation.agent_id
+    if to_agent_id is not None:
+        target = session.get(Agent, to_agent_id)
+        if target is None:
+            return Outcome(TransferResult(ok=False, reason="unknown agent"))
+        if not take_capacity(session, target.id, now):
+            return Outcome(
+                TransferResult(ok=False, reason=f"agent {target.id} is not online with room")
+            )
+        release_agent(session, conversation.id, now)
+        conversation.agent_id = target.id
+        conversation.assigned_at = now
+        conversation.load_released = False
+        session.add(conversation)
+        session.add(
+            Assignment(
+                conversation_id=conversation.id,
+                agent_id=target.id,
+                skill_group=conversation.skill_group or policy.default_skill_group,
+                priority=conversation.priority,
+                enqueued_at=conversation.queued_at or now,
+                assigned_at=now,
+            )
+        )
+        result = TransferResult(ok=True, agent_id=target.id)
+    else:
+        assert to_skill_group is not None
+        if to_skill_group not in policy.skill_group_names:
+            return Outcome(
+                TransferResult(ok=False, reason=f"unknown skill group {to_skill_group!r}")
+            )
+        group = policy.group(to_skill_group)
+        lock_queue(session, group.name)
+        result = TransferResult(
+            ok=True, placement=_leave_agent_for_queue(session, conversation, group, now)
+        )
+    append_event(
+        session,
+        conversation_id=conversation.id,
+        type=EventType.TRANSFERRED,
+        data={
+            "from_agent_id": from_agent,
+            "to_agent_id": to_agent_id,
+            "to_skill_group": to_skill_group,
+            "by": by_id,
+            "note": note,
+        },
+        dedupe_key=key,
+        also_to_agents=[from_agent],  # the agent it was transferred out from
+    )
+    if result.placement is not None:
+        change_state(
+            session,
+            conversation=conversation,
+            state=ConversationState.QUEUED,
+            dedupe_key=f"{key}:queued",
+            skill_group=to_skill_group,
+        )
+    else:
+        assigned = append_event(
+            session,
+            conversation_id=conversation.id,
+            type=EventType.ASSIGNED,
+            data={"agent_id": result.agent_id, "transferred": True},
+            dedupe_key=f"{key}:assigned",
+        )
+        result.handover_seq = assigned.seq
+    freed_groups = agent_skill_groups(session, from_agent) if from_agent else []
+    return Outcome(result, freed_groups)
+
+
+def _transfer_result(
+    session: Session, conversation: Conversation, policy: Policy, key: str
+) -> TransferResult:
+    """What a transfer that already happened did, read back for a retried activity."""
+    if conversation.state == ConversationState.QUEUED:
+        entry = session.exec(
+            select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
+        ).first()
+        if entry is not None:
+            return TransferResult(
+                ok=True, placement=_placed(_group(policy, entry.skill_group), entry)
+            )
+    return TransferResult(
+        ok=True,
+        agent_id=conversation.agent_id,
+        handover_seq=_stored_seq(session, conversation.id, f"{key}:assigned") or 0,
+    )
+
+
+def conversation_agent(*, db: Database, conversation_id: str) -> str | None:
+    """The agent the conversation is assigned to now, if any."""
+    with db.read() as session:
+        return _conversation(session, conversation_id).agent_id
+
+
+def record_idle_warning(
+    *,
+    db: Database,
+    policy: Policy,
+    conversation_id: str,
+    agent_message_seq: int,
+    close_at: datetime,
+    idle_close_after: timedelta,
+) -> datetime:
+    """Tell the visitor the chat closes if they stay silent (once per unanswered agent
+    message); returns when it closes, as the warning said (a repeat: as first said)."""
+    # A warning held up (the database was down) still gives the visitor the whole time.
+    close_at = max(close_at, utcnow() + idle_close_after)
+    with db.write() as session:
+        event = append_event(
+            session,
+            conversation_id=conversation_id,
+            type=EventType.IDLE_WARNING,
+            data={
+                "sender_role": Role.SYSTEM,
+                "text": policy.idle_warning_text(idle_close_after),
+                "close_at": close_at.isoformat(),
+                "after_agent_message_seq": agent_message_seq,
+            },
+            dedupe_key=f"idle_warning:{agent_message_seq}",
+        )
+    return datetime.fromisoformat(event.data["close_at"])
+
+
+def close_conversation(
+    *,
+    db: Database,
+    policy: Policy,
+    conversation_id: str,
+    reason: str,
+    closed_by: str | None = None,
+    next_opening: datetime | None = None,
+    invite_rating: bool = False,
+) -> Outcome[datetime | None]:
+    """Close with the closing message, out of the queue and off the agent's load (a closed one
+    keeps its first close). With `invite_rating` and an agent who served it, invite the rating
+    too; the outcome then says when its window ends."""
+    now = utcnow()
+    with db.write() as session:
+        entry = _locked_queue_entry(session, conversation_id)
+        left_queue = entry.skill_group if entry is not None else None
+        if entry is not None:
+            session.delete(entry)
+            session.flush()
+        release_agent(session, conversation_id, now)
+        conversation = _conversation(session, conversation_id)
+        if conversation.state != ConversationState.CLOSED:
+            conversation.policy_version = policy.version
+            conversation.close_reason = reason
+            conversation.closed_by = closed_by
+            conversation.closed_at = now
+            conversation.open_customer_key = None
+            change_state(
+                session,
+                conversation=conversation,
+                state=ConversationState.CLOSED,
+                dedupe_key="state:closed",
+                close_reason=reason,
+            )
+        append_event(
+            session,
+            conversation_id=conversation_id,
+            type=EventType.CLOSED,
+            data={
+                "close_reason": reason,
+                "sender_role": Role.SYSTEM,
+                "text": policy.closing_text(
+                    reason, skill_group=conversation.skill_group, next_opening=next_opening
+                ),
+                "left_message": reason in LEFT_MESSAGE_REASONS,
+            },
+            dedupe_key="closed",
+        )
+        rating_expires_at = None
+        freed_groups: list[str] = []
+        if conversation.agent_id is not None:  # an agent served it
+            if invite_rating:
+                rating_expires_at = _invite_rating(
+                    session, policy, conversation, now + policy.timeouts.rating_window
+                )
+            freed_groups = agent_skill_groups(session, conversation.agent_id)
+    if left_queue is not None:
+        announce(db, [left_queue])
+    return Outcome(rating_expires_at, freed_groups)
+
+
+def _invite_rating(
+    session: Session, policy: Policy, conversation: Conversation, expires_at: datetime
+) -> datetime:
+    """Invite the visitor to rate (once); returns when the window ends, as first told."""
+    if conversation.rating_status == RatingStatus.NONE:
+        conversation.rating_status = RatingStatus.PENDING
+        conversation.rating_expires_at = expires_at
+        session.add(conversation)
+    expires_at = conversation.rating_expires_at or expires_at
+    append_event(
+        session,
+        conversation_id=conversation.id,
+        type=EventType.RATING_INVITED,
+        data={"text": policy.texts.rating_invite, "expires_at": expires_at.isoformat()},
+        dedupe_key="rating:invited",
+    )
+    return expires_at
+
+
+def invite_rating(
+    *, db: Database, policy: Policy, conversation_id: str, expires_at: datetime
+) -> datetime:
+    """Invite the visitor to rate until `expires_at` (a repeat keeps the first window, and
+    returns it)."""
+    with db.write() as session:
+        return _invite_rating(session, policy, _conversation(session, conversation_id), expires_at)
+
+
+def record_rating(
+    *,
+    db: Database,
+    conversation_id: str,
+    score: int,
+    resolved: bool | None = None,
+    comment: str | None = None,
+) -> None:
+    """The visitor's rating."""
+    with db.write() as session:
+        conversation = _conversation(session, conversation_id)
+        conversation.rating_status = RatingStatus.RATED
+        conversation.rating_score = score
+        conversation.rating_resolved = resolved
+        conversation.rating_comment = comment
+        session.add(conversation)
+        append_event(
+            session,
+            conversation_id=conversation_id,
+            type=EventType.RATING_SUBMITTED,
+            data={"score": score, "resolved": resolved},
+            dedupe_key="rating:submitted",
+        )
+
+
+def expire_rating(*, db: Database, conversation_id: str) -> None:
+    """The rating window passed without a rating (a rated conversation stays rated)."""
+    with db.write() as session:
+        conversation = _conversation(session, conversation_id)
+        if conversation.rating_status == RatingStatus.PENDING:
+            conversation.rating_status = RatingStatus.EXPIRED
+            session.add(conversation)
+        append_event(
+            session,
+            conversation_id=conversation_id,
+            type=EventType.RATING_EXPIRED,
+            data={},
+            dedupe_key="rating:expired",
+        )

@@ -1,0 +1,436 @@
+"""The lifecycle writes of store/lifecycle.py on SQLite and PostgreSQL, without Temporal: what
+each stores, that a repeat (a retried activity) changes nothing and writes no second event, and
+that a write keeps what something newer stored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import select
+
+from domain.policy import Policy
+from domain.types import ConversationState, EventType, QueuePlacement, TransferResult
+from store import lifecycle
+from store.assignment import dispatch
+from store.db import Database
+from store.events import ConversationNotFound, change_state, events_after
+from store.models import Agent, Assignment, Conversation, Event, QueueEntry, QueueSkip, utcnow
+from tests.utils import add_agent, enqueue_conversations, new_conversation
+
+_GROUPS = [
+    {"name": "general", "agent_first_reply_timeout": "1m"},
+    {
+        "name": "after_sales",
+        "max_queue_length": 1,
+        "max_queue_wait": "5m",
+        "overflow_to": "general",
+    },
+    {"name": "night", "hours": {"weekly": {"mon": ["09:00-10:00"]}}},
+]
+POLICY = Policy.model_validate({"skill_groups": _GROUPS})
+# Every web conversation to after-sales, with priority.
+WEB_TO_AFTER_SALES = Policy.model_validate(
+    {
+        "skill_groups": _GROUPS,
+        "routing": [{"when": {"channel": "web"}, "skill_group": "after_sales", "priority": 5}],
+    }
+)
+NIGHT_ONLY = Policy.model_validate({"skill_groups": _GROUPS, "default_skill_group": "night"})
+TUESDAY_NOON = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)  # the night group is closed
+NEXT_MONDAY_NINE = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
+
+
+def _events(db: Database, conversation_id: str, type: str) -> list[Event]:
+    with db.read() as session:
+        found = events_after(session, conversation_id=conversation_id, after_seq=0, limit=1000)
+    return [event for event in found if event.type == type]
+
+
+def _states(db: Database, conversation_id: str) -> list[dict[str, object]]:
+    return [event.data for event in _events(db, conversation_id, EventType.STATE_CHANGED)]
+
+
+def _row(db: Database, conversation_id: str) -> Conversation:
+    with db.read() as session:
+        conversation = session.get(Conversation, conversation_id)
+    assert conversation is not None
+    return conversation
+
+
+def _load(db: Database, agent_id: str) -> int:
+    with db.read() as session:
+        agent = session.get(Agent, agent_id)
+    assert agent is not None
+    return agent.active_count
+
+
+def _waiting(db: Database, conversation_id: str) -> QueueEntry | None:
+    with db.read() as session:
+        return session.exec(
+            select(QueueEntry).where(QueueEntry.conversation_id == conversation_id)
+        ).first()
+
+
+def _created(db: Database) -> str:
+    """A conversation as the API starts it: queued, not yet in a queue."""
+    with db.write() as session:
+        return new_conversation(session).id
+
+
+def _served(db: Database, agent_id: str) -> str:
+    """A conversation assigned to `agent_id` (online in general) and recorded as active."""
+    add_agent(db, agent_id, max_concurrent=1)
+    [conversation_id] = enqueue_conversations(db, 1)
+    assert [made.agent_id for made in dispatch(db, ["general"])] == [agent_id]
+    lifecycle.record_assignment(db=db, conversation_id=conversation_id, round=1)
+    return conversation_id
+
+
+def test_a_state_change_is_written_with_its_event_once(db: Database) -> None:
+    conversation_id = _created(db)
+    for _attempt in range(2):
+        with db.write() as session:
+            conversation = session.get(Conversation, conversation_id)
+            assert conversation is not None
+            change_state(
+                session,
+                conversation=conversation,
+                state=ConversationState.ACTIVE,
+                dedupe_key="state:active:1",
+                agent_id="alice",
+            )
+    assert _row(db, conversation_id).state == "active"
+    assert _states(db, conversation_id) == [{"state": "active", "agent_id": "alice"}]
+
+
+def test_routing_is_decided_once_and_says_when_a_closed_group_opens(db: Database) -> None:
+    conversation_id = _created(db)
+    routed = lifecycle.route_conversation(
+        db=db, policy=WEB_TO_AFTER_SALES, conversation_id=conversation_id, at=TUESDAY_NOON
+    )
+    assert (routed.skill_group, routed.priority, routed.rule, routed.is_open) == (
+        "after_sales",
+        5,
+        0,
+        True,
+    )
+    # A repeat under a policy edited since keeps the first decision, and its one event.
+    again = lifecycle.route_conversation(
+        db=db, policy=POLICY, conversation_id=conversation_id, at=TUESDAY_NOON
+    )
+    assert (again.skill_group, again.priority, again.rule) == ("after_sales", 5, 0)
+    assert len(_events(db, conversation_id, EventType.ROUTED)) == 1
+    assert _row(db, conversation_id).policy_version == POLICY.version
+
+    night = lifecycle.route_conversation(
+        db=db, policy=NIGHT_ONLY, conversation_id=_created(db), at=TUESDAY_NOON
+    )
+    assert (night.skill_group, night.is_open, night.next_opening) == (
+        "night",
+        False,
+        NEXT_MONDAY_NINE,
+    )
+    with pytest.raises(ConversationNotFound):
+        lifecycle.route_conversation(db=db, policy=POLICY, conversation_id="nobody", at=utcnow())
+
+
+def _enter(
+    db: Database,
+    conversation_id: str,
+    skill_group: str,
+    hop: int = 0,
+    from_group: str | None = None,
+) -> QueuePlacement:
+    return lifecycle.enter_queue(
+        db=db,
+        policy=POLICY,
+        conversation_id=conversation_id,
+        skill_group=skill_group,
+        priority=0,
+        at=TUESDAY_NOON,
+        hop=hop,
+        from_group=from_group,
+    )
+
+
+def test_entering_the_queue_twice_queues_once(db: Database) -> None:
+    conversation_id = _created(db)
+    placement = _enter(db, conversation_id, "general")
+    assert _enter(db, conversation_id, "general") == placement
+    entry = _waiting(db, conversation_id)
+    assert entry is not None and entry.skill_group == "general"
+    assert placement == QueuePlacement(
+        skill_group="general",
+        accepted=True,
+        queued_at=entry.enqueued_at,
+        first_reply_timeout_s=60,
+    )
+    assert _states(db, conversation_id) == [{"state": "queued", "skill_group": "general"}]
+    assert len(_events(db, conversation_id, EventType.QUEUE_POSITION)) == 1
+
+
+def test_an_overflow_moves_the_entry_once_and_keeps_its_place_in_time(db: Database) -> None:
+    conversation_id = _created(db)
+    _enter(db, conversation_id, "general")
+    queued = _waiting(db, conversation_id)
+    assert queued is not None
+    for _attempt in range(2):
+        moved = _enter(db, conversation_id, "after_sales", hop=1, from_group="general")
+    entry = _waiting(db, conversation_id)
+    assert entry is not None and entry.skill_group == "after_sales"
+    assert entry.enqueued_at == queued.enqueued_at
+    assert moved == QueuePlacement(
+        skill_group="after_sales",
+        accepted=True,
+        queued_at=queued.enqueued_at,
+        overflow_to="general",
+        max_queue_wait_s=300,
+    )
+    overflows = _events(db, conversation_id, EventType.OVERFLOWED)
+    assert [event.data for event in overflows] == [
+        {"from": "general", "to": "after_sales", "hop": 1}
+    ]
+    assert len(_states(db, conversation_id)) == 1  # only the first queueing
+
+
+def test_a_full_or_closed_group_refuses_and_stores_nothing(db: Database) -> None:
+    enqueue_conversations(db, 1, skill_group="after_sales")
+    conversation_id = _created(db)
+    full = _enter(db, conversation_id, "after_sales")
+    assert full == QueuePlacement(
+        skill_group="after_sales", accepted=False, refused_because="full", overflow_to="general"
+    )
+    closed = _enter(db, conversation_id, "night")
+    assert closed == QueuePlacement(skill_group="night", accepted=False, refused_because="closed")
+    assert _waiting(db, conversation_id) is None
+    assert _states(db, conversation_id) == []
+
+
+def test_an_overflow_declines_when_an_agent_took_the_conversation_meanwhile(db: Database) -> None:
+    add_agent(db, "alice", max_concurrent=1)
+    [conversation_id] = enqueue_conversations(db, 1)
+    dispatch(db, ["general"])
+    placement = _enter(db, conversation_id, "after_sales", hop=1, from_group="general")
+    assert (placement.accepted, placement.agent_id) == (True, "alice")
+    assert _waiting(db, conversation_id) is None
+    assert _events(db, conversation_id, EventType.OVERFLOWED) == []
+
+
+def test_recording_an_assignment_twice_makes_it_active_once(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    lifecycle.record_assignment(db=db, conversation_id=conversation_id, round=1)
+    assert _row(db, conversation_id).state == "active"
+    assigned = _events(db, conversation_id, EventType.ASSIGNED)
+    assert [event.data for event in assigned] == [{"agent_id": "alice", "agent_name": "alice"}]
+    assert _states(db, conversation_id) == [{"state": "active", "agent_id": "alice"}]
+
+
+def test_recording_an_assignment_keeps_a_closed_conversation_closed(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    lifecycle.close_conversation(
+        db=db, policy=POLICY, conversation_id=conversation_id, reason="agent_closed"
+    )
+    lifecycle.record_assignment(db=db, conversation_id=conversation_id, round=2)
+    assert _row(db, conversation_id).state == "closed"
+    assert [state["state"] for state in _states(db, conversation_id)] == ["active", "closed"]
+
+
+def test_recording_an_assignment_without_an_agent_is_refused(db: Database) -> None:
+    with pytest.raises(lifecycle.ConversationUnassigned):
+        lifecycle.record_assignment(db=db, conversation_id=_created(db), round=1)
+
+
+def test_an_unanswered_conversation_is_requeued_once_and_not_to_that_agent(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    queued_at = _row(db, conversation_id).queued_at
+    for _attempt in range(2):
+        outcome = lifecycle.requeue_unanswered(
+            db=db, policy=POLICY, conversation_id=conversation_id, agent_id="alice", round=1
+        )
+        assert outcome.freed_groups == ["general"]
+        assert (outcome.result.skill_group, outcome.result.queued_at) == ("general", queued_at)
+    conversation = _row(db, conversation_id)
+    assert (conversation.state, conversation.agent_id) == ("queued", None)
+    assert _load(db, "alice") == 0
+    with db.read() as session:
+        assert session.get(QueueSkip, (conversation_id, "alice")) is not None
+    assert lifecycle.conversation_agent(db=db, conversation_id=conversation_id) is None
+    requeued = _events(db, conversation_id, EventType.REQUEUED)
+    assert [event.data for event in requeued] == [{"agent_id": "alice", "reason": "no_first_reply"}]
+    assert _states(db, conversation_id)[1:] == [{"state": "queued", "skill_group": "general"}]
+    assert dispatch(db, ["general"]) == []  # alice is not given it again
+
+
+def _transfer(db: Database, conversation_id: str, **to: str) -> lifecycle.Outcome[TransferResult]:
+    return lifecycle.transfer(
+        db=db, policy=POLICY, conversation_id=conversation_id, round=1, by_id="alice", **to
+    )
+
+
+def test_a_transfer_to_an_agent_hands_over_once(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    add_agent(db, "bob", max_concurrent=1)
+    first = _transfer(db, conversation_id, to_agent_id="bob", note="VIP")
+    again = _transfer(db, conversation_id, to_agent_id="bob", note="VIP")
+    assigned = _events(db, conversation_id, EventType.ASSIGNED)[-1]
+    assert first.result == TransferResult(ok=True, agent_id="bob", handover_seq=assigned.seq)
+    assert (first.freed_groups, again.result, again.freed_groups) == (["general"], first.result, [])
+    assert (_load(db, "alice"), _load(db, "bob")) == (0, 1)
+    assert _row(db, conversation_id).agent_id == "bob"
+    with db.read() as session:
+        assert len(session.exec(select(Assignment)).all()) == 2
+    transferred = _events(db, conversation_id, EventType.TRANSFERRED)
+    assert [event.data["note"] for event in transferred] == ["VIP"]
+
+
+def test_a_transfer_to_a_group_queues_once_with_the_original_time(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    queued_at = _row(db, conversation_id).queued_at
+    first = _transfer(db, conversation_id, to_skill_group="after_sales")
+    again = _transfer(db, conversation_id, to_skill_group="after_sales")
+    assert first.result.placement is not None
+    assert (first.result.placement.skill_group, first.result.placement.queued_at) == (
+        "after_sales",
+        queued_at,
+    )
+    assert again.result == first.result
+    assert _row(db, conversation_id).state == "queued"
+    assert _states(db, conversation_id)[1:] == [{"state": "queued", "skill_group": "after_sales"}]
+    assert len(_events(db, conversation_id, EventType.TRANSFERRED)) == 1
+
+
+@pytest.mark.parametrize(
+    ("to", "reason"),
+    [
+        ({"to_agent_id": "nobody"}, "unknown agent"),
+        ({"to_agent_id": "bob"}, "agent bob is not online with room"),
+        ({"to_skill_group": "nowhere"}, "unknown skill group 'nowhere'"),
+    ],
+)
+def test_a_transfer_that_cannot_happen_changes_nothing(
+    db: Database, to: dict[str, str], reason: str
+) -> None:
+    conversation_id = _served(db, "alice")
+    add_agent(db, "bob", max_concurrent=1, status="away")
+    outcome = _transfer(db, conversation_id, **to)
+    assert (outcome.result, outcome.freed_groups) == (
+        TransferResult(ok=False, reason=reason),
+        [],
+    )
+    assert (_row(db, conversation_id).agent_id, _load(db, "alice")) == ("alice", 1)
+    assert _events(db, conversation_id, EventType.TRANSFERRED) == []
+
+
+def test_an_idle_warning_is_sent_once_and_gives_the_whole_time(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    before = utcnow()
+
+    def warn(close_at: datetime) -> datetime:
+        return lifecycle.record_idle_warning(
+            db=db,
+            policy=POLICY,
+            conversation_id=conversation_id,
+            agent_message_seq=7,
+            close_at=close_at,
+            idle_close_after=timedelta(minutes=2),
+        )
+
+    # Held up (the database was down): the visitor still gets two minutes from now.
+    told = warn(before - timedelta(minutes=5))
+    assert told >= before + timedelta(minutes=2)
+    assert warn(before + timedelta(hours=1)) == told  # a repeat answers what it told
+    warnings = _events(db, conversation_id, EventType.IDLE_WARNING)
+    assert [event.data["close_at"] for event in warnings] == [told.isoformat()]
+    assert warnings[0].data["after_agent_message_seq"] == 7
+
+
+def test_closing_a_waiting_conversation_leaves_the_queue_once(db: Database) -> None:
+    [conversation_id] = enqueue_conversations(db, 1)
+    for _attempt in range(2):
+        outcome = lifecycle.close_conversation(
+            db=db, policy=POLICY, conversation_id=conversation_id, reason="abandoned"
+        )
+        assert (outcome.result, outcome.freed_groups) == (None, [])
+    conversation = _row(db, conversation_id)
+    assert (conversation.state, conversation.close_reason) == ("closed", "abandoned")
+    assert conversation.open_customer_key is None and conversation.closed_at is not None
+    assert _waiting(db, conversation_id) is None
+    assert _states(db, conversation_id)[-1] == {"state": "closed", "close_reason": "abandoned"}
+    closed = _events(db, conversation_id, EventType.CLOSED)
+    assert [event.data["text"] for event in closed] == [POLICY.texts.closing.abandoned]
+    assert _events(db, conversation_id, EventType.RATING_INVITED) == []
+
+
+def test_closing_a_served_conversation_frees_the_agent_and_invites_a_rating_once(
+    db: Database,
+) -> None:
+    conversation_id = _served(db, "alice")
+    first = lifecycle.close_conversation(
+        db=db,
+        policy=POLICY,
+        conversation_id=conversation_id,
+        reason="agent_closed",
+        closed_by="alice",
+        invite_rating=True,
+    )
+    # A later close (the idle countdown, say) keeps the first one.
+    again = lifecycle.close_conversation(
+        db=db,
+        policy=POLICY,
+        conversation_id=conversation_id,
+        reason="idle_timeout",
+        invite_rating=True,
+    )
+    conversation = _row(db, conversation_id)
+    assert conversation.closed_at is not None
+    assert first.result == conversation.closed_at + POLICY.timeouts.rating_window
+    assert (first.freed_groups, again.result) == (["general"], first.result)
+    assert (conversation.close_reason, conversation.closed_by) == ("agent_closed", "alice")
+    assert (conversation.rating_status, conversation.rating_expires_at) == ("pending", first.result)
+    assert _load(db, "alice") == 0
+    assert [state["state"] for state in _states(db, conversation_id)] == ["active", "closed"]
+    assert len(_events(db, conversation_id, EventType.CLOSED)) == 1
+    assert len(_events(db, conversation_id, EventType.RATING_INVITED)) == 1
+
+
+def test_a_rating_invite_keeps_its_first_window(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    expires_at = utcnow() + timedelta(hours=1)
+    for later in (timedelta(0), timedelta(hours=2)):
+        told = lifecycle.invite_rating(
+            db=db, policy=POLICY, conversation_id=conversation_id, expires_at=expires_at + later
+        )
+        assert told == expires_at
+    conversation = _row(db, conversation_id)
+    assert (conversation.rating_status, conversation.rating_expires_at) == ("pending", expires_at)
+    invites = _events(db, conversation_id, EventType.RATING_INVITED)
+    assert [event.data["expires_at"] for event in invites] == [expires_at.isoformat()]
+
+
+def test_a_rating_is_recorded_once_and_not_expired_after(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    lifecycle.invite_rating(
+        db=db, policy=POLICY, conversation_id=conversation_id, expires_at=utcnow()
+    )
+    for _attempt in range(2):
+        lifecycle.record_rating(
+            db=db, conversation_id=conversation_id, score=4, resolved=True, comment="quick"
+        )
+    lifecycle.expire_rating(db=db, conversation_id=conversation_id)
+    conversation = _row(db, conversation_id)
+    assert (conversation.rating_status, conversation.rating_score) == ("rated", 4)
+    assert (conversation.rating_resolved, conversation.rating_comment) == (True, "quick")
+    submitted = _events(db, conversation_id, EventType.RATING_SUBMITTED)
+    assert [event.data for event in submitted] == [{"score": 4, "resolved": True}]
+
+
+def test_an_unanswered_rating_invite_expires_once(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    lifecycle.invite_rating(
+        db=db, policy=POLICY, conversation_id=conversation_id, expires_at=utcnow()
+    )
+    for _attempt in range(2):
+        lifecycle.expire_rating(db=db, conversation_id=conversation_id)
+    assert _row(db, conversation_id).rating_status == "expired"
+    assert len(_events(db, conversation_id, EventType.RATING_EXPIRED)) == 1
