@@ -4,7 +4,7 @@ each (a move through the queues then tells those waiting their new places, in sh
 transactions of its own, as `announce` does).
 
 Each may run twice (the activity that calls it is retried): a repeat finds what the first run
-stored, answers what it answered, and writes nothing new (every event has a dedupe key). Where
+stored, answers what it answered, and writes nothing new (its events carry dedupe keys). Where
 something newer was stored meanwhile (an agent took the conversation while it was being moved,
 it closed already, the visitor rated it), the write keeps what is stored and says what it found.
 """
@@ -93,12 +93,14 @@ def _refused(group: SkillGroup, because: str) -> QueuePlacement:
     )
 
 
-def _locked_queue_entry(session: Session, conversation_id: str) -> QueueEntry | None:
-    """The conversation's queue entry, locked before anything else: an assignment that holds
-    it finishes first (the lock order shared with assignment: entry, agent, conversation)."""
-    return session.exec(
-        select(QueueEntry).where(QueueEntry.conversation_id == conversation_id).with_for_update()
-    ).first()
+def _queue_entry(
+    session: Session, conversation_id: str, *, lock: bool = False
+) -> QueueEntry | None:
+    """The conversation's queue entry, if it waits. `lock` before anything else: an assignment
+    that holds it finishes first (the lock order shared with assignment: entry, agent,
+    conversation)."""
+    query = select(QueueEntry).where(QueueEntry.conversation_id == conversation_id)
+    return session.exec(query.with_for_update() if lock else query).first()
 
 
 def _stored_seq(session: Session, conversation_id: str, dedupe_key: str) -> int | None:
@@ -195,7 +197,7 @@ def _join_group(
     from_group: str | None,
     changed_queues: list[str],
 ) -> QueuePlacement:
-    current = _locked_queue_entry(session, conversation_id)
+    current = _queue_entry(session, conversation_id, lock=True)
     conversation = _conversation(session, conversation_id)
     if conversation.agent_id is not None:
         return QueuePlacement(
@@ -290,9 +292,7 @@ def requeue_unanswered(
         conversation = _conversation(session, conversation_id)
         group = _group(policy, conversation.skill_group)
         lock_queue(session, group.name)
-        existing = session.exec(
-            select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
-        ).first()
+        existing = _queue_entry(session, conversation.id)
         if existing is not None:  # a retry after it committed
             placement = _placed(group, existing)
         else:
@@ -437,9 +437,7 @@ def _transfer_result(
 ) -> TransferResult:
     """What a transfer that already happened did, read back for a retried activity."""
     if conversation.state == ConversationState.QUEUED:
-        entry = session.exec(
-            select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
-        ).first()
+        entry = _queue_entry(session, conversation.id)
         if entry is not None:
             return TransferResult(
                 ok=True, placement=_placed(_group(policy, entry.skill_group), entry)
@@ -501,7 +499,7 @@ def close_conversation(
     too; the outcome then says when its window ends."""
     now = utcnow()
     with db.write() as session:
-        entry = _locked_queue_entry(session, conversation_id)
+        entry = _queue_entry(session, conversation_id, lock=True)
         left_queue = entry.skill_group if entry is not None else None
         if entry is not None:
             session.delete(entry)
