@@ -100,7 +100,7 @@ async def get_principal(
         raise _unauthorized()
     if token.startswith(AGENT_TOKEN_PREFIX):
         digest = hash_token(token)
-        agent_id = await run_in_threadpool(lambda: agent_with_token(services.db, token_hash=digest))
+        agent_id = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
         if agent_id is not None:
             return Principal(Role.AGENT, agent_id)
     raise _unauthorized()
@@ -172,7 +172,7 @@ async def load_conversation(
     services: ServicesDep, conversation_id: Annotated[str, Path(max_length=64)]
 ) -> Conversation:
     conversation = await run_in_threadpool(
-        lambda: find_conversation(services.db, conversation_id=conversation_id)
+        find_conversation, services.db, conversation_id=conversation_id
     )
     if conversation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation")
@@ -203,7 +203,7 @@ ConversationOfCaller = Annotated[Conversation, Depends(conversation_of_caller)]
 
 
 async def load_agent(services: ServicesDep, agent_id: Annotated[str, Path(max_length=64)]) -> Agent:
-    agent = await run_in_threadpool(lambda: find_agent(services.db, agent_id=agent_id))
+    agent = await run_in_threadpool(find_agent, services.db, agent_id=agent_id)
     if agent is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown agent")
     return agent

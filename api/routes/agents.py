@@ -93,14 +93,13 @@ async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated
     token = new_agent_token()
     try:
         view = await run_in_threadpool(
-            lambda: register_agent(
-                services.db,
-                agent_id=body.id,
-                name=body.name,
-                token_hash=hash_token(token),
-                max_concurrent=body.max_concurrent,
-                skill_groups=body.skill_groups,
-            )
+            register_agent,
+            services.db,
+            agent_id=body.id,
+            name=body.name,
+            token_hash=hash_token(token),
+            max_concurrent=body.max_concurrent,
+            skill_groups=body.skill_groups,
         )
     except AgentExists:
         raise HTTPException(
@@ -111,7 +110,7 @@ async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated
 
 async def _agent_view(services: ServicesDep, agent_id: str) -> AgentPublic:
     try:
-        view = await run_in_threadpool(lambda: view_agent(services.db, agent_id=agent_id))
+        view = await run_in_threadpool(view_agent, services.db, agent_id=agent_id)
     except AgentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
     return _public(view)
@@ -138,7 +137,7 @@ async def set_agent_status(
 ) -> AgentPublic:
     try:
         groups = await run_in_threadpool(
-            lambda: change_agent_status(services.db, agent_id=agent.id, status=body.status)
+            change_agent_status, services.db, agent_id=agent.id, status=body.status
         )
     except AgentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
@@ -167,7 +166,7 @@ async def list_agent_conversations(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[ConversationPublic]:
     views = await run_in_threadpool(
-        lambda: agent_conversations(services.db, agent_id=agent.id, state=state, limit=limit)
+        agent_conversations, services.db, agent_id=agent.id, state=state, limit=limit
     )
     return [conversation_public(view) for view in views]
 

@@ -132,9 +132,7 @@ def conversation_public(view: ConversationView) -> ConversationPublic:
 
 async def conversation_view(db: Database, conversation_id: str) -> ConversationPublic:
     try:
-        view = await run_in_threadpool(
-            lambda: view_conversation(db, conversation_id=conversation_id)
-        )
+        view = await run_in_threadpool(view_conversation, db, conversation_id=conversation_id)
     except ConversationNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
     return conversation_public(view)
@@ -155,15 +153,14 @@ async def start_conversation(
     body: ConversationCreate, services: ServicesDep, response: Response
 ) -> ConversationCreated:
     opened = await run_in_threadpool(
-        lambda: open_conversation(
-            services.db,
-            customer_id=body.customer_id,
-            channel=body.channel,
-            entry=body.entry,
-            tier=body.tier,
-            language=body.language,
-            order_id=body.order_id,
-        )
+        open_conversation,
+        services.db,
+        customer_id=body.customer_id,
+        channel=body.channel,
+        entry=body.entry,
+        tier=body.tier,
+        language=body.language,
+        order_id=body.order_id,
     )
     conversation, created = opened.conversation, opened.created
     client = await services.temporal.client()
@@ -341,13 +338,12 @@ async def mark_read(
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
     try:
         marks = await run_in_threadpool(
-            lambda: record_read(
-                services.db,
-                conversation_id=conversation.id,
-                reader_role=principal.role,
-                reader_id=principal.id,
-                seq=body.seq,
-            )
+            record_read,
+            services.db,
+            conversation_id=conversation.id,
+            reader_role=principal.role,
+            reader_id=principal.id,
+            seq=body.seq,
         )
     except SeqNotReached as beyond:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(beyond)) from None
@@ -382,9 +378,7 @@ async def typing(
             services.hints.publish(key, payload)
     else:  # every API process's listener (ours too) hands it to its streams
         await run_in_threadpool(
-            lambda: notify(
-                services.db, channel=LIVE_CHANNEL, payload=live_signal_payload(keys, payload)
-            )
+            notify, services.db, channel=LIVE_CHANNEL, payload=live_signal_payload(keys, payload)
         )
     return signal
 
@@ -507,8 +501,7 @@ async def transfer_conversation(
             detail=f"unknown skill group {body.to_skill_group!r}",
         )
     if body.to_agent_id is not None:
-        to_agent_id = body.to_agent_id
-        if await run_in_threadpool(lambda: find_agent(services.db, agent_id=to_agent_id)) is None:
+        if await run_in_threadpool(find_agent, services.db, agent_id=body.to_agent_id) is None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
             )

@@ -67,12 +67,11 @@ async def leave_message(
 ) -> LeftMessagePublic:
     try:
         message = await run_in_threadpool(
-            lambda: store_left_message(
-                services.db,
-                conversation_id=conversation.id,
-                content=body.content,
-                contact=body.contact,
-            )
+            store_left_message,
+            services.db,
+            conversation_id=conversation.id,
+            content=body.content,
+            contact=body.contact,
         )
     except ConversationNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
@@ -105,13 +104,12 @@ async def list_left_messages(
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admins and agents only")
 
     messages = await run_in_threadpool(
-        lambda: left_messages(
-            services.db,
-            status=status_,
-            skill_group=skill_group,
-            agent_id=principal.id if principal.role == Role.AGENT else None,
-            limit=limit,
-        )
+        left_messages,
+        services.db,
+        status=status_,
+        skill_group=skill_group,
+        agent_id=principal.id if principal.role == Role.AGENT else None,
+        limit=limit,
     )
     return [_public(message) for message in messages]
 
@@ -140,13 +138,12 @@ async def resolve_left_message(
 
     try:
         message = await run_in_threadpool(
-            lambda: record_resolution(
-                services.db,
-                left_message_id=left_message_id,
-                by_role=principal.role,
-                by_id=principal.id,
-                note=body.note,
-            )
+            record_resolution,
+            services.db,
+            left_message_id=left_message_id,
+            by_role=principal.role,
+            by_id=principal.id,
+            note=body.note,
         )
     except LeftMessageNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown left message") from None
