@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from api.streams import EventHints, StreamSlots
@@ -19,6 +18,8 @@ from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from domain.types import Role
 from settings import Settings
+from store.agents import agent_with_token, find_agent
+from store.conversations import find_conversation
 from store.db import Database
 from store.models import Agent, Conversation
 
@@ -99,12 +100,7 @@ async def get_principal(
         raise _unauthorized()
     if token.startswith(AGENT_TOKEN_PREFIX):
         digest = hash_token(token)
-
-        def find_agent() -> str | None:
-            with services.db.read() as session:
-                return session.exec(select(Agent.id).where(Agent.token_hash == digest)).first()
-
-        agent_id = await run_in_threadpool(find_agent)
+        agent_id = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
         if agent_id is not None:
             return Principal(Role.AGENT, agent_id)
     raise _unauthorized()
@@ -175,11 +171,9 @@ async def refuse_nul_characters(request: Request) -> None:
 async def load_conversation(
     services: ServicesDep, conversation_id: Annotated[str, Path(max_length=64)]
 ) -> Conversation:
-    def load() -> Conversation | None:
-        with services.db.read() as session:
-            return session.get(Conversation, conversation_id)
-
-    conversation = await run_in_threadpool(load)
+    conversation = await run_in_threadpool(
+        find_conversation, services.db, conversation_id=conversation_id
+    )
     if conversation is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation")
     return conversation
@@ -209,11 +203,7 @@ ConversationOfCaller = Annotated[Conversation, Depends(conversation_of_caller)]
 
 
 async def load_agent(services: ServicesDep, agent_id: Annotated[str, Path(max_length=64)]) -> Agent:
-    def load() -> Agent | None:
-        with services.db.read() as session:
-            return session.get(Agent, agent_id)
-
-    agent = await run_in_threadpool(load)
+    agent = await run_in_threadpool(find_agent, services.db, agent_id=agent_id)
     if agent is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown agent")
     return agent

@@ -25,13 +25,13 @@ from starlette.types import Receive, Scope, Send
 
 from api.schemas import AgentEventPublic, EventPublic
 from settings import Settings
+from store.agents import agent_feed
+from store.conversations import conversation_events
 from store.db import Database, unavailable
 from store.events import (
     NOTIFY_CHANNEL,
-    agent_events_after,
     agent_stream_key,
     conversations_since,
-    events_after,
     feed_positions,
     newest_event_id,
 )
@@ -251,10 +251,9 @@ def conversation_log(db: Database, conversation_id: str) -> LogReader:
     """Pages of a conversation's log as SSE: `id:` is the event's seq."""
 
     def read(since: int) -> list[ServerSentEvent]:
-        with db.read() as session:
-            rows = events_after(
-                session, conversation_id=conversation_id, after_seq=since, limit=_PAGE
-            )
+        rows = conversation_events(
+            db, conversation_id=conversation_id, after_seq=since, limit=_PAGE
+        )
         return [
             ServerSentEvent(
                 id=str(row.seq), event=row.type, data=event_public(row).model_dump_json()
@@ -269,8 +268,7 @@ def agent_log(db: Database, agent_id: str) -> LogReader:
     """Pages of an agent's feed as SSE: `id:` is the feed seq."""
 
     def read(since: int) -> list[ServerSentEvent]:
-        with db.read() as session:
-            rows = agent_events_after(session, agent_id=agent_id, after_seq=since, limit=_PAGE)
+        rows = agent_feed(db, agent_id=agent_id, after_seq=since, limit=_PAGE)
         return [
             ServerSentEvent(
                 id=str(seq), event=event.type, data=agent_event_public(seq, event).model_dump_json()

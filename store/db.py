@@ -126,3 +126,22 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
     )
+
+
+def reachable(db: Database) -> bool:
+    """Whether the database answers a trivial query now (the readiness check)."""
+    try:
+        with db.read() as session:
+            session.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError:
+        return False
+    return True
+
+
+_NOTIFY = sa.text("SELECT pg_notify(:channel, :payload)")
+
+
+def notify(db: Database, *, channel: str, payload: str) -> None:
+    """PostgreSQL: hand `payload` to every process LISTENing on `channel` (nothing stored)."""
+    with db.write() as session:
+        session.execute(_NOTIFY, {"channel": channel, "payload": payload})

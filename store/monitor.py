@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from domain.types import AgentStatus, CloseReason, EventType
+from store.db import Database
 from store.models import Agent, AgentSkill, Assignment, Conversation, Event, QueueEntry
 
 # Average wait and handling time look back this far.
@@ -183,3 +184,11 @@ def skill_group_figures(
         found[group]["overflows_today"] = moved_on.get(group, 0) + overflow_closes.get(group, 0)
 
     return [SkillGroupFigures(skill_group=group, **found[group]) for group in groups]
+
+
+def read_skill_group_figures(
+    db: Database, *, skill_groups: Iterable[str], now: datetime
+) -> list[SkillGroupFigures]:
+    """skill_group_figures in a read transaction of its own."""
+    with db.read() as session:
+        return skill_group_figures(session=session, skill_groups=skill_groups, now=now)

@@ -260,15 +260,22 @@ def add_agent(
         )
 
 
-def new_conversation(session: Session, *, queued_at: datetime | None = None) -> Conversation:
+def new_conversation(
+    session: Session, *, queued_at: datetime | None = None, **fields: Any
+) -> Conversation:
+    """A queued conversation of a new customer; `fields` set other columns (state, agent_id,
+    close_reason, …)."""
     conversation_id = uuid.uuid4().hex[:16]
     conversation = Conversation(
-        id=conversation_id,
-        customer_id=f"customer-{conversation_id}",
-        open_customer_key=f"customer-{conversation_id}",
-        channel="web",
-        state="queued",
-        queued_at=queued_at,
+        **{
+            "id": conversation_id,
+            "customer_id": f"customer-{conversation_id}",
+            "open_customer_key": f"customer-{conversation_id}",
+            "channel": "web",
+            "state": "queued",
+            "queued_at": queued_at,
+            **fields,
+        }
     )
     session.add(conversation)
     session.flush()

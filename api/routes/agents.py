@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, status
-from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -20,7 +18,7 @@ from api.deps import (
     new_agent_token,
     require,
 )
-from api.routes.conversations import conversation_view
+from api.routes.conversations import conversation_public
 from api.schemas import (
     UNAUTHORIZED,
     AgentCreate,
@@ -34,25 +32,37 @@ from api.schemas import (
 from api.streams import agent_event_public, agent_log, event_stream
 from api.temporal import EngineUnavailable
 from domain.types import AgentStatus, ConversationState, Role
-from store.assignment import agent_skill_groups
-from store.events import agent_events_after, agent_feed_seq, agent_stream_key
-from store.models import Agent, AgentSkill, Conversation
+from store.agents import (
+    AgentExists,
+    AgentNotFound,
+    AgentView,
+    agent_conversations,
+    agent_feed,
+    change_agent_status,
+    register_agent,
+    view_agent,
+)
+from store.events import agent_stream_key
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 _AUTH_ERRORS = errors({**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"})
 
 
-def _public(session: Session, agent: Agent) -> AgentPublic:
+_UNKNOWN_AGENT = "unknown agent"
+
+
+def _public(view: AgentView) -> AgentPublic:
+    agent = view.agent
     return AgentPublic(
         id=agent.id,
         name=agent.name,
-        skill_groups=sorted(agent_skill_groups(session, agent.id)),
+        skill_groups=view.skill_groups,
         status=AgentStatus(agent.status),
         load=agent.active_count,
         max_concurrent=agent.max_concurrent,
         last_assigned_at=agent.last_assigned_at,
-        feed_seq=agent_feed_seq(session, agent.id),
+        feed_seq=view.feed_seq,
     )
 
 
@@ -81,41 +91,29 @@ async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated
             f"{', '.join(sorted(known))}",
         )
     token = new_agent_token()
-
-    def create() -> AgentPublic:
-        with services.db.write() as session:
-            agent = Agent(
-                id=body.id,
-                name=body.name,
-                token_hash=hash_token(token),
-                max_concurrent=body.max_concurrent,
-            )
-            session.add(agent)
-            session.flush()
-            session.add_all(
-                AgentSkill(agent_id=body.id, skill_group=group)
-                for group in sorted(set(body.skill_groups))
-            )
-            session.flush()
-            return _public(session, agent)
-
     try:
-        public = await run_in_threadpool(create)
-    except sa.exc.IntegrityError:
+        view = await run_in_threadpool(
+            register_agent,
+            services.db,
+            agent_id=body.id,
+            name=body.name,
+            token_hash=hash_token(token),
+            max_concurrent=body.max_concurrent,
+            skill_groups=body.skill_groups,
+        )
+    except AgentExists:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"agent {body.id!r} already exists"
         ) from None
-    return AgentCreated(**public.model_dump(), token=token)
+    return AgentCreated(**_public(view).model_dump(), token=token)
 
 
 async def _agent_view(services: ServicesDep, agent_id: str) -> AgentPublic:
-    def read() -> AgentPublic:
-        with services.db.read() as session:
-            agent = session.get(Agent, agent_id)
-            assert agent is not None
-            return _public(session, agent)
-
-    return await run_in_threadpool(read)
+    try:
+        view = await run_in_threadpool(view_agent, services.db, agent_id=agent_id)
+    except AgentNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
+    return _public(view)
 
 
 @router.get(
@@ -137,14 +135,12 @@ async def get_agent(agent: AgentSelfOrAdmin, services: ServicesDep) -> AgentPubl
 async def set_agent_status(
     body: AgentStatusUpdate, agent: AgentSelfOrAdmin, services: ServicesDep
 ) -> AgentPublic:
-    def write() -> list[str]:
-        with services.db.write() as session:
-            session.execute(
-                sa.update(Agent).where(col(Agent.id) == agent.id).values(status=body.status)
-            )
-            return agent_skill_groups(session, agent.id)
-
-    groups = await run_in_threadpool(write)
+    try:
+        groups = await run_in_threadpool(
+            change_agent_status, services.db, agent_id=agent.id, status=body.status
+        )
+    except AgentNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
     if body.status == AgentStatus.ONLINE:
         # Going offline keeps active conversations with the agent; online takes new ones now
         # (or, with Temporal unreachable, at the worker's next reconciliation pass).
@@ -169,19 +165,10 @@ async def list_agent_conversations(
     state: Annotated[ConversationState, Query()] = ConversationState.ACTIVE,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[ConversationPublic]:
-    def read() -> list[str]:
-        with services.db.read() as session:
-            return list(
-                session.exec(
-                    select(Conversation.id)
-                    .where(Conversation.agent_id == agent.id, Conversation.state == state)
-                    .order_by(col(Conversation.assigned_at).desc())
-                    .limit(limit)
-                )
-            )
-
-    ids = await run_in_threadpool(read)
-    return [await conversation_view(services.db, conversation_id) for conversation_id in ids]
+    views = await run_in_threadpool(
+        agent_conversations, services.db, agent_id=agent.id, state=state, limit=limit
+    )
+    return [conversation_public(view) for view in views]
 
 
 @router.get(
@@ -196,17 +183,16 @@ async def list_agent_events(
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ, description="A feed seq (agent_seq)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AgentEventPage:
-    def read() -> AgentEventPage:
-        with services.db.read() as session:
-            rows = agent_events_after(
-                session, agent_id=agent.id, after_seq=after_seq, limit=limit + 1
+    # Mapped in the thread too: a page holds up to a thousand events.
+    events = await run_in_threadpool(
+        lambda: [
+            agent_event_public(seq, event)
+            for seq, event in agent_feed(
+                services.db, agent_id=agent.id, after_seq=after_seq, limit=limit + 1
             )
-        events = [agent_event_public(seq, event) for seq, event in rows]
-        return AgentEventPage(
-            agent_id=agent.id, events=events[:limit], has_more=len(events) > limit
-        )
-
-    return await run_in_threadpool(read)
+        ]
+    )
+    return AgentEventPage(agent_id=agent.id, events=events[:limit], has_more=len(events) > limit)
 
 
 @router.get(

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
-from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from temporalio.common import (
@@ -36,7 +33,6 @@ from api.schemas import (
     ConversationCreated,
     ConversationPublic,
     EventPage,
-    EventPublic,
     MessageCreate,
     MessagePublic,
     RatingCreate,
@@ -63,7 +59,6 @@ from domain.types import (
     CloseRequest,
     ConversationFlow,
     ConversationState,
-    EventType,
     MessagePosted,
     RatingStatus,
     RatingSubmission,
@@ -71,9 +66,17 @@ from domain.types import (
     TransferRequest,
     workflow_id,
 )
-from store.assignment import estimated_wait, queue_position
-from store.db import Database
-from store.events import ConversationNotFound, append_event, events_after
+from store.agents import find_agent
+from store.conversations import (
+    ConversationView,
+    SeqNotReached,
+    conversation_events,
+    open_conversation,
+    record_read,
+    view_conversation,
+)
+from store.db import Database, notify
+from store.events import ConversationNotFound
 from store.messages import (
     ConversationClosed,
     ConversationNotActive,
@@ -81,7 +84,7 @@ from store.messages import (
     RateLimited,
     store_message,
 )
-from store.models import Agent, Conversation, Message, QueueEntry, utcnow
+from store.models import Message, utcnow
 
 NOT_ACTIVE = "the conversation is not active"
 
@@ -98,15 +101,8 @@ _ACCESS = {
 }
 
 
-def _view(session: Session, conversation: Conversation) -> ConversationPublic:
-    position = wait = None
-    if conversation.state == ConversationState.QUEUED:
-        entry = session.exec(
-            select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
-        ).first()
-        if entry is not None:
-            position = queue_position(session, entry)
-            wait = estimated_wait(session, entry.skill_group, position)
+def conversation_public(view: ConversationView) -> ConversationPublic:
+    conversation = view.conversation
     return ConversationPublic(
         id=conversation.id,
         customer_id=conversation.customer_id,
@@ -118,8 +114,8 @@ def _view(session: Session, conversation: Conversation) -> ConversationPublic:
         routing_rule=conversation.routing_rule,
         policy_version=conversation.policy_version,
         agent_id=conversation.agent_id if conversation.state != ConversationState.QUEUED else None,
-        queue_position=position,
-        estimated_wait=wait,
+        queue_position=view.queue_position,
+        estimated_wait=view.estimated_wait,
         last_seq=conversation.last_seq,
         visitor_read_seq=conversation.visitor_read_seq,
         agent_read_seq=conversation.agent_read_seq,
@@ -135,47 +131,11 @@ def _view(session: Session, conversation: Conversation) -> ConversationPublic:
 
 
 async def conversation_view(db: Database, conversation_id: str) -> ConversationPublic:
-    def read() -> ConversationPublic:
-        with db.read() as session:
-            conversation = session.get(Conversation, conversation_id)
-            assert conversation is not None
-            return _view(session, conversation)
-
-    return await run_in_threadpool(read)
-
-
-def _open_or_new(db: Database, body: ConversationCreate) -> tuple[Conversation, bool]:
-    """The customer's open conversation, or a new one (at most one open per customer)."""
-
-    def open_one(session: Session) -> Conversation | None:
-        return session.exec(
-            select(Conversation).where(Conversation.open_customer_key == body.customer_id)
-        ).first()
-
-    with db.read() as session:
-        if (existing := open_one(session)) is not None:
-            return existing, False
     try:
-        with db.write() as session:
-            conversation = Conversation(
-                id=secrets.token_hex(8),
-                customer_id=body.customer_id,
-                open_customer_key=body.customer_id,
-                channel=body.channel,
-                entry=body.entry,
-                tier=body.tier,
-                language=body.language,
-                order_id=body.order_id,
-                state=ConversationState.QUEUED,
-            )
-            session.add(conversation)
-        return conversation, True
-    except sa.exc.IntegrityError:
-        with db.read() as session:
-            existing = open_one(session)
-        if existing is None:
-            raise
-        return existing, False
+        view = await run_in_threadpool(view_conversation, db, conversation_id=conversation_id)
+    except ConversationNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
+    return conversation_public(view)
 
 
 @router.post(
@@ -192,7 +152,17 @@ def _open_or_new(db: Database, body: ConversationCreate) -> tuple[Conversation, 
 async def start_conversation(
     body: ConversationCreate, services: ServicesDep, response: Response
 ) -> ConversationCreated:
-    conversation, created = await run_in_threadpool(_open_or_new, services.db, body)
+    opened = await run_in_threadpool(
+        open_conversation,
+        services.db,
+        customer_id=body.customer_id,
+        channel=body.channel,
+        entry=body.entry,
+        tier=body.tier,
+        language=body.language,
+        order_id=body.order_id,
+    )
+    conversation, created = opened.conversation, opened.created
     client = await services.temporal.client()
     # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
     expected = services.policy.current().route(conversation.visitor_context())
@@ -366,43 +336,23 @@ async def mark_read(
 ) -> ReadState:
     if principal.role not in (Role.VISITOR, Role.AGENT):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
-    column = (
-        Conversation.visitor_read_seq
-        if principal.role == Role.VISITOR
-        else Conversation.agent_read_seq
-    )
-
-    def write() -> ReadState:
-        with services.db.write() as session:
-            current = session.get(Conversation, conversation.id)
-            assert current is not None
-            if body.seq > current.last_seq:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    detail=f"seq {body.seq} is beyond the newest event ({current.last_seq})",
-                )
-            moved = session.execute(
-                sa.update(Conversation)
-                .where(col(Conversation.id) == conversation.id, col(column) < body.seq)
-                .values({column: body.seq})
-            ).rowcount
-            if moved:  # only news is told: reading the same or older seq again changes nothing
-                append_event(
-                    session,
-                    conversation_id=conversation.id,
-                    type=EventType.MESSAGE_READ,
-                    data={"by_role": principal.role, "by_id": principal.id, "seq": body.seq},
-                )
-            session.refresh(current)
-            return ReadState(
-                conversation_id=current.id,
-                visitor_read_seq=current.visitor_read_seq,
-                agent_read_seq=current.agent_read_seq,
-            )
-
-    state = await run_in_threadpool(write)
+    try:
+        marks = await run_in_threadpool(
+            record_read,
+            services.db,
+            conversation_id=conversation.id,
+            reader_role=principal.role,
+            reader_id=principal.id,
+            seq=body.seq,
+        )
+    except SeqNotReached as beyond:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(beyond)) from None
     services.hints.wake(*stream_keys(conversation.id, conversation.agent_id))
-    return state
+    return ReadState(
+        conversation_id=marks.conversation_id,
+        visitor_read_seq=marks.visitor_read_seq,
+        agent_read_seq=marks.agent_read_seq,
+    )
 
 
 @router.post(
@@ -427,18 +377,9 @@ async def typing(
         for key in keys:
             services.hints.publish(key, payload)
     else:  # every API process's listener (ours too) hands it to its streams
-
-        def notify() -> None:
-            with services.db.write() as session:
-                session.execute(
-                    sa.text("SELECT pg_notify(:channel, :payload)"),
-                    {
-                        "channel": LIVE_CHANNEL,
-                        "payload": live_signal_payload(keys, payload),
-                    },
-                )
-
-        await run_in_threadpool(notify)
+        await run_in_threadpool(
+            notify, services.db, channel=LIVE_CHANNEL, payload=live_signal_payload(keys, payload)
+        )
     return signal
 
 
@@ -454,14 +395,15 @@ async def list_events(
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
-    def read() -> list[EventPublic]:
-        with services.db.read() as session:
-            rows = events_after(
-                session, conversation_id=conversation.id, after_seq=after_seq, limit=limit + 1
+    # Mapped in the thread too: a page holds up to a thousand events.
+    events = await run_in_threadpool(
+        lambda: [
+            event_public(row)
+            for row in conversation_events(
+                services.db, conversation_id=conversation.id, after_seq=after_seq, limit=limit + 1
             )
-            return [event_public(row) for row in rows]
-
-    events = await run_in_threadpool(read)
+        ]
+    )
     return EventPage(
         conversation_id=conversation.id, events=events[:limit], has_more=len(events) > limit
     )
@@ -559,12 +501,7 @@ async def transfer_conversation(
             detail=f"unknown skill group {body.to_skill_group!r}",
         )
     if body.to_agent_id is not None:
-
-        def agent_exists() -> bool:
-            with services.db.read() as session:
-                return session.get(Agent, body.to_agent_id) is not None
-
-        if not await run_in_threadpool(agent_exists):
+        if await run_in_threadpool(find_agent, services.db, agent_id=body.to_agent_id) is None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
             )

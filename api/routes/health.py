@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
 from api.schemas import Health
+from store.db import reachable
 
 router = APIRouter(tags=["health"])
 
@@ -19,15 +19,7 @@ router = APIRouter(tags=["health"])
     responses={503: {"model": Health, "description": "A dependency is unreachable"}},
 )
 async def healthz(services: ServicesDep, response: Response) -> Health:
-    def ping_database() -> str:
-        try:
-            with services.db.read() as session:
-                session.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
-            return "unreachable"
-        return "ok"
-
-    database = await run_in_threadpool(ping_database)
+    database = "ok" if await run_in_threadpool(reachable, services.db) else "unreachable"
     try:
         client = await services.temporal.client()
         temporal = "ok" if await client.service_client.check_health() else "unhealthy"

@@ -3,11 +3,9 @@ calls back lists and resolves them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Query, status
-from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
@@ -25,10 +23,20 @@ from api.schemas import (
     LeftMessageResolve,
     errors,
 )
-from domain.types import LEFT_MESSAGE_REASONS, ConversationState, EventType, Role
-from store.assignment import agent_skill_groups
-from store.events import append_event
-from store.models import LeftMessage, utcnow
+from domain.types import Role
+from store.events import ConversationNotFound
+from store.left_messages import (
+    LeftMessageExists,
+    LeftMessageNotFound,
+    LeftMessageNotOffered,
+    LeftMessageResolved,
+    LeftMessageStatus,
+    NotYourSkillGroup,
+    left_messages,
+    record_resolution,
+    store_left_message,
+)
+from store.models import LeftMessage
 
 router = APIRouter(prefix="/v1/left-messages", tags=["left messages"])
 
@@ -57,37 +65,22 @@ def _public(message: LeftMessage) -> LeftMessagePublic:
 async def leave_message(
     body: LeftMessageCreate, conversation: ConversationOfCaller, services: ServicesDep
 ) -> LeftMessagePublic:
-    if (
-        conversation.state != ConversationState.CLOSED
-        or conversation.close_reason not in LEFT_MESSAGE_REASONS
-    ):
+    try:
+        message = await run_in_threadpool(
+            store_left_message,
+            services.db,
+            conversation_id=conversation.id,
+            content=body.content,
+            contact=body.contact,
+        )
+    except ConversationNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
+    except LeftMessageNotOffered:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail="a left message is offered only after an out-of-hours or overflow close",
-        )
-
-    def write() -> LeftMessage:
-        with services.db.write() as session:
-            message = LeftMessage(
-                conversation_id=conversation.id,
-                customer_id=conversation.customer_id,
-                skill_group=conversation.skill_group,
-                content=body.content,
-                contact=body.contact,
-            )
-            session.add(message)
-            session.flush()
-            append_event(
-                session,
-                conversation_id=conversation.id,
-                type=EventType.LEFT_MESSAGE_CREATED,
-                data={"left_message_id": message.id},
-            )
-            return message
-
-    try:
-        message = await run_in_threadpool(write)
-    except sa.exc.IntegrityError:
+        ) from None
+    except LeftMessageExists:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail="a message was left for this conversation already"
         ) from None
@@ -103,26 +96,22 @@ async def leave_message(
 async def list_left_messages(
     principal: CurrentPrincipal,
     services: ServicesDep,
-    status_: Annotated[Literal["open", "resolved"] | None, Query(alias="status")] = "open",
+    status_: Annotated[LeftMessageStatus | None, Query(alias="status")] = "open",
     skill_group: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[LeftMessagePublic]:
     if principal.role not in (Role.ADMIN, Role.AGENT):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admins and agents only")
 
-    def read() -> list[LeftMessagePublic]:
-        with services.db.read() as session:
-            query = select(LeftMessage).order_by(col(LeftMessage.created_at))
-            if status_ is not None:
-                query = query.where(LeftMessage.status == status_)
-            if skill_group is not None:
-                query = query.where(LeftMessage.skill_group == skill_group)
-            if principal.role == Role.AGENT:
-                groups = agent_skill_groups(session, principal.id)
-                query = query.where(col(LeftMessage.skill_group).in_(groups))
-            return [_public(m) for m in session.exec(query.limit(limit))]
-
-    return await run_in_threadpool(read)
+    messages = await run_in_threadpool(
+        left_messages,
+        services.db,
+        status=status_,
+        skill_group=skill_group,
+        agent_id=principal.id if principal.role == Role.AGENT else None,
+        limit=limit,
+    )
+    return [_public(message) for message in messages]
 
 
 @router.post(
@@ -147,28 +136,19 @@ async def resolve_left_message(
     if principal.role not in (Role.ADMIN, Role.AGENT):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admins and agents only")
 
-    def write() -> LeftMessage:
-        with services.db.write() as session:
-            message = session.get(LeftMessage, left_message_id)
-            if message is None:
-                raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown left message")
-            if principal.role == Role.AGENT and message.skill_group not in agent_skill_groups(
-                session, principal.id
-            ):
-                raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your skill group")
-            if message.status == "resolved":
-                raise HTTPException(status.HTTP_409_CONFLICT, detail="resolved already")
-            message.status = "resolved"
-            message.resolved_at = utcnow()
-            message.resolved_by = principal.id
-            message.resolution_note = body.note
-            session.add(message)
-            append_event(
-                session,
-                conversation_id=message.conversation_id,
-                type=EventType.LEFT_MESSAGE_RESOLVED,
-                data={"left_message_id": message.id, "resolved_by": principal.id},
-            )
-            return message
-
-    return _public(await run_in_threadpool(write))
+    try:
+        message = await run_in_threadpool(
+            record_resolution,
+            services.db,
+            left_message_id=left_message_id,
+            by_role=principal.role,
+            by_id=principal.id,
+            note=body.note,
+        )
+    except LeftMessageNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown left message") from None
+    except NotYourSkillGroup:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your skill group") from None
+    except LeftMessageResolved:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="resolved already") from None
+    return _public(message)

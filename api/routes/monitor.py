@@ -16,7 +16,7 @@ from api.deps import Services, ServicesDep, require
 from api.schemas import UNAUTHORIZED, MonitorPublic, SkillGroupMonitor, errors
 from domain.types import Role
 from store.models import utcnow
-from store.monitor import FIGURES, day_start, skill_group_figures
+from store.monitor import FIGURES, day_start, read_skill_group_figures
 
 router = APIRouter(tags=["monitoring"])
 
@@ -27,8 +27,7 @@ def read_figures(services: Services) -> MonitorPublic:
     """Every policy group's figures, now. The one source of /v1/monitor and the gauges."""
     now = utcnow()
     groups = [group.name for group in services.policy.current().skill_groups]
-    with services.db.read() as session:
-        figures = skill_group_figures(session=session, skill_groups=groups, now=now)
+    figures = read_skill_group_figures(services.db, skill_groups=groups, now=now)
     return MonitorPublic(
         at=now,
         day_started_at=day_start(now),

@@ -1,0 +1,166 @@
+"""Conversations as clients see them: starting one (or getting the customer's open one back),
+its view with its place in the queue, its events, and read marks."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from domain.types import ConversationState, EventType, Role
+from store.assignment import estimated_wait, queue_position
+from store.db import Database
+from store.events import ConversationNotFound, append_event, events_after
+from store.models import Conversation, Event, QueueEntry
+
+
+class SeqNotReached(Exception):
+    """A read mark beyond the conversation's newest event."""
+
+    def __init__(self, seq: int, last_seq: int) -> None:
+        super().__init__(f"seq {seq} is beyond the newest event ({last_seq})")
+        self.seq = seq
+        self.last_seq = last_seq
+
+
+@dataclass(frozen=True)
+class OpenConversation:
+    conversation: Conversation
+    created: bool  # False: the customer's conversation that was open already
+
+
+@dataclass(frozen=True)
+class ConversationView:
+    """A conversation as its visitor, its agent or an admin sees it."""
+
+    conversation: Conversation
+    queue_position: int | None = None  # while queued: 1-based place in its group's queue
+    estimated_wait: float | None = None  # while queued: seconds, from the group's recent pace
+
+
+@dataclass(frozen=True)
+class ReadMarks:
+    conversation_id: str
+    visitor_read_seq: int
+    agent_read_seq: int
+
+
+def find_conversation(db: Database, *, conversation_id: str) -> Conversation | None:
+    with db.read() as session:
+        return session.get(Conversation, conversation_id)
+
+
+def _open_of(db: Database, customer_id: str) -> Conversation | None:
+    with db.read() as session:
+        return session.exec(
+            select(Conversation).where(Conversation.open_customer_key == customer_id)
+        ).first()
+
+
+def open_conversation(
+    db: Database,
+    *,
+    customer_id: str,
+    channel: str,
+    entry: str | None = None,
+    tier: str | None = None,
+    language: str | None = None,
+    order_id: str | None = None,
+) -> OpenConversation:
+    """The customer's open conversation, or a new queued one: at most one is open per
+    customer (a unique index), so of two concurrent starts one creates and the other gets it."""
+    if (existing := _open_of(db, customer_id)) is not None:
+        return OpenConversation(existing, created=False)
+    conversation = Conversation(
+        id=secrets.token_hex(8),
+        customer_id=customer_id,
+        open_customer_key=customer_id,
+        channel=channel,
+        entry=entry,
+        tier=tier,
+        language=language,
+        order_id=order_id,
+        state=ConversationState.QUEUED,
+    )
+    try:
+        with db.write() as session:
+            session.add(conversation)
+    except sa.exc.IntegrityError:
+        if (existing := _open_of(db, customer_id)) is None:
+            raise
+        return OpenConversation(existing, created=False)
+    return OpenConversation(conversation, created=True)
+
+
+def view_in(session: Session, conversation: Conversation) -> ConversationView:
+    """The view of a conversation read in the caller's transaction."""
+    if conversation.state != ConversationState.QUEUED:
+        return ConversationView(conversation)
+    entry = session.exec(
+        select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
+    ).first()
+    if entry is None:  # queued, and not yet routed to a group
+        return ConversationView(conversation)
+    position = queue_position(session, entry)
+    return ConversationView(
+        conversation,
+        queue_position=position,
+        estimated_wait=estimated_wait(session, entry.skill_group, position),
+    )
+
+
+def view_conversation(db: Database, *, conversation_id: str) -> ConversationView:
+    """Unknown → ConversationNotFound."""
+    with db.read() as session:
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is None:
+            raise ConversationNotFound(conversation_id)
+        return view_in(session, conversation)
+
+
+def conversation_events(
+    db: Database, *, conversation_id: str, after_seq: int, limit: int
+) -> list[Event]:
+    """Up to `limit` of the conversation's events after `after_seq`, in seq order."""
+    with db.read() as session:
+        return events_after(
+            session, conversation_id=conversation_id, after_seq=after_seq, limit=limit
+        )
+
+
+_READ_MARK = {Role.VISITOR: "visitor_read_seq", Role.AGENT: "agent_read_seq"}
+
+
+def record_read(
+    db: Database, *, conversation_id: str, reader_role: Role, reader_id: str, seq: int
+) -> ReadMarks:
+    """The visitor or the agent has seen everything up to `seq`. Only news is told: a mark
+    that moves writes a `message.read` event, the same or an older seq changes nothing.
+    Unknown → ConversationNotFound; beyond the newest event → SeqNotReached."""
+    column = getattr(Conversation, _READ_MARK[reader_role])
+    with db.write() as session:
+        conversation = session.get(Conversation, conversation_id)
+        if conversation is None:
+            raise ConversationNotFound(conversation_id)
+        if seq > conversation.last_seq:
+            raise SeqNotReached(seq, conversation.last_seq)
+        moved = session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id) == conversation_id, col(column) < seq)
+            .values({column: seq})
+        ).rowcount
+        if moved:
+            append_event(
+                session,
+                conversation_id=conversation_id,
+                type=EventType.MESSAGE_READ,
+                data={"by_role": reader_role, "by_id": reader_id, "seq": seq},
+            )
+        session.refresh(conversation)
+        return ReadMarks(
+            conversation_id=conversation_id,
+            visitor_read_seq=conversation.visitor_read_seq,
+            agent_read_seq=conversation.agent_read_seq,
+        )
