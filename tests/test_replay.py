@@ -41,6 +41,12 @@ from store.models import Conversation
 from tests.conftest import start_dev_server
 from tests.utils import ADMIN, DEFAULT_GROUPS, System, bearer, eventually
 from workflows import ConversationWorkflow
+from workflows.patches import (
+    AGENT_WROTE_BEFORE_ACTIVE,
+    DEPRECATED,
+    LOCAL_ACTIVITIES,
+    PATCH_IDS,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
@@ -382,3 +388,24 @@ def patch_markers(history_json: str) -> set[str]:
             data = marker["details"]["patch-data"]["payloads"][0]["data"]
             found.add(json.loads(b64decode(data))["id"])
     return found
+
+
+def test_every_patch_is_in_a_recorded_history() -> None:
+    """Each patch's new branch replays in some recorded history, and no history holds a marker
+    the registry has forgotten."""
+    markers = {name: patch_markers(text) for name, text in RECORDED.items()}
+    found = set().union(*markers.values())
+    assert PATCH_IDS <= found, f"no recorded history takes {sorted(PATCH_IDS - found)}"
+    assert found <= PATCH_IDS | {patch.name for patch in DEPRECATED}
+
+
+# Histories recorded before a patch that reach its `workflow.patched` call: its old branch.
+OLD_BRANCHES = {
+    LOCAL_ACTIVITIES: "agent_closed_rated.v1",
+    AGENT_WROTE_BEFORE_ACTIVE: "agent_wrote_with_its_assignment.v2",
+}
+
+
+@pytest.mark.parametrize("patch_id", OLD_BRANCHES)
+def test_the_newest_patches_old_branches_are_recorded(patch_id: str) -> None:
+    assert patch_id not in patch_markers(RECORDED[OLD_BRANCHES[patch_id]])

@@ -54,20 +54,15 @@ with workflow.unsafe.imports_passed_through():
         TransferResult,
     )
 
+from workflows.patches import (
+    AGENT_WROTE_BEFORE_ACTIVE,
+    FIRST_REPLY_AFTER_TRANSFER,
+    LOCAL_ACTIVITIES,
+)
+
 # Database outages must delay decisions, never drop them: retry without a limit.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 _ACTIVITY_TIMEOUT = timedelta(seconds=30)
-# Every activity is a short database write (and perhaps a signal to another conversation). Those
-# that follow from what history already holds (the start, a signal, a timer that fired) run as
-# local activities, inside the workflow task that needs them, not as tasks of their own that go
-# round the server: an idle auto-close with its rating invite is one workflow task, not three
-# (bench/ B3). If that task is lost (a worker or the server dies), its retry runs them again,
-# and they are idempotent. What follows from an update (a close or transfer someone asked for)
-# stays a regular activity: the update is in history only once its workflow task completes, and
-# a local activity would write its effects before that; a lost task would leave the database
-# ahead of the workflow. Conversations started before this ran every one as an activity.
-LOCAL_ACTIVITIES = "local-activities"
-AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
 
 INVALID_STATE = "InvalidState"
 FORBIDDEN = "Forbidden"
@@ -298,7 +293,7 @@ class ConversationWorkflow:
             if (
                 flow.first_reply_timeout_s
                 and not flow.agent_replied
-                and workflow.patched("first-reply-after-transfer")
+                and workflow.patched(FIRST_REPLY_AFTER_TRANSFER)
             ):
                 flow.first_reply_due_at = workflow.now() + timedelta(
                     seconds=flow.first_reply_timeout_s
@@ -527,7 +522,17 @@ class ConversationWorkflow:
     async def _activity(
         self, name: str, arg: object, result_type: type | None, *, requested: bool = False
     ) -> object:
-        """Run an activity; `requested`: it carries out an update (see LOCAL_ACTIVITIES)."""
+        """Run an activity; `requested`: it carries out an update.
+
+        Every activity is a short database write (and perhaps a signal to another
+        conversation). Those that follow from what history already holds (the start, a signal,
+        a timer that fired) run as local activities, inside the workflow task that needs them,
+        not as tasks of their own that go round the server: an idle auto-close with its rating
+        invite is one workflow task, not three (bench/ B3). If that task is lost (a worker or
+        the server dies), its retry runs them again, and they are idempotent. What follows from
+        an update (a close or transfer someone asked for) stays a regular activity: the update
+        is in history only once its workflow task completes, and a local activity would write
+        its effects before that; a lost task would leave the database ahead of the workflow."""
         if not requested and workflow.patched(LOCAL_ACTIVITIES):
             return await workflow.execute_local_activity(
                 name,
