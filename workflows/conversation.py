@@ -11,22 +11,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
-        SA_AGENT,
-        SA_CHANNEL,
-        SA_CLOSE_REASON,
-        SA_CLOSED_AT,
-        SA_OVERFLOW_HOPS,
-        SA_PRIORITY,
-        SA_QUEUED_AT,
-        SA_SKILL_GROUP,
-        SA_STATE,
         AgentAssigned,
         AssignmentRecord,
         CloseInput,
@@ -54,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         TransferResult,
     )
 
+from workflows import supervision
 from workflows.patches import (
     AGENT_WROTE_BEFORE_ACTIVE,
     FIRST_REPLY_AFTER_TRANSFER,
@@ -492,30 +484,7 @@ class ConversationWorkflow:
 
     @workflow.query
     def snapshot(self) -> ConversationSnapshot:
-        flow = self.flow
-        timers = self._pending_timers()
-        return ConversationSnapshot(
-            conversation_id=flow.conversation_id,
-            state=flow.state,
-            channel=flow.channel,
-            skill_group=flow.skill_group,
-            priority=flow.priority,
-            routing_rule=flow.routing_rule,
-            policy_version=flow.policy_version,
-            overflow_hops=flow.overflow_hops,
-            agent_id=flow.agent_id,
-            close_reason=flow.close_reason,
-            rating_status=flow.rating_status,
-            queued_at=flow.queued_at,
-            last_message_seq=flow.last_message_seq,
-            last_activity_at=flow.last_activity_at,
-            closed_at=flow.closed_at,
-            overflow_at=timers.get("queue overflow"),
-            first_reply_due_at=timers.get("agent first reply"),
-            idle_warning_at=timers.get("idle warning"),
-            idle_close_at=timers.get("idle auto-close"),
-            rating_expires_at=timers.get("rating expiry"),
-        )
+        return supervision.snapshot(self.flow)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -577,75 +546,12 @@ class ConversationWorkflow:
         workflow.continue_as_new(self.flow)
 
     def _publish(self) -> None:
-        """Keep the supervisor's search attributes current (never customer text)."""
-        flow = self.flow
-        optional = (
-            (SA_SKILL_GROUP, flow.skill_group),
-            (SA_AGENT, flow.agent_id),
-            (SA_CLOSE_REASON, flow.close_reason),
-        )
-        updates: list[SearchAttributeUpdate] = [
-            SA_STATE.value_set(flow.state),
-            SA_CHANNEL.value_set(flow.channel),
-            SA_PRIORITY.value_set(flow.priority),
-            *(key.value_set(value) if value else key.value_unset() for key, value in optional),
-        ]
-        if flow.queued_at:
-            updates.append(SA_QUEUED_AT.value_set(flow.queued_at))
-        if flow.overflow_hops:
-            updates.append(SA_OVERFLOW_HOPS.value_set(flow.overflow_hops))
-        if flow.closed_at:
-            updates.append(SA_CLOSED_AT.value_set(flow.closed_at))
-        workflow.upsert_search_attributes(updates)
+        """Keep the supervisor's search attributes current."""
+        workflow.upsert_search_attributes(supervision.search_attributes(self.flow))
         self._describe()
 
-    def _pending_timers(self) -> dict[str, datetime]:
-        """The durable timers this conversation waits on now, by what they do, with when."""
-        flow = self.flow
-        countdown = flow.countdown
-        timers: dict[str, datetime | None] = {}
-        if flow.state == ConversationState.QUEUED and flow.max_queue_wait_s and flow.in_group_since:
-            timers["queue overflow"] = flow.in_group_since + timedelta(
-                seconds=flow.max_queue_wait_s
-            )
-        if flow.state == ConversationState.ACTIVE:
-            if countdown.agent_message_seq == 0 and not flow.agent_replied:
-                timers["agent first reply"] = flow.first_reply_due_at
-            elif countdown.agent_message_seq and not countdown.warned:
-                timers["idle warning"] = countdown.warning_at
-            elif countdown.warned:
-                timers["idle auto-close"] = countdown.close_at
-        if flow.rating_status == RatingStatus.PENDING:
-            timers["rating expiry"] = flow.rating_expires_at
-        return {name: at for name, at in timers.items() if at is not None}
-
     def _describe(self) -> None:
-        """The Temporal UI's current details: where the conversation stands, in markdown.
-        Never customer text or personal data."""
-        flow = self.flow
-        lines = [f"**{flow.state}** · {flow.channel} · {flow.skill_group or 'routing'}"]
-        if flow.agent_id:
-            lines.append(f"- agent: **{flow.agent_id}**")
-        if flow.state == ConversationState.QUEUED and flow.queued_at:
-            lines.append(f"- waiting since {_clock(flow.queued_at)}")
-        if flow.last_activity_at:
-            lines.append(
-                f"- last message: {_clock(flow.last_activity_at)} ({flow.last_message_role})"
-            )
-        if flow.closed_at:
-            lines.append(f"- closed {_clock(flow.closed_at)}: {flow.close_reason}")
-        rule = "default group" if flow.routing_rule is None else f"rule {flow.routing_rule}"
-        lines.append(
-            f"- routing: {rule} · priority {flow.priority} · overflow hops {flow.overflow_hops}"
-        )
-        lines += [f"- timer: {name} at {_clock(at)}" for name, at in self._pending_timers().items()]
-        if flow.policy_version:
-            lines.append(f"- policy {flow.policy_version}")
-        workflow.set_current_details("\n".join(lines))
-
-
-def _clock(at: datetime) -> str:
-    return f"{at:%Y-%m-%d %H:%M:%S} UTC"
+        workflow.set_current_details(supervision.details(self.flow))
 
 
 def _reason_for(request: CloseRequest) -> str:
