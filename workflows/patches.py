@@ -22,6 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from domain.types import ConversationFlow, ConversationState, Stage
+
 
 @dataclass(frozen=True)
 class Compatibility:
@@ -99,4 +104,53 @@ BRANCHES = (
         older="the activity did not say the handover's seq: the new agent starts afresh",
         retire_when=_OLDER_WORKER.format("9c884d5"),
     ),
+    Compatibility(
+        "ConversationFlow without a stage (routed, assignment_recorded, agent_replied, warned)",
+        added="2026-11-30 (the lifecycle's stages)",
+        older=(
+            "the flow said where the conversation stood by four flags: an input from an older "
+            "API or a continue-as-new by an older worker is read by `read_older_flags`, and "
+            "`write_older_flags` writes them for an older worker to read"
+        ),
+        retire_when=(
+            "no worker or API process older than the stages runs and no conversation started "
+            "or continued as new before they were deployed is open (then drop the four fields "
+            "and tests/histories/continued_as_new.v3.json)"
+        ),
+    ),
 )
+
+
+def read_older_flags(flow: ConversationFlow) -> None:
+    """Give a flow that older code wrote its stage, from its flags. Such a flow carries none
+    (it reads as ROUTING) but says it was routed; today's code writes `routed` only with a
+    stage past ROUTING."""
+    if flow.stage != Stage.ROUTING or not flow.routed:
+        return
+    if flow.state == ConversationState.CLOSED:
+        flow.stage = Stage.CLOSED
+    elif flow.state == ConversationState.ACTIVE and flow.assignment_recorded:
+        if flow.countdown.warned:
+            flow.stage = Stage.WARNED
+        elif flow.countdown.agent_message_seq:
+            flow.stage = Stage.COUNTING_DOWN
+        elif flow.agent_replied:
+            flow.stage = Stage.VISITOR_WROTE_LAST
+        else:
+            flow.stage = Stage.AWAITING_FIRST_REPLY
+    elif flow.state == ConversationState.ACTIVE or flow.agent_id is not None:
+        flow.stage = Stage.ASSIGNED
+    else:
+        flow.stage = Stage.QUEUED
+
+
+def write_older_flags(flow: ConversationFlow) -> None:
+    """The flags older code reads, from the stage: a worker of the version before the stages
+    may run the next run during a rolling deployment."""
+    flow.routed = flow.stage != Stage.ROUTING
+    flow.assignment_recorded = flow.stage.state == ConversationState.ACTIVE
+    flow.agent_replied = (
+        flow.stage in (Stage.VISITOR_WROTE_LAST, Stage.COUNTING_DOWN, Stage.WARNED)
+        or flow.countdown.agent_message_seq > 0
+    )
+    flow.countdown.warned = flow.stage == Stage.WARNED

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ConversationSnapshot,
         ConversationState,
         RatingStatus,
+        Stage,
     )
 
 QUEUE_OVERFLOW = "queue overflow"
@@ -40,14 +41,14 @@ def pending_timers(flow: ConversationFlow) -> dict[str, datetime]:
     """The durable timers the conversation waits on now, by what they do, with when."""
     countdown = flow.countdown
     timers: dict[str, datetime | None] = {}
-    if flow.state == ConversationState.QUEUED and flow.max_queue_wait_s and flow.in_group_since:
-        timers[QUEUE_OVERFLOW] = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
-    if flow.state == ConversationState.ACTIVE:
-        if countdown.agent_message_seq == 0 and not flow.agent_replied:
+    match flow.stage:
+        case Stage.QUEUED | Stage.ASSIGNED if flow.max_queue_wait_s and flow.in_group_since:
+            timers[QUEUE_OVERFLOW] = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+        case Stage.AWAITING_FIRST_REPLY:
             timers[FIRST_REPLY] = flow.first_reply_due_at
-        elif countdown.agent_message_seq and not countdown.warned:
+        case Stage.COUNTING_DOWN:
             timers[IDLE_WARNING] = countdown.warning_at
-        elif countdown.warned:
+        case Stage.WARNED:
             timers[IDLE_CLOSE] = countdown.close_at
     if flow.rating_status == RatingStatus.PENDING:
         timers[RATING_EXPIRY] = flow.rating_expires_at
@@ -83,9 +84,10 @@ def snapshot(flow: ConversationFlow) -> ConversationSnapshot:
 def details(flow: ConversationFlow) -> str:
     """The Temporal UI's current details: where the conversation stands, in markdown."""
     lines = [f"**{flow.state}** · {flow.channel} · {flow.skill_group or 'routing'}"]
+    lines.append(f"- stage: {flow.stage.replace('_', ' ')}")
     if flow.agent_id:
         lines.append(f"- agent: **{flow.agent_id}**")
-    if flow.state == ConversationState.QUEUED and flow.queued_at:
+    if flow.stage.state == ConversationState.QUEUED and flow.queued_at:
         lines.append(f"- waiting since {_clock(flow.queued_at)}")
     if flow.last_activity_at:
         lines.append(f"- last message: {_clock(flow.last_activity_at)} ({flow.last_message_role})")
