@@ -1,6 +1,7 @@
 """Determinism: conversations' histories replay against today's workflow code, to the same end.
 
-Each scenario runs on the time-skipping test server (real worker, API and database); its
+Each scenario runs on the time-skipping test server (real worker, API and database; the dev
+server for one that stops its worker, and for a conversation that continues as new); its
 history is replayed at once and must end as the scenario did (close reason, rating status). The
 histories recorded by earlier versions of the workflow (tests/histories/*.json) replay too, to
 the end their scenario names: a change to the workflow that would break conversations already
@@ -50,7 +51,10 @@ from workflows.patches import (
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
-VERSION = "v3"  # the part of a recorded file's name that says which workflow code made it
+# The part of a recorded file's name that says which workflow code made it. v3: the code of
+# 238e4fa, whose flow had no stage; v4: with the stages (only the continued conversation, whose
+# input carries one: the other inputs are fresh starts, as in v3).
+VERSION = "v4"
 
 Skip = Callable[[float], Awaitable[None]]
 FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
@@ -269,7 +273,11 @@ SECOND_LONG = {"idle_warning_after": "1s", "idle_close_after": "1s", "rating_win
 
 
 async def _play_and_replay(
-    name: str, env: WorkflowEnvironment, db: Database, policy_file: Callable[..., Path], make_system
+    name: str,
+    env: WorkflowEnvironment,
+    db: Database,
+    policy_file: Callable[..., Path],
+    make_system: Callable[..., Callable[[], System]],
 ) -> None:
     played = SCENARIOS[name]
     timeouts = SECOND_LONG if played.dev_server else {}

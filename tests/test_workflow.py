@@ -46,6 +46,7 @@ from domain.types import (
     Stage,
     Timeouts,
     TransferInput,
+    TransferRequest,
     TransferResult,
 )
 from tests.utils import eventually
@@ -194,6 +195,19 @@ def _posted(seq: int, sender_role: str) -> MessagePosted:
     return MessagePosted(message_id=seq, seq=seq, sender_role=sender_role)
 
 
+async def _warned(
+    env: WorkflowEnvironment, handle: WorkflowHandle[Any, str]
+) -> tuple[ConversationSnapshot, ConversationSnapshot]:
+    """Alice serves it and writes (seq 5); the visitor stays silent past the idle warning.
+    The snapshots while counting down and once warned."""
+    await _with_agent(handle, "alice")
+    await handle.signal(ConversationWorkflow.message_posted, _posted(5, Role.AGENT))
+    counting = await _seen(handle, lambda s: s.idle_warning_at is not None, "the countdown")
+    await env.sleep(185)  # idle_warning_after is 3 minutes
+    warned = await _seen(handle, lambda s: s.idle_close_at is not None, "the warning")
+    return counting, warned
+
+
 async def test_a_queue_wait_overflows_along_the_chain_to_a_left_message(
     time_env: WorkflowEnvironment, task_queue: str
 ) -> None:
@@ -252,20 +266,35 @@ async def test_an_agent_who_never_replies_loses_the_conversation_to_the_next(
         assert await handle.execute_update(ConversationWorkflow.close, VISITOR) == "visitor_closed"
 
 
+async def test_the_agent_a_conversation_is_transferred_to_owes_a_first_reply(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    stubs = StubActivities(
+        time_env, general=QueuePlacement("general", accepted=True, first_reply_timeout_s=120)
+    )
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        await _with_agent(handle, "alice")
+        await handle.signal(ConversationWorkflow.message_posted, _posted(4, Role.AGENT))
+        await _seen(handle, lambda s: s.idle_warning_at is not None, "alice's countdown")
+
+        to_bob = TransferRequest(by_role=Role.AGENT, by_id="alice", to_agent_id="bob")
+        assert await handle.execute_update(ConversationWorkflow.transfer, to_bob) == "bob"
+        moved = await handle.query(ConversationWorkflow.snapshot)
+        assert (moved.agent_id, moved.idle_warning_at) == ("bob", None)  # a fresh start
+        assert moved.first_reply_due_at is not None
+        assert stubs.args("transfer_conversation") == [TransferInput("c1", to_bob, round=1)]
+
+
 async def test_an_unanswered_agent_message_warns_closes_and_the_rating_expires(
     time_env: WorkflowEnvironment, task_queue: str
 ) -> None:
     stubs = StubActivities(time_env)
     async with _worker(time_env, stubs, task_queue):
         handle = await _start(time_env, task_queue)
-        await _with_agent(handle, "alice")
-        await handle.signal(ConversationWorkflow.message_posted, _posted(5, Role.AGENT))
-        counting = await _seen(handle, lambda s: s.idle_warning_at is not None, "the countdown")
+        counting, warned = await _warned(time_env, handle)
         assert counting.last_activity_at is not None
         assert counting.idle_warning_at == counting.last_activity_at + timedelta(seconds=180)
-
-        await time_env.sleep(185)
-        warned = await _seen(handle, lambda s: s.idle_close_at is not None, "the warning")
         [warning] = stubs.args("send_idle_warning")
         assert (warning.agent_message_seq, warning.idle_close_after_s) == (5, 120)
         assert warned.idle_close_at == warning.close_at and warned.idle_warning_at is None
@@ -292,11 +321,7 @@ async def test_a_visitor_message_after_the_warning_cancels_the_auto_close(
     stubs = StubActivities(time_env)
     async with _worker(time_env, stubs, task_queue):
         handle = await _start(time_env, task_queue)
-        await _with_agent(handle, "alice")
-        await handle.signal(ConversationWorkflow.message_posted, _posted(5, Role.AGENT))
-        await _seen(handle, lambda s: s.idle_warning_at is not None, "the countdown")
-        await time_env.sleep(185)
-        warned = await _seen(handle, lambda s: s.idle_close_at is not None, "the warning")
+        _counting, warned = await _warned(time_env, handle)
 
         await handle.signal(ConversationWorkflow.message_posted, _posted(6, Role.VISITOR))
         answered = await _seen(handle, lambda s: s.last_message_seq == 6, "the visitor's answer")
