@@ -84,14 +84,15 @@ with workflow.unsafe.imports_passed_through():
         TransferResult,
     )
 
-from workflows import supervision
-from workflows.patches import (
-    AGENT_WROTE_BEFORE_ACTIVE,
-    FIRST_REPLY_AFTER_TRANSFER,
-    LOCAL_ACTIVITIES,
-    read_older_flags,
-    write_older_flags,
-)
+    # Pure and stateless: imported once, not afresh by the sandbox for every workflow run.
+    from workflows import supervision
+    from workflows.patches import (
+        AGENT_WROTE_BEFORE_ACTIVE,
+        FIRST_REPLY_AFTER_TRANSFER,
+        LOCAL_ACTIVITIES,
+        read_older_flags,
+        write_older_flags,
+    )
 
 # Database outages must delay decisions, never drop them: retry without a limit.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
