@@ -10,10 +10,44 @@ from temporalio.common import SearchAttributeKey
 
 
 class ConversationState(StrEnum):
+    """What a client sees. (`bot` comes with the bot: the API documents it already.)"""
+
     BOT = "bot"
     QUEUED = "queued"
     ACTIVE = "active"
     CLOSED = "closed"
+
+
+class Stage(StrEnum):
+    """Where the conversation workflow is in the lifecycle: its state, in finer steps
+    (workflows/conversation.py has the transitions)."""
+
+    ROUTING = "routing"  # the routing rule and the service hours decide where it goes
+    QUEUED = "queued"  # waiting in a skill group's queue
+    # Assigned in the database (the agent_assigned signal), not yet recorded by the workflow
+    # (the assignment's events, the state change, the first-reply timer): clients see queued.
+    ASSIGNED = "assigned"
+    AWAITING_FIRST_REPLY = "awaiting_first_reply"  # the agent has not written yet
+    VISITOR_WROTE_LAST = "visitor_wrote_last"  # the agent has answered: no countdown runs
+    COUNTING_DOWN = "counting_down"  # the visitor has not answered the agent: warning due
+    WARNED = "warned"  # the idle warning went out: the auto-close is due
+    CLOSED = "closed"  # the rating invite, then the rating or its expiry
+
+    @property
+    def state(self) -> ConversationState:
+        return _STATE_OF_STAGE[self]
+
+
+_STATE_OF_STAGE = {
+    Stage.ROUTING: ConversationState.QUEUED,
+    Stage.QUEUED: ConversationState.QUEUED,
+    Stage.ASSIGNED: ConversationState.QUEUED,
+    Stage.AWAITING_FIRST_REPLY: ConversationState.ACTIVE,
+    Stage.VISITOR_WROTE_LAST: ConversationState.ACTIVE,
+    Stage.COUNTING_DOWN: ConversationState.ACTIVE,
+    Stage.WARNED: ConversationState.ACTIVE,
+    Stage.CLOSED: ConversationState.CLOSED,
+}
 
 
 class CloseReason(StrEnum):
@@ -180,27 +214,29 @@ class AssignmentRecord:
 
 @dataclass
 class IdleCountdown:
-    """Where the idle countdown stands: armed by an unanswered agent message (seq > 0)."""
+    """The idle countdown's times: armed by an unanswered agent message (seq > 0)."""
 
     agent_message_seq: int = 0
     armed_at: datetime | None = None
     # idle_close_after as the policy said when the countdown started (its warning_at likewise).
     close_after_s: float | None = None
     warning_at: datetime | None = None
-    warned: bool = False
+    warned: bool = False  # for older code only: the stage says it (workflows/patches.py)
     close_at: datetime | None = None
 
 
 @dataclass
 class ConversationFlow:
-    """All workflow state in one place, so continue-as-new carries it whole."""
+    """All workflow state in one place: the workflow's input, and what continue-as-new carries
+    on. Its wire form outlives the code: a new field needs a default, and an old one stays
+    while conversations that older code wrote may be running (workflows/patches.py)."""
 
     conversation_id: str
     customer_id: str
     channel: str
     tier: str | None = None
-    state: str = ConversationState.QUEUED
-    routed: bool = False
+    stage: Stage = Stage.ROUTING
+    state: str = ConversationState.QUEUED  # the stage's, for clients (the workflow keeps it so)
     skill_group: str | None = None
     priority: int = 0
     routing_rule: int | None = None
@@ -214,7 +250,6 @@ class ConversationFlow:
     first_reply_timeout_s: float | None = None
     # Assignments so far (a transfer or a missed first reply starts another).
     assignment_round: int = 0
-    agent_replied: bool = False
     first_reply_due_at: datetime | None = None
     transfer_request: TransferRequest | None = None
     agent_id: str | None = None
@@ -228,6 +263,10 @@ class ConversationFlow:
     rating_status: str = RatingStatus.NONE
     rating_expires_at: datetime | None = None
     rating: RatingSubmission | None = None
+    # Where the conversation stood, as older code said it (with `countdown.warned`): read once
+    # from a flow that code wrote, written for it at continue-as-new (workflows/patches.py).
+    routed: bool = False
+    agent_replied: bool = False
     assignment_recorded: bool = False
 
 

@@ -1,8 +1,46 @@
-"""One workflow per conversation: queue → agent → idle countdown → close → rating.
+"""One workflow per conversation: routing → queue → agent → idle countdown → close → rating.
 
 The workflow is the single authority on state transitions. It learns of messages and of its
-agent by signal, takes close and rating requests as validated updates, and does all I/O through
-activities (called by name, so this module never imports the database layer).
+agent by signal, takes close, transfer and rating requests as validated updates, and does all
+I/O through activities (called by name, so this module never imports the database layer).
+
+Where it stands is its stage (`Stage`, in the flow; a client sees the stage's state: queued,
+active or closed). The run loop dispatches on the stage and waits for its timer; signals,
+updates and timers move it on, only thus:
+
+    stage                 event                                 next stage
+    ROUTING               in service hours, a group takes it    QUEUED (ASSIGNED: served at once)
+    ROUTING               out of hours, or no group takes it    CLOSED out_of_hours | overflow
+    ROUTING               agent_assigned                        ROUTING, its agent noted
+    QUEUED                agent_assigned                        ASSIGNED
+    QUEUED                queue overflow timer                  QUEUED in the next group
+                                                                | CLOSED overflow
+    QUEUED                close                                 CLOSED abandoned | admin_closed
+    ASSIGNED              the assignment recorded               AWAITING_FIRST_REPLY
+                                                                (COUNTING_DOWN: the agent wrote)
+    ASSIGNED              the agent's message (the same task)   ASSIGNED, the countdown armed
+    ASSIGNED              close                                 CLOSED by whoever asked
+    AWAITING_FIRST_REPLY  first-reply timer                     QUEUED | ASSIGNED (not to them)
+    AWAITING_FIRST_REPLY  visitor message                       AWAITING_FIRST_REPLY
+    active *              agent message                         COUNTING_DOWN (afresh)
+    VISITOR_WROTE_LAST,
+    COUNTING_DOWN, WARNED visitor message                       VISITOR_WROTE_LAST
+    COUNTING_DOWN         idle warning timer                    WARNED, the warning pushed
+    WARNED                auto-close timer                      CLOSED idle_timeout
+    active *              transfer to an agent                  AWAITING_FIRST_REPLY (the same
+                                                                if the new agent wrote already)
+    active *              transfer to a group                   QUEUED | ASSIGNED
+    active *              close                                 CLOSED agent_closed
+                                                                | visitor_closed | admin_closed
+    QUEUED, ASSIGNED,
+    active *              continue-as-new suggested             the same, in a new run
+    CLOSED                rating invite, then rating | expiry   (the workflow completes)
+
+    * AWAITING_FIRST_REPLY, VISITOR_WROTE_LAST, COUNTING_DOWN, WARNED: the state is active.
+
+A signal moves the stage at once; a decision once its activity has written it, except the
+assignment's record: its stage begins as the record starts, so that a message meanwhile is
+taken as in an active conversation (the database says active once the record commits).
 """
 
 from __future__ import annotations
@@ -11,22 +49,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
-        SA_AGENT,
-        SA_CHANNEL,
-        SA_CLOSE_REASON,
-        SA_CLOSED_AT,
-        SA_OVERFLOW_HOPS,
-        SA_PRIORITY,
-        SA_QUEUED_AT,
-        SA_SKILL_GROUP,
-        SA_STATE,
         AgentAssigned,
         AssignmentRecord,
         CloseInput,
@@ -48,26 +77,26 @@ with workflow.unsafe.imports_passed_through():
         Role,
         RouteRequest,
         RouteResult,
+        Stage,
         Timeouts,
         TransferInput,
         TransferRequest,
         TransferResult,
     )
 
+    # Pure and stateless: imported once, not afresh by the sandbox for every workflow run.
+    from workflows import supervision
+    from workflows.patches import (
+        AGENT_WROTE_BEFORE_ACTIVE,
+        FIRST_REPLY_AFTER_TRANSFER,
+        LOCAL_ACTIVITIES,
+        read_older_flags,
+        write_older_flags,
+    )
+
 # Database outages must delay decisions, never drop them: retry without a limit.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 _ACTIVITY_TIMEOUT = timedelta(seconds=30)
-# Every activity is a short database write (and perhaps a signal to another conversation). Those
-# that follow from what history already holds (the start, a signal, a timer that fired) run as
-# local activities, inside the workflow task that needs them, not as tasks of their own that go
-# round the server: an idle auto-close with its rating invite is one workflow task, not three
-# (bench/ B3). If that task is lost (a worker or the server dies), its retry runs them again,
-# and they are idempotent. What follows from an update (a close or transfer someone asked for)
-# stays a regular activity: the update is in history only once its workflow task completes, and
-# a local activity would write its effects before that; a lost task would leave the database
-# ahead of the workflow. Conversations started before this ran every one as an activity.
-LOCAL_ACTIVITIES = "local-activities"
-AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
 
 INVALID_STATE = "InvalidState"
 FORBIDDEN = "Forbidden"
@@ -77,69 +106,82 @@ FORBIDDEN = "Forbidden"
 class ConversationWorkflow:
     @workflow.init
     def __init__(self, flow: ConversationFlow) -> None:
+        read_older_flags(flow)
         self.flow = flow
         self._transfer_result: TransferResult | None = None
 
     @workflow.run
     async def run(self, flow: ConversationFlow) -> str:
-        # A transfer to a group or a missed first reply takes an active conversation back to
-        # the queue; everything else moves forward.
-        while self.flow.state != ConversationState.CLOSED:
-            if self.flow.state == ConversationState.QUEUED:
-                await self._wait_in_queue()
-            else:
-                await self._converse()
+        while True:
+            match self.flow.stage:
+                case Stage.ROUTING:
+                    await self._route()
+                case Stage.QUEUED | Stage.ASSIGNED:
+                    await self._wait_in_queue()
+                case (
+                    Stage.AWAITING_FIRST_REPLY
+                    | Stage.VISITOR_WROTE_LAST
+                    | Stage.COUNTING_DOWN
+                    | Stage.WARNED
+                ):
+                    await self._attend()
+                case Stage.CLOSED:
+                    break
         await self._rating_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.flow.close_reason or ""
 
-    # --- phases --------------------------------------------------------------------------
+    # --- stages ----------------------------------------------------------------------------
+
+    def _enter(self, stage: Stage) -> None:
+        self.flow.stage = stage
+        self.flow.state = stage.state
+
+    async def _route(self) -> None:
+        """ROUTING: the routing rule picks the group, the service hours say if it is open."""
+        flow = self.flow
+        route: RouteResult = await self._activity(
+            "route_conversation", RouteRequest(flow.conversation_id, workflow.now()), RouteResult
+        )
+        flow.skill_group = route.skill_group
+        flow.priority = route.priority
+        flow.routing_rule = route.rule
+        flow.policy_version = route.policy_version
+        if not route.is_open:
+            await self._close(CloseReason.OUT_OF_HOURS, next_opening=route.next_opening)
+            return
+        await self._join(route.skill_group)
 
     async def _wait_in_queue(self) -> None:
+        """QUEUED or ASSIGNED: until the agent, a close, the overflow timer or continue-as-new."""
         flow = self.flow
-        if not flow.routed:
-            route: RouteResult = await self._activity(
-                "route_conversation",
-                RouteRequest(flow.conversation_id, workflow.now()),
-                RouteResult,
+
+        def woken() -> bool:
+            return (
+                flow.stage == Stage.ASSIGNED
+                or flow.close_request is not None
+                or self._continue_as_new_due()
             )
-            flow.routed = True
-            flow.skill_group = route.skill_group
-            flow.priority = route.priority
-            flow.routing_rule = route.rule
-            flow.policy_version = route.policy_version
-            if not route.is_open:
-                await self._close(CloseReason.OUT_OF_HOURS, next_opening=route.next_opening)
-                return
-            await self._join(route.skill_group)
-        while flow.state == ConversationState.QUEUED:
 
-            def woken() -> bool:
-                return (
-                    flow.agent_id is not None
-                    or flow.close_request is not None
-                    or self._continue_as_new_due()
-                )
-
-            timed_out = False
-            if flow.max_queue_wait_s is not None and flow.in_group_since is not None:
-                deadline = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
-                timed_out = not await self._sleep_until(deadline, woken)
-            else:
-                await workflow.wait_condition(woken)
-            if flow.close_request is not None and flow.agent_id is not None:
-                # Its agent came in the same breath (the visitor may have seen them already):
-                # a close by whoever asked, not an abandoned wait.
-                await self._close(_reason_for(flow.close_request))
-            elif flow.close_request is not None:
-                by_admin = flow.close_request.by_role == Role.ADMIN
-                await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
-            elif flow.agent_id is not None:
-                flow.state = ConversationState.ACTIVE
-            elif timed_out:
-                await self._overflow(flow.overflow_to)
-            else:
-                await self._continue_as_new()
+        timed_out = False
+        if flow.max_queue_wait_s is not None and flow.in_group_since is not None:
+            deadline = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+            timed_out = not await self._sleep_until(deadline, woken)
+        else:
+            await workflow.wait_condition(woken)
+        if flow.close_request is not None and flow.stage == Stage.ASSIGNED:
+            # Its agent came in the same breath (the visitor may have seen them already): a
+            # close by whoever asked, not an abandoned wait.
+            await self._close(_reason_for(flow.close_request))
+        elif flow.close_request is not None:
+            by_admin = flow.close_request.by_role == Role.ADMIN
+            await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
+        elif flow.stage == Stage.ASSIGNED:
+            await self._take_assignment()
+        elif timed_out:
+            await self._overflow(flow.overflow_to)
+        else:
+            await self._continue_as_new()
 
     async def _join(self, skill_group: str) -> None:
         """Queue in this group, or overflow on along the policy's chain to a left message."""
@@ -160,6 +202,7 @@ class ConversationWorkflow:
             )
             if placement.agent_id is not None:
                 flow.agent_id = placement.agent_id  # served while it was being moved
+                self._enter(Stage.ASSIGNED)
                 return
             if placement.accepted:
                 self._placed(placement)
@@ -173,7 +216,8 @@ class ConversationWorkflow:
 
     def _placed(self, placement: QueuePlacement) -> None:
         flow = self.flow
-        flow.state = ConversationState.QUEUED
+        # Assigned already if its agent's signal came while the placement was being made.
+        self._enter(Stage.ASSIGNED if flow.agent_id is not None else Stage.QUEUED)
         flow.skill_group = placement.skill_group
         flow.queued_at = placement.queued_at
         flow.in_group_since = workflow.now()
@@ -197,68 +241,63 @@ class ConversationWorkflow:
             and self.flow.overflow_hops < MAX_OVERFLOW_HOPS
         )
 
-    async def _converse(self) -> None:
+    async def _take_assignment(self) -> None:
+        """ASSIGNED → active: record the assignment (its events, the database's state) and set
+        the first reply due. No fresh start: the way back to the queue made it, and the agent
+        may have written already (their message came with the assignment's signal)."""
         flow = self.flow
-        if not flow.assignment_recorded:
-            flow.assignment_round += 1
-            # No fresh start here: the way back to the queue made it (`_back_in_queue`), and
-            # the agent may have written already (the database says active once the assignment
-            # commits): their message keeps the countdown it started.
-            await self._activity(
-                "record_assignment",
-                AssignmentRecord(flow.conversation_id, flow.assignment_round),
-                None,
+        wrote = flow.countdown.agent_message_seq > 0
+        self._enter(Stage.COUNTING_DOWN if wrote else Stage.AWAITING_FIRST_REPLY)
+        flow.assignment_round += 1
+        await self._activity(
+            "record_assignment", AssignmentRecord(flow.conversation_id, flow.assignment_round), None
+        )
+        if flow.first_reply_timeout_s:
+            flow.first_reply_due_at = workflow.now() + timedelta(seconds=flow.first_reply_timeout_s)
+        self._publish()
+
+    async def _attend(self) -> None:
+        """An active stage: what someone asked for first, then the stage's timer."""
+        flow = self.flow
+        if flow.close_request is not None:
+            await self._close(_reason_for(flow.close_request))
+            return
+        if self._continue_as_new_due():
+            await self._continue_as_new()
+        if flow.transfer_request is not None:
+            await self._transfer(flow.transfer_request)
+            return
+        countdown = flow.countdown
+
+        def moved(countdown: IdleCountdown = countdown) -> bool:
+            # A newer message replaces the countdown object; a request ends the wait.
+            return (
+                flow.countdown is not countdown
+                or flow.close_request is not None
+                or flow.transfer_request is not None
+                or self._continue_as_new_due()
             )
-            flow.assignment_recorded = True
-            if flow.first_reply_timeout_s:
-                flow.first_reply_due_at = workflow.now() + timedelta(
-                    seconds=flow.first_reply_timeout_s
-                )
-            self._publish()
-        while flow.close_request is None:
-            if self._continue_as_new_due():
-                await self._continue_as_new()
-            if flow.transfer_request is not None:
-                await self._transfer(flow.transfer_request)
-                if flow.state != ConversationState.ACTIVE:
-                    return
-                continue
-            countdown = flow.countdown
 
-            def moved(countdown: IdleCountdown = countdown) -> bool:
-                # A newer message replaces the countdown object; a close request ends it.
-                return (
-                    flow.countdown is not countdown
-                    or flow.close_request is not None
-                    or flow.transfer_request is not None
-                    or self._continue_as_new_due()
-                )
-
-            if countdown.agent_message_seq == 0:
-                due = flow.first_reply_due_at
-                if due is None or flow.agent_replied:
-                    await workflow.wait_condition(moved)
-                elif not await self._sleep_until(due, moved) and not flow.agent_replied:
+        match flow.stage:
+            case Stage.AWAITING_FIRST_REPLY if flow.first_reply_due_at is not None:
+                if not await self._sleep_until(flow.first_reply_due_at, moved):
                     await self._requeue_unanswered()
-                    return
-            elif not countdown.warned:
+            case Stage.AWAITING_FIRST_REPLY | Stage.VISITOR_WROTE_LAST:
+                await workflow.wait_condition(moved)
+            case Stage.COUNTING_DOWN:
                 timeouts = await self._timeouts()
                 assert countdown.armed_at is not None
                 countdown.warning_at = countdown.armed_at + timedelta(
                     seconds=timeouts.idle_warning_after_s
                 )
                 countdown.close_after_s = timeouts.idle_close_after_s
-                if await self._sleep_until(countdown.warning_at, moved):
-                    continue
-                await self._send_idle_warning(countdown)
-            else:
+                if not await self._sleep_until(countdown.warning_at, moved):
+                    await self._send_idle_warning(countdown)
+            case Stage.WARNED:
                 assert countdown.close_at is not None
-                if await self._sleep_until(countdown.close_at, moved):
-                    continue
-                flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
-                await self._close(CloseReason.IDLE_TIMEOUT)
-                return
-        await self._close(_reason_for(flow.close_request))
+                if not await self._sleep_until(countdown.close_at, moved):
+                    flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
+                    await self._close(CloseReason.IDLE_TIMEOUT)
 
     async def _requeue_unanswered(self) -> None:
         """The agent never answered: back to the queue near its head, and not to them again."""
@@ -283,36 +322,31 @@ class ConversationWorkflow:
         flow.transfer_request = None
         if not result.ok:
             return
-        if result.agent_id is not None:
-            flow.agent_id = result.agent_id
-            flow.assignment_round += 1
-            # A message newer than the handover (a greater seq) is the new agent's or the
-            # visitor's: one the new agent wrote while the handover was being recorded keeps
-            # the countdown it started. Anything older is the past: a fresh start.
-            if not (result.handover_seq and flow.countdown.agent_message_seq > result.handover_seq):
-                flow.agent_replied = False
-                flow.countdown = IdleCountdown()
-            flow.first_reply_due_at = None
-            # The new agent must answer in time too (histories from before this rule replay
-            # without it).
-            if (
-                flow.first_reply_timeout_s
-                and not flow.agent_replied
-                and workflow.patched("first-reply-after-transfer")
-            ):
-                flow.first_reply_due_at = workflow.now() + timedelta(
-                    seconds=flow.first_reply_timeout_s
-                )
-            self._publish()
-        else:
+        if result.agent_id is None:
             assert result.placement is not None
             self._back_in_queue(result.placement)
+            return
+        flow.agent_id = result.agent_id
+        flow.assignment_round += 1
+        # A message newer than the handover (a greater seq) is the new agent's or the
+        # visitor's: one the new agent wrote while the handover was being recorded keeps the
+        # countdown it started. Anything older is the past: a fresh start.
+        if not (result.handover_seq and flow.countdown.agent_message_seq > result.handover_seq):
+            self._enter(Stage.AWAITING_FIRST_REPLY)
+            flow.countdown = IdleCountdown()
+        flow.first_reply_due_at = None
+        # The new agent must answer in time too.
+        if (
+            flow.first_reply_timeout_s
+            and flow.stage == Stage.AWAITING_FIRST_REPLY
+            and workflow.patched(FIRST_REPLY_AFTER_TRANSFER)
+        ):
+            flow.first_reply_due_at = workflow.now() + timedelta(seconds=flow.first_reply_timeout_s)
+        self._publish()
 
     def _back_in_queue(self, placement: QueuePlacement) -> None:
         flow = self.flow
-        flow.assignment_recorded = False
         flow.first_reply_due_at = None
-        flow.agent_replied = False
         flow.countdown = IdleCountdown()
         # Served again already? (An assignment signal sent meanwhile found us still active.)
         flow.agent_id = placement.agent_id
@@ -334,9 +368,10 @@ class ConversationWorkflow:
             ),
             None,
         )
-        countdown.warned = True
+        if self.flow.countdown is countdown:  # no newer message meanwhile
+            self._enter(Stage.WARNED)
         # Close when the warning said: later than planned if it went out late (retried through
-        # a database outage), so the visitor gets the whole time. (None: an older history.)
+        # a database outage), so the visitor gets the whole time. (None: an older worker.)
         countdown.close_at = datetime.fromisoformat(told) if isinstance(told, str) else close_at
 
     async def _close(self, reason: str, next_opening: datetime | None = None) -> None:
@@ -356,10 +391,11 @@ class ConversationWorkflow:
             None,
             requested=request is not None and request.by_role != Role.SYSTEM,
         )
+        # (None: an older worker, which did not invite; the rating phase does.)
         if invite and isinstance(rating_expires_at, str):
             flow.rating_expires_at = datetime.fromisoformat(rating_expires_at)
             flow.rating_status = RatingStatus.PENDING
-        flow.state = ConversationState.CLOSED
+        self._enter(Stage.CLOSED)
         flow.close_reason = reason
         flow.closed_at = workflow.now()
         flow.countdown = IdleCountdown()
@@ -402,29 +438,48 @@ class ConversationWorkflow:
         flow.last_message_seq = message.seq
         flow.last_message_role = message.sender_role
         flow.last_activity_at = workflow.now()
-        # An agent's message proves the database has the conversation active with them, even
-        # where this workflow has yet to take in its assignment (the signals of both came in
-        # one task: a task lost with a dead server, retried).
-        assigned = (
-            flow.state == ConversationState.QUEUED
-            and flow.agent_id is not None
-            and message.sender_role == Role.AGENT
-            and workflow.patched(AGENT_WROTE_BEFORE_ACTIVE)
-        )
-        if flow.state == ConversationState.ACTIVE or assigned:
-            if message.sender_role == Role.AGENT:
-                flow.agent_replied = True
+        by_agent = message.sender_role == Role.AGENT
+        match flow.stage:
+            case (
+                Stage.AWAITING_FIRST_REPLY
+                | Stage.VISITOR_WROTE_LAST
+                | Stage.COUNTING_DOWN
+                | Stage.WARNED
+            ) if by_agent:
                 flow.countdown = IdleCountdown(
                     agent_message_seq=message.seq, armed_at=workflow.now()
                 )
-            else:
+                self._enter(Stage.COUNTING_DOWN)
+            case Stage.AWAITING_FIRST_REPLY:
+                # The agent still owes the first reply; a new countdown object wakes the wait,
+                # which waits again for the same deadline.
                 flow.countdown = IdleCountdown()
+            case Stage.VISITOR_WROTE_LAST | Stage.COUNTING_DOWN | Stage.WARNED:
+                flow.countdown = IdleCountdown()
+                self._enter(Stage.VISITOR_WROTE_LAST)
+            case Stage.ROUTING | Stage.QUEUED | Stage.ASSIGNED if (
+                by_agent
+                and flow.agent_id is not None
+                and workflow.patched(AGENT_WROTE_BEFORE_ACTIVE)
+            ):
+                # An agent's message proves the database has the conversation active with
+                # them, though this workflow has yet to take in its assignment (the signals of
+                # both came in one task: a task lost with a dead server, retried). Recording
+                # the assignment moves on to COUNTING_DOWN.
+                flow.countdown = IdleCountdown(
+                    agent_message_seq=message.seq, armed_at=workflow.now()
+                )
         self._describe()
 
     @workflow.signal
     def agent_assigned(self, assigned: AgentAssigned) -> None:
-        if self.flow.agent_id is None and self.flow.state == ConversationState.QUEUED:
-            self.flow.agent_id = assigned.agent_id
+        flow = self.flow
+        match flow.stage:
+            case Stage.QUEUED:
+                flow.agent_id = assigned.agent_id
+                self._enter(Stage.ASSIGNED)
+            case Stage.ROUTING if flow.agent_id is None:
+                flow.agent_id = assigned.agent_id  # its placement, once made, says ASSIGNED
 
     @workflow.update
     async def close(self, request: CloseRequest) -> str:
@@ -433,7 +488,7 @@ class ConversationWorkflow:
         # Answer once the closing message and (if an agent served it) the rating invite are out.
         await workflow.wait_condition(
             lambda: (
-                flow.state == ConversationState.CLOSED
+                flow.stage == Stage.CLOSED
                 and (flow.agent_id is None or flow.rating_status != RatingStatus.NONE)
             )
         )
@@ -442,7 +497,7 @@ class ConversationWorkflow:
     @close.validator
     def _validate_close(self, request: CloseRequest) -> None:
         flow = self.flow
-        if flow.state == ConversationState.CLOSED or flow.close_request is not None:
+        if flow.stage == Stage.CLOSED or flow.close_request is not None:
             raise ApplicationError("the conversation is already closed", type=INVALID_STATE)
         if request.by_role == Role.AGENT and request.by_id != flow.agent_id:
             raise ApplicationError("not your conversation", type=FORBIDDEN)
@@ -460,7 +515,7 @@ class ConversationWorkflow:
     @transfer.validator
     def _validate_transfer(self, request: TransferRequest) -> None:
         flow = self.flow
-        if flow.state != ConversationState.ACTIVE or flow.close_request is not None:
+        if flow.stage.state != ConversationState.ACTIVE or flow.close_request is not None:
             raise ApplicationError(
                 "only an active conversation can be transferred", type=INVALID_STATE
             )
@@ -497,37 +552,24 @@ class ConversationWorkflow:
 
     @workflow.query
     def snapshot(self) -> ConversationSnapshot:
-        flow = self.flow
-        timers = self._pending_timers()
-        return ConversationSnapshot(
-            conversation_id=flow.conversation_id,
-            state=flow.state,
-            channel=flow.channel,
-            skill_group=flow.skill_group,
-            priority=flow.priority,
-            routing_rule=flow.routing_rule,
-            policy_version=flow.policy_version,
-            overflow_hops=flow.overflow_hops,
-            agent_id=flow.agent_id,
-            close_reason=flow.close_reason,
-            rating_status=flow.rating_status,
-            queued_at=flow.queued_at,
-            last_message_seq=flow.last_message_seq,
-            last_activity_at=flow.last_activity_at,
-            closed_at=flow.closed_at,
-            overflow_at=timers.get("queue overflow"),
-            first_reply_due_at=timers.get("agent first reply"),
-            idle_warning_at=timers.get("idle warning"),
-            idle_close_at=timers.get("idle auto-close"),
-            rating_expires_at=timers.get("rating expiry"),
-        )
+        return supervision.snapshot(self.flow)
 
     # --- helpers ---------------------------------------------------------------------------
 
     async def _activity(
         self, name: str, arg: object, result_type: type | None, *, requested: bool = False
     ) -> object:
-        """Run an activity; `requested`: it carries out an update (see LOCAL_ACTIVITIES)."""
+        """Run an activity; `requested`: it carries out an update.
+
+        Every activity is a short database write (and perhaps a signal to another
+        conversation). Those that follow from what history already holds (the start, a signal,
+        a timer that fired) run as local activities, inside the workflow task that needs them,
+        not as tasks of their own that go round the server: an idle auto-close with its rating
+        invite is one workflow task, not three (bench/ B3). If that task is lost (a worker or
+        the server dies), its retry runs them again, and they are idempotent. What follows from
+        an update (a close or transfer someone asked for) stays a regular activity: the update
+        is in history only once its workflow task completes, and a local activity would write
+        its effects before that; a lost task would leave the database ahead of the workflow."""
         if not requested and workflow.patched(LOCAL_ACTIVITIES):
             return await workflow.execute_local_activity(
                 name,
@@ -569,78 +611,16 @@ class ConversationWorkflow:
 
     async def _continue_as_new(self) -> None:
         await workflow.wait_condition(workflow.all_handlers_finished)
+        write_older_flags(self.flow)
         workflow.continue_as_new(self.flow)
 
     def _publish(self) -> None:
-        """Keep the supervisor's search attributes current (never customer text)."""
-        flow = self.flow
-        optional = (
-            (SA_SKILL_GROUP, flow.skill_group),
-            (SA_AGENT, flow.agent_id),
-            (SA_CLOSE_REASON, flow.close_reason),
-        )
-        updates: list[SearchAttributeUpdate] = [
-            SA_STATE.value_set(flow.state),
-            SA_CHANNEL.value_set(flow.channel),
-            SA_PRIORITY.value_set(flow.priority),
-            *(key.value_set(value) if value else key.value_unset() for key, value in optional),
-        ]
-        if flow.queued_at:
-            updates.append(SA_QUEUED_AT.value_set(flow.queued_at))
-        if flow.overflow_hops:
-            updates.append(SA_OVERFLOW_HOPS.value_set(flow.overflow_hops))
-        if flow.closed_at:
-            updates.append(SA_CLOSED_AT.value_set(flow.closed_at))
-        workflow.upsert_search_attributes(updates)
+        """Keep the supervisor's search attributes current."""
+        workflow.upsert_search_attributes(supervision.search_attributes(self.flow))
         self._describe()
 
-    def _pending_timers(self) -> dict[str, datetime]:
-        """The durable timers this conversation waits on now, by what they do, with when."""
-        flow = self.flow
-        countdown = flow.countdown
-        timers: dict[str, datetime | None] = {}
-        if flow.state == ConversationState.QUEUED and flow.max_queue_wait_s and flow.in_group_since:
-            timers["queue overflow"] = flow.in_group_since + timedelta(
-                seconds=flow.max_queue_wait_s
-            )
-        if flow.state == ConversationState.ACTIVE:
-            if countdown.agent_message_seq == 0 and not flow.agent_replied:
-                timers["agent first reply"] = flow.first_reply_due_at
-            elif countdown.agent_message_seq and not countdown.warned:
-                timers["idle warning"] = countdown.warning_at
-            elif countdown.warned:
-                timers["idle auto-close"] = countdown.close_at
-        if flow.rating_status == RatingStatus.PENDING:
-            timers["rating expiry"] = flow.rating_expires_at
-        return {name: at for name, at in timers.items() if at is not None}
-
     def _describe(self) -> None:
-        """The Temporal UI's current details: where the conversation stands, in markdown.
-        Never customer text or personal data."""
-        flow = self.flow
-        lines = [f"**{flow.state}** · {flow.channel} · {flow.skill_group or 'routing'}"]
-        if flow.agent_id:
-            lines.append(f"- agent: **{flow.agent_id}**")
-        if flow.state == ConversationState.QUEUED and flow.queued_at:
-            lines.append(f"- waiting since {_clock(flow.queued_at)}")
-        if flow.last_activity_at:
-            lines.append(
-                f"- last message: {_clock(flow.last_activity_at)} ({flow.last_message_role})"
-            )
-        if flow.closed_at:
-            lines.append(f"- closed {_clock(flow.closed_at)}: {flow.close_reason}")
-        rule = "default group" if flow.routing_rule is None else f"rule {flow.routing_rule}"
-        lines.append(
-            f"- routing: {rule} · priority {flow.priority} · overflow hops {flow.overflow_hops}"
-        )
-        lines += [f"- timer: {name} at {_clock(at)}" for name, at in self._pending_timers().items()]
-        if flow.policy_version:
-            lines.append(f"- policy {flow.policy_version}")
-        workflow.set_current_details("\n".join(lines))
-
-
-def _clock(at: datetime) -> str:
-    return f"{at:%Y-%m-%d %H:%M:%S} UTC"
+        workflow.set_current_details(supervision.details(self.flow))
 
 
 def _reason_for(request: CloseRequest) -> str:
