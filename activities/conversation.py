@@ -17,7 +17,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.dispatching import assign_and_notify
+from dispatcher import assign_and_notify
 from domain.policy import Policy, PolicySource, SkillGroup
 from domain.types import (
     LEFT_MESSAGE_REASONS,

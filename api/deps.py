@@ -15,12 +15,12 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from api.streams import EventHints, StreamSlots
-from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from domain.types import Role
 from settings import Settings
 from store.db import Database
 from store.models import Agent, Conversation
+from workflows.gateway import ConversationGateway
 
 AGENT_TOKEN_PREFIX = "agt_"
 # The largest value of an INTEGER column (seqs, ids): PostgreSQL's is 32 bits, and a larger
@@ -35,7 +35,7 @@ class Services:
     settings: Settings
     db: Database
     policy: PolicySource
-    temporal: TemporalGateway
+    temporal: ConversationGateway
     hints: EventHints
     visitor_streams: StreamSlots  # streams each visitor holds open in this process
 

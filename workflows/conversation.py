@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from domain.errors import FORBIDDEN, INVALID_STATE
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
@@ -68,9 +69,6 @@ _ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # ahead of the workflow. Conversations started before this ran every one as an activity.
 LOCAL_ACTIVITIES = "local-activities"
 AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
-
-INVALID_STATE = "InvalidState"
-FORBIDDEN = "Forbidden"
 
 
 @workflow.defn(name="Conversation")

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 from starlette.concurrency import run_in_threadpool
-from temporalio.service import RPCError
 
 from api.deps import ConversationOfCaller, ServicesDep, require
-from api.engine import conversation_handle
 from api.routes.conversations import conversation_view
 from api.schemas import ENGINE_DOWN, UNAUTHORIZED, ConversationSupervision, PolicyPublic, errors
-from api.temporal import EngineUnavailable
 from domain.policy import PolicyError, PolicySource
-from domain.types import ConversationSnapshot, Role
+from domain.types import Role
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require(Role.ADMIN)])
 
@@ -65,11 +62,7 @@ async def reload_policy(services: ServicesDep) -> PolicyPublic:
 async def conversation_snapshot(
     conversation: ConversationOfCaller, services: ServicesDep
 ) -> ConversationSupervision:
-    handle = await conversation_handle(services.temporal, conversation.id)
-    try:
-        snapshot = await handle.query("snapshot", result_type=ConversationSnapshot)
-    except RPCError as exc:
-        raise EngineUnavailable() from exc
+    snapshot = await services.temporal.snapshot(conversation.id)
     view = await conversation_view(services.db, conversation.id)
     return ConversationSupervision(
         workflow=snapshot, queue_position=view.queue_position, estimated_wait=view.estimated_wait

@@ -10,7 +10,6 @@ from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from activities.dispatching import assign_and_notify
 from api.deps import (
     MAX_SEQ,
     AgentSelfOrAdmin,
@@ -32,7 +31,8 @@ from api.schemas import (
     errors,
 )
 from api.streams import agent_event_public, agent_log, event_stream
-from api.temporal import EngineUnavailable
+from dispatcher import assign_and_notify
+from domain.errors import EngineUnavailable
 from domain.types import AgentStatus, ConversationState, Role
 from store.assignment import agent_skill_groups
 from store.events import agent_events_after, agent_feed_seq, agent_stream_key

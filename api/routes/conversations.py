@@ -10,12 +10,6 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from sqlmodel import Session, col, select
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
-from temporalio.service import RPCError
 
 from api.deps import (
     MAX_SEQ,
@@ -28,7 +22,6 @@ from api.deps import (
     require,
     visitor_token,
 )
-from api.engine import ConversationEnded, signal, update
 from api.schemas import (
     ENGINE_DOWN,
     UNAUTHORIZED,
@@ -56,10 +49,8 @@ from api.streams import (
     live_signal_payload,
     stream_keys,
 )
-from api.temporal import EngineUnavailable
+from domain.errors import ConversationEnded
 from domain.types import (
-    SA_CHANNEL,
-    SA_STATE,
     CloseRequest,
     ConversationFlow,
     ConversationState,
@@ -69,7 +60,6 @@ from domain.types import (
     RatingSubmission,
     Role,
     TransferRequest,
-    workflow_id,
 )
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
@@ -193,34 +183,17 @@ async def start_conversation(
     body: ConversationCreate, services: ServicesDep, response: Response
 ) -> ConversationCreated:
     conversation, created = await run_in_threadpool(_open_or_new, services.db, body)
-    client = await services.temporal.client()
-    # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
     expected = services.policy.current().route(conversation.visitor_context())
-    try:
-        # Idempotent: a retry after a failed start, or the open conversation, starts it once.
-        await client.start_workflow(
-            "Conversation",
-            ConversationFlow(
-                conversation_id=conversation.id,
-                customer_id=conversation.customer_id,
-                channel=conversation.channel,
-                tier=conversation.tier,
-            ),
-            id=workflow_id(conversation.id),
-            task_queue=services.settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_STATE, ConversationState.QUEUED.value),
-                    SearchAttributePair(SA_CHANNEL, conversation.channel),
-                ]
-            ),
-            static_summary=" · ".join(
-                [conversation.channel, expected.skill_group, conversation.tier or "standard"]
-            ),
-        )
-    except RPCError as exc:
-        raise EngineUnavailable() from exc
+    await services.temporal.start(
+        ConversationFlow(
+            conversation_id=conversation.id,
+            customer_id=conversation.customer_id,
+            channel=conversation.channel,
+            tier=conversation.tier,
+        ),
+        task_queue=services.settings.task_queue,
+        skill_group=expected.skill_group,
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     view = await conversation_view(services.db, conversation.id)
@@ -334,10 +307,8 @@ async def post_message(
     # A repeat is told again (an earlier try may have stored it and then failed to signal):
     # the workflow ignores a seq it has seen.
     try:
-        await signal(
-            services.temporal,
+        await services.temporal.post_message(
             conversation_id,
-            "message_posted",
             MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
         )
     except ConversationEnded:
@@ -519,14 +490,12 @@ async def close_conversation(
 ) -> ConversationPublic:
     if principal.role not in (Role.VISITOR, Role.AGENT, Role.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    # Closed is final, and stored only once the workflow closed it: answered here even where
+    # the workflow has finished since (rated or expired) or no worker runs to validate.
     if conversation.state == ConversationState.CLOSED:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already closed")
-    await update(
-        services.temporal,
-        conversation.id,
-        "close",
-        CloseRequest(by_role=principal.role, by_id=principal.id),
-        str,
+    await services.temporal.close(
+        conversation.id, CloseRequest(by_role=principal.role, by_id=principal.id)
     )
     return await conversation_view(services.db, conversation.id)
 
@@ -551,6 +520,7 @@ async def transfer_conversation(
     principal: CurrentPrincipal,
     services: ServicesDep,
 ) -> ConversationPublic:
+    # The workflow's validator does no I/O: the policy's groups and the agents are checked here.
     if body.to_skill_group is not None and (
         body.to_skill_group not in services.policy.current().skill_group_names
     ):
@@ -568,12 +538,12 @@ async def transfer_conversation(
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
             )
+    # The stored state leads the workflow's (a requeue or close is written before the workflow
+    # moves on, and its validator still sees it active meanwhile), and outlives it once finished.
     if conversation.state != ConversationState.ACTIVE:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=NOT_ACTIVE)
-    await update(
-        services.temporal,
+    await services.temporal.transfer(
         conversation.id,
-        "transfer",
         TransferRequest(
             by_role=principal.role,
             by_id=principal.id,
@@ -581,7 +551,6 @@ async def transfer_conversation(
             to_skill_group=body.to_skill_group,
             note=body.note,
         ),
-        str,
     )
     return await conversation_view(services.db, conversation.id)
 
@@ -599,17 +568,14 @@ async def transfer_conversation(
 async def rate_conversation(
     body: RatingCreate, conversation: ConversationOfCaller, services: ServicesDep
 ) -> RatingPublic:
+    # A rated or expired rating (or none, for a conversation nobody served) ends the workflow:
+    # only the stored copy can answer then. The window itself is the workflow's to judge.
     if conversation.rating_status == RatingStatus.RATED:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
-    if conversation.rating_status != RatingStatus.PENDING or (
-        conversation.rating_expires_at is not None and conversation.rating_expires_at <= utcnow()
-    ):
+    if conversation.rating_status != RatingStatus.PENDING:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="no rating invite is pending")
-    await update(
-        services.temporal,
+    await services.temporal.submit_rating(
         conversation.id,
-        "submit_rating",
         RatingSubmission(score=body.score, resolved=body.resolved, comment=body.comment),
-        str,
     )
     return (await conversation_view(services.db, conversation.id)).rating
