@@ -19,6 +19,7 @@ from api.deps import (
     new_agent_token,
     require,
 )
+from api.routes import operation
 from api.routes.conversations import conversation_view
 from api.schemas import (
     UNAUTHORIZED,
@@ -38,7 +39,7 @@ from store.assignment import agent_skill_groups
 from store.events import agent_events_after, agent_feed_seq, agent_stream_key
 from store.models import Agent, AgentSkill, Conversation
 
-router = APIRouter(prefix="/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/v1/agents")
 
 _AUTH_ERRORS = errors({**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"})
 
@@ -58,6 +59,7 @@ def _public(session: Session, agent: Agent) -> AgentPublic:
 
 @router.post(
     "",
+    **operation("agents", "create"),
     status_code=status.HTTP_201_CREATED,
     response_model=AgentCreated,
     summary="Create an agent; the answer carries the agent's token (shown once)",
@@ -120,6 +122,7 @@ async def _agent_view(services: ServicesDep, agent_id: str) -> AgentPublic:
 
 @router.get(
     "/{agent_id}",
+    **operation("agents", "get"),
     response_model=AgentPublic,
     summary="An agent's status, load and capacity",
     responses=_AUTH_ERRORS,
@@ -130,6 +133,7 @@ async def get_agent(agent: AgentSelfOrAdmin, services: ServicesDep) -> AgentPubl
 
 @router.put(
     "/{agent_id}/status",
+    **operation("agents", "set_status"),
     response_model=AgentPublic,
     summary="Go online (waiting conversations are assigned at once), away or offline",
     responses=_AUTH_ERRORS,
@@ -159,6 +163,7 @@ async def set_agent_status(
 
 @router.get(
     "/{agent_id}/conversations",
+    **operation("agents", "list_conversations"),
     response_model=list[ConversationPublic],
     summary="The agent's conversations (active ones unless a state is given)",
     responses=_AUTH_ERRORS,
@@ -186,6 +191,7 @@ async def list_agent_conversations(
 
 @router.get(
     "/{agent_id}/events",
+    **operation("agents", "list_events"),
     response_model=AgentEventPage,
     summary="The agent's feed: every event of the agent's conversations, in feed order",
     responses=_AUTH_ERRORS,
@@ -211,6 +217,7 @@ async def list_agent_events(
 
 @router.get(
     "/{agent_id}/stream",
+    **operation("agents", "stream"),
     response_class=EventSourceResponse,
     summary="The agent's feed as Server-Sent Events: assignments, transfers in and out, and "
     "every event of the agent's conversations; replay, then live",

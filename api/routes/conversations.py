@@ -22,6 +22,7 @@ from api.deps import (
     require,
     visitor_token,
 )
+from api.routes import operation
 from api.schemas import (
     ENGINE_DOWN,
     UNAUTHORIZED,
@@ -75,7 +76,7 @@ from store.models import Agent, Conversation, Message, QueueEntry, utcnow
 
 NOT_ACTIVE = "the conversation is not active"
 
-router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/v1/conversations")
 conversation_router = router  # other modules add conversation sub-resources to it
 
 # A visitor over the stream limit closes one of its streams first; that is noticed at once.
@@ -170,6 +171,7 @@ def _open_or_new(db: Database, body: ConversationCreate) -> tuple[Conversation, 
 
 @router.post(
     "",
+    **operation("conversations", "start"),
     status_code=status.HTTP_201_CREATED,
     response_model=ConversationCreated,
     summary="Start a conversation (or get the customer's open one back, with 200)",
@@ -204,6 +206,7 @@ async def start_conversation(
 
 @router.get(
     "/{conversation_id}",
+    **operation("conversations", "get"),
     response_model=ConversationPublic,
     summary="A conversation's state, agent, queue position and rating",
     responses=errors(_ACCESS),
@@ -231,6 +234,7 @@ def _message_public(message: Message) -> MessagePublic:
 
 @router.post(
     "/{conversation_id}/messages",
+    **operation("messages", "post"),
     status_code=status.HTTP_201_CREATED,
     response_model=MessagePublic,
     summary="Post a message (a retry with the same client_message_id answers 200, stores nothing)",
@@ -325,6 +329,7 @@ async def post_message(
 
 @router.post(
     "/{conversation_id}/read",
+    **operation("messages", "mark_read"),
     response_model=ReadState,
     summary="Mark everything up to a seq as seen; the other side gets message.read",
     responses=errors({**_ACCESS, 422: "Invalid body, or a seq the conversation has not reached"}),
@@ -378,6 +383,7 @@ async def mark_read(
 
 @router.post(
     "/{conversation_id}/typing",
+    **operation("conversations", "show_typing"),
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TypingPublic,
     summary="Say that you are typing: the other side's stream shows conversation.typing "
@@ -415,6 +421,7 @@ async def typing(
 
 @router.get(
     "/{conversation_id}/events",
+    **operation("conversations", "list_events"),
     response_model=EventPage,
     summary="The conversation's events in seq order, after a given seq",
     responses=errors(_ACCESS),
@@ -440,6 +447,7 @@ async def list_events(
 
 @router.get(
     "/{conversation_id}/stream",
+    **operation("conversations", "stream"),
     response_class=EventSourceResponse,
     summary="Every event of the conversation as Server-Sent Events: replay, then live",
     description=(
@@ -481,6 +489,7 @@ async def stream_events(
 
 @router.post(
     "/{conversation_id}/close",
+    **operation("conversations", "close"),
     response_model=ConversationPublic,
     summary="Close the conversation (by its visitor, its agent or an admin)",
     responses=errors({**_ACCESS, 409: "Already closed", **ENGINE_DOWN}),
@@ -502,6 +511,7 @@ async def close_conversation(
 
 @router.post(
     "/{conversation_id}/transfer",
+    **operation("conversations", "transfer"),
     response_model=ConversationPublic,
     summary="Hand the conversation to another agent (within their capacity) or skill group",
     responses=errors(
@@ -557,6 +567,7 @@ async def transfer_conversation(
 
 @router.post(
     "/{conversation_id}/rating",
+    **operation("conversations", "rate"),
     status_code=status.HTTP_201_CREATED,
     response_model=RatingPublic,
     summary="Rate the conversation after it closed (its visitor, within the rating window)",

@@ -17,6 +17,7 @@ from api.deps import (
     ServicesDep,
     require,
 )
+from api.routes import operation
 from api.routes.conversations import conversation_router
 from api.schemas import (
     UNAUTHORIZED,
@@ -30,7 +31,7 @@ from store.assignment import agent_skill_groups
 from store.events import append_event
 from store.models import LeftMessage, utcnow
 
-router = APIRouter(prefix="/v1/left-messages", tags=["left messages"])
+router = APIRouter(prefix="/v1/left-messages")
 
 
 def _public(message: LeftMessage) -> LeftMessagePublic:
@@ -40,9 +41,9 @@ def _public(message: LeftMessage) -> LeftMessagePublic:
 
 @conversation_router.post(
     "/{conversation_id}/left-message",
+    **operation("left_messages", "leave"),
     status_code=status.HTTP_201_CREATED,
     response_model=LeftMessagePublic,
-    tags=["left messages"],
     summary="Leave a message after an out-of-hours or overflow close (its visitor, once)",
     responses=errors(
         {
@@ -96,6 +97,7 @@ async def leave_message(
 
 @router.get(
     "",
+    **operation("left_messages", "list"),
     response_model=list[LeftMessagePublic],
     summary="Left messages to call back (an agent sees those of their skill groups)",
     responses=errors({**UNAUTHORIZED, 403: "Admins and agents only"}),
@@ -127,6 +129,7 @@ async def list_left_messages(
 
 @router.post(
     "/{left_message_id}/resolve",
+    **operation("left_messages", "resolve"),
     response_model=LeftMessagePublic,
     summary="Mark a left message handled (called back)",
     responses=errors(
