@@ -8,7 +8,7 @@ Never imported by the workflow itself: the worker's sandbox has no use for the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -48,7 +48,8 @@ from workflows.conversation import ConversationWorkflow
 _SIGNAL_TIMEOUT = timedelta(seconds=5)
 _UPDATE_TIMEOUT = timedelta(seconds=30)
 
-T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 def workflow_id(conversation_id: str) -> str:
@@ -115,53 +116,25 @@ class ConversationGateway:
     # --- signals: they return once the Temporal server has accepted them --------------------
 
     async def post_message(self, conversation_id: str, message: MessagePosted) -> None:
-        handle = await self.handle(conversation_id)
-        await _signalled(
-            conversation_id,
-            handle.signal(
-                ConversationWorkflow.message_posted, message, rpc_timeout=_SIGNAL_TIMEOUT
-            ),
-        )
+        await self._signal(conversation_id, ConversationWorkflow.message_posted, message)
 
     async def assign_agent(self, conversation_id: str, agent_id: str) -> None:
-        handle = await self.handle(conversation_id)
-        await _signalled(
-            conversation_id,
-            handle.signal(
-                ConversationWorkflow.agent_assigned,
-                AgentAssigned(agent_id=agent_id),
-                rpc_timeout=_SIGNAL_TIMEOUT,
-            ),
+        await self._signal(
+            conversation_id, ConversationWorkflow.agent_assigned, AgentAssigned(agent_id=agent_id)
         )
 
     # --- updates: the workflow's validator says yes or no -----------------------------------
 
     async def close(self, conversation_id: str, request: CloseRequest) -> str:
         """The close reason, once the closing message (and any rating invite) is out."""
-        handle = await self.handle(conversation_id)
-        return await _updated(
-            conversation_id,
-            handle.execute_update(ConversationWorkflow.close, request, rpc_timeout=_UPDATE_TIMEOUT),
-        )
+        return await self._update(conversation_id, ConversationWorkflow.close, request)
 
     async def transfer(self, conversation_id: str, request: TransferRequest) -> str:
         """The agent or skill group the conversation went to."""
-        handle = await self.handle(conversation_id)
-        return await _updated(
-            conversation_id,
-            handle.execute_update(
-                ConversationWorkflow.transfer, request, rpc_timeout=_UPDATE_TIMEOUT
-            ),
-        )
+        return await self._update(conversation_id, ConversationWorkflow.transfer, request)
 
     async def submit_rating(self, conversation_id: str, rating: RatingSubmission) -> str:
-        handle = await self.handle(conversation_id)
-        return await _updated(
-            conversation_id,
-            handle.execute_update(
-                ConversationWorkflow.submit_rating, rating, rpc_timeout=_UPDATE_TIMEOUT
-            ),
-        )
+        return await self._update(conversation_id, ConversationWorkflow.submit_rating, rating)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -172,29 +145,39 @@ class ConversationGateway:
         except RPCError as exc:
             raise EngineUnavailable() from exc
 
+    async def _signal(
+        self, conversation_id: str, signal: Callable[[ConversationWorkflow, A], None], arg: A
+    ) -> None:
+        handle = await self.handle(conversation_id)
+        try:
+            await handle.signal(signal, arg, rpc_timeout=_SIGNAL_TIMEOUT)
+        except RPCError as exc:
+            raise _refusal(conversation_id, exc) from exc
 
-async def _signalled(conversation_id: str, sent: Awaitable[None]) -> None:
-    try:
-        await sent
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise ConversationEnded(conversation_id) from exc
-        raise EngineUnavailable() from exc
+    async def _update(
+        self,
+        conversation_id: str,
+        update: Callable[[ConversationWorkflow, A], Awaitable[R]],
+        arg: A,
+    ) -> R:
+        handle = await self.handle(conversation_id)
+        try:
+            return await handle.execute_update(update, arg, rpc_timeout=_UPDATE_TIMEOUT)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            raise UpdateRejected.from_failure(kind, getattr(cause, "message", str(cause))) from exc
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            raise EngineUnavailable("the conversation engine did not answer in time") from exc
+        except RPCError as exc:
+            raise _refusal(conversation_id, exc) from exc
 
 
-async def _updated(conversation_id: str, done: Awaitable[T]) -> T:
-    try:
-        return await done
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        kind = cause.type if isinstance(cause, ApplicationError) else None
-        raise UpdateRejected.from_failure(kind, getattr(cause, "message", str(cause))) from exc
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        raise EngineUnavailable("the conversation engine did not answer in time") from exc
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise ConversationEnded(conversation_id) from exc
-        raise EngineUnavailable() from exc
+def _refusal(conversation_id: str, exc: RPCError) -> Exception:
+    """A finished workflow is not found; anything else, the server could not take."""
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return ConversationEnded(conversation_id)
+    return EngineUnavailable()
 
 
 async def register_search_attributes(client: Client, *, only_missing: bool = True) -> list[str]:
