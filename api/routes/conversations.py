@@ -499,8 +499,7 @@ async def close_conversation(
 ) -> ConversationPublic:
     if principal.role not in (Role.VISITOR, Role.AGENT, Role.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
-    # Closed is final, and stored only once the workflow closed it: answered here even where
-    # the workflow has finished since (rated or expired) or no worker runs to validate.
+    # Closed is final and stored by the workflow: answered here, even once the workflow ended.
     if conversation.state == ConversationState.CLOSED:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already closed")
     await services.temporal.close(
@@ -548,8 +547,7 @@ async def transfer_conversation(
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
             )
-    # The stored state leads the workflow's (a requeue or close is written before the workflow
-    # moves on, and its validator still sees it active meanwhile), and outlives it once finished.
+    # A requeue or close is stored before the workflow moves on (its validator sees it active).
     if conversation.state != ConversationState.ACTIVE:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=NOT_ACTIVE)
     await services.temporal.transfer(
@@ -579,8 +577,7 @@ async def transfer_conversation(
 async def rate_conversation(
     body: RatingCreate, conversation: ConversationOfCaller, services: ServicesDep
 ) -> RatingPublic:
-    # A rated or expired rating (or none, for a conversation nobody served) ends the workflow:
-    # only the stored copy can answer then. The window itself is the workflow's to judge.
+    # Rated, expired or never invited: the workflow may have ended, so the stored copy answers.
     if conversation.rating_status == RatingStatus.RATED:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
     if conversation.rating_status != RatingStatus.PENDING:
