@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Where the worker serves the Temporal SDK's metrics for Prometheus ("" turns them off).
     worker_metrics_address: str = "127.0.0.1:9464"
+    # `make run` (launch.py): where it serves the API and the Temporal UI, and where its dev
+    # server keeps the conversations' histories (the benchmarks start each run on a fresh one).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    ui_port: int = Field(default=8233, ge=1, le=65535)
+    temporal_db: Path = DATA_DIR / "temporal.db"
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:

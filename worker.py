@@ -27,7 +27,7 @@ from temporalio.runtime import (
 from temporalio.worker import Worker
 
 from activities import ConversationActivities
-from activities.dispatching import reconcile_forever
+from dispatcher import reconcile_forever
 from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import PROJECT_ROOT, Settings, get_settings

@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.dispatching import assign_and_notify
+from dispatcher import assign_and_notify
 from domain.policy import PolicySource
 from domain.types import (
     AssignmentRecord,

@@ -14,7 +14,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.streams import EventHints, StreamSlots
-from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from domain.types import Role
 from settings import Settings
@@ -22,6 +21,7 @@ from store.agents import agent_with_token, find_agent
 from store.conversations import find_conversation
 from store.db import Database
 from store.models import Agent, Conversation
+from workflows.gateway import ConversationGateway
 
 AGENT_TOKEN_PREFIX = "agt_"
 # The largest value of an INTEGER column (seqs, ids): PostgreSQL's is 32 bits, and a larger
@@ -36,7 +36,7 @@ class Services:
     settings: Settings
     db: Database
     policy: PolicySource
-    temporal: TemporalGateway
+    temporal: ConversationGateway
     hints: EventHints
     visitor_streams: StreamSlots  # streams each visitor holds open in this process
 

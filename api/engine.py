@@ -1,71 +1,47 @@
-"""Telling conversation workflows what clients did, and mapping the engine's answers to HTTP."""
+"""The conversation engine's answers as HTTP, in one place: the gateway's errors
+(`domain/errors.py`) become the status codes and bodies clients have always seen."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+import logging
 
-from fastapi import HTTPException, status
-from temporalio.client import (
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
 
-from api.temporal import EngineUnavailable, TemporalGateway
-from domain.types import workflow_id
-from workflows.conversation import FORBIDDEN, INVALID_STATE
+from domain.errors import ConversationEnded, EngineUnavailable, Rejection, UpdateRejected
 
-_SIGNAL_TIMEOUT = timedelta(seconds=5)
-_UPDATE_TIMEOUT = timedelta(seconds=30)
-_ENDED = "the conversation has ended"
+log = logging.getLogger("switchboard.api")
+
+_REJECTION_STATUS = {
+    Rejection.INVALID_STATE: status.HTTP_409_CONFLICT,
+    Rejection.FORBIDDEN: status.HTTP_403_FORBIDDEN,
+    Rejection.INVALID_INPUT: status.HTTP_422_UNPROCESSABLE_CONTENT,
+}
 
 
-class ConversationEnded(HTTPException):
-    """409: the conversation's workflow has finished (closed, and its rating phase is over)."""
-
-    def __init__(self) -> None:
-        super().__init__(status.HTTP_409_CONFLICT, detail=_ENDED)
-
-
-async def conversation_handle(temporal: TemporalGateway, conversation_id: str) -> WorkflowHandle:
-    client = await temporal.client()
-    return client.get_workflow_handle(workflow_id(conversation_id))
+async def _engine_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EngineUnavailable)
+    log.warning("answering 503: %s", exc.what, exc_info=exc)
+    return JSONResponse(
+        {"detail": f"{exc.what}; nothing was lost, retry the same request"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "1"},
+    )
 
 
-async def signal(temporal: TemporalGateway, conversation_id: str, name: str, arg: Any) -> None:
-    """Return only once the Temporal server has accepted the signal."""
-    handle = await conversation_handle(temporal, conversation_id)
-    try:
-        await handle.signal(name, arg, rpc_timeout=_SIGNAL_TIMEOUT)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise ConversationEnded() from exc
-        raise EngineUnavailable() from exc
+async def _conversation_ended(_request: Request, _exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "the conversation has ended"}, status_code=status.HTTP_409_CONFLICT
+    )
 
 
-async def update(
-    temporal: TemporalGateway, conversation_id: str, name: str, arg: Any, result_type: type
-) -> Any:
-    """Run a validated update; a rejection becomes 409/403/422, an outage 503."""
-    handle = await conversation_handle(temporal, conversation_id)
-    try:
-        return await handle.execute_update(
-            name, arg, result_type=result_type, rpc_timeout=_UPDATE_TIMEOUT
-        )
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        kind = cause.type if isinstance(cause, ApplicationError) else None
-        code = {
-            INVALID_STATE: status.HTTP_409_CONFLICT,
-            FORBIDDEN: status.HTTP_403_FORBIDDEN,
-        }.get(kind or "", status.HTTP_422_UNPROCESSABLE_CONTENT)
-        raise HTTPException(code, detail=getattr(cause, "message", str(cause))) from exc
-    except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
-        raise EngineUnavailable("the conversation engine did not answer in time") from exc
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise ConversationEnded() from exc
-        raise EngineUnavailable() from exc
+async def _update_rejected(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UpdateRejected)
+    return JSONResponse({"detail": exc.message}, status_code=_REJECTION_STATUS[exc.kind])
+
+
+def answer_engine_errors(app: FastAPI) -> None:
+    """Register the mapping on the app: 503 with Retry-After, 409, 403 or 422."""
+    app.add_exception_handler(EngineUnavailable, _engine_unavailable)
+    app.add_exception_handler(ConversationEnded, _conversation_ended)
+    app.add_exception_handler(UpdateRejected, _update_rejected)

@@ -17,15 +17,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from api.deps import Services, refuse_nul_characters
+from api.engine import answer_engine_errors
 from api.observability import RequestContext, bind_path_ids, request_latency
 from api.routes import admin, agents, conversations, health, left_messages, monitor
 from api.schemas import ENGINE_DOWN, errors
 from api.streams import EventHints, StreamSlots, listen_for_events, watch_sqlite_log
-from api.temporal import TemporalGateway
 from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import Settings, get_settings
 from store.db import Database, unavailable
+from workflows.gateway import ConversationGateway
 
 log = logging.getLogger("switchboard.api")
 
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             settings=settings,
             db=db,
             policy=PolicySource(settings.policy),
-            temporal=TemporalGateway(settings, temporal),
+            temporal=ConversationGateway(temporal, settings=settings),
             hints=hints,
             visitor_streams=StreamSlots(settings.max_streams_per_visitor),
         )
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContext, latency=request_latency(metrics))  # outermost
+    answer_engine_errors(app)
 
     # Every way of not reaching the database (a broken connection is an InterfaceError or an
     # invalidated DBAPIError, not only an OperationalError; a drained pool a TimeoutError).

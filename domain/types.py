@@ -114,10 +114,6 @@ MAX_OVERFLOW_HOPS = 3
 LEFT_MESSAGE_REASONS = frozenset({"out_of_hours", "overflow"})
 
 
-def workflow_id(conversation_id: str) -> str:
-    return f"conversation-{conversation_id}"
-
-
 # Supervisor view: custom search attributes (Keyword budget on SQL visibility is 10).
 SA_STATE = SearchAttributeKey.for_keyword("ConversationState")
 SA_SKILL_GROUP = SearchAttributeKey.for_keyword("SkillGroup")

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from domain.types import AgentStatus, EventType
+from domain.types import AgentStatus, ConversationState, EventType
 from store.db import Database
 from store.events import append_events
 from store.models import (
@@ -340,8 +340,25 @@ def agent_skill_groups(session: Session, agent_id: str) -> list[str]:
     return list(session.exec(select(AgentSkill.skill_group).where(AgentSkill.agent_id == agent_id)))
 
 
-def waiting_groups(session: Session) -> list[str]:
-    return list(session.exec(select(QueueEntry.skill_group).distinct()))
+def waiting_groups(db: Database) -> list[str]:
+    """The skill groups with someone in their queue."""
+    with db.read() as session:
+        return list(session.exec(select(QueueEntry.skill_group).distinct()))
+
+
+def stranded_assignments(db: Database, *, older_than: timedelta) -> list[tuple[str, str]]:
+    """(conversation, agent) pairs assigned in the database for longer than `older_than` that
+    their workflows have not recorded (the conversation is still queued): the signal was lost."""
+    cutoff = utcnow() - older_than
+    with db.read() as session:
+        rows = session.exec(
+            select(Conversation.id, Conversation.agent_id).where(
+                Conversation.state == ConversationState.QUEUED,
+                col(Conversation.agent_id).is_not(None),
+                col(Conversation.assigned_at) < cutoff,
+            )
+        ).all()
+    return [(conversation_id, agent_id) for conversation_id, agent_id in rows if agent_id]
 
 
 def queue_position(session: Session, entry: QueueEntry) -> int:

@@ -17,10 +17,11 @@ import pytest
 import sqlalchemy as sa
 from temporalio.testing import WorkflowEnvironment
 
+from devserver import installed_binary
 from domain.types import SEARCH_ATTRIBUTES
-from launch import installed_binary, register_search_attributes
 from store.db import Database
 from tests.utils import System, write_policy
+from workflows.gateway import register_search_attributes
 
 POSTGRES_URL = os.environ.get(
     "SWITCHBOARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

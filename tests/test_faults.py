@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 from temporalio.client import Client
 
-from launch import installed_binary, search_attribute_flags
+from devserver import installed_binary, search_attribute_flags
 from store.db import Database
 from store.models import Assignment, Conversation, Event
 from tests.proxy import TcpProxy

@@ -8,11 +8,12 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from activities.dispatching import reconcile
-from domain.types import MessagePosted, Role, workflow_id
+from dispatcher import reconcile
+from domain.types import MessagePosted, Role
 from store.assignment import dispatch
 from store.models import Agent, Conversation, QueueEntry
 from tests.utils import ADMIN, System, bearer, eventually
+from workflows.gateway import workflow_id
 
 
 async def _queued(system: System) -> tuple[str, str, str]:

@@ -17,13 +17,14 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
-from domain.types import ConversationSnapshot, workflow_id
+from domain.types import ConversationSnapshot
 from settings import PROJECT_ROOT
 from store.db import Database
 from tests.browser import chromium_path, open_page
 from tests.conftest import start_dev_server
 from tests.test_e2e import _free_port
 from tests.utils import ADMIN, DEFAULT_GROUPS, System, bearer, eventually, write_policy
+from workflows.gateway import workflow_id
 
 pytestmark = pytest.mark.e2e
 

@@ -53,6 +53,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from domain.errors import FORBIDDEN, INVALID_STATE
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
@@ -97,9 +98,6 @@ with workflow.unsafe.imports_passed_through():
 # Database outages must delay decisions, never drop them: retry without a limit.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 _ACTIVITY_TIMEOUT = timedelta(seconds=30)
-
-INVALID_STATE = "InvalidState"
-FORBIDDEN = "Forbidden"
 
 
 @workflow.defn(name="Conversation")

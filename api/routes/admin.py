@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 from starlette.concurrency import run_in_threadpool
-from temporalio.service import RPCError
 
 from api.deps import ConversationOfCaller, ServicesDep, require
-from api.engine import conversation_handle
+from api.routes import operation
 from api.routes.conversations import conversation_view
 from api.schemas import ENGINE_DOWN, UNAUTHORIZED, ConversationSupervision, PolicyPublic, errors
-from api.temporal import EngineUnavailable
 from domain.policy import PolicyError, PolicySource
-from domain.types import ConversationSnapshot, Role
+from domain.types import Role
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[require(Role.ADMIN)])
+router = APIRouter(prefix="/v1/admin", dependencies=[require(Role.ADMIN)])
 
 _ADMIN_ONLY = {**UNAUTHORIZED, 403: "Admins only"}
 
@@ -32,6 +30,7 @@ def _policy_public(source: PolicySource) -> PolicyPublic:
 
 @router.get(
     "/policy",
+    **operation("admin", "get_policy"),
     response_model=PolicyPublic,
     summary="The effective policy, its version, and the error of a bad edit it refused",
     responses=errors(_ADMIN_ONLY),
@@ -42,6 +41,7 @@ async def get_policy(services: ServicesDep) -> PolicyPublic:
 
 @router.post(
     "/policy/reload",
+    **operation("admin", "reload_policy"),
     response_model=PolicyPublic,
     summary="Read the policy file now; a bad file is refused (422, with the reason) and the "
     "policy in force stays",
@@ -57,6 +57,7 @@ async def reload_policy(services: ServicesDep) -> PolicyPublic:
 
 @router.get(
     "/conversations/{conversation_id}/snapshot",
+    **operation("admin", "get_snapshot"),
     response_model=ConversationSupervision,
     summary="What the conversation's workflow knows now (its pending timers and when they "
     "fire) with its live queue position",
@@ -65,11 +66,7 @@ async def reload_policy(services: ServicesDep) -> PolicyPublic:
 async def conversation_snapshot(
     conversation: ConversationOfCaller, services: ServicesDep
 ) -> ConversationSupervision:
-    handle = await conversation_handle(services.temporal, conversation.id)
-    try:
-        snapshot = await handle.query("snapshot", result_type=ConversationSnapshot)
-    except RPCError as exc:
-        raise EngineUnavailable() from exc
+    snapshot = await services.temporal.snapshot(conversation.id)
     view = await conversation_view(services.db, conversation.id)
     return ConversationSupervision(
         workflow=snapshot, queue_position=view.queue_position, estimated_wait=view.estimated_wait

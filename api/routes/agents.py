@@ -8,7 +8,6 @@ from fastapi import APIRouter, HTTPException, Query, status
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from activities.dispatching import assign_and_notify
 from api.deps import (
     MAX_SEQ,
     AgentSelfOrAdmin,
@@ -18,6 +17,7 @@ from api.deps import (
     new_agent_token,
     require,
 )
+from api.routes import operation
 from api.routes.conversations import conversation_public
 from api.schemas import (
     UNAUTHORIZED,
@@ -30,7 +30,8 @@ from api.schemas import (
     errors,
 )
 from api.streams import agent_event_public, agent_log, event_stream
-from api.temporal import EngineUnavailable
+from dispatcher import assign_and_notify
+from domain.errors import EngineUnavailable
 from domain.types import AgentStatus, ConversationState, Role
 from store.agents import (
     AgentExists,
@@ -44,7 +45,7 @@ from store.agents import (
 )
 from store.events import agent_stream_key
 
-router = APIRouter(prefix="/v1/agents", tags=["agents"])
+router = APIRouter(prefix="/v1/agents")
 
 _AUTH_ERRORS = errors({**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"})
 
@@ -68,6 +69,7 @@ def _public(view: AgentView) -> AgentPublic:
 
 @router.post(
     "",
+    **operation("agents", "create"),
     status_code=status.HTTP_201_CREATED,
     response_model=AgentCreated,
     summary="Create an agent; the answer carries the agent's token (shown once)",
@@ -118,6 +120,7 @@ async def _agent_view(services: ServicesDep, agent_id: str) -> AgentPublic:
 
 @router.get(
     "/{agent_id}",
+    **operation("agents", "get"),
     response_model=AgentPublic,
     summary="An agent's status, load and capacity",
     responses=_AUTH_ERRORS,
@@ -128,6 +131,7 @@ async def get_agent(agent: AgentSelfOrAdmin, services: ServicesDep) -> AgentPubl
 
 @router.put(
     "/{agent_id}/status",
+    **operation("agents", "set_status"),
     response_model=AgentPublic,
     summary="Go online (waiting conversations are assigned at once), away or offline",
     responses=_AUTH_ERRORS,
@@ -155,6 +159,7 @@ async def set_agent_status(
 
 @router.get(
     "/{agent_id}/conversations",
+    **operation("agents", "list_conversations"),
     response_model=list[ConversationPublic],
     summary="The agent's conversations (active ones unless a state is given)",
     responses=_AUTH_ERRORS,
@@ -173,6 +178,7 @@ async def list_agent_conversations(
 
 @router.get(
     "/{agent_id}/events",
+    **operation("agents", "list_events"),
     response_model=AgentEventPage,
     summary="The agent's feed: every event of the agent's conversations, in feed order",
     responses=_AUTH_ERRORS,
@@ -197,6 +203,7 @@ async def list_agent_events(
 
 @router.get(
     "/{agent_id}/stream",
+    **operation("agents", "stream"),
     response_class=EventSourceResponse,
     summary="The agent's feed as Server-Sent Events: assignments, transfers in and out, and "
     "every event of the agent's conversations; replay, then live",

@@ -7,12 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
-from temporalio.service import RPCError
 
 from api.deps import (
     MAX_SEQ,
@@ -25,7 +19,7 @@ from api.deps import (
     require,
     visitor_token,
 )
-from api.engine import ConversationEnded, signal, update
+from api.routes import operation
 from api.schemas import (
     ENGINE_DOWN,
     UNAUTHORIZED,
@@ -52,10 +46,8 @@ from api.streams import (
     live_signal_payload,
     stream_keys,
 )
-from api.temporal import EngineUnavailable
+from domain.errors import ConversationEnded
 from domain.types import (
-    SA_CHANNEL,
-    SA_STATE,
     CloseRequest,
     ConversationFlow,
     ConversationState,
@@ -64,7 +56,6 @@ from domain.types import (
     RatingSubmission,
     Role,
     TransferRequest,
-    workflow_id,
 )
 from store.agents import find_agent
 from store.conversations import (
@@ -88,7 +79,7 @@ from store.models import Message, utcnow
 
 NOT_ACTIVE = "the conversation is not active"
 
-router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/v1/conversations")
 conversation_router = router  # other modules add conversation sub-resources to it
 
 # A visitor over the stream limit closes one of its streams first; that is noticed at once.
@@ -140,6 +131,7 @@ async def conversation_view(db: Database, conversation_id: str) -> ConversationP
 
 @router.post(
     "",
+    **operation("conversations", "start"),
     status_code=status.HTTP_201_CREATED,
     response_model=ConversationCreated,
     summary="Start a conversation (or get the customer's open one back, with 200)",
@@ -163,34 +155,18 @@ async def start_conversation(
         order_id=body.order_id,
     )
     conversation, created = opened.conversation, opened.created
-    client = await services.temporal.client()
     # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
     expected = services.policy.current().route(conversation.visitor_context())
-    try:
-        # Idempotent: a retry after a failed start, or the open conversation, starts it once.
-        await client.start_workflow(
-            "Conversation",
-            ConversationFlow(
-                conversation_id=conversation.id,
-                customer_id=conversation.customer_id,
-                channel=conversation.channel,
-                tier=conversation.tier,
-            ),
-            id=workflow_id(conversation.id),
-            task_queue=services.settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_STATE, ConversationState.QUEUED.value),
-                    SearchAttributePair(SA_CHANNEL, conversation.channel),
-                ]
-            ),
-            static_summary=" · ".join(
-                [conversation.channel, expected.skill_group, conversation.tier or "standard"]
-            ),
-        )
-    except RPCError as exc:
-        raise EngineUnavailable() from exc
+    await services.temporal.start(
+        ConversationFlow(
+            conversation_id=conversation.id,
+            customer_id=conversation.customer_id,
+            channel=conversation.channel,
+            tier=conversation.tier,
+        ),
+        task_queue=services.settings.task_queue,
+        skill_group=expected.skill_group,
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     view = await conversation_view(services.db, conversation.id)
@@ -201,6 +177,7 @@ async def start_conversation(
 
 @router.get(
     "/{conversation_id}",
+    **operation("conversations", "get"),
     response_model=ConversationPublic,
     summary="A conversation's state, agent, queue position and rating",
     responses=errors(_ACCESS),
@@ -228,6 +205,7 @@ def _message_public(message: Message) -> MessagePublic:
 
 @router.post(
     "/{conversation_id}/messages",
+    **operation("messages", "post"),
     status_code=status.HTTP_201_CREATED,
     response_model=MessagePublic,
     summary="Post a message (a retry with the same client_message_id answers 200, stores nothing)",
@@ -304,10 +282,8 @@ async def post_message(
     # A repeat is told again (an earlier try may have stored it and then failed to signal):
     # the workflow ignores a seq it has seen.
     try:
-        await signal(
-            services.temporal,
+        await services.temporal.post_message(
             conversation_id,
-            "message_posted",
             MessagePosted(message_id=message.id, seq=message.seq, sender_role=message.sender_role),
         )
     except ConversationEnded:
@@ -324,6 +300,7 @@ async def post_message(
 
 @router.post(
     "/{conversation_id}/read",
+    **operation("messages", "mark_read"),
     response_model=ReadState,
     summary="Mark everything up to a seq as seen; the other side gets message.read",
     responses=errors({**_ACCESS, 422: "Invalid body, or a seq the conversation has not reached"}),
@@ -357,6 +334,7 @@ async def mark_read(
 
 @router.post(
     "/{conversation_id}/typing",
+    **operation("conversations", "show_typing"),
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TypingPublic,
     summary="Say that you are typing: the other side's stream shows conversation.typing "
@@ -385,6 +363,7 @@ async def typing(
 
 @router.get(
     "/{conversation_id}/events",
+    **operation("conversations", "list_events"),
     response_model=EventPage,
     summary="The conversation's events in seq order, after a given seq",
     responses=errors(_ACCESS),
@@ -411,6 +390,7 @@ async def list_events(
 
 @router.get(
     "/{conversation_id}/stream",
+    **operation("conversations", "stream"),
     response_class=EventSourceResponse,
     summary="Every event of the conversation as Server-Sent Events: replay, then live",
     description=(
@@ -452,6 +432,7 @@ async def stream_events(
 
 @router.post(
     "/{conversation_id}/close",
+    **operation("conversations", "close"),
     response_model=ConversationPublic,
     summary="Close the conversation (by its visitor, its agent or an admin)",
     responses=errors({**_ACCESS, 409: "Already closed", **ENGINE_DOWN}),
@@ -461,20 +442,18 @@ async def close_conversation(
 ) -> ConversationPublic:
     if principal.role not in (Role.VISITOR, Role.AGENT, Role.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    # Closed is final and stored by the workflow: answered here, even once the workflow ended.
     if conversation.state == ConversationState.CLOSED:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already closed")
-    await update(
-        services.temporal,
-        conversation.id,
-        "close",
-        CloseRequest(by_role=principal.role, by_id=principal.id),
-        str,
+    await services.temporal.close(
+        conversation.id, CloseRequest(by_role=principal.role, by_id=principal.id)
     )
     return await conversation_view(services.db, conversation.id)
 
 
 @router.post(
     "/{conversation_id}/transfer",
+    **operation("conversations", "transfer"),
     response_model=ConversationPublic,
     summary="Hand the conversation to another agent (within their capacity) or skill group",
     responses=errors(
@@ -493,6 +472,7 @@ async def transfer_conversation(
     principal: CurrentPrincipal,
     services: ServicesDep,
 ) -> ConversationPublic:
+    # The workflow's validator does no I/O: the policy's groups and the agents are checked here.
     if body.to_skill_group is not None and (
         body.to_skill_group not in services.policy.current().skill_group_names
     ):
@@ -505,12 +485,11 @@ async def transfer_conversation(
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
             )
+    # A requeue or close is stored before the workflow moves on (its validator sees it active).
     if conversation.state != ConversationState.ACTIVE:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=NOT_ACTIVE)
-    await update(
-        services.temporal,
+    await services.temporal.transfer(
         conversation.id,
-        "transfer",
         TransferRequest(
             by_role=principal.role,
             by_id=principal.id,
@@ -518,13 +497,13 @@ async def transfer_conversation(
             to_skill_group=body.to_skill_group,
             note=body.note,
         ),
-        str,
     )
     return await conversation_view(services.db, conversation.id)
 
 
 @router.post(
     "/{conversation_id}/rating",
+    **operation("conversations", "rate"),
     status_code=status.HTTP_201_CREATED,
     response_model=RatingPublic,
     summary="Rate the conversation after it closed (its visitor, within the rating window)",
@@ -536,17 +515,13 @@ async def transfer_conversation(
 async def rate_conversation(
     body: RatingCreate, conversation: ConversationOfCaller, services: ServicesDep
 ) -> RatingPublic:
+    # Rated, expired or never invited: the workflow may have ended, so the stored copy answers.
     if conversation.rating_status == RatingStatus.RATED:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
-    if conversation.rating_status != RatingStatus.PENDING or (
-        conversation.rating_expires_at is not None and conversation.rating_expires_at <= utcnow()
-    ):
+    if conversation.rating_status != RatingStatus.PENDING:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="no rating invite is pending")
-    await update(
-        services.temporal,
+    await services.temporal.submit_rating(
         conversation.id,
-        "submit_rating",
         RatingSubmission(score=body.score, resolved=body.resolved, comment=body.comment),
-        str,
     )
     return (await conversation_view(services.db, conversation.id)).rating

@@ -6,14 +6,16 @@ from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep
+from api.routes import operation
 from api.schemas import Health
 from store.db import reachable
 
-router = APIRouter(tags=["health"])
+router = APIRouter()
 
 
 @router.get(
     "/healthz",
+    **operation("health", "check"),
     response_model=Health,
     summary="Is the API up, and can it reach its database and Temporal?",
     responses={503: {"model": Health, "description": "A dependency is unreachable"}},

@@ -15,6 +15,7 @@ from api.deps import (
     ServicesDep,
     require,
 )
+from api.routes import operation
 from api.routes.conversations import conversation_router
 from api.schemas import (
     UNAUTHORIZED,
@@ -38,7 +39,7 @@ from store.left_messages import (
 )
 from store.models import LeftMessage
 
-router = APIRouter(prefix="/v1/left-messages", tags=["left messages"])
+router = APIRouter(prefix="/v1/left-messages")
 
 
 def _public(message: LeftMessage) -> LeftMessagePublic:
@@ -48,9 +49,9 @@ def _public(message: LeftMessage) -> LeftMessagePublic:
 
 @conversation_router.post(
     "/{conversation_id}/left-message",
+    **operation("left_messages", "leave"),
     status_code=status.HTTP_201_CREATED,
     response_model=LeftMessagePublic,
-    tags=["left messages"],
     summary="Leave a message after an out-of-hours or overflow close (its visitor, once)",
     responses=errors(
         {
@@ -89,6 +90,7 @@ async def leave_message(
 
 @router.get(
     "",
+    **operation("left_messages", "list"),
     response_model=list[LeftMessagePublic],
     summary="Left messages to call back (an agent sees those of their skill groups)",
     responses=errors({**UNAUTHORIZED, 403: "Admins and agents only"}),
@@ -116,6 +118,7 @@ async def list_left_messages(
 
 @router.post(
     "/{left_message_id}/resolve",
+    **operation("left_messages", "resolve"),
     response_model=LeftMessagePublic,
     summary="Mark a left message handled (called back)",
     responses=errors(

@@ -13,12 +13,13 @@ from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Services, ServicesDep, require
+from api.routes import operation
 from api.schemas import UNAUTHORIZED, MonitorPublic, SkillGroupMonitor, errors
 from domain.types import Role
 from store.models import utcnow
 from store.monitor import FIGURES, day_start, read_skill_group_figures
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter()
 
 GAUGE_PREFIX = "switchboard_"
 
@@ -37,6 +38,7 @@ def read_figures(services: Services) -> MonitorPublic:
 
 @router.get(
     "/v1/monitor",
+    **operation("monitoring", "get_figures"),
     response_model=MonitorPublic,
     summary="Per skill group, now: waiting, agents, load; last 15 minutes: average wait and "
     "handling time; today: overflows, abandons, auto-closes, ratings",
@@ -49,6 +51,7 @@ async def get_monitor(services: ServicesDep) -> MonitorPublic:
 
 @router.get(
     "/metrics",
+    **operation("monitoring", "get_metrics"),
     response_class=Response,
     summary="Prometheus metrics: the /v1/monitor figures as gauges by skill group, request "
     "latency histograms by method, route and status, process figures",

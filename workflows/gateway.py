@@ -1,0 +1,202 @@
+"""The one way into conversation workflows from outside (the API, the dispatcher, the launcher,
+tests): the workflow id, its start, typed signals, updates and queries, the search attributes a
+namespace must know, and the engine's answers as the domain's errors (`domain/errors.py`).
+
+Never imported by the workflow itself: the worker's sandbox has no use for the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.errors import ConversationEnded, EngineUnavailable, UpdateRejected
+from domain.types import (
+    SA_CHANNEL,
+    SA_STATE,
+    SEARCH_ATTRIBUTES,
+    AgentAssigned,
+    CloseRequest,
+    ConversationFlow,
+    ConversationSnapshot,
+    ConversationState,
+    MessagePosted,
+    RatingSubmission,
+    TransferRequest,
+)
+from settings import Settings
+from workflows.conversation import ConversationWorkflow
+
+# A signal is one write on the server; an update waits for a worker to validate and carry it out.
+_SIGNAL_TIMEOUT = timedelta(seconds=5)
+_UPDATE_TIMEOUT = timedelta(seconds=30)
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def workflow_id(conversation_id: str) -> str:
+    return f"conversation-{conversation_id}"
+
+
+class ConversationGateway:
+    """Calls into conversation workflows. Made with a connected client (the worker, tests) or
+    with the settings to connect at first use (the API starts, and says so, while Temporal is
+    down). Every call raises `EngineUnavailable` when the engine cannot take it,
+    `ConversationEnded` when the workflow has finished, `UpdateRejected` when it refused."""
+
+    def __init__(self, client: Client | None = None, *, settings: Settings | None = None) -> None:
+        if client is None and settings is None:
+            raise ValueError("a connected client, or the settings to connect with")
+        self._client = client
+        self._settings = settings
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                assert self._settings is not None
+                try:
+                    self._client = await Client.connect(
+                        self._settings.temporal_address,
+                        namespace=self._settings.temporal_namespace,
+                    )
+                except Exception as exc:
+                    raise EngineUnavailable() from exc
+            return self._client
+
+    async def handle(self, conversation_id: str) -> WorkflowHandle[ConversationWorkflow, str]:
+        client = await self.client()
+        return client.get_workflow_handle_for(
+            ConversationWorkflow.run, workflow_id(conversation_id)
+        )
+
+    async def start(self, flow: ConversationFlow, *, task_queue: str, skill_group: str) -> None:
+        """Start the conversation's workflow, or find it started: a retry after a failed start,
+        or a customer's open conversation asked for again, starts it once. `skill_group` is the
+        one the policy sends it to, for the Temporal UI's list (the workflow routes it)."""
+        client = await self.client()
+        try:
+            await client.start_workflow(
+                ConversationWorkflow.run,
+                flow,
+                id=workflow_id(flow.conversation_id),
+                task_queue=task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(SA_STATE, ConversationState.QUEUED.value),
+                        SearchAttributePair(SA_CHANNEL, flow.channel),
+                    ]
+                ),
+                static_summary=" · ".join([flow.channel, skill_group, flow.tier or "standard"]),
+            )
+        except RPCError as exc:
+            raise EngineUnavailable() from exc
+
+    # --- signals: they return once the Temporal server has accepted them --------------------
+
+    async def post_message(self, conversation_id: str, message: MessagePosted) -> None:
+        await self._signal(conversation_id, ConversationWorkflow.message_posted, message)
+
+    async def assign_agent(self, conversation_id: str, agent_id: str) -> None:
+        await self._signal(
+            conversation_id, ConversationWorkflow.agent_assigned, AgentAssigned(agent_id=agent_id)
+        )
+
+    # --- updates: the workflow's validator says yes or no -----------------------------------
+
+    async def close(self, conversation_id: str, request: CloseRequest) -> str:
+        """The close reason, once the closing message (and any rating invite) is out."""
+        return await self._update(conversation_id, ConversationWorkflow.close, request)
+
+    async def transfer(self, conversation_id: str, request: TransferRequest) -> str:
+        """The agent or skill group the conversation went to."""
+        return await self._update(conversation_id, ConversationWorkflow.transfer, request)
+
+    async def submit_rating(self, conversation_id: str, rating: RatingSubmission) -> str:
+        return await self._update(conversation_id, ConversationWorkflow.submit_rating, rating)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    async def snapshot(self, conversation_id: str) -> ConversationSnapshot:
+        handle = await self.handle(conversation_id)
+        try:
+            return await handle.query(ConversationWorkflow.snapshot)
+        except RPCError as exc:
+            raise EngineUnavailable() from exc
+
+    async def _signal(
+        self, conversation_id: str, signal: Callable[[ConversationWorkflow, A], None], arg: A
+    ) -> None:
+        handle = await self.handle(conversation_id)
+        try:
+            await handle.signal(signal, arg, rpc_timeout=_SIGNAL_TIMEOUT)
+        except RPCError as exc:
+            raise _refusal(conversation_id, exc) from exc
+
+    async def _update(
+        self,
+        conversation_id: str,
+        update: Callable[[ConversationWorkflow, A], Awaitable[R]],
+        arg: A,
+    ) -> R:
+        handle = await self.handle(conversation_id)
+        try:
+            return await handle.execute_update(update, arg, rpc_timeout=_UPDATE_TIMEOUT)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            raise UpdateRejected.from_failure(kind, getattr(cause, "message", str(cause))) from exc
+        except WorkflowUpdateRPCTimeoutOrCancelledError as exc:
+            raise EngineUnavailable("the conversation engine did not answer in time") from exc
+        except RPCError as exc:
+            raise _refusal(conversation_id, exc) from exc
+
+
+def _refusal(conversation_id: str, exc: RPCError) -> Exception:
+    """A finished workflow is not found; anything else, the server could not take."""
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return ConversationEnded(conversation_id)
+    return EngineUnavailable()
+
+
+async def register_search_attributes(client: Client, *, only_missing: bool = True) -> list[str]:
+    """Add those of our search attributes the namespace lacks (a dev server started with an
+    older state file ignores new --search-attribute flags). Returns the names added.
+    `only_missing=False` adds them all unasked (the time-skipping test server cannot list)."""
+    known: set[str] = set()
+    if only_missing:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        known = set(listed.custom_attributes)
+    missing = {
+        key.name: IndexedValueType.ValueType(key.indexed_value_type)
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in known
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+    return sorted(missing)
