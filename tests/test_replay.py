@@ -21,7 +21,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from tests.utils import System, bearer
+from tests.support.api import bearer
+from tests.support.system import System
 from workflows import ConversationWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -94,12 +95,11 @@ SCENARIOS = [
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.__name__)
-async def test_scenario_replays(scenario, time_env, db, policy_file, make_system) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        cid = await scenario(system, time_env.sleep)
-        handle = system.env.client.get_workflow_handle(f"conversation-{cid}")
-        await handle.result()
-        history = await handle.fetch_history()
+async def test_scenario_replays(scenario, system: System, db) -> None:
+    cid = await scenario(system, system.env.sleep)
+    handle = system.env.client.get_workflow_handle(f"conversation-{cid}")
+    await handle.result()
+    history = await handle.fetch_history()
     await Replayer(workflows=[ConversationWorkflow]).replay_workflow(history)
     if RECORD and db.is_sqlite:
         path = HISTORIES / f"{scenario.__name__}.{VERSION}.json"
