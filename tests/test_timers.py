@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
 from typing import Any
 
 from temporalio.client import WorkflowHandle
@@ -37,33 +36,22 @@ def _handle(system: System, conversation_id: str) -> WorkflowHandle:
     return system.env.client.get_workflow_handle(f"conversation-{conversation_id}")
 
 
-async def _workflow(system: System, conversation_id: str, *, seen: int = 0) -> dict[str, Any]:
-    """What the workflow knows (its `snapshot`: state and pending timers), once it has taken
-    in the message `seen`."""
-
-    async def caught_up() -> dict[str, Any] | None:
-        workflow = (await system.snapshot(conversation_id))["workflow"]
-        return workflow if workflow["last_message_seq"] >= seen else None
-
-    return await eventually(caught_up, what=f"the workflow to take in message {seen}")
-
-
-async def _pending(system: System, conversation_id: str, timer: str) -> dict[str, Any]:
-    """The workflow's snapshot, checked to show `timer` pending and not yet due on the server's
-    (skipped) clock: it has not fired, and will."""
-    workflow = await _workflow(system, conversation_id)
-    now = await system.env.get_current_time()
-    assert workflow[timer] is not None, f"{timer} is not pending: {workflow}"
-    assert datetime.fromisoformat(workflow[timer]) > now, f"{timer} is past due at {now}"
-    return workflow
+async def _no_countdown(system: System, conversation_id: str, *, seen: int) -> None:
+    """Once the workflow has taken in message `seen`: still active, no idle countdown runs."""
+    workflow = await system.workflow(conversation_id, seen=seen)
+    assert (workflow["state"], workflow["idle_warning_at"], workflow["idle_close_at"]) == (
+        "active",
+        None,
+        None,
+    )
 
 
 async def test_idle_warning_after_an_unanswered_agent_message(system: System) -> None:
     _agent_id, agent, cid, visitor = await _active(system)
-    await _workflow(system, cid, seen=await system.say(cid, agent, "Anything else?"))
+    await system.workflow(cid, seen=await system.say(cid, agent, "Anything else?"))
 
     await system.env.sleep(170)  # idle_warning_after is 3 minutes
-    assert (await _pending(system, cid, "idle_warning_at"))["state"] == "active"
+    assert (await system.pending_timer(cid, "idle_warning_at"))["state"] == "active"
 
     await system.env.sleep(15)
     warning = await system.wait_for_event(cid, visitor, WARNING)
@@ -77,17 +65,11 @@ async def test_no_countdown_while_the_visitor_has_the_last_word(system: System) 
     _agent_id, agent, cid, visitor = await _active(system)
     asked = await system.say(cid, visitor, "Hello?")
     await system.env.sleep(600)
-    workflow = await _workflow(system, cid, seen=asked)
-    assert (workflow["state"], workflow["idle_warning_at"]) == ("active", None)
+    await _no_countdown(system, cid, seen=asked)
     await system.say(cid, agent, "Hi! Looking into it.")
     answered = await system.say(cid, visitor, "Thanks")  # answers: cancels the countdown
     await system.env.sleep(600)
-    workflow = await _workflow(system, cid, seen=answered)
-    assert (workflow["state"], workflow["idle_warning_at"], workflow["idle_close_at"]) == (
-        "active",
-        None,
-        None,
-    )
+    await _no_countdown(system, cid, seen=answered)
 
 
 async def test_a_visitor_message_after_the_warning_cancels_the_auto_close(system: System) -> None:
@@ -97,12 +79,7 @@ async def test_a_visitor_message_after_the_warning_cancels_the_auto_close(system
     await system.wait_for_event(cid, visitor, WARNING)
     answered = await system.say(cid, visitor, "Yes, one more thing")
     await system.env.sleep(600)
-    workflow = await _workflow(system, cid, seen=answered)
-    assert (workflow["state"], workflow["idle_warning_at"], workflow["idle_close_at"]) == (
-        "active",
-        None,
-        None,
-    )
+    await _no_countdown(system, cid, seen=answered)
     assert (await system.conversation(cid, visitor))["state"] == "active"
 
 
@@ -111,9 +88,9 @@ async def test_a_new_agent_message_restarts_the_countdown(system: System) -> Non
     await system.post_message(cid, agent, "One moment")
     await system.env.sleep(120)
     second = await system.say(cid, agent, "Found it: it ships today")
-    await _workflow(system, cid, seen=second)
+    await system.workflow(cid, seen=second)
     await system.env.sleep(120)  # 4 minutes after the first, 2 after the second
-    await _pending(system, cid, "idle_warning_at")
+    await system.pending_timer(cid, "idle_warning_at")
     await system.env.sleep(65)
     warning = await system.wait_for_event(cid, visitor, WARNING)
     assert warning["data"]["after_agent_message_seq"] == second
@@ -125,7 +102,7 @@ async def test_auto_close_then_rating_invite_and_the_seat_is_freed(system: Syste
     await system.env.sleep(185)
     await system.wait_for_event(cid, visitor, WARNING)
     await system.env.sleep(100)
-    assert (await _pending(system, cid, "idle_close_at"))["state"] == "active"
+    assert (await system.pending_timer(cid, "idle_close_at"))["state"] == "active"
     await system.env.sleep(25)  # idle_close_after (2 minutes) has passed
 
     closed = await system.wait_for_event(cid, visitor, "conversation.closed")
@@ -168,7 +145,7 @@ async def test_rating_window_expires(system: System) -> None:
     await system.close(cid, visitor)
     await system.wait_for_event(cid, visitor, "rating.invited")
     await system.env.sleep(3500)
-    assert (await _pending(system, cid, "rating_expires_at"))["rating_status"] == "pending"
+    assert (await system.pending_timer(cid, "rating_expires_at"))["rating_status"] == "pending"
     await system.env.sleep(120)  # the 1 hour window has passed
 
     await system.wait_for_event(cid, visitor, "rating.expired")
@@ -218,7 +195,7 @@ async def test_a_changed_duration_applies_to_the_next_timer(system: System) -> N
     await system.post_message(cid, visitor, "Still here")
     await system.post_message(cid, agent, "Second answer")
     await system.env.sleep(600)  # the old 3 minutes are long gone, the new 20 are not
-    await _pending(system, cid, "idle_warning_at")
+    await system.pending_timer(cid, "idle_warning_at")
     await system.env.sleep(620)
 
     async def second_warning() -> list[dict[str, Any]] | None:
@@ -236,7 +213,7 @@ async def test_timers_due_while_no_worker_runs_fire_when_one_is_back(
     real time: the time-skipping server does not move its clock past work no worker takes.)"""
     system = await make_system(dev_env, idle_warning_after="3s", idle_close_after="1s")
     _agent_id, agent, cid, visitor = await _active(system)
-    await _workflow(system, cid, seen=await system.say(cid, agent, "Anything else?"))
+    await system.workflow(cid, seen=await system.say(cid, agent, "Anything else?"))
     await system.stop_worker()  # the countdown runs: its warning is 3 seconds away
     stopped_at = len((await _handle(system, cid).fetch_history()).events)
 

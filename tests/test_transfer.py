@@ -84,7 +84,7 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     fast, fast_token = await system.create_agent("fast", max_concurrent=1, online=False)
 
     await time_env.sleep(100)
-    assert (await system.conversation(cid, visitor))["agent_id"] == slow
+    assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == slow
     await time_env.sleep(30)
     requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
     assert requeued["data"] == {"agent_id": slow, "reason": "no_first_reply"}
@@ -107,9 +107,9 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
         return (await handle.describe()).typed_search_attributes.get(SA_AGENT) == fast
 
     await eventually(listed_with_fast, what="AgentId = fast in the search attributes")
-    assert (await system.post_message(cid, fast_token, "Sorry for the wait!")).status_code == 201
-    await time_env.sleep(300)
-    assert (await system.conversation(cid, visitor))["agent_id"] == fast  # replied in time
+    replied = await system.say(cid, fast_token, "Sorry for the wait!")
+    workflow = await system.workflow(cid, seen=replied)  # in time: no first-reply deadline
+    assert (workflow["agent_id"], workflow["first_reply_due_at"]) == (fast, None)
 
 
 async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(

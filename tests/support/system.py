@@ -4,8 +4,8 @@ Temporal server and a real database. Tests get one, started, from the `make_syst
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import httpx
@@ -79,13 +79,27 @@ class System(ApiClient):
     async def __aenter__(self) -> System:
         return await self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         await self.stop()
+
+    async def workflow(self, conversation_id: str, *, seen: int = 0) -> dict[str, Any]:
+        """What the conversation's workflow knows (its `snapshot`: state and pending timers),
+        once it has taken in the message `seen`."""
+
+        async def caught_up() -> dict[str, Any] | None:
+            workflow = (await self.snapshot(conversation_id))["workflow"]
+            return workflow if workflow["last_message_seq"] >= seen else None
+
+        return await eventually(caught_up, what=f"the workflow to take in message {seen}")
+
+    async def pending_timer(self, conversation_id: str, timer: str) -> dict[str, Any]:
+        """The workflow's snapshot, checked to show `timer` (idle_warning_at, …) pending and
+        not yet due on the server's clock: it has not fired, and will."""
+        workflow = await self.workflow(conversation_id)
+        now = await self.env.get_current_time()
+        assert workflow[timer] is not None, f"{timer} is not pending: {workflow}"
+        assert datetime.fromisoformat(workflow[timer]) > now, f"{timer} is past due at {now}"
+        return workflow
 
 
 class StartSystem(Protocol):
