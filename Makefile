@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint ui-check bench clean
+.PHONY: run test lint chromium ui-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +24,25 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The supervisor's browser check (tests/test_supervisor.py) drives Debian's chromium: installed
+# here when missing and we are root, else we stop and say how (under CI=true the check must run).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" -eq 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "make test needs Debian's chromium: run 'sudo apt-get install -y chromium' first" >&2; \
+		exit 1; \
+	fi
+
 # pytest exits 5 when it collects no tests: that means a broken suite, so say so and fail.
-test: $(VENV)/.installed-dev lint
+test: chromium $(VENV)/.installed-dev lint
 	$(BIN)/pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
 
 # The supervisor's view in the Temporal UI, checked in headless Chromium (Debian's chromium).
-ui-check: $(VENV)/.installed-dev
+ui-check: $(VENV)/.installed-dev chromium
 	$(BIN)/pytest -q tests/test_supervisor.py
 
 # Speed and memory against bare Temporal (bench/): `make bench ARGS="--only B1 --quick"`.

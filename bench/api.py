@@ -2,56 +2,36 @@
 
 Messages, the load itself, go through aiohttp, whose client costs a fifth of httpx's CPU per
 request: on two shared cores the load generator must not eat the product's CPU. Setup calls and
-the streams use httpx, as the tests do.
+the streams go through the tests' API client (tests.support.api, on httpx).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 import httpx
 
-from bench.stack import ADMIN, APP, bearer
-from tests.workbench import create_agent_over_api
+from settings import DEV_ADMIN_TOKEN, DEV_APP_KEY
+from tests.support.api import AgentLogin, ApiClient, Visit, bearer, eventually
 
 T = TypeVar("T")
 
 
-@dataclass
-class Agent:
-    id: str
-    token: str
-
-
-@dataclass
-class Visit:
-    conversation_id: str
-    token: str
-
-
-def client(base_url: str, connections: int = 100) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=base_url,
+def client(base_url: str, connections: int = 100) -> ApiClient:
+    """The API client of a stack started as `make run` starts it (its development tokens)."""
+    return ApiClient.at(
+        base_url,
         timeout=120,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        connections=connections,
+        admin_token=DEV_ADMIN_TOKEN,
+        app_key=DEV_APP_KEY,
     )
-
-
-def _ok(response: httpx.Response, *codes: int) -> dict[str, Any]:
-    if response.status_code not in (codes or (200, 201)):
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url.path} answered "
-            f"{response.status_code}: {response.text[:300]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def gather_limited(jobs: Iterable[Callable[[], Awaitable[T]]], concurrency: int) -> list[T]:
@@ -66,31 +46,19 @@ async def gather_limited(jobs: Iterable[Callable[[], Awaitable[T]]], concurrency
 
 
 async def create_agents(
-    http: httpx.AsyncClient, count: int, *, prefix: str, max_concurrent: int
-) -> list[Agent]:
-    async def one(index: int) -> Agent:
-        agent_id = f"{prefix}-{index}"
-        return Agent(
-            agent_id,
-            await create_agent_over_api(http, ADMIN, agent_id, max_concurrent=max_concurrent),
-        )
+    api: ApiClient, count: int, *, prefix: str, max_concurrent: int
+) -> list[AgentLogin]:
+    async def one(index: int) -> AgentLogin:
+        return await api.create_agent(f"{prefix}-{index}", max_concurrent=max_concurrent)
 
     return await gather_limited([lambda i=i: one(i) for i in range(count)], 8)
 
 
 async def start_conversations(
-    http: httpx.AsyncClient, count: int, *, prefix: str, concurrency: int = 16
+    api: ApiClient, count: int, *, prefix: str, concurrency: int = 16
 ) -> list[Visit]:
     async def one(index: int) -> Visit:
-        body = _ok(
-            await http.post(
-                "/v1/conversations",
-                headers=APP,
-                json={"customer_id": f"{prefix}-{index}-{uuid.uuid4().hex[:6]}", "channel": "web"},
-            ),
-            201,
-        )
-        return Visit(body["id"], body["visitor_token"])
+        return await api.start_conversation(f"{prefix}-{index}-{uuid.uuid4().hex[:6]}")
 
     return await gather_limited([lambda i=i: one(i) for i in range(count)], concurrency)
 
@@ -117,58 +85,25 @@ async def post_message(
         return response.status
 
 
-async def agent_load(http: httpx.AsyncClient, agents: list[Agent]) -> int:
-    total = 0
-    for agent in agents:
-        total += _ok(await http.get(f"/v1/agents/{agent.id}", headers=bearer(agent.token)))["load"]
-    return total
+async def agent_load(api: ApiClient, agents: list[AgentLogin]) -> int:
+    return sum([(await api.agent(agent.id, agent.token))["load"] for agent in agents])
 
 
-async def group_load(http: httpx.AsyncClient) -> int:
+async def group_load(api: ApiClient) -> int:
     """Conversations held by online agents, all groups (GET /v1/monitor)."""
-    monitor = _ok(await http.get("/v1/monitor", headers=ADMIN))
-    return int(sum(group["load"] for group in monitor["skill_groups"]))
+    return int(sum(group["load"] for group in (await api.monitor())["skill_groups"]))
 
 
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], *, timeout: float, what: str, every: float = 0.5
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
-
-
-async def wait_all_assigned(http: httpx.AsyncClient, agents: list[Agent], count: int) -> None:
+async def wait_all_assigned(api: ApiClient, agents: list[AgentLogin], count: int) -> None:
     """Until the agents hold `count` conversations between them (the monitor's load, one
     request however many agents: asking each agent would load the API itself)."""
-    baseline = await group_load(http)
-    held = await agent_load(http, agents)
+    baseline = await group_load(api)
+    held = await agent_load(api, agents)
 
     async def assigned() -> bool:
-        return await group_load(http) - baseline + held >= count
+        return await group_load(api) - baseline + held >= count
 
-    await wait_until(assigned, timeout=60 + count * 0.2, what=f"{count} assignments", every=1)
-
-
-async def conversation_events(
-    http: httpx.AsyncClient, conversation_id: str, *, after_seq: int = 0
-) -> list[dict[str, Any]]:
-    """Every event of a conversation (admin), all pages."""
-    events: list[dict[str, Any]] = []
-    while True:
-        page = _ok(
-            await http.get(
-                f"/v1/conversations/{conversation_id}/events",
-                params={"after_seq": after_seq, "limit": 1000},
-                headers=ADMIN,
-            )
-        )
-        events += page["events"]
-        if not page["has_more"]:
-            return events
-        after_seq = page["events"][-1]["seq"]
+    await eventually(assigned, timeout=60 + count * 0.2, what=f"{count} assignments", every=1)
 
 
 # --- Server-Sent Events ---------------------------------------------------------------------
@@ -185,24 +120,21 @@ class AgentStream:
     """An agent's workbench stream (GET /v1/agents/{id}/stream) read by a real HTTP client;
     every event with the wall-clock time it arrived."""
 
-    agent: Agent
+    agent: AgentLogin
     arrivals: asyncio.Queue[Arrival] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     connected: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _read(self, base_url: str, after_seq: int) -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=None) as http:
-            async with http.stream(
-                "GET",
-                f"/v1/agents/{self.agent.id}/stream",
-                params={"after_seq": after_seq},
-                headers=bearer(self.agent.token),
-            ) as response:
-                if response.status_code != 200:
-                    raise RuntimeError(f"agent stream answered {response.status_code}")
-                self.connected.set()
-                async for event in sse_events(response.aiter_lines()):
-                    self.arrivals.put_nowait(Arrival(time.time(), event))
+        async with (
+            ApiClient.at(base_url, timeout=None) as api,
+            api.agent_stream(self.agent.id, self.agent.token, after_seq=after_seq) as stream,
+        ):
+            if stream.response.status_code != 200:
+                raise RuntimeError(f"agent stream answered {stream.response.status_code}")
+            self.connected.set()
+            async for event in stream:
+                self.arrivals.put_nowait(Arrival(time.time(), event))
 
     async def start(self, base_url: str, after_seq: int = 0) -> None:
         self.task = asyncio.create_task(self._read(base_url, after_seq))
@@ -217,26 +149,5 @@ class AgentStream:
                 pass
 
 
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """Events off a text/event-stream (comments are keep-alives), as in tests/test_e2e.py."""
-    current: dict[str, str] = {}
-    async for line in lines:
-        if line.startswith(":"):
-            continue
-        if line == "":
-            if current.get("data"):
-                yield {
-                    **json.loads(current["data"]),
-                    "id": current.get("id"),
-                    "event": current.get("event"),
-                }
-            current = {}
-            continue
-        name, _, value = line.partition(":")
-        current[name] = value.lstrip(" ")
-
-
-async def agent_feed_seq(http: httpx.AsyncClient, agent: Agent) -> int:
-    return int(
-        _ok(await http.get(f"/v1/agents/{agent.id}", headers=bearer(agent.token)))["feed_seq"]
-    )
+async def agent_feed_seq(api: ApiClient, agent: AgentLogin) -> int:
+    return int((await api.agent(agent.id, agent.token))["feed_seq"])

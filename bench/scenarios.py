@@ -16,28 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 from temporalio.client import Client, WorkflowHandle
 
 from bench.api import (
-    Agent,
     AgentStream,
     Arrival,
-    Visit,
     agent_feed_seq,
     client,
-    conversation_events,
     create_agents,
     gather_limited,
     post_message,
     poster,
     start_conversations,
     wait_all_assigned,
-    wait_until,
 )
 from bench.reference import TASK_QUEUE, Free, InboxState
 from bench.report import Figure, ScenarioResult, latency_figures, ms, percentile
-from bench.stack import ADMIN, Stack, bearer, memory_kib
+from bench.stack import Stack, memory_kib
+from tests.support.api import AgentLogin, ApiClient, Visit, eventually
 
 
 @dataclass
@@ -163,14 +159,14 @@ async def b1_ingest(config: Config) -> ScenarioResult:
     }
     async with (
         config.stack("b1") as stack,
-        client(stack.api_url, 16) as http,
+        client(stack.api_url, 16) as api,
         poster(stack.api_url, clients) as messages,
     ):
         agents = await create_agents(
-            http, math.ceil(conversations / 50), prefix="b1", max_concurrent=50
+            api, math.ceil(conversations / 50), prefix="b1", max_concurrent=50
         )
-        visits = await start_conversations(http, conversations, prefix="b1")
-        await wait_all_assigned(http, agents, conversations)
+        visits = await start_conversations(api, conversations, prefix="b1")
+        await wait_all_assigned(api, agents, conversations)
         inboxes = await start_inboxes(stack.client, conversations, prefix="b1-ref")
         await quiet(stack, names=("worker", "dev server", "reference worker"))
 
@@ -244,18 +240,18 @@ async def b2_delivery(config: Config) -> ScenarioResult:
     }
     async with (
         config.stack("b2") as stack,
-        client(stack.api_url, 16) as http,
+        client(stack.api_url, 16) as api,
         poster(stack.api_url, 200) as messages,
     ):
         agents = await create_agents(
-            http, math.ceil(conversations / per_agent), prefix="b2", max_concurrent=per_agent
+            api, math.ceil(conversations / per_agent), prefix="b2", max_concurrent=per_agent
         )
-        visits = await start_conversations(http, conversations, prefix="b2")
-        await wait_all_assigned(http, agents, conversations)
+        visits = await start_conversations(api, conversations, prefix="b2")
+        await wait_all_assigned(api, agents, conversations)
         await quiet(stack, names=("worker", "dev server"))
         streams = [AgentStream(agent) for agent in agents]
         for stream in streams:
-            await stream.start(stack.api_url, after_seq=await agent_feed_seq(http, stream.agent))
+            await stream.start(stack.api_url, after_seq=await agent_feed_seq(api, stream.agent))
 
         sent: dict[str, tuple[float, float, int]] = {}  # message id → (sent, answered, status)
 
@@ -346,23 +342,18 @@ async def b3_timers(config: Config) -> ScenarioResult:
     policy = {"idle_warning_after": f"{warning_after}s", "idle_close_after": f"{close_after}s"}
     async with (
         config.stack("b3", policy) as stack,
-        client(stack.api_url, 32) as http,
+        client(stack.api_url, 32) as api,
         poster(stack.api_url, 32) as messages,
     ):
         agents = await create_agents(
-            http, math.ceil(conversations / 50), prefix="b3", max_concurrent=50
+            api, math.ceil(conversations / 50), prefix="b3", max_concurrent=50
         )
-        visits = await start_conversations(http, conversations, prefix="b3")
-        await wait_all_assigned(http, agents, conversations)
+        visits = await start_conversations(api, conversations, prefix="b3")
+        await wait_all_assigned(api, agents, conversations)
         await quiet(stack, names=("worker", "dev server"))
-        owner: dict[str, Agent] = {}
+        owner: dict[str, AgentLogin] = {}
         for agent in agents:
-            listed = await http.get(
-                f"/v1/agents/{agent.id}/conversations",
-                params={"limit": 500},
-                headers=bearer(agent.token),
-            )
-            for conversation in listed.json():
+            for conversation in await api.agent_conversations(agent.id, agent.token, limit=500):
                 owner[conversation["id"]] = agent
 
         async def agent_writes(visit: Visit) -> None:
@@ -379,11 +370,11 @@ async def b3_timers(config: Config) -> ScenarioResult:
         mark = stack.cpu()
 
         async def all_closed() -> bool:
-            monitor = (await http.get("/v1/monitor", headers=ADMIN)).json()
+            monitor = await api.monitor()
             closes = sum(group["auto_closes_today"] for group in monitor["skill_groups"])
             return bool(closes >= conversations)
 
-        await wait_until(
+        await eventually(
             all_closed,
             timeout=warning_after + close_after + 120 + conversations * 0.5,
             what="every idle auto-close",
@@ -396,7 +387,7 @@ async def b3_timers(config: Config) -> ScenarioResult:
         deadlines: list[float] = []
 
         async def collect(visit: Visit) -> None:
-            events = await conversation_events(http, visit.conversation_id)
+            events = await api.events(visit.conversation_id)
             by_type = {event["type"]: event for event in events}
             warning = by_type["conversation.idle_warning"]
             closed = by_type["conversation.closed"]
@@ -446,13 +437,13 @@ async def b3_timers(config: Config) -> ScenarioResult:
 
 
 async def _typical_history(
-    stack: Stack, http: httpx.AsyncClient, messages: aiohttp.ClientSession
+    stack: Stack, api: ApiClient, messages: aiohttp.ClientSession
 ) -> tuple[int, int]:
     """A 20-message conversation (visitor and agent in turn) closed by its agent: the history
     length of its workflow before and after the close."""
-    [agent] = await create_agents(http, 1, prefix="b4-typical", max_concurrent=1)
-    [visit] = await start_conversations(http, 1, prefix="b4-typical")
-    await wait_all_assigned(http, [agent], 1)
+    [agent] = await create_agents(api, 1, prefix="b4-typical", max_concurrent=1)
+    [visit] = await start_conversations(api, 1, prefix="b4-typical")
+    await wait_all_assigned(api, [agent], 1)
     for n in range(20):
         token = visit.token if n % 2 == 0 else agent.token
         status = await post_message(
@@ -462,14 +453,9 @@ async def _typical_history(
         await asyncio.sleep(0.2)
     handle = stack.client.get_workflow_handle(f"conversation-{visit.conversation_id}")
     before = len((await handle.fetch_history()).events)
-    closing = await http.post(
-        f"/v1/conversations/{visit.conversation_id}/close", headers=bearer(agent.token)
-    )
+    closing = await api.close(visit.conversation_id, agent.token)
     assert closing.status_code == 200, closing.text
-    offline = await http.put(
-        f"/v1/agents/{agent.id}/status", headers=bearer(agent.token), json={"status": "offline"}
-    )
-    assert offline.status_code == 200, offline.text
+    await api.set_status(agent.id, agent.token, "offline")
     await asyncio.sleep(1)
     return before, len((await handle.fetch_history()).events)
 
@@ -489,11 +475,11 @@ async def b4_footprint(config: Config) -> ScenarioResult:
         )
     async with (
         config.stack("b4") as stack,
-        client(stack.api_url, 32) as http,
+        client(stack.api_url, 32) as api,
         poster(stack.api_url, 32) as messages,
     ):
         # Histories first, on the quiet stack: each message its own workflow task.
-        typical_open, typical_closed = await _typical_history(stack, http, messages)
+        typical_open, typical_closed = await _typical_history(stack, api, messages)
         typical = await stack.client.start_workflow(
             "BenchInbox",
             InboxState(),
@@ -508,11 +494,11 @@ async def b4_footprint(config: Config) -> ScenarioResult:
         reference_history = len((await typical.fetch_history()).events)
 
         agents = await create_agents(
-            http, math.ceil(conversations / per_agent), prefix="b4", max_concurrent=per_agent
+            api, math.ceil(conversations / per_agent), prefix="b4", max_concurrent=per_agent
         )
         began = time.monotonic()
-        visits = await start_conversations(http, conversations, prefix="b4", concurrency=32)
-        await wait_all_assigned(http, agents, conversations)
+        visits = await start_conversations(api, conversations, prefix="b4", concurrency=32)
+        await wait_all_assigned(api, agents, conversations)
 
         async def visitor_writes(visit: Visit) -> None:
             status = await post_message(
@@ -581,27 +567,25 @@ async def b5_assignment(config: Config) -> ScenarioResult:
         "queued": waiting,
         "samples": waiting,
     }
-    async with config.stack("b5") as stack, client(stack.api_url, 32) as http:
-        agents = await create_agents(http, agents_count, prefix="b5", max_concurrent=capacity)
-        await start_conversations(http, agents_count * capacity, prefix="b5-active")
-        await wait_all_assigned(http, agents, agents_count * capacity)
-        await start_conversations(http, waiting, prefix="b5-queued", concurrency=8)
+    async with config.stack("b5") as stack, client(stack.api_url, 32) as api:
+        agents = await create_agents(api, agents_count, prefix="b5", max_concurrent=capacity)
+        await start_conversations(api, agents_count * capacity, prefix="b5-active")
+        await wait_all_assigned(api, agents, agents_count * capacity)
+        await start_conversations(api, waiting, prefix="b5-queued", concurrency=8)
 
         async def all_queued() -> bool:
-            monitor = (await http.get("/v1/monitor", headers=ADMIN)).json()
+            monitor = await api.monitor()
             return bool(sum(g["waiting"] for g in monitor["skill_groups"]) >= waiting)
 
-        await wait_until(all_queued, timeout=120, what="the queue")
+        await eventually(all_queued, timeout=120, what="the queue", every=0.5)
         await quiet(stack, names=("worker", "dev server"))
         held: dict[str, list[str]] = {}
         streams: dict[str, AgentStream] = {}
         for agent in agents:
-            listed = await http.get(
-                f"/v1/agents/{agent.id}/conversations", headers=bearer(agent.token)
-            )
-            held[agent.id] = [c["id"] for c in listed.json()]
+            listed = await api.agent_conversations(agent.id, agent.token)
+            held[agent.id] = [c["id"] for c in listed]
             streams[agent.id] = AgentStream(agent)
-            await streams[agent.id].start(stack.api_url, await agent_feed_seq(http, agent))
+            await streams[agent.id].start(stack.api_url, await agent_feed_seq(api, agent))
 
         via_stream: list[float] = []
         via_event: list[float] = []
@@ -611,9 +595,7 @@ async def b5_assignment(config: Config) -> ScenarioResult:
             agent = agents[sample % agents_count]
             closing = held[agent.id].pop(0)
             before = time.time()
-            response = await http.post(
-                f"/v1/conversations/{closing}/close", headers=bearer(agent.token)
-            )
+            response = await api.close(closing, agent.token)
             close_calls.append(time.time() - before)
             if response.status_code != 200:
                 raise RuntimeError(f"close answered {response.status_code}: {response.text}")
@@ -704,12 +686,12 @@ async def b6_long_conversation(config: Config) -> ScenarioResult:
     }
     async with (
         config.stack("b6") as stack,
-        client(stack.api_url, 16) as http,
+        client(stack.api_url, 16) as api,
         poster(stack.api_url, 16) as messages,
     ):
-        [agent] = await create_agents(http, 1, prefix="b6", max_concurrent=1)
-        [visit] = await start_conversations(http, 1, prefix="b6")
-        await wait_all_assigned(http, [agent], 1)
+        [agent] = await create_agents(api, 1, prefix="b6", max_concurrent=1)
+        [visit] = await start_conversations(api, 1, prefix="b6")
+        await wait_all_assigned(api, [agent], 1)
         workflow_id = f"conversation-{visit.conversation_id}"
         first_run = (await stack.client.get_workflow_handle(workflow_id).describe()).run_id
         counter = iter(range(total))
@@ -728,15 +710,11 @@ async def b6_long_conversation(config: Config) -> ScenarioResult:
         await asyncio.gather(*(lane(i) for i in range(lanes)))
         elapsed = time.monotonic() - began
         await quiet(stack, names=("worker", "dev server"))
-        events = await conversation_events(http, visit.conversation_id)
+        events = await api.events(visit.conversation_id)
         created = [e for e in events if e["type"] == "message.created"]
         contents = {e["data"]["content"] for e in created}
         gapless = [e["seq"] for e in events] == list(range(1, len(events) + 1))
-        snapshot = (
-            await http.get(
-                f"/v1/admin/conversations/{visit.conversation_id}/snapshot", headers=ADMIN
-            )
-        ).json()["workflow"]
+        snapshot = (await api.snapshot(visit.conversation_id))["workflow"]
         workflow_saw = snapshot["last_message_seq"] == max(e["seq"] for e in created)
         runs = await _runs(stack.client, workflow_id, first_run)
 

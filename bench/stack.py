@@ -28,15 +28,9 @@ import httpx
 from temporalio.client import Client
 
 from bench.reference import TASK_QUEUE as REFERENCE_TASK_QUEUE
-from settings import DEV_ADMIN_TOKEN, DEV_APP_KEY, PROJECT_ROOT
+from settings import PROJECT_ROOT
 
-ADMIN = {"Authorization": f"Bearer {DEV_ADMIN_TOKEN}"}
-APP = {"Authorization": f"Bearer {DEV_APP_KEY}"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def free_port() -> int:

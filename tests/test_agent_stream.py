@@ -4,14 +4,11 @@ one number and misses nothing), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -20,8 +17,10 @@ from domain.types import EventType
 from store.db import Database
 from store.events import agent_events_after, append_event
 from store.models import AgentEvent, Conversation, Event
-from tests.test_e2e import Deployment, _say, _sse, _start, _until_active
-from tests.utils import ADMIN, System, add_agent, bearer, enqueue_conversations, eventually
+from tests.support.api import ADMIN, bearer, eventually
+from tests.support.data import add_agent, enqueue_conversations
+from tests.support.processes import Deployment
+from tests.support.system import System
 
 
 def _hold(db: Database, conversation_ids: list[str], agent_id: str) -> None:
@@ -114,135 +113,98 @@ def test_a_feed_read_while_many_processes_write_misses_nothing_and_repeats_nothi
 
 
 async def _feed(system: System, agent_id: str, token: str, after: int = 0) -> list[dict]:
-    response = await system.http.get(
-        f"/v1/agents/{agent_id}/events", headers=bearer(token), params={"after_seq": after}
-    )
-    assert response.status_code == 200, response.text
-    events = response.json()["events"]
+    events = await system.agent_feed(agent_id, token, after_seq=after)
     assert [e["agent_seq"] for e in events] == list(range(after + 1, after + len(events) + 1))
     return events
 
 
 async def test_the_feed_shows_assignments_transfers_in_and_out_and_the_conversations(
-    time_env, db, policy_file, make_system
+    system: System,
 ) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        alice, alice_token = await system.create_agent("alice", max_concurrent=2)
-        bob, bob_token = await system.create_agent("bob", max_concurrent=2)
-        assert (await system.http.get("/v1/agents/bob", headers=ADMIN)).json()["feed_seq"] == 0
-        cid, visitor = await system.start_conversation()
-        holder = (await system.wait_for_state(cid, visitor, "active"))["agent_id"]
-        (first, first_token), (second, second_token) = sorted(
-            [(alice, alice_token), (bob, bob_token)], key=lambda agent: agent[0] != holder
-        )
-        await system.post_message(cid, visitor, "Where is my parcel?")
-        await system.post_message(cid, first_token, "Let me look")
-        moved = await system.http.post(
-            f"/v1/conversations/{cid}/transfer",
-            headers=bearer(first_token),
-            json={"to_agent_id": second, "note": "Courier question"},
-        )
-        assert moved.status_code == 200, moved.text
-        await system.post_message(cid, visitor, "Hello?")
-        await system.post_message(cid, second_token, "Hi, here now")
+    alice, alice_token = await system.create_agent("alice", max_concurrent=2)
+    bob, bob_token = await system.create_agent("bob", max_concurrent=2)
+    assert (await system.agent("bob"))["feed_seq"] == 0
+    cid, visitor = await system.start_conversation()
+    holder = (await system.wait_for_state(cid, visitor, "active"))["agent_id"]
+    (first, first_token), (second, second_token) = sorted(
+        [(alice, alice_token), (bob, bob_token)], key=lambda agent: agent[0] != holder
+    )
+    await system.post_message(cid, visitor, "Where is my parcel?")
+    await system.post_message(cid, first_token, "Let me look")
+    moved = await system.transfer(cid, first_token, to_agent_id=second, note="Courier question")
+    assert moved.status_code == 200, moved.text
+    await system.post_message(cid, visitor, "Hello?")
+    await system.post_message(cid, second_token, "Hi, here now")
 
-        async def transferred_in() -> list[dict] | None:
-            feed = await _feed(system, second, second_token)
-            return feed if any(e["type"] == "message.created" for e in feed) else None
+    async def transferred_in() -> list[dict] | None:
+        feed = await _feed(system, second, second_token)
+        return feed if any(e["type"] == "message.created" for e in feed) else None
 
-        old = await _feed(system, first, first_token)
-        new = await eventually(transferred_in, what="the new agent's feed")
-        log = {e["seq"]: e for e in await system.events(cid, visitor)}
-        # Every entry is the conversation's event, with its conversation id and seq.
-        for entry in old + new:
-            assert entry["conversation_id"] == cid
-            assert {k: entry[k] for k in ("seq", "type", "at", "data")} == log[entry["seq"]]
-        old_types = [e["type"] for e in old]
-        assert old_types[:2] == ["conversation.assigned", "conversation.state_changed"]
-        assert old_types[-1] == "conversation.transferred", "the old agent sees it go, no more"
-        assert [e["data"].get("content") for e in old if e["type"] == "message.created"] == [
-            "Where is my parcel?",
-            "Let me look",
-        ]
-        out = old[-1]["data"]
-        assert (out["from_agent_id"], out["to_agent_id"]) == (first, second)
-        new_types = [e["type"] for e in new]
-        assert new_types[:2] == ["conversation.transferred", "conversation.assigned"]
-        assert [e["data"]["content"] for e in new if e["type"] == "message.created"] == [
-            "Hello?",
-            "Hi, here now",
-        ]
-        agent_view = (await system.http.get(f"/v1/agents/{second}", headers=ADMIN)).json()
-        assert agent_view["feed_seq"] == new[-1]["agent_seq"]
-        assert await _feed(system, second, second_token, after=2) == new[2:]
+    old = await _feed(system, first, first_token)
+    new = await eventually(transferred_in, what="the new agent's feed")
+    log = {e["seq"]: e for e in await system.events(cid, visitor)}
+    # Every entry is the conversation's event, with its conversation id and seq.
+    for entry in old + new:
+        assert entry["conversation_id"] == cid
+        assert {k: entry[k] for k in ("seq", "type", "at", "data")} == log[entry["seq"]]
+    old_types = [e["type"] for e in old]
+    assert old_types[:2] == ["conversation.assigned", "conversation.state_changed"]
+    assert old_types[-1] == "conversation.transferred", "the old agent sees it go, no more"
+    assert [e["data"].get("content") for e in old if e["type"] == "message.created"] == [
+        "Where is my parcel?",
+        "Let me look",
+    ]
+    out = old[-1]["data"]
+    assert (out["from_agent_id"], out["to_agent_id"]) == (first, second)
+    new_types = [e["type"] for e in new]
+    assert new_types[:2] == ["conversation.transferred", "conversation.assigned"]
+    assert [e["data"]["content"] for e in new if e["type"] == "message.created"] == [
+        "Hello?",
+        "Hi, here now",
+    ]
+    assert (await system.agent(second))["feed_seq"] == new[-1]["agent_seq"]
+    assert await _feed(system, second, second_token, after=2) == new[2:]
 
-        # Only the agent (or an admin) reads the feed.
-        for path in ("events", "stream"):
-            other = await system.http.get(f"/v1/agents/{first}/{path}", headers=bearer(visitor))
-            assert other.status_code == 403
-            peer = await system.http.get(f"/v1/agents/{first}/{path}", headers=bearer(second_token))
-            assert peer.status_code == 403
-            unknown = await system.http.get(f"/v1/agents/nobody/{path}", headers=ADMIN)
-            assert unknown.status_code == 404
-        admin = await system.http.get(f"/v1/agents/{first}/events", headers=ADMIN)
-        assert admin.json()["events"] == old
-
-
-@pytest.fixture
-def deployment(dev_env, tmp_path: Path, db: Database) -> Iterator[Deployment]:
-    running = Deployment(dev_env=dev_env, tmp_path=tmp_path, database_url=db.url)
-    yield running
-    running.stop()
+    # Only the agent (or an admin) reads the feed.
+    for path in ("events", "stream"):
+        other = await system.http.get(f"/v1/agents/{first}/{path}", headers=bearer(visitor))
+        assert other.status_code == 403
+        peer = await system.http.get(f"/v1/agents/{first}/{path}", headers=bearer(second_token))
+        assert peer.status_code == 403
+        unknown = await system.http.get(f"/v1/agents/nobody/{path}", headers=ADMIN)
+        assert unknown.status_code == 404
+    assert await system.agent_feed(first) == old
 
 
 @pytest.mark.e2e
 async def test_both_streams_carry_the_conversation_live_and_the_agent_stream_resumes(
-    deployment: Deployment,
+    deploy: Callable[..., Deployment], db: Database
 ) -> None:
-    async with (
-        httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as http,
-        httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as agent_side,
-        httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as visitor_side,
-    ):
-        created = await http.post(
-            "/v1/agents",
-            headers=ADMIN,
-            json={"id": "hana", "name": "Hana", "skill_groups": ["general"], "max_concurrent": 2},
-        )
-        agent_token = created.json()["token"]
-        agent = bearer(agent_token)
-        feed_seq = created.json()["feed_seq"]
-        async with agent_side.stream(
-            "GET", "/v1/agents/hana/stream", headers=agent, params={"after_seq": feed_seq}
-        ) as workbench:
-            assert workbench.status_code == 200
-            desk = workbench.aiter_lines()
-            await http.put("/v1/agents/hana/status", headers=agent, json={"status": "online"})
-            cid, visitor = await _start(http)
-            await _until_active(http, cid, visitor)
-            assigned, active = await asyncio.wait_for(_sse(desk, 2), timeout=10)
+    async with deploy(db.url).client() as api:
+        hana = await api.create_agent("hana", max_concurrent=2, online=False)
+        feed_seq = (await api.agent(hana.id))["feed_seq"]
+        async with api.agent_stream(hana.id, hana.token, after_seq=feed_seq) as desk:
+            assert desk.response.status_code == 200
+            await api.set_status(hana.id, hana.token, "online")
+            cid, visitor = await api.start_conversation()
+            await api.wait_for_state(cid, visitor, "active")
+            assigned, active = await desk.take(2, timeout=10)
             assert (assigned["event"], assigned["conversation_id"]) == (
                 "conversation.assigned",
                 cid,
             )
             assert active["data"]["state"] == "active"
-            async with visitor_side.stream(
-                "GET",
-                f"/v1/conversations/{cid}/stream",
-                headers=bearer(visitor),
-                params={"after_seq": active["seq"]},
-            ) as app:
-                phone = app.aiter_lines()
+            async with api.conversation_stream(cid, visitor, after_seq=active["seq"]) as phone:
                 said = []
                 for token, text in [
                     (visitor, "My parcel is late"),
-                    (agent_token, "Sorry! Checking"),
+                    (hana.token, "Sorry! Checking"),
                     (visitor, "Thanks"),
-                    (agent_token, "It arrives today"),
+                    (hana.token, "It arrives today"),
                 ]:
-                    said.append(await _say(http, cid, token, text))
-                on_desk = await asyncio.wait_for(_sse(desk, 4), timeout=10)
-                on_phone = await asyncio.wait_for(_sse(phone, 4), timeout=10)
+                    said.append(await api.say(cid, token, text))
+                on_desk = await desk.take(4, timeout=10)
+                on_phone = await phone.take(4, timeout=10)
                 for received in (on_desk, on_phone):
                     assert [e["seq"] for e in received] == said
                     assert [e["data"]["content"] for e in received] == [
@@ -256,9 +218,9 @@ async def test_both_streams_carry_the_conversation_live_and_the_agent_stream_res
                     == [e["agent_seq"] for e in on_desk]
                     == list(range(active["agent_seq"] + 1, active["agent_seq"] + 5))
                 )
-                typed = await http.post(f"/v1/conversations/{cid}/typing", headers=bearer(visitor))
+                typed = await api.typing(cid, visitor)
                 assert typed.status_code == 202
-                [signal] = await asyncio.wait_for(_sse(desk, 1), timeout=5)
+                [signal] = await desk.take(1, timeout=5)
                 assert (signal["event"], signal["id"], signal["conversation_id"]) == (
                     "conversation.typing",
                     None,
@@ -266,16 +228,14 @@ async def test_both_streams_carry_the_conversation_live_and_the_agent_stream_res
                 )
         # The workbench was away: it resumes from the last id it saw and misses nothing.
         last_seen = int(on_desk[-1]["id"])
-        await _say(http, cid, visitor, "Are you still there?")
-        closed = await http.post(f"/v1/conversations/{cid}/close", headers=agent)
+        await api.say(cid, visitor, "Are you still there?")
+        closed = await api.close(cid, hana.token)
         assert closed.status_code == 200
-        feed = (await http.get("/v1/agents/hana/events", headers=agent)).json()["events"]
+        feed = await api.agent_feed(hana.id, hana.token)
         missed = [e for e in feed if e["agent_seq"] > last_seen]
         assert missed[0]["type"] == "message.created"
         assert "conversation.closed" in [e["type"] for e in missed]
-        async with agent_side.stream(
-            "GET", "/v1/agents/hana/stream", headers={**agent, "Last-Event-ID": str(last_seen)}
-        ) as workbench:
-            resumed = await asyncio.wait_for(_sse(workbench.aiter_lines(), len(missed)), 10)
+        async with api.agent_stream(hana.id, hana.token, last_event_id=str(last_seen)) as desk:
+            resumed = await desk.take(len(missed), timeout=10)
         assert [int(e["id"]) for e in resumed] == [e["agent_seq"] for e in missed]
         assert [e["seq"] for e in resumed] == [e["seq"] for e in missed]

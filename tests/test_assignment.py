@@ -28,7 +28,7 @@ from store.models import (
     QueueSkip,
     utcnow,
 )
-from tests.utils import add_agent, enqueue_conversations, new_conversation
+from tests.support.data import add_agent, enqueue_conversations, new_conversation
 
 
 def _clone(db: Database) -> Database:
@@ -187,14 +187,18 @@ def test_least_loaded_then_longest_since_last_assignment(db: Database) -> None:
 
 def test_release_is_counted_once(db: Database) -> None:
     add_agent(db, "alice", max_concurrent=2)
-    [conversation_id] = enqueue_conversations(db, 1)
-    dispatch(db, ["general"])
+    closing, staying = enqueue_conversations(db, 2)
+    assert [(m.conversation_id, m.agent_id) for m in dispatch(db, ["general"])] == [
+        (closing, "alice"),
+        (staying, "alice"),
+    ]
+    # Her other conversation keeps its seat: a counter that only stops at zero would not.
     for _ in range(3):  # an activity may run more than once
         with db.write() as session:
-            release_agent(session, conversation_id, utcnow())
+            release_agent(session, closing, utcnow())
     with db.read() as session:
         agent = session.get(Agent, "alice")
-        assert agent is not None and agent.active_count == 0
+        assert agent is not None and agent.active_count == 1
 
 
 def test_a_head_only_skipped_agents_have_room_for_does_not_hold_up_the_queue(

@@ -2,51 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import start_dev_server
-from tests.utils import ADMIN, System
-
-
-@pytest.fixture(scope="module")
-async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server that suggests continue-as-new after 40 history events."""
-    env = await start_dev_server(
-        "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"
-    )
-    yield env
-    await env.shutdown()
+from tests.support.system import StartSystem
 
 
 async def test_a_long_conversation_continues_as_new_and_loses_nothing(
-    short_history_env, db, policy_file, make_system
+    short_history_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
     env = short_history_env
-    async with make_system(env, db, policy_file(idle_warning_after="1s"))() as system:
-        system: System
-        agent_id, agent = await system.create_agent()
-        conversation_id, visitor = await system.start_conversation()
-        await system.wait_for_state(conversation_id, visitor, "active")
-        for index in range(60):
-            response = await system.post_message(conversation_id, visitor, f"question {index}")
-            assert response.status_code == 201, response.text
-        last_seq = response.json()["seq"]
+    system = await make_system(env, idle_warning_after="1s")
+    agent_id, agent = await system.create_agent()
+    conversation_id, visitor = await system.start_conversation()
+    await system.wait_for_state(conversation_id, visitor, "active")
+    for index in range(60):
+        last_seq = await system.say(conversation_id, visitor, f"question {index}")
 
-        handle = env.client.get_workflow_handle(f"conversation-{conversation_id}")
-        # The newest run started from a predecessor: continue-as-new happened.
-        start = await handle.fetch_history()
-        attributes = start.events[0].workflow_execution_started_event_attributes
-        assert attributes.continued_execution_run_id, "never continued as new"
+    handle = env.client.get_workflow_handle(f"conversation-{conversation_id}")
+    # The newest run started from a predecessor: continue-as-new happened.
+    start = await handle.fetch_history()
+    attributes = start.events[0].workflow_execution_started_event_attributes
+    assert attributes.continued_execution_run_id, "never continued as new"
 
-        # State carried over: same agent, still active, and the idle countdown still works.
-        snapshot = await handle.query("snapshot")
-        assert snapshot["state"] == "active" and snapshot["agent_id"] == agent_id
-        assert snapshot["last_message_seq"] == last_seq
-        await system.post_message(conversation_id, agent, "Anything else?")
-        warning = await system.wait_for_event(conversation_id, visitor, "conversation.idle_warning")
-        assert warning["data"]["after_agent_message_seq"] == last_seq + 1
-        load = (await system.http.get(f"/v1/agents/{agent_id}", headers=ADMIN)).json()["load"]
-        assert load == 1
+    # State carried over: same agent, still active, and the idle countdown still works.
+    snapshot = await handle.query("snapshot")
+    assert snapshot["state"] == "active" and snapshot["agent_id"] == agent_id
+    assert snapshot["last_message_seq"] == last_seq
+    await system.post_message(conversation_id, agent, "Anything else?")
+    warning = await system.wait_for_event(conversation_id, visitor, "conversation.idle_warning")
+    assert warning["data"]["after_agent_message_seq"] == last_seq + 1
+    assert (await system.agent(agent_id))["load"] == 1

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from api.deps import stream_start
-from tests.utils import ADMIN, APP, System, bearer
+from tests.support.api import ADMIN, APP, bearer
+from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 
 
 async def _snapshot(system: System, cid: str) -> tuple[int, list[dict[str, Any]]]:
-    events = await system.events(cid, ADMIN["Authorization"].removeprefix("Bearer "))
+    events = await system.events(cid)
     return len(events), events
-
-
-@pytest.fixture
-async def system(time_env, db, policy_file, make_system):
-    async with make_system(time_env, db, policy_file())() as running:
-        yield running
 
 
 async def test_401_without_or_with_a_bad_token(system: System) -> None:
@@ -157,6 +152,25 @@ async def test_409_wrong_state(system: System) -> None:
         json={"id": alice, "name": "Again", "skill_groups": ["general"], "max_concurrent": 1},
     )
     assert duplicate.status_code == 409
+
+
+async def test_an_agent_writes_only_once_the_workflow_has_made_the_conversation_active(
+    dev_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    """Assigned in the database but not yet recorded by the workflow (no worker runs): the
+    agent holds it, and their message is refused (409) and stored nowhere until it is active.
+    (On the dev server: the time-skipping one does not hand a stopped worker's tasks on.)"""
+    system = await make_system(dev_env)
+    (cid, visitor), agent = await assigned_while_no_worker_runs(system)
+    before = await _snapshot(system, cid)
+    early = await system.post_message(cid, agent.token, "Hello, I'm on it")
+    assert early.status_code == 409, early.text
+    assert early.json()["detail"] == "the conversation is not active"
+    assert await _snapshot(system, cid) == before
+
+    await system.start_worker()
+    await system.wait_for_state(cid, visitor, "active")
+    assert (await system.post_message(cid, agent.token, "Hello, I'm on it")).status_code == 201
 
 
 async def test_an_agent_cannot_write_before_the_conversation_is_theirs(system: System) -> None:

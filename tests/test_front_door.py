@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from tests.utils import ADMIN, bearer, eventually, write_policy
+from temporalio.testing import WorkflowEnvironment
+
+from tests.support.api import eventually
+from tests.support.system import StartSystem, System
 
 
 def _closed_today_groups() -> str:
@@ -24,37 +26,36 @@ def _closed_today_groups() -> str:
 
 
 async def test_out_of_hours_closes_with_the_next_opening_then_opening_queues(
-    time_env, db, tmp_path: Path, make_system
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
-    policy = write_policy(tmp_path / "policy.toml", groups=_closed_today_groups())
-    async with make_system(time_env, db, policy)() as system:
-        await system.create_agent("alice")
-        cid, visitor = await system.start_conversation("customer-1")
-        closed = await system.wait_for_event(cid, visitor, "conversation.closed")
-        assert closed["data"]["close_reason"] == "out_of_hours"
-        assert closed["data"]["left_message"] is True
-        tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-        assert f"{tomorrow:%a %d %b} at 00:00 (UTC)" in closed["data"]["text"]
-        routed = next(
-            e for e in await system.events(cid, visitor) if e["type"] == "conversation.routed"
-        )
-        assert routed["data"]["open"] is False
-        assert routed["data"]["next_opening"].startswith(tomorrow.isoformat())
-        body = await system.conversation(cid, visitor)
-        assert (body["state"], body["close_reason"], body["rating"]["status"]) == (
-            "closed",
-            "out_of_hours",
-            "none",
-        )
-        # The workflow is done: no agent, nothing to rate.
-        handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
-        assert await handle.result() == "out_of_hours"
+    system = await make_system(time_env, groups=_closed_today_groups())
+    await system.create_agent("alice")
+    cid, visitor = await system.start_conversation("customer-1")
+    closed = await system.wait_for_event(cid, visitor, "conversation.closed")
+    assert closed["data"]["close_reason"] == "out_of_hours"
+    assert closed["data"]["left_message"] is True
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    assert f"{tomorrow:%a %d %b} at 00:00 (UTC)" in closed["data"]["text"]
+    routed = next(
+        e for e in await system.events(cid, visitor) if e["type"] == "conversation.routed"
+    )
+    assert routed["data"]["open"] is False
+    assert routed["data"]["next_opening"].startswith(tomorrow.isoformat())
+    body = await system.conversation(cid, visitor)
+    assert (body["state"], body["close_reason"], body["rating"]["status"]) == (
+        "closed",
+        "out_of_hours",
+        "none",
+    )
+    # The workflow is done: no agent, nothing to rate.
+    handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
+    assert await handle.result() == "out_of_hours"
 
-        midnight = datetime.combine(tomorrow, datetime.min.time(), tzinfo=UTC)
-        await time_env.sleep((midnight - await time_env.get_current_time()).total_seconds() + 60)
-        again, visitor_again = await system.start_conversation("customer-1")
-        assert again != cid
-        assert (await system.wait_for_state(again, visitor_again, "active"))["agent_id"] == "alice"
+    midnight = datetime.combine(tomorrow, datetime.min.time(), tzinfo=UTC)
+    await time_env.sleep((midnight - await time_env.get_current_time()).total_seconds() + 60)
+    again, visitor_again = await system.start_conversation("customer-1")
+    assert again != cid
+    assert (await system.wait_for_state(again, visitor_again, "active"))["agent_id"] == "alice"
 
 
 ROUTED_GROUPS = """
@@ -80,41 +81,39 @@ priority = 5
 
 
 async def test_routing_picks_group_and_priority_and_says_which_rule(
-    time_env, db, tmp_path: Path, make_system
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
-    policy = write_policy(tmp_path / "policy.toml", groups=ROUTED_GROUPS, routing=ROUTING)
-    async with make_system(time_env, db, policy)() as system:
-        cases = [
-            ({"tier": "vip", "order_id": "o-1"}, "vip", 10, 0),
-            ({"order_id": "o-2"}, "after_sales", 5, 1),
-            ({"language": "en"}, "general", 0, None),
-        ]
-        for attributes, group, priority, rule in cases:
-            cid, visitor = await system.start_conversation(**attributes)
-            routed = await system.wait_for_event(cid, visitor, "conversation.routed")
-            assert routed["data"]["skill_group"] == group
-            assert routed["data"]["routing_rule"] == rule
-            body = await system.wait_for_state(cid, visitor, "queued")
-            assert (body["skill_group"], body["priority"], body["routing_rule"]) == (
-                group,
-                priority,
-                rule,
-            )
+    system = await make_system(time_env, groups=ROUTED_GROUPS, routing=ROUTING)
+    cases = [
+        ({"tier": "vip", "order_id": "o-1"}, "vip", 10, 0),
+        ({"order_id": "o-2"}, "after_sales", 5, 1),
+        ({"language": "en"}, "general", 0, None),
+    ]
+    for attributes, group, priority, rule in cases:
+        cid, visitor = await system.start_conversation(**attributes)
+        routed = await system.wait_for_event(cid, visitor, "conversation.routed")
+        assert routed["data"]["skill_group"] == group
+        assert routed["data"]["routing_rule"] == rule
+        body = await system.wait_for_state(cid, visitor, "queued")
+        assert (body["skill_group"], body["priority"], body["routing_rule"]) == (
+            group,
+            priority,
+            rule,
+        )
 
 
 async def test_overflow_by_queue_length_on_arrival(
-    time_env, db, tmp_path: Path, make_system
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
-    policy = write_policy(tmp_path / "policy.toml", groups=ROUTED_GROUPS, routing=ROUTING)
-    async with make_system(time_env, db, policy)() as system:
-        first, visitor_1 = await system.start_conversation(order_id="o-1")
-        await system.wait_for_event(first, visitor_1, "queue.position_changed")
-        second, visitor_2 = await system.start_conversation(order_id="o-2")
-        overflowed = await system.wait_for_event(second, visitor_2, "conversation.overflowed")
-        assert overflowed["data"] == {"from": "after_sales", "to": "general", "hop": 1}
-        body = await system.conversation(second, visitor_2)
-        assert (body["state"], body["skill_group"]) == ("queued", "general")
-        assert (await system.conversation(first, visitor_1))["skill_group"] == "after_sales"
+    system = await make_system(time_env, groups=ROUTED_GROUPS, routing=ROUTING)
+    first, visitor_1 = await system.start_conversation(order_id="o-1")
+    await system.wait_for_event(first, visitor_1, "queue.position_changed")
+    second, visitor_2 = await system.start_conversation(order_id="o-2")
+    overflowed = await system.wait_for_event(second, visitor_2, "conversation.overflowed")
+    assert overflowed["data"] == {"from": "after_sales", "to": "general", "hop": 1}
+    body = await system.conversation(second, visitor_2)
+    assert (body["state"], body["skill_group"]) == ("queued", "general")
+    assert (await system.conversation(first, visitor_1))["skill_group"] == "after_sales"
 
 
 WAIT_CHAIN = """
@@ -133,65 +132,50 @@ skill_group = "after_sales"
 
 
 async def test_overflow_by_wait_to_a_group_then_to_a_left_message_and_its_resolution(
-    time_env, db, tmp_path: Path, make_system
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
-    policy = write_policy(tmp_path / "policy.toml", groups=WAIT_CHAIN)
-    async with make_system(time_env, db, policy)() as system:
-        early, early_visitor = await system.start_conversation(order_id="o-1")
-        await system.wait_for_event(early, early_visitor, "queue.position_changed")
-        await time_env.sleep(120)
-        later, later_visitor = await system.start_conversation()  # general, 2 minutes later
-        await system.wait_for_event(later, later_visitor, "queue.position_changed")
+    system = await make_system(time_env, groups=WAIT_CHAIN)
+    early, early_visitor = await system.start_conversation(order_id="o-1")
+    await system.wait_for_event(early, early_visitor, "queue.position_changed")
+    await time_env.sleep(120)
+    later, later_visitor = await system.start_conversation()  # general, 2 minutes later
+    await system.wait_for_event(later, later_visitor, "queue.position_changed")
 
-        await time_env.sleep(190)  # the early one has waited 5 minutes in after_sales
-        moved = await system.wait_for_event(early, early_visitor, "conversation.overflowed")
-        assert moved["data"] == {"from": "after_sales", "to": "general", "hop": 1}
-        # It kept its original enqueue time: ahead of the one that came 2 minutes later.
-        assert (await system.conversation(early, early_visitor))["queue_position"] == 1
-        assert (await system.conversation(later, later_visitor))["queue_position"] == 2
+    await time_env.sleep(190)  # the early one has waited 5 minutes in after_sales
+    moved = await system.wait_for_event(early, early_visitor, "conversation.overflowed")
+    assert moved["data"] == {"from": "after_sales", "to": "general", "hop": 1}
+    # It kept its original enqueue time: ahead of the one that came 2 minutes later.
+    assert (await system.conversation(early, early_visitor))["queue_position"] == 1
+    assert (await system.conversation(later, later_visitor))["queue_position"] == 2
 
-        await time_env.sleep(310)  # 5 more minutes, now in general → a left message
-        closed = await system.wait_for_event(early, early_visitor, "conversation.closed")
-        assert closed["data"]["close_reason"] == "overflow"
-        assert closed["data"]["left_message"] is True
+    await time_env.sleep(310)  # 5 more minutes, now in general → a left message
+    closed = await system.wait_for_event(early, early_visitor, "conversation.closed")
+    assert closed["data"]["close_reason"] == "overflow"
+    assert closed["data"]["left_message"] is True
 
-        left = await system.http.post(
-            f"/v1/conversations/{early}/left-message",
-            headers=bearer(early_visitor),
-            json={"content": "Please call me about order o-1", "contact": "+86 138 0000 0000"},
-        )
-        assert left.status_code == 201, left.text
-        assert left.json()["status"] == "open" and left.json()["skill_group"] == "general"
-        twice = await system.http.post(
-            f"/v1/conversations/{early}/left-message",
-            headers=bearer(early_visitor),
-            json={"content": "again"},
-        )
-        assert twice.status_code == 409
-        listed = await system.http.get("/v1/left-messages?status=open", headers=ADMIN)
-        assert [m["conversation_id"] for m in listed.json()] == [early]
+    left = await system.leave_message(
+        early, early_visitor, "Please call me about order o-1", contact="+86 138 0000 0000"
+    )
+    assert left.status_code == 201, left.text
+    assert left.json()["status"] == "open" and left.json()["skill_group"] == "general"
+    twice = await system.leave_message(early, early_visitor, "again")
+    assert twice.status_code == 409
+    listed = await system.left_messages(status="open")
+    assert [m["conversation_id"] for m in listed] == [early]
 
-        _agent_id, agent = await system.create_agent("carol", online=False)
-        resolved = await system.http.post(
-            f"/v1/left-messages/{left.json()['id']}/resolve",
-            headers=bearer(agent),
-            json={"note": "Called back, parcel rerouted"},
-        )
-        assert resolved.status_code == 200, resolved.text
-        assert resolved.json()["resolved_by"] == "carol"
-        assert (await system.http.get("/v1/left-messages?status=open", headers=ADMIN)).json() == []
-        again = await system.http.post(
-            f"/v1/left-messages/{left.json()['id']}/resolve", headers=ADMIN, json={}
-        )
-        assert again.status_code == 409
-        waiting, waiting_visitor = await system.start_conversation()
-        await system.wait_for_event(waiting, waiting_visitor, "queue.position_changed")
-        not_offered = await system.http.post(
-            f"/v1/conversations/{waiting}/left-message",
-            headers=bearer(waiting_visitor),
-            json={"content": "hello"},
-        )
-        assert not_offered.status_code == 409
+    _agent_id, agent = await system.create_agent("carol", online=False)
+    resolved = await system.resolve_left_message(
+        left.json()["id"], agent, note="Called back, parcel rerouted"
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["resolved_by"] == "carol"
+    assert await system.left_messages(status="open") == []
+    again = await system.resolve_left_message(left.json()["id"])
+    assert again.status_code == 409
+    waiting, waiting_visitor = await system.start_conversation()
+    await system.wait_for_event(waiting, waiting_visitor, "queue.position_changed")
+    not_offered = await system.leave_message(waiting, waiting_visitor, "hello")
+    assert not_offered.status_code == 409
 
 
 def _chain(length: int, full: int) -> str:
@@ -206,56 +190,49 @@ def _chain(length: int, full: int) -> str:
     return groups + '[[routing]]\nwhen = { channel = "app" }\nskill_group = "g0"\n'
 
 
-async def test_at_most_three_overflow_hops(time_env, db, tmp_path: Path, make_system) -> None:
-    policy = tmp_path / "policy.toml"
-    write_policy(policy, groups=_chain(5, full=3))
-    async with make_system(time_env, db, policy)() as system:
-        cid, visitor = await system.start_conversation(channel="app")
-        body = await system.wait_for_state(cid, visitor, "queued")
-        hop = await system.wait_for_event(cid, visitor, "conversation.overflowed")
-        assert hop["data"] == {"from": "g2", "to": "g3", "hop": 3}
-        body = await system.conversation(cid, visitor)
-        assert body["skill_group"] == "g3"  # three hops: g0 → g1 → g2 → g3
-
-    write_policy(policy, groups=_chain(5, full=4))
-    async with make_system(time_env, db, policy)() as system:
-        cid, visitor = await system.start_conversation(channel="app")
-        closed = await system.wait_for_event(cid, visitor, "conversation.closed")
-        assert closed["data"]["close_reason"] == "overflow"  # g4 is never tried
-        hops = [
-            e for e in await system.events(cid, visitor) if e["type"] == "conversation.overflowed"
-        ]
-        assert hops == []  # refused everywhere: it never sat in any queue
-
-
-async def test_waiting_visitors_hear_their_place_and_estimated_wait(
-    time_env, db, policy_file, make_system
+async def test_at_most_three_overflow_hops(
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        agent_id, agent = await system.create_agent("alice", max_concurrent=2, online=False)
-        queued = []
-        for place in range(1, 5):
-            cid, visitor = await system.start_conversation()
-            queued.append((cid, visitor))
-            told = await system.wait_for_event(cid, visitor, "queue.position_changed")
-            assert told["data"]["position"] == place
-            assert told["data"]["estimated_wait"] is None  # nothing served yet
-            assert (await system.conversation(cid, visitor))["queue_position"] == place
+    system = await make_system(time_env, groups=_chain(5, full=3))
+    cid, visitor = await system.start_conversation(channel="app")
+    body = await system.wait_for_state(cid, visitor, "queued")
+    hop = await system.wait_for_event(cid, visitor, "conversation.overflowed")
+    assert hop["data"] == {"from": "g2", "to": "g3", "hop": 3}
+    body = await system.conversation(cid, visitor)
+    assert body["skill_group"] == "g3"  # three hops: g0 → g1 → g2 → g3
 
-        await system.set_status(agent_id, agent, "online")  # serves the first two
-        await system.wait_for_state(*queued[1], "active")
-        for place, (cid, visitor) in enumerate(queued[2:], start=1):
+    await system.stop()  # the next one reads the policy file written for it
+    system = await make_system(time_env, groups=_chain(5, full=4))
+    cid, visitor = await system.start_conversation(channel="app")
+    closed = await system.wait_for_event(cid, visitor, "conversation.closed")
+    assert closed["data"]["close_reason"] == "overflow"  # g4 is never tried
+    hops = [e for e in await system.events(cid, visitor) if e["type"] == "conversation.overflowed"]
+    assert hops == []  # refused everywhere: it never sat in any queue
 
-            async def moved_up(cid: str = cid, visitor: str = visitor, place: int = place) -> bool:
-                events = await system.events(cid, visitor)
-                told = [e for e in events if e["type"] == "queue.position_changed"]
-                return told[-1]["data"]["position"] == place
 
-            await eventually(moved_up, what=f"{cid} told it is number {place}")
-            body = await system.conversation(cid, visitor)
-            assert body["queue_position"] == place
-            assert body["estimated_wait"] is not None
-        served = [
-            e for e in await system.events(*queued[0]) if e["type"] == "queue.position_changed"
-        ]
-        assert [e["data"]["position"] for e in served] == [1]  # told once, then served
+async def test_waiting_visitors_hear_their_place_and_estimated_wait(system: System) -> None:
+    agent_id, agent = await system.create_agent("alice", max_concurrent=2, online=False)
+    queued = []
+    for place in range(1, 5):
+        cid, visitor = await system.start_conversation()
+        queued.append((cid, visitor))
+        told = await system.wait_for_event(cid, visitor, "queue.position_changed")
+        assert told["data"]["position"] == place
+        assert told["data"]["estimated_wait"] is None  # nothing served yet
+        assert (await system.conversation(cid, visitor))["queue_position"] == place
+
+    await system.set_status(agent_id, agent, "online")  # serves the first two
+    await system.wait_for_state(*queued[1], "active")
+    for place, (cid, visitor) in enumerate(queued[2:], start=1):
+
+        async def moved_up(cid: str = cid, visitor: str = visitor, place: int = place) -> bool:
+            events = await system.events(cid, visitor)
+            told = [e for e in events if e["type"] == "queue.position_changed"]
+            return told[-1]["data"]["position"] == place
+
+        await eventually(moved_up, what=f"{cid} told it is number {place}")
+        body = await system.conversation(cid, visitor)
+        assert body["queue_position"] == place
+        assert body["estimated_wait"] is not None
+    served = [e for e in await system.events(*queued[0]) if e["type"] == "queue.position_changed"]
+    assert [e["data"]["position"] for e in served] == [1]  # told once, then served

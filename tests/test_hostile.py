@@ -5,14 +5,14 @@ generated ids), to the real API on a real Temporal server and database. Every an
 the contract: never a 5xx, a documented status code, a body and headers as documented.
 
 Who may call what, and the 401/403 of everyone else, is the authorization matrix's part
-(tests/test_authorization.py); this test takes its table to know whose credentials to use.
+(tests/test_authorization.py); this test takes its table (tests/support/access.py) to know
+whose credentials to use.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import httpx
@@ -32,19 +32,12 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from temporalio.testing import WorkflowEnvironment
 
-from tests.callers import (
-    ADMIN_TOKEN,
-    APP_KEY,
-    CALLBACK_GROUPS,
-    CALLBACK_ROUTING,
-    OWNER,
-    Caller,
-    Conversation,
-    World,
-)
-from tests.test_authorization import ACCESS, ANYONE, Route, make_subject
-from tests.utils import System, bearer, write_policy
+from tests.support.access import ACCESS, ANYONE, Route, make_subject
+from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit, bearer
+from tests.support.callers import CALLBACK_GROUPS, CALLBACK_ROUTING, OWNER, Caller, World
+from tests.support.system import StartSystem, System
 
 T = TypeVar("T")
 
@@ -88,12 +81,8 @@ def has_input(operation: schemathesis.APIOperation) -> bool:
 
 
 @pytest.fixture
-async def system(time_env, db, tmp_path: Path, make_system) -> AsyncIterator[System]:
-    policy = write_policy(
-        tmp_path / "policy.toml", groups=CALLBACK_GROUPS, routing=CALLBACK_ROUTING
-    )
-    async with make_system(time_env, db, policy)() as running:
-        yield running
+async def system(time_env: WorkflowEnvironment, make_system: StartSystem) -> System:
+    return await make_system(time_env, groups=CALLBACK_GROUPS, routing=CALLBACK_ROUTING)
 
 
 def _sender(
@@ -123,7 +112,7 @@ async def test_generated_requests_keep_the_contract(system: System) -> None:
         """From the fuzzing thread: run on the test's loop, where the API and worker live."""
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
-    world = await World(system.http).populate()
+    world = await World(system).populate()
     schema = schemathesis.openapi.from_dict((await system.http.get("/openapi.json")).json())
     operations = [
         operation
@@ -136,7 +125,7 @@ async def test_generated_requests_keep_the_contract(system: System) -> None:
         operation: schemathesis.APIOperation,
         caller: Caller,
         mode: GenerationMode,
-        subject: Conversation,
+        subject: Visit,
         ids: dict[str, str],
     ) -> None:
         token = {
@@ -144,7 +133,7 @@ async def test_generated_requests_keep_the_contract(system: System) -> None:
             Caller.ADMIN: ADMIN_TOKEN,
             Caller.APP: APP_KEY,
             Caller.OWNER_AGENT: world.tokens[OWNER],
-            Caller.OWN_VISITOR: subject.visitor_token,
+            Caller.OWN_VISITOR: subject.token,
         }[caller]
         real = {"agent_id": OWNER, **ids}
         # Mostly about the real resources, now and then about generated ids.
@@ -197,19 +186,20 @@ async def test_generated_requests_keep_the_contract(system: System) -> None:
 async def test_numbers_beyond_a_database_integer_are_refused_not_a_500(system: System) -> None:
     """What the generated requests found: PostgreSQL's INTEGER is 32 bits, and a larger number
     in a query there is an error (a 500), not an empty answer."""
-    world = await World(system.http).populate()
+    world = await World(system).populate()
     conversation = await world.active()
     alice = bearer(world.tokens[OWNER])
     too_big = 2**31
     for method, url in [
-        ("GET", f"/v1/conversations/{conversation.id}/events?after_seq={too_big}"),
+        ("GET", f"/v1/conversations/{conversation.conversation_id}/events?after_seq={too_big}"),
         ("GET", f"/v1/agents/{OWNER}/events?after_seq={too_big}"),
         ("POST", f"/v1/left-messages/{too_big}/resolve"),
     ]:
         response = await system.http.request(method, url, headers=alice, json={})
         assert response.status_code == 422, (url, response.text)
     largest = await system.http.get(
-        f"/v1/conversations/{conversation.id}/events?after_seq={too_big - 1}", headers=alice
+        f"/v1/conversations/{conversation.conversation_id}/events?after_seq={too_big - 1}",
+        headers=alice,
     )
     assert largest.status_code == 200 and largest.json()["events"] == []
 
@@ -217,7 +207,7 @@ async def test_numbers_beyond_a_database_integer_are_refused_not_a_500(system: S
 async def test_a_body_that_is_not_utf8_is_an_invalid_body(system: System) -> None:
     """What the generated requests found: FastAPI answered such a body with an undocumented
     400 (a body that is not JSON gets 422)."""
-    world = await World(system.http).populate()
+    world = await World(system).populate()
     conversation = await world.active()
     before = (await world.view(conversation))["last_seq"]
     for body, detail in [
@@ -225,8 +215,8 @@ async def test_a_body_that_is_not_utf8_is_an_invalid_body(system: System) -> Non
         (b"{not json", "JSON decode error"),
     ]:
         response = await system.http.post(
-            f"/v1/conversations/{conversation.id}/messages",
-            headers={**bearer(conversation.visitor_token), "Content-Type": "application/json"},
+            f"/v1/conversations/{conversation.conversation_id}/messages",
+            headers={**bearer(conversation.token), "Content-Type": "application/json"},
             content=body,
         )
         assert response.status_code == 422, (body, response.text)

@@ -4,7 +4,7 @@ per visitor (429, per API process). Message size and body size: tests/test_error
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +19,10 @@ from settings import Settings
 from store.db import Database
 from store.messages import RATE_WINDOW, RateLimited, store_message
 from store.models import Message, utcnow
-from tests.callers import ADMIN_TOKEN, OWNER, Conversation, World
-from tests.test_e2e import Deployment
-from tests.utils import bearer, enqueue_conversations, eventually
+from tests.support.api import ADMIN_TOKEN, ApiClient, EventStream, Visit, bearer, eventually
+from tests.support.callers import OWNER, World
+from tests.support.data import enqueue_conversations
+from tests.support.processes import Deployment
 
 PER_MINUTE: int = Settings.model_fields["max_messages_per_minute"].default
 STREAMS: int = Settings.model_fields["max_streams_per_visitor"].default
@@ -68,54 +69,41 @@ def test_the_window_is_the_last_minute_and_a_retry_is_never_limited(db: Database
 
 @pytest.fixture
 async def two_apis(
-    dev_env, tmp_path: Path, empty_db: Database
-) -> AsyncIterator[tuple[World, httpx.AsyncClient]]:
+    deploy: Callable[..., Deployment], empty_db: Database
+) -> AsyncIterator[tuple[World, ApiClient]]:
     """Two API processes and a worker on one database: the world is made through the first,
     the second is the other client."""
-    deployment = Deployment(dev_env=dev_env, tmp_path=tmp_path, database_url=empty_db.url, apis=2)
-    try:
-        async with (
-            httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as first,
-            httpx.AsyncClient(base_url=deployment.urls[1], timeout=30) as second,
-        ):
-            yield await World(first).populate(), second
-    finally:
-        deployment.stop()
+    deployment = deploy(empty_db.url, apis=2)
+    async with deployment.client(0) as first, deployment.client(1) as second:
+        yield await World(first).populate(), second
 
 
-async def _post(
-    http: httpx.AsyncClient, cid: str, token: str, client_message_id: str
-) -> httpx.Response:
-    return await http.post(
-        f"/v1/conversations/{cid}/messages",
-        headers=bearer(token),
-        json={"client_message_id": client_message_id, "content": "where is my parcel?"},
-    )
+CONTENT = "where is my parcel?"
 
 
 async def test_messages_per_minute_per_sender_across_api_processes(
-    two_apis: tuple[World, httpx.AsyncClient],
+    two_apis: tuple[World, ApiClient],
 ) -> None:
     world, second = two_apis
-    apis = [world.http, second]
+    apis = [world.api, second]
     conversation = await world.active()
-    visitor = conversation.visitor_token
+    cid, visitor = conversation
     for n in range(PER_MINUTE):  # half through each process
-        posted = await _post(apis[n % 2], conversation.id, visitor, f"v-{n}")
+        posted = await apis[n % 2].post_message(cid, visitor, CONTENT, f"v-{n}")
         assert posted.status_code == 201, posted.text
     before = (await world.view(conversation))["last_seq"]
 
     for api in apis:
-        refused = await _post(api, conversation.id, visitor, f"v-{PER_MINUTE}")
+        refused = await api.post_message(cid, visitor, CONTENT, f"v-{PER_MINUTE}")
         assert refused.status_code == 429, refused.text
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         assert f"more than {PER_MINUTE} messages a minute" in refused.json()["detail"]
     assert (await world.view(conversation))["last_seq"] == before  # nothing stored
 
-    retried = await _post(second, conversation.id, visitor, "v-0")
+    retried = await second.post_message(cid, visitor, CONTENT, "v-0")
     assert retried.status_code == 200, retried.text  # the original answer, not a 429
     assert retried.json()["seq"] < before
-    agent = await _post(second, conversation.id, world.tokens[OWNER], "a-0")
+    agent = await second.post_message(cid, world.tokens[OWNER], CONTENT, "a-0")
     assert agent.status_code == 201, agent.text  # each sender has its own count
 
 
@@ -123,38 +111,32 @@ async def test_messages_per_minute_per_sender_across_api_processes(
 
 
 @pytest.fixture
-async def one_api(dev_env, tmp_path: Path) -> AsyncIterator[World]:
+async def one_api(deploy: Callable[..., Deployment], tmp_path: Path) -> AsyncIterator[World]:
     """The stream slots live in the API process: one database is enough (SQLite)."""
-    database_url = f"sqlite:///{tmp_path / 'switchboard.db'}"
-    deployment = Deployment(dev_env=dev_env, tmp_path=tmp_path, database_url=database_url)
-    try:
-        async with httpx.AsyncClient(base_url=deployment.urls[0], timeout=30) as http:
-            yield await World(http).populate()
-    finally:
-        deployment.stop()
+    async with deploy(f"sqlite:///{tmp_path / 'switchboard.db'}").client() as api:
+        yield await World(api).populate()
 
 
 async def _open(
-    streams: AsyncExitStack, http: httpx.AsyncClient, conversation: Conversation, token: str
-) -> httpx.Response:
+    streams: AsyncExitStack, world: World, conversation: Visit, token: str
+) -> EventStream:
     """Open a stream of the conversation and keep it open (until `streams` closes)."""
     return await streams.enter_async_context(
-        http.stream("GET", f"/v1/conversations/{conversation.id}/stream", headers=bearer(token))
+        world.api.conversation_stream(conversation.conversation_id, token)
     )
 
 
 async def test_a_visitor_holds_a_limited_number_of_streams(one_api: World) -> None:
-    world, http = one_api, one_api.http
+    world, http = one_api, one_api.api.http
     mine, other = await world.active(), await world.active()
+    stream_of_mine = f"/v1/conversations/{mine.conversation_id}/stream"
     async with AsyncExitStack() as streams:
-        held = [await _open(streams, http, mine, mine.visitor_token) for _ in range(STREAMS)]
-        for response in held:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
+        held = [await _open(streams, world, mine, mine.token) for _ in range(STREAMS)]
+        for stream in held:
+            assert stream.response.status_code == 200
+            assert stream.response.headers["content-type"].startswith("text/event-stream")
 
-        refused = await http.get(
-            f"/v1/conversations/{mine.id}/stream", headers=bearer(mine.visitor_token)
-        )
+        refused = await http.get(stream_of_mine, headers=bearer(mine.token))
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["Retry-After"]) >= 1
         assert f"{STREAMS} streams" in refused.json()["detail"]
@@ -163,20 +145,16 @@ async def test_a_visitor_holds_a_limited_number_of_streams(one_api: World) -> No
         for conversation, token in [
             (mine, world.tokens[OWNER]),
             (mine, ADMIN_TOKEN),
-            (other, other.visitor_token),
+            (other, other.token),
         ]:
-            assert (await _open(streams, http, conversation, token)).status_code == 200
+            assert (await _open(streams, world, conversation, token)).response.status_code == 200
 
-        await held[0].aclose()  # the visitor closes one: its slot is free again
+        await held[0].response.aclose()  # the visitor closes one: its slot is free again
 
         async with AsyncExitStack() as attempt:
 
             async def reopened() -> httpx.Response | None:
-                request = http.build_request(
-                    "GET",
-                    f"/v1/conversations/{mine.id}/stream",
-                    headers=bearer(mine.visitor_token),
-                )
+                request = http.build_request("GET", stream_of_mine, headers=bearer(mine.token))
                 response = await http.send(request, stream=True)
                 if response.status_code != 200:
                     await response.aclose()
@@ -185,9 +163,7 @@ async def test_a_visitor_holds_a_limited_number_of_streams(one_api: World) -> No
                 return response
 
             await eventually(reopened, timeout=10, what="the closed stream's slot to be free")
-            again = await http.get(
-                f"/v1/conversations/{mine.id}/stream", headers=bearer(mine.visitor_token)
-            )
+            again = await http.get(stream_of_mine, headers=bearer(mine.token))
             assert again.status_code == 429, "a refused stream took a slot, or one freed twice"
 
 

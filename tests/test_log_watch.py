@@ -15,7 +15,7 @@ from domain.types import EventType
 from store.db import Database
 from store.events import agent_events_after, agent_stream_key, append_event, append_events
 from store.models import Agent, Conversation, Event
-from tests.utils import enqueue_conversations
+from tests.support.data import enqueue_conversations
 
 
 async def test_events_another_process_commits_wake_the_streams_of_their_keys(

@@ -6,15 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,86 +15,39 @@ import structlog
 
 from api.deps import visitor_token
 from logging_setup import configure_logging, log_format
-from settings import PROJECT_ROOT, Settings
+from settings import Settings
 from store.db import Database
-from tests.utils import new_conversation, test_settings, write_policy
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ApiProcess:
-    """`uvicorn api.main:app` configured through the environment, its output in a file."""
-
-    def __init__(self, settings: Settings, output: Path) -> None:
-        self.output = output
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        env = {
-            **os.environ,
-            "SWITCHBOARD_ENV": settings.env,
-            "SWITCHBOARD_LOG_FORMAT": "json",
-            "SWITCHBOARD_DATABASE_URL": settings.database_url,
-            "SWITCHBOARD_POLICY": str(settings.policy),
-            "SWITCHBOARD_TEMPORAL_ADDRESS": settings.temporal_address,
-            "SWITCHBOARD_ADMIN_TOKEN": settings.admin_token,
-            "SWITCHBOARD_APP_KEY": settings.app_key,
-            "SWITCHBOARD_SECRET_KEY": settings.secret_key,
-        }
-        port = self.url.rsplit(":", 1)[1]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--port", port],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=output.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{self.url}/openapi.json", timeout=1)
-                return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.stop()
-                pytest.fail("the API did not come up:\n" + output.read_text())
-            time.sleep(0.2)
-
-    def stop(self) -> list[dict[str, Any]]:
-        """Stop the process; every line it wrote, each parsed as JSON (it fails if one is not)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(20)
-        return [json.loads(line) for line in self.output.read_text().splitlines() if line]
+from tests.support.data import new_conversation
+from tests.support.processes import Deployment, free_port
 
 
 @pytest.fixture
-def api_process(tmp_path: Path) -> Iterator[tuple[ApiProcess, str, str]]:
-    """An API whose Temporal is unreachable, and an open conversation: (api, id, visitor)."""
-    db = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
+def api_process(tmp_path: Path) -> Iterator[tuple[Deployment, str, str]]:
+    """An API process writing JSON lines whose Temporal is unreachable, and an open
+    conversation: (its deployment, the conversation's id, its visitor's token)."""
+    database_url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    db = Database(database_url)
     db.create_schema()
     with db.write() as session:
         conversation_id = new_conversation(session).id
     db.dispose()
-    settings = test_settings(
-        f"sqlite:///{tmp_path / 'switchboard.db'}",
-        write_policy(tmp_path / "policy.toml"),
-        "unused",
-        f"127.0.0.1:{_free_port()}",  # nothing listens there
+    deployment = Deployment(
+        directory=tmp_path,
+        database_url=database_url,
+        temporal_address=f"127.0.0.1:{free_port()}",  # nothing listens there
+        workers=0,
+        extra_env={"SWITCHBOARD_LOG_FORMAT": "json"},
+        ready="/openapi.json",
     )
-    api = ApiProcess(settings, tmp_path / "api.log")
     try:
-        yield api, conversation_id, visitor_token(settings, conversation_id)
+        yield deployment, conversation_id, visitor_token(deployment.settings, conversation_id)
     finally:
-        api.stop()
+        deployment.stop(faults=True)  # (the 503 it answers is logged with its reason)
 
 
 def test_api_logs_are_json_lines_with_request_and_conversation_ids(api_process) -> None:
     api, conversation_id, visitor = api_process
-    with httpx.Client(base_url=api.url, timeout=30) as http:
+    with httpx.Client(base_url=api.urls[0], timeout=30) as http:
         # Temporal is down: the message is stored, the API says 503 and logs why.
         told = http.post(
             f"/v1/conversations/{conversation_id}/messages",
@@ -114,7 +60,8 @@ def test_api_logs_are_json_lines_with_request_and_conversation_ids(api_process) 
         assert unnamed.status_code == 401
         made_up = unnamed.headers["X-Request-ID"]
         assert len(made_up) == 32 and made_up != "req-visitor-1"
-    lines = api.stop()  # every line is JSON, uvicorn's included
+    api.stop(faults=True)
+    lines = [json.loads(line) for line in api.log("api-0").splitlines()]  # uvicorn's too
 
     assert any(
         line["logger"].startswith("uvicorn") and "Application startup complete" in line["event"]

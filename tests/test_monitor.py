@@ -3,7 +3,6 @@ real API with a real worker, and the worker's Temporal SDK metrics."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,16 +22,10 @@ from store.db import Database
 from store.events import append_event
 from store.models import Agent, Assignment, Conversation
 from store.monitor import FIGURES, SkillGroupFigures, skill_group_figures
-from tests.utils import (
-    ADMIN,
-    APP,
-    System,
-    add_agent,
-    bearer,
-    enqueue_conversations,
-    eventually,
-    new_conversation,
-)
+from tests.support.api import ADMIN, APP, bearer, eventually
+from tests.support.data import add_agent, enqueue_conversations, new_conversation
+from tests.support.processes import free_port
+from tests.support.system import System
 from worker import build_worker, sdk_runtime
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -268,149 +261,138 @@ async def _in_queue(system: System, cid: str, token: str) -> None:
 
 
 async def _close(system: System, cid: str, token: str) -> None:
-    response = await system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(token))
+    response = await system.close(cid, token)
     assert response.status_code == 200, response.text
     await system.wait_for_state(cid, token, "closed")
 
 
-async def test_monitor_and_metrics_over_the_api(time_env, db, policy_file, make_system) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        _, alice_token = await system.create_agent("alice", max_concurrent=1)
-        bob, bob_token = await system.create_agent(
-            "bob", skill_groups=["general", "after_sales"], max_concurrent=2
+async def test_monitor_and_metrics_over_the_api(system: System, db: Database) -> None:
+    _, alice_token = await system.create_agent("alice", max_concurrent=1)
+    bob, bob_token = await system.create_agent(
+        "bob", skill_groups=["general", "after_sales"], max_concurrent=2
+    )
+    await system.set_status(bob, bob_token, "away")
+    await system.create_agent("carol", skill_groups=["after_sales"], max_concurrent=1)
+
+    first, first_visitor = await system.start_conversation()
+    await system.wait_for_state(first, first_visitor, "active")
+    second, second_visitor = await system.start_conversation()
+    gives_up, gives_up_visitor = await system.start_conversation()
+    await _in_queue(system, second, second_visitor)
+    await _in_queue(system, gives_up, gives_up_visitor)
+    await _close(system, gives_up, gives_up_visitor)  # abandoned while queued
+    await _close(system, first, alice_token)  # alice is free: the second one is hers
+    await system.wait_for_state(second, second_visitor, "active")
+    rated = await system.rate(first, first_visitor, 4)
+    assert rated.status_code == 201, rated.text
+
+    async def rating_recorded() -> bool:
+        body = await system.conversation(first, first_visitor)
+        return body["rating"]["status"] == "rated"
+
+    await eventually(rating_recorded, what="the rating to be recorded")
+    waiting, waiting_visitor = await system.start_conversation()
+    await _in_queue(system, waiting, waiting_visitor)
+
+    for headers, refused in (({}, 401), (bearer(alice_token), 403), (APP, 403)):
+        assert (await system.http.get("/v1/monitor", headers=headers)).status_code == refused
+
+    before = await system.http.get("/v1/monitor", headers=ADMIN)
+    assert before.status_code == 200, before.text
+    metrics = await system.http.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    after = (await system.http.get("/v1/monitor", headers=ADMIN)).json()
+
+    with db.read() as session:
+        assignments = {row.conversation_id: row for row in session.exec(select(Assignment)).all()}
+        enqueued = session.exec(
+            select(Conversation.queued_at).where(Conversation.id == waiting)
+        ).one()
+    first_served, second_served = assignments[first], assignments[second]
+    assert first_served.released_at is not None and second_served.released_at is None
+    at = datetime.fromisoformat(before.json()["at"])
+
+    groups = _groups(before.json())
+    assert list(groups) == ["general", "after_sales"]  # the policy's groups, in its order
+    general, after_sales = groups["general"], groups["after_sales"]
+    assert general["average_wait_seconds"] == pytest.approx(
+        (
+            _seconds(first_served.assigned_at, first_served.enqueued_at)
+            + _seconds(second_served.assigned_at, second_served.enqueued_at)
         )
-        await system.set_status(bob, bob_token, "away")
-        await system.create_agent("carol", skill_groups=["after_sales"], max_concurrent=1)
+        / 2,
+        abs=0.01,
+    )
+    assert general["average_handling_seconds"] == pytest.approx(
+        _seconds(first_served.released_at, first_served.assigned_at), abs=0.01
+    )
+    assert general["longest_wait_seconds"] == pytest.approx(_seconds(at, enqueued), abs=0.01)
+    del general["average_wait_seconds"], general["average_handling_seconds"]
+    del general["longest_wait_seconds"]
+    assert general == {
+        "skill_group": "general",
+        "waiting": 1,
+        "agents_online": 1,  # alice; bob is away
+        "agents_away": 1,
+        "agents_at_capacity": 1,
+        "load": 1,
+        "capacity": 1,
+        "overflows_today": 0,
+        "abandons_today": 1,
+        "auto_closes_today": 0,
+        "ratings_today": 1,
+        "average_rating_today": 4.0,
+    }
+    assert after_sales == {
+        "skill_group": "after_sales",
+        "waiting": 0,
+        "longest_wait_seconds": 0.0,
+        "agents_online": 1,  # carol
+        "agents_away": 1,  # bob counts in both of his groups
+        "agents_at_capacity": 0,
+        "load": 0,
+        "capacity": 1,
+        "average_wait_seconds": None,
+        "average_handling_seconds": None,
+        "overflows_today": 0,
+        "abandons_today": 0,
+        "auto_closes_today": 0,
+        "ratings_today": 0,
+        "average_rating_today": None,
+    }
 
-        first, first_visitor = await system.start_conversation()
-        await system.wait_for_state(first, first_visitor, "active")
-        second, second_visitor = await system.start_conversation()
-        gives_up, gives_up_visitor = await system.start_conversation()
-        await _in_queue(system, second, second_visitor)
-        await _in_queue(system, gives_up, gives_up_visitor)
-        await _close(system, gives_up, gives_up_visitor)  # abandoned while queued
-        await _close(system, first, alice_token)  # alice is free: the second one is hers
-        await system.wait_for_state(second, second_visitor, "active")
-        rated = await system.http.post(
-            f"/v1/conversations/{first}/rating", headers=bearer(first_visitor), json={"score": 4}
-        )
-        assert rated.status_code == 201, rated.text
+    # /metrics has the same figures as gauges (the longest wait grew in between).
+    gauges = _gauges(metrics.text)
+    earlier, later = _groups(before.json()), _groups(after)
+    expected: dict[tuple[str, str], float] = {}
+    for group in ("general", "after_sales"):
+        for figure in FIGURES:
+            name = f"switchboard_{figure}"
+            if figure == "longest_wait_seconds":
+                value = gauges.pop((name, group))
+                assert earlier[group][figure] <= value <= later[group][figure]
+            elif earlier[group][figure] is not None:
+                assert earlier[group][figure] == later[group][figure]
+                expected[(name, group)] = earlier[group][figure]
+    assert gauges == expected  # a null figure has no sample
 
-        async def rating_recorded() -> bool:
-            body = await system.conversation(first, first_visitor)
-            return body["rating"]["status"] == "rated"
-
-        await eventually(rating_recorded, what="the rating to be recorded")
-        waiting, waiting_visitor = await system.start_conversation()
-        await _in_queue(system, waiting, waiting_visitor)
-
-        for headers, refused in (({}, 401), (bearer(alice_token), 403), (APP, 403)):
-            assert (await system.http.get("/v1/monitor", headers=headers)).status_code == refused
-
-        before = await system.http.get("/v1/monitor", headers=ADMIN)
-        assert before.status_code == 200, before.text
-        metrics = await system.http.get("/metrics")
-        assert metrics.status_code == 200
-        assert metrics.headers["content-type"].startswith("text/plain")
-        after = (await system.http.get("/v1/monitor", headers=ADMIN)).json()
-
-        with db.read() as session:
-            assignments = {
-                row.conversation_id: row for row in session.exec(select(Assignment)).all()
-            }
-            enqueued = session.exec(
-                select(Conversation.queued_at).where(Conversation.id == waiting)
-            ).one()
-        first_served, second_served = assignments[first], assignments[second]
-        assert first_served.released_at is not None and second_served.released_at is None
-        at = datetime.fromisoformat(before.json()["at"])
-
-        groups = _groups(before.json())
-        assert list(groups) == ["general", "after_sales"]  # the policy's groups, in its order
-        general, after_sales = groups["general"], groups["after_sales"]
-        assert general["average_wait_seconds"] == pytest.approx(
-            (
-                _seconds(first_served.assigned_at, first_served.enqueued_at)
-                + _seconds(second_served.assigned_at, second_served.enqueued_at)
-            )
-            / 2,
-            abs=0.01,
-        )
-        assert general["average_handling_seconds"] == pytest.approx(
-            _seconds(first_served.released_at, first_served.assigned_at), abs=0.01
-        )
-        assert general["longest_wait_seconds"] == pytest.approx(_seconds(at, enqueued), abs=0.01)
-        del general["average_wait_seconds"], general["average_handling_seconds"]
-        del general["longest_wait_seconds"]
-        assert general == {
-            "skill_group": "general",
-            "waiting": 1,
-            "agents_online": 1,  # alice; bob is away
-            "agents_away": 1,
-            "agents_at_capacity": 1,
-            "load": 1,
-            "capacity": 1,
-            "overflows_today": 0,
-            "abandons_today": 1,
-            "auto_closes_today": 0,
-            "ratings_today": 1,
-            "average_rating_today": 4.0,
-        }
-        assert after_sales == {
-            "skill_group": "after_sales",
-            "waiting": 0,
-            "longest_wait_seconds": 0.0,
-            "agents_online": 1,  # carol
-            "agents_away": 1,  # bob counts in both of his groups
-            "agents_at_capacity": 0,
-            "load": 0,
-            "capacity": 1,
-            "average_wait_seconds": None,
-            "average_handling_seconds": None,
-            "overflows_today": 0,
-            "abandons_today": 0,
-            "auto_closes_today": 0,
-            "ratings_today": 0,
-            "average_rating_today": None,
-        }
-
-        # /metrics has the same figures as gauges (the longest wait grew in between).
-        gauges = _gauges(metrics.text)
-        earlier, later = _groups(before.json()), _groups(after)
-        expected: dict[tuple[str, str], float] = {}
-        for group in ("general", "after_sales"):
-            for figure in FIGURES:
-                name = f"switchboard_{figure}"
-                if figure == "longest_wait_seconds":
-                    value = gauges.pop((name, group))
-                    assert earlier[group][figure] <= value <= later[group][figure]
-                elif earlier[group][figure] is not None:
-                    assert earlier[group][figure] == later[group][figure]
-                    expected[(name, group)] = earlier[group][figure]
-        assert gauges == expected  # a null figure has no sample
-
-        counts = _request_counts(metrics.text)
-        assert counts[("GET", "/v1/monitor", "200")] == 1  # `before`; `after` came later
-        assert counts[("GET", "/v1/monitor", "401")] == 1
-        assert counts[("GET", "/v1/monitor", "403")] == 2
-        assert counts[("POST", "/v1/conversations", "201")] == 4
-        assert counts[("GET", "/v1/conversations/{conversation_id}", "200")] >= 4
-        assert not [key for key in counts if first in key[1]], "ids must not become labels"
+    counts = _request_counts(metrics.text)
+    assert counts[("GET", "/v1/monitor", "200")] == 1  # `before`; `after` came later
+    assert counts[("GET", "/v1/monitor", "401")] == 1
+    assert counts[("GET", "/v1/monitor", "403")] == 2
+    assert counts[("POST", "/v1/conversations", "201")] == 4
+    assert counts[("GET", "/v1/conversations/{conversation_id}", "200")] >= 4
+    assert not [key for key in counts if first in key[1]], "ids must not become labels"
 
 
 # --- the worker's Temporal SDK metrics ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_the_worker_serves_temporal_sdk_metrics(
     time_env: WorkflowEnvironment, tmp_path: Path, policy_file
 ) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     client = await Client.connect(
         time_env.client.service_client.config.target_host,
         namespace=time_env.client.namespace,

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from domain.policy import PolicyError, PolicySource, format_duration, load_policy, parse_duration
 from settings import PROJECT_ROOT, Settings
-from tests.utils import write_policy
+from tests.support.policy import write_policy
 
 
 @pytest.mark.parametrize(

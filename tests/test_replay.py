@@ -19,7 +19,7 @@ import json
 import os
 import re
 from base64 import b64decode
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,13 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from domain.types import MessagePosted, Role, workflow_id
+from domain.types import MessagePosted, Role
 from store.db import Database
-from store.models import Conversation
-from tests.conftest import start_dev_server
-from tests.utils import ADMIN, DEFAULT_GROUPS, System, bearer, eventually
+from tests.support.api import ADMIN, bearer
+from tests.support.policy import DEFAULT_GROUPS
+from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 from workflows import ConversationWorkflow
+from workflows.gateway import workflow_id
 from workflows.patches import (
     AGENT_WROTE_BEFORE_ACTIVE,
     DEPRECATED,
@@ -156,18 +157,7 @@ async def agent_wrote_with_its_assignment(system: System, skip: Skip) -> str:
     """The assignment's signal and the agent's first message reach the workflow in one task
     (no worker runs while both are sent; in production a task lost with a dead server): the
     agent wrote last, so the idle countdown runs and closes the chat."""
-    cid, visitor = await system.start_conversation()
-    await system.wait_for_event(cid, visitor, "queue.position_changed")
-    assert system.worker is not None
-    await system.worker.__aexit__(None, None, None)
-    agent_id, _agent = await system.create_agent()
-
-    async def assigned() -> bool:
-        with system.db.read() as session:
-            conversation = session.get(Conversation, cid)
-        return conversation is not None and conversation.agent_id == agent_id
-
-    await eventually(assigned, what="the assignment in the database")
+    (cid, visitor), _agent = await assigned_while_no_worker_runs(system)
     # Their message as the API signals it (the database says active once the lost task's
     # assignment record committed; storing it is not what this scenario is about).
     await system.env.client.get_workflow_handle(workflow_id(cid)).signal(
@@ -276,47 +266,34 @@ async def _play_and_replay(
     name: str,
     env: WorkflowEnvironment,
     db: Database,
-    policy_file: Callable[..., Path],
-    make_system: Callable[..., Callable[[], System]],
+    make_system: StartSystem,
 ) -> None:
     played = SCENARIOS[name]
     timeouts = SECOND_LONG if played.dev_server else {}
-    async with make_system(env, db, policy_file(groups=played.groups, **timeouts))() as system:
-        cid = await played.play(system, env.sleep)
-        handle = env.client.get_workflow_handle(workflow_id(cid))
-        assert await handle.result() == played.ending.close_reason
-        body = (await system.http.get(f"/v1/conversations/{cid}", headers=ADMIN)).json()
-        assert (body["state"], body["close_reason"], body["rating"]["status"]) == (
-            "closed",
-            played.ending.close_reason,
-            played.ending.rating_status,
-        )
-        history = await handle.fetch_history()
+    system = await make_system(env, groups=played.groups, **timeouts)
+    cid = await played.play(system, env.sleep)
+    handle = env.client.get_workflow_handle(workflow_id(cid))
+    assert await handle.result() == played.ending.close_reason
+    body = (await system.http.get(f"/v1/conversations/{cid}", headers=ADMIN)).json()
+    assert (body["state"], body["close_reason"], body["rating"]["status"]) == (
+        "closed",
+        played.ending.close_reason,
+        played.ending.rating_status,
+    )
+    history = await handle.fetch_history()
     assert await replayed_ending(history) == played.ending
     if RECORD and db.is_sqlite:
         _record(name, history)
 
 
 @pytest.mark.parametrize("name", [name for name, s in SCENARIOS.items() if not s.dev_server])
-async def test_scenario_replays(name: str, time_env, db, policy_file, make_system) -> None:
-    await _play_and_replay(name, time_env, db, policy_file, make_system)
+async def test_scenario_replays(name: str, time_env, db, make_system) -> None:
+    await _play_and_replay(name, time_env, db, make_system)
 
 
 @pytest.mark.parametrize("name", [name for name, s in SCENARIOS.items() if s.dev_server])
-async def test_scenario_on_the_dev_server_replays(
-    name: str, dev_env, db, policy_file, make_system
-) -> None:
-    await _play_and_replay(name, dev_env, db, policy_file, make_system)
-
-
-@pytest.fixture(scope="module")
-async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server that suggests continue-as-new after 40 history events."""
-    env = await start_dev_server(
-        "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"
-    )
-    yield env
-    await env.shutdown()
+async def test_scenario_on_the_dev_server_replays(name: str, dev_env, db, make_system) -> None:
+    await _play_and_replay(name, dev_env, db, make_system)
 
 
 CONTINUED = "continued_as_new"
@@ -324,32 +301,28 @@ CONTINUED_ENDING = Ending("idle_timeout", "expired")
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
-async def test_a_continued_conversation_replays(
-    short_history_env, db, policy_file, make_system
-) -> None:
+async def test_a_continued_conversation_replays(short_history_env, db, make_system) -> None:
     """A chatty conversation continues as new mid-conversation: every run replays, and the last
     one (its input the whole state of an active conversation) ends as the conversation did."""
     env = short_history_env
-    async with make_system(env, db, policy_file(**SECOND_LONG))() as system:
-        _agent_id, agent, cid, visitor = await _active(system)
-        await system.post_message(cid, agent, "Hello, how can I help?")
-        for index in range(60):  # the visitor writes last: no countdown while they chat on
-            await system.post_message(cid, visitor, f"question {index}")
-        await system.post_message(cid, agent, "Anything else?")
-        handle = env.client.get_workflow_handle(workflow_id(cid))
-        assert await handle.result() == CONTINUED_ENDING.close_reason
-        # The runs, last first: each names the one it continued.
-        histories = [await handle.fetch_history()]
-        while (
-            previous := histories[-1]
-            .events[0]
-            .workflow_execution_started_event_attributes.continued_execution_run_id
-        ):
-            histories.append(
-                await env.client.get_workflow_handle(
-                    workflow_id(cid), run_id=previous
-                ).fetch_history()
-            )
+    system = await make_system(env, **SECOND_LONG)
+    _agent_id, agent, cid, visitor = await _active(system)
+    await system.post_message(cid, agent, "Hello, how can I help?")
+    for index in range(60):  # the visitor writes last: no countdown while they chat on
+        await system.post_message(cid, visitor, f"question {index}")
+    await system.post_message(cid, agent, "Anything else?")
+    handle = env.client.get_workflow_handle(workflow_id(cid))
+    assert await handle.result() == CONTINUED_ENDING.close_reason
+    # The runs, last first: each names the one it continued.
+    histories = [await handle.fetch_history()]
+    while (
+        previous := histories[-1]
+        .events[0]
+        .workflow_execution_started_event_attributes.continued_execution_run_id
+    ):
+        histories.append(
+            await env.client.get_workflow_handle(workflow_id(cid), run_id=previous).fetch_history()
+        )
     assert len(histories) > 1, "never continued as new"
     assert await replayed_ending(histories[0]) == CONTINUED_ENDING
     for earlier in histories[1:]:

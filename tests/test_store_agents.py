@@ -22,7 +22,7 @@ from store.agents import (
 from store.db import Database
 from store.events import append_event
 from store.models import Conversation, utcnow
-from tests.utils import add_agent, enqueue_conversations, new_conversation
+from tests.support.data import add_agent, enqueue_conversations, new_conversation
 
 
 def test_a_registered_agent_starts_offline_with_its_groups_once(db: Database) -> None:

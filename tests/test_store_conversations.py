@@ -24,7 +24,7 @@ from store.conversations import (
 from store.db import Database, notify, reachable
 from store.events import ConversationNotFound, append_event
 from store.models import Conversation
-from tests.utils import enqueue_conversations, new_conversation
+from tests.support.data import enqueue_conversations, new_conversation
 
 
 def _with_events(db: Database, count: int) -> str:

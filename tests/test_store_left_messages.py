@@ -21,7 +21,7 @@ from store.left_messages import (
     record_resolution,
     store_left_message,
 )
-from tests.utils import add_agent, new_conversation
+from tests.support.data import add_agent, new_conversation
 
 
 def _closed(db: Database, reason: str, skill_group: str = "general") -> str:

@@ -16,7 +16,7 @@ from store.assignment import dispatch
 from store.db import Database
 from store.events import ConversationNotFound, change_state, events_after
 from store.models import Agent, Assignment, Conversation, Event, QueueEntry, QueueSkip, utcnow
-from tests.utils import add_agent, enqueue_conversations, new_conversation
+from tests.support.data import add_agent, enqueue_conversations, new_conversation
 
 _GROUPS = [
     {"name": "general", "agent_first_reply_timeout": "1m"},

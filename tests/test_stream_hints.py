@@ -11,7 +11,7 @@ from api.streams import EventHints, listen_for_events
 from domain.types import EventType
 from store.db import Database
 from store.events import append_event
-from tests.utils import enqueue_conversations
+from tests.support.data import enqueue_conversations
 
 
 def test_a_hint_wakes_only_its_key() -> None:

@@ -11,7 +11,6 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
@@ -19,11 +18,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.types import ConversationSnapshot
 from settings import PROJECT_ROOT
-from store.db import Database
-from tests.browser import chromium_path, open_page
-from tests.conftest import start_dev_server
-from tests.test_e2e import _free_port
-from tests.utils import ADMIN, DEFAULT_GROUPS, System, bearer, eventually, write_policy
+from tests.support.api import bearer, eventually
+from tests.support.browser import chromium_path, open_page
+from tests.support.policy import DEFAULT_GROUPS
+from tests.support.processes import free_port
+from tests.support.system import StartSystem, System
+from tests.support.temporal import start_dev_server
 from workflows.gateway import workflow_id
 
 pytestmark = pytest.mark.e2e
@@ -62,51 +62,46 @@ class Floor:
 @pytest.fixture
 async def ui_env() -> AsyncIterator[tuple[WorkflowEnvironment, int]]:
     """A dev server of its own (its visibility holds only this test's conversations), with UI."""
-    port = _free_port()
+    port = free_port()
     env = await start_dev_server(ui_port=port)
     yield env, port
     await env.shutdown()
 
 
 @pytest.fixture
-async def floor(ui_env, db: Database, tmp_path: Path, make_system) -> AsyncIterator[Floor]:
+async def floor(ui_env, make_system: StartSystem) -> Floor:
     env, ui_port = ui_env
-    policy = write_policy(
-        tmp_path / "policy.toml",
-        idle_warning_after="1s",
-        idle_close_after="1s",
-        groups=GROUPS,
-        routing=ROUTING,
+    system = await make_system(
+        env, idle_warning_after="1s", idle_close_after="1s", groups=GROUPS, routing=ROUTING
     )
-    async with make_system(env, db, policy)() as system:
-        _, alice = await system.create_agent("alice", max_concurrent=3)
-        active, visitor = await system.start_conversation()
-        await system.wait_for_state(active, visitor, "active")
-        await system.post_message(active, visitor, "Hello")  # no agent message: no countdown
-        idle, idle_visitor = await system.start_conversation()
-        await system.wait_for_state(idle, idle_visitor, "active")
-        await system.post_message(idle, alice, "Anything else?")  # then silence
-        waited_long, first = await system.start_conversation(entry="returns")
-        # (A new conversation is "queued" from the start; this event says it joined.)
-        await system.wait_for_event(waited_long, first, "queue.position_changed")
-        await asyncio.sleep(1.2)
-        threshold = datetime.now(UTC).replace(microsecond=0)
-        await asyncio.sleep(1.2)
-        waited_short, second = await system.start_conversation(entry="returns")
-        await system.wait_for_event(waited_short, second, "queue.position_changed")
-        overflowed, over_visitor = await system.start_conversation(entry="callback")
-        await system.wait_for_event(overflowed, over_visitor, "conversation.overflowed")
-        await system.wait_for_state(idle, idle_visitor, "closed")
-        yield Floor(
-            system=system,
-            ui_port=ui_port,
-            waited_long=waited_long,
-            waited_short=waited_short,
-            active=active,
-            idle_closed=idle,
-            overflowed=overflowed,
-            threshold=threshold,
-        )
+    _, alice = await system.create_agent("alice", max_concurrent=3)
+    active, visitor = await system.start_conversation()
+    await system.wait_for_state(active, visitor, "active")
+    await system.post_message(active, visitor, "Hello")  # no agent message: no countdown
+    idle, idle_visitor = await system.start_conversation()
+    await system.wait_for_state(idle, idle_visitor, "active")
+    await system.post_message(idle, alice, "Anything else?")  # then silence
+    waited_long, first = await system.start_conversation(entry="returns")
+    # (A new conversation is "queued" from the start; this event says it joined.)
+    await system.wait_for_event(waited_long, first, "queue.position_changed")
+    await asyncio.sleep(1.2)
+    threshold = datetime.now(UTC).replace(microsecond=0)
+    await asyncio.sleep(1.2)
+    waited_short, second = await system.start_conversation(entry="returns")
+    await system.wait_for_event(waited_short, second, "queue.position_changed")
+    overflowed, over_visitor = await system.start_conversation(entry="callback")
+    await system.wait_for_event(overflowed, over_visitor, "conversation.overflowed")
+    await system.wait_for_state(idle, idle_visitor, "closed")
+    return Floor(
+        system=system,
+        ui_port=ui_port,
+        waited_long=waited_long,
+        waited_short=waited_short,
+        active=active,
+        idle_closed=idle,
+        overflowed=overflowed,
+        threshold=threshold,
+    )
 
 
 def _with_times(line: str, floor: Floor) -> str:
@@ -184,13 +179,11 @@ async def test_summary_details_and_snapshot_tell_where_a_conversation_stands(
     assert (closed.state, closed.close_reason) == ("closed", "idle_timeout")
     assert closed.closed_at is not None and closed.rating_expires_at is not None
 
-    http = floor.system.http
-    seen = await http.get(f"/v1/admin/conversations/{floor.waited_short}/snapshot", headers=ADMIN)
-    assert seen.status_code == 200, seen.text
-    assert seen.json()["queue_position"] == 2  # behind the one that waited longer
-    assert seen.json()["workflow"]["state"] == "queued"
+    seen = await floor.system.snapshot(floor.waited_short)
+    assert seen["queue_position"] == 2  # behind the one that waited longer
+    assert seen["workflow"]["state"] == "queued"
     _, visitor = await floor.system.start_conversation()
-    refused = await http.get(
+    refused = await floor.system.http.get(
         f"/v1/admin/conversations/{floor.waited_short}/snapshot", headers=bearer(visitor)
     )
     assert refused.status_code == 403

@@ -3,220 +3,184 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
 
 from domain.types import SA_AGENT, SA_STATE
-from tests.utils import ADMIN, System, bearer, eventually, write_policy
+from tests.support.api import bearer, eventually
+from tests.support.system import StartSystem, System
 
-
-def _first_reply_in_2_minutes(tmp_path: Path) -> Path:
-    groups = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
-    return write_policy(tmp_path / "policy.toml", groups=groups)
+FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
 
 
 async def _load(system: System, agent_id: str) -> int:
-    return (await system.http.get(f"/v1/agents/{agent_id}", headers=ADMIN)).json()["load"]
+    return (await system.agent(agent_id))["load"]
 
 
-async def test_transfer_to_an_agent_within_capacity(time_env, db, policy_file, make_system) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        alice, alice_token = await system.create_agent("alice", max_concurrent=2)
-        cid, visitor = await system.start_conversation()
-        await system.wait_for_state(cid, visitor, "active")
-        bob, bob_token = await system.create_agent("bob", max_concurrent=1)
+async def test_transfer_to_an_agent_within_capacity(system: System) -> None:
+    alice, alice_token = await system.create_agent("alice", max_concurrent=2)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    bob, bob_token = await system.create_agent("bob", max_concurrent=1)
 
-        moved = await system.http.post(
-            f"/v1/conversations/{cid}/transfer",
-            headers=bearer(alice_token),
-            json={"to_agent_id": bob, "note": "Needs a refund approval"},
-        )
-        assert moved.status_code == 200, moved.text
-        assert moved.json()["agent_id"] == bob
-        assert (await _load(system, alice), await _load(system, bob)) == (0, 1)
-        event = await system.wait_for_event(cid, visitor, "conversation.transferred")
-        assert event["data"]["from_agent_id"] == alice and event["data"]["to_agent_id"] == bob
-        assert event["data"]["note"] == "Needs a refund approval"
-        # The old agent is out, the new one is in.
-        assert (await system.post_message(cid, alice_token, "still me?")).status_code == 403
-        assert (await system.post_message(cid, bob_token, "Hi, Bob here")).status_code == 201
+    moved = await system.transfer(cid, alice_token, to_agent_id=bob, note="Needs a refund approval")
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["agent_id"] == bob
+    assert (await _load(system, alice), await _load(system, bob)) == (0, 1)
+    event = await system.wait_for_event(cid, visitor, "conversation.transferred")
+    assert event["data"]["from_agent_id"] == alice and event["data"]["to_agent_id"] == bob
+    assert event["data"]["note"] == "Needs a refund approval"
+    # The old agent is out, the new one is in.
+    assert (await system.post_message(cid, alice_token, "still me?")).status_code == 403
+    assert (await system.post_message(cid, bob_token, "Hi, Bob here")).status_code == 201
 
-        # Bob is full now: a transfer to him is refused and changes nothing.
-        other, other_visitor = await system.start_conversation()
-        await system.wait_for_state(other, other_visitor, "active")
-        full = await system.http.post(
-            f"/v1/conversations/{other}/transfer", headers=ADMIN, json={"to_agent_id": bob}
-        )
-        assert full.status_code == 409, full.text
-        assert (await system.conversation(other, other_visitor))["agent_id"] == alice
-        assert (await _load(system, alice), await _load(system, bob)) == (1, 1)
+    # Bob is full now: a transfer to him is refused and changes nothing.
+    other, other_visitor = await system.start_conversation()
+    await system.wait_for_state(other, other_visitor, "active")
+    full = await system.transfer(other, to_agent_id=bob)
+    assert full.status_code == 409, full.text
+    assert (await system.conversation(other, other_visitor))["agent_id"] == alice
+    assert (await _load(system, alice), await _load(system, bob)) == (1, 1)
 
 
-async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(
-    time_env, db, policy_file, make_system
-) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        alice, alice_token = await system.create_agent("alice", max_concurrent=3)
-        cid, visitor = await system.start_conversation()
-        await system.wait_for_state(cid, visitor, "active")
-        carol, carol_token = await system.create_agent(
-            "carol", skill_groups=["after_sales"], online=False
-        )
-        later, later_visitor = await system.start_conversation()
-        await system.wait_for_state(later, later_visitor, "active")
-        # The later arrival is sent to after_sales first and waits there.
-        first_move = await system.http.post(
-            f"/v1/conversations/{later}/transfer",
-            headers=ADMIN,
-            json={"to_skill_group": "after_sales"},
-        )
-        assert first_move.status_code == 200, first_move.text
-        assert (await system.conversation(later, later_visitor))["queue_position"] == 1
+async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(system: System) -> None:
+    alice, alice_token = await system.create_agent("alice", max_concurrent=3)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    carol, carol_token = await system.create_agent(
+        "carol", skill_groups=["after_sales"], online=False
+    )
+    later, later_visitor = await system.start_conversation()
+    await system.wait_for_state(later, later_visitor, "active")
+    # The later arrival is sent to after_sales first and waits there.
+    first_move = await system.transfer(later, to_skill_group="after_sales")
+    assert first_move.status_code == 200, first_move.text
+    assert (await system.conversation(later, later_visitor))["queue_position"] == 1
 
-        moved = await system.http.post(
-            f"/v1/conversations/{cid}/transfer",
-            headers=bearer(alice_token),
-            json={"to_skill_group": "after_sales", "note": "Return request"},
-        )
-        assert moved.status_code == 200, moved.text
-        assert (moved.json()["state"], moved.json()["skill_group"]) == ("queued", "after_sales")
-        assert moved.json()["queue_position"] == 1  # it queued first: its enqueue time is earlier
-        assert (await system.conversation(later, later_visitor))["queue_position"] == 2
-        assert await _load(system, alice) == 0
+    moved = await system.transfer(
+        cid, alice_token, to_skill_group="after_sales", note="Return request"
+    )
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["state"], moved.json()["skill_group"]) == ("queued", "after_sales")
+    assert moved.json()["queue_position"] == 1  # it queued first: its enqueue time is earlier
+    assert (await system.conversation(later, later_visitor))["queue_position"] == 2
+    assert await _load(system, alice) == 0
 
-        await system.set_status(carol, carol_token, "online")
-        body = await system.wait_for_state(cid, visitor, "active")
-        assert body["agent_id"] == carol
-        types = [e["type"] for e in await system.events(cid, visitor)]
-        assert types.count("conversation.assigned") == 2
-        assert (await system.post_message(cid, carol_token, "Carol here")).status_code == 201
+    await system.set_status(carol, carol_token, "online")
+    body = await system.wait_for_state(cid, visitor, "active")
+    assert body["agent_id"] == carol
+    types = [e["type"] for e in await system.events(cid, visitor)]
+    assert types.count("conversation.assigned") == 2
+    assert (await system.post_message(cid, carol_token, "Carol here")).status_code == 201
 
 
 async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
-    time_env, db, tmp_path: Path, make_system
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
-    policy = _first_reply_in_2_minutes(tmp_path)
-    async with make_system(time_env, db, policy)() as system:
-        slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
-        cid, visitor = await system.start_conversation()
-        assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
-        fast, fast_token = await system.create_agent("fast", max_concurrent=1, online=False)
+    system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
+    slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
+    cid, visitor = await system.start_conversation()
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
+    fast, fast_token = await system.create_agent("fast", max_concurrent=1, online=False)
 
-        await time_env.sleep(100)
-        assert (await system.conversation(cid, visitor))["agent_id"] == slow
-        await time_env.sleep(30)
-        requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
-        assert requeued["data"] == {"agent_id": slow, "reason": "no_first_reply"}
-        assert await _load(system, slow) == 0
-        body = await system.conversation(cid, visitor)
-        assert (body["state"], body["queue_position"]) == ("queued", 1)
-        handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
+    await time_env.sleep(100)
+    assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == slow
+    await time_env.sleep(30)
+    requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
+    assert requeued["data"] == {"agent_id": slow, "reason": "no_first_reply"}
+    assert await _load(system, slow) == 0
+    body = await system.conversation(cid, visitor)
+    assert (body["state"], body["queue_position"]) == ("queued", 1)
+    handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
 
-        async def listed_as_queued() -> bool:
-            listed = (await handle.describe()).typed_search_attributes
-            return listed.get(SA_STATE) == "queued" and listed.get(SA_AGENT) is None
+    async def listed_as_queued() -> bool:
+        listed = (await handle.describe()).typed_search_attributes
+        return listed.get(SA_STATE) == "queued" and listed.get(SA_AGENT) is None
 
-        await eventually(listed_as_queued, what="queued with no AgentId in the search attributes")
+    await eventually(listed_as_queued, what="queued with no AgentId in the search attributes")
 
-        await system.set_status(fast, fast_token, "online")
-        body = await system.wait_for_state(cid, visitor, "active")
-        assert body["agent_id"] == fast  # not back to the slow one, though both have room
+    await system.set_status(fast, fast_token, "online")
+    body = await system.wait_for_state(cid, visitor, "active")
+    assert body["agent_id"] == fast  # not back to the slow one, though both have room
 
-        async def listed_with_fast() -> bool:
-            return (await handle.describe()).typed_search_attributes.get(SA_AGENT) == fast
+    async def listed_with_fast() -> bool:
+        return (await handle.describe()).typed_search_attributes.get(SA_AGENT) == fast
 
-        await eventually(listed_with_fast, what="AgentId = fast in the search attributes")
-        assert (
-            await system.post_message(cid, fast_token, "Sorry for the wait!")
-        ).status_code == 201
-        await time_env.sleep(300)
-        assert (await system.conversation(cid, visitor))["agent_id"] == fast  # replied in time
+    await eventually(listed_with_fast, what="AgentId = fast in the search attributes")
+    replied = await system.say(cid, fast_token, "Sorry for the wait!")
+    workflow = await system.workflow(cid, seen=replied)  # in time: no first-reply deadline
+    assert (workflow["agent_id"], workflow["first_reply_due_at"]) == (fast, None)
 
 
 async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(
-    time_env, db, tmp_path: Path, make_system
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
-    policy = _first_reply_in_2_minutes(tmp_path)
-    async with make_system(time_env, db, policy)() as system:
-        alice, alice_token = await system.create_agent("alice", max_concurrent=1)
-        cid, visitor = await system.start_conversation()
-        await system.wait_for_state(cid, visitor, "active")
-        assert (await system.post_message(cid, alice_token, "Hello!")).status_code == 201
-        bob, _ = await system.create_agent("bob", max_concurrent=1)
-        moved = await system.http.post(
-            f"/v1/conversations/{cid}/transfer",
-            headers=bearer(alice_token),
-            json={"to_agent_id": bob},
-        )
-        assert moved.status_code == 200, moved.text
-        await time_env.sleep(130)  # bob never writes
-        requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
-        assert requeued["data"] == {"agent_id": bob, "reason": "no_first_reply"}
-        # Back with alice (she has room again); not with bob, who is skipped now.
-        assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == alice
+    system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
+    alice, alice_token = await system.create_agent("alice", max_concurrent=1)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    assert (await system.post_message(cid, alice_token, "Hello!")).status_code == 201
+    bob, _ = await system.create_agent("bob", max_concurrent=1)
+    moved = await system.transfer(cid, alice_token, to_agent_id=bob)
+    assert moved.status_code == 200, moved.text
+    await time_env.sleep(130)  # bob never writes
+    requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
+    assert requeued["data"] == {"agent_id": bob, "reason": "no_first_reply"}
+    # Back with alice (she has room again); not with bob, who is skipped now.
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == alice
 
 
 async def test_what_the_new_agent_writes_during_the_handover_keeps_its_countdown(
-    time_env, db, tmp_path: Path, make_system
+    time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
     """Bob writes the moment the handover commits, while the workflow is still finishing the
     transfer: his message must keep the idle countdown it starts (and counts as his first
     reply), not be wiped by the transfer's fresh start."""
-    policy = _first_reply_in_2_minutes(tmp_path)
-    async with make_system(time_env, db, policy)() as system:
-        _alice, alice_token = await system.create_agent("alice", max_concurrent=1)
-        cid, visitor = await system.start_conversation()
-        await system.wait_for_state(cid, visitor, "active")
-        await system.post_message(cid, visitor, "I want a refund")
-        bob, bob_token = await system.create_agent("bob", max_concurrent=1)
+    system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
+    _alice, alice_token = await system.create_agent("alice", max_concurrent=1)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    await system.post_message(cid, visitor, "I want a refund")
+    bob, bob_token = await system.create_agent("bob", max_concurrent=1)
 
-        async def bob_writes_at_once() -> int:
-            # 403 until the handover commits; then at once.
-            for attempt in range(2000):
-                response = await system.post_message(
-                    cid, bob_token, "Bob here, refund approved", f"bob-{attempt}"
-                )
-                if response.status_code != 403:
-                    return response.status_code
-            raise AssertionError("the conversation never reached bob")
-
-        moved, bob_wrote = await asyncio.gather(
-            system.http.post(
-                f"/v1/conversations/{cid}/transfer",
-                headers=bearer(alice_token),
-                json={"to_agent_id": bob},
-            ),
-            bob_writes_at_once(),
-        )
-        assert moved.status_code == 200, moved.text
-        assert bob_wrote == 201
-        await time_env.sleep(185)  # idle_warning_after is 3 minutes; the first reply was in time
-        warning = await system.wait_for_event(cid, visitor, "conversation.idle_warning")
-        assert warning["data"]["sender_role"] == "system"
-        types = [e["type"] for e in await system.events(cid, visitor)]
-        assert "conversation.requeued" not in types
-        assert (await system.conversation(cid, visitor))["agent_id"] == bob
-
-
-async def test_transfer_errors(time_env, db, policy_file, make_system) -> None:
-    async with make_system(time_env, db, policy_file())() as system:
-        alice, alice_token = await system.create_agent("alice")
-        cid, visitor = await system.start_conversation()
-        await system.wait_for_state(cid, visitor, "active")
-        for body, code in (
-            ({}, 422),
-            ({"to_agent_id": "alice", "to_skill_group": "general"}, 422),
-            ({"to_agent_id": "nobody"}, 422),
-            ({"to_skill_group": "nowhere"}, 422),
-            ({"to_agent_id": alice}, 409),
-        ):
-            response = await system.http.post(
-                f"/v1/conversations/{cid}/transfer", headers=bearer(alice_token), json=body
+    async def bob_writes_at_once() -> int:
+        # 403 until the handover commits; then at once.
+        for attempt in range(2000):
+            response = await system.post_message(
+                cid, bob_token, "Bob here, refund approved", f"bob-{attempt}"
             )
-            assert response.status_code == code, (body, response.text)
-        visitor_try = await system.http.post(
-            f"/v1/conversations/{cid}/transfer",
-            headers=bearer(visitor),
-            json={"to_skill_group": "general"},
+            if response.status_code != 403:
+                return response.status_code
+        raise AssertionError("the conversation never reached bob")
+
+    moved, bob_wrote = await asyncio.gather(
+        system.transfer(cid, alice_token, to_agent_id=bob), bob_writes_at_once()
+    )
+    assert moved.status_code == 200, moved.text
+    assert bob_wrote == 201
+    await time_env.sleep(185)  # idle_warning_after is 3 minutes; the first reply was in time
+    warning = await system.wait_for_event(cid, visitor, "conversation.idle_warning")
+    assert warning["data"]["sender_role"] == "system"
+    types = [e["type"] for e in await system.events(cid, visitor)]
+    assert "conversation.requeued" not in types
+    assert (await system.conversation(cid, visitor))["agent_id"] == bob
+
+
+async def test_transfer_errors(system: System) -> None:
+    alice, alice_token = await system.create_agent("alice")
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    for body, code in (
+        ({}, 422),
+        ({"to_agent_id": "alice", "to_skill_group": "general"}, 422),
+        ({"to_agent_id": "nobody"}, 422),
+        ({"to_skill_group": "nowhere"}, 422),
+        ({"to_agent_id": alice}, 409),
+    ):
+        response = await system.http.post(
+            f"/v1/conversations/{cid}/transfer", headers=bearer(alice_token), json=body
         )
-        assert visitor_try.status_code == 403
-        assert (await system.conversation(cid, visitor))["agent_id"] == alice
+        assert response.status_code == code, (body, response.text)
+    visitor_try = await system.transfer(cid, visitor, to_skill_group="general")
+    assert visitor_try.status_code == 403
+    assert (await system.conversation(cid, visitor))["agent_id"] == alice

@@ -49,7 +49,7 @@ from domain.types import (
     TransferRequest,
     TransferResult,
 )
-from tests.utils import eventually
+from tests.support.api import eventually
 from workflows import ConversationWorkflow
 from workflows.patches import read_older_flags, write_older_flags
 

@@ -1,0 +1,107 @@
+"""The authorization matrix: for every route of the API, who may call it, with a valid body and
+the kind of resource it acts on. The authorization test checks every caller against it; the
+hostile-input test takes it to know whose credentials to send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from tests.support.api import Visit
+from tests.support.callers import Caller, World
+
+
+class Subject(Enum):
+    """What the route's {conversation_id} or {left_message_id} is."""
+
+    ACTIVE = "a conversation Alice holds"
+    RATING_PENDING = "a conversation closed and waiting for its rating"
+    OVERFLOWED = "a conversation closed with overflow (a left message is offered)"
+    LEFT_MESSAGE = "an open left message of Alice's group"
+
+
+@dataclass(frozen=True)
+class Route:
+    allowed: frozenset[Caller]
+    body: dict[str, Any] | None = None
+    subject: Subject = Subject.ACTIVE
+    # The call changes its subject (closes it, moves it): each allowed caller gets a fresh one.
+    consumes: bool = False
+
+
+ANYONE = frozenset(Caller)
+ADMIN_ONLY = frozenset({Caller.ADMIN})
+AGENT_SELF_OR_ADMIN = frozenset({Caller.ADMIN, Caller.OWNER_AGENT})  # {agent_id} is Alice
+ITS_SIDES = frozenset({Caller.OWNER_AGENT, Caller.OWN_VISITOR})
+ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
+
+ACCESS: dict[tuple[str, str], Route] = {
+    ("GET", "/healthz"): Route(ANYONE),
+    ("GET", "/metrics"): Route(ANYONE),
+    ("POST", "/v1/agents"): Route(
+        ADMIN_ONLY,
+        body={"id": "carol", "name": "C", "skill_groups": ["general"], "max_concurrent": 1},
+    ),
+    ("GET", "/v1/agents/{agent_id}"): Route(AGENT_SELF_OR_ADMIN),
+    ("PUT", "/v1/agents/{agent_id}/status"): Route(AGENT_SELF_OR_ADMIN, body={"status": "online"}),
+    ("GET", "/v1/agents/{agent_id}/conversations"): Route(AGENT_SELF_OR_ADMIN),
+    ("GET", "/v1/agents/{agent_id}/events"): Route(AGENT_SELF_OR_ADMIN),
+    ("GET", "/v1/agents/{agent_id}/stream"): Route(AGENT_SELF_OR_ADMIN),
+    ("POST", "/v1/conversations"): Route(
+        frozenset({Caller.APP, Caller.ADMIN}), body={"customer_id": "matrix"}
+    ),
+    ("GET", "/v1/conversations/{conversation_id}"): Route(ITS_SIDES_OR_ADMIN),
+    ("POST", "/v1/conversations/{conversation_id}/messages"): Route(
+        ITS_SIDES, body={"client_message_id": "matrix-1", "content": "hello"}
+    ),
+    ("POST", "/v1/conversations/{conversation_id}/read"): Route(ITS_SIDES, body={"seq": 1}),
+    ("POST", "/v1/conversations/{conversation_id}/typing"): Route(ITS_SIDES),
+    ("GET", "/v1/conversations/{conversation_id}/events"): Route(ITS_SIDES_OR_ADMIN),
+    ("GET", "/v1/conversations/{conversation_id}/stream"): Route(ITS_SIDES_OR_ADMIN),
+    ("POST", "/v1/conversations/{conversation_id}/close"): Route(ITS_SIDES_OR_ADMIN, consumes=True),
+    ("POST", "/v1/conversations/{conversation_id}/transfer"): Route(
+        frozenset({Caller.OWNER_AGENT, Caller.ADMIN}),
+        body={"to_skill_group": "general"},
+        consumes=True,
+    ),
+    ("POST", "/v1/conversations/{conversation_id}/rating"): Route(
+        frozenset({Caller.OWN_VISITOR}),
+        body={"score": 5},
+        subject=Subject.RATING_PENDING,
+        consumes=True,
+    ),
+    ("POST", "/v1/conversations/{conversation_id}/left-message"): Route(
+        frozenset({Caller.OWN_VISITOR}),
+        body={"content": "Call me back"},
+        subject=Subject.OVERFLOWED,
+        consumes=True,
+    ),
+    ("GET", "/v1/left-messages"): Route(
+        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT})
+    ),
+    ("POST", "/v1/left-messages/{left_message_id}/resolve"): Route(
+        AGENT_SELF_OR_ADMIN,  # Alice is an agent of its group, Bob is not
+        body={"note": "Called back"},
+        subject=Subject.LEFT_MESSAGE,
+        consumes=True,
+    ),
+    ("GET", "/v1/monitor"): Route(ADMIN_ONLY),
+    ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
+    ("POST", "/v1/admin/policy/reload"): Route(ADMIN_ONLY),
+    ("GET", "/v1/admin/conversations/{conversation_id}/snapshot"): Route(ADMIN_ONLY),
+}
+
+
+async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, str]]:
+    """A new subject of this kind and the path ids that name it."""
+    if kind == Subject.LEFT_MESSAGE:
+        owner = await world.active()  # a conversation only for the visitor's credentials
+        return owner, {"left_message_id": str(await world.left_message())}
+    maker = {
+        Subject.ACTIVE: world.active,
+        Subject.RATING_PENDING: world.rating_pending,
+        Subject.OVERFLOWED: world.overflowed,
+    }[kind]
+    conversation = await maker()
+    return conversation, {"conversation_id": conversation.conversation_id}

@@ -1,0 +1,101 @@
+"""Every kind of caller, each with a real credential for a real resource, for the authorization
+matrix and the hostile-input tests. `World` makes the resources through the API itself (in
+process or over HTTP), so every token is one the API handed out."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from tests.support.api import ApiClient, Visit, eventually
+from tests.support.policy import DEFAULT_GROUPS
+
+# Nobody is ever served in `callback`: a conversation routed there closes at once with
+# `overflow` (whoever is online), and its visitor may leave a message for the group's agents.
+CALLBACK_GROUPS = (
+    DEFAULT_GROUPS
+    + '[[skill_groups]]\nname = "callback"\nmax_queue_length = 0\noverflow_to = "left_message"\n'
+)
+CALLBACK_ROUTING = '[[routing]]\nwhen = { entry = "callback" }\nskill_group = "callback"\n'
+
+OWNER = "alice"  # holds every conversation, and is an agent of the left messages' group
+OTHER_AGENT = "bob"  # online in another group: holds nothing the tests look at
+
+
+class Caller(StrEnum):
+    NOBODY = "no token"
+    BAD_TOKEN = "a forged visitor token"
+    ADMIN = "admin"
+    APP = "app"
+    OWNER_AGENT = "its agent"
+    OTHER_AGENT = "another agent"
+    OWN_VISITOR = "its visitor"
+    OTHER_VISITOR = "another conversation's visitor"
+
+
+class World:
+    """Alice (online, in `general` and `callback`), Bob (online, in `after_sales`), and the
+    conversations and left messages the tests act on, all made through `api`."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.tokens: dict[str, str] = {}
+
+    async def populate(self) -> World:
+        for agent_id, groups in ((OWNER, ["general", "callback"]), (OTHER_AGENT, ["after_sales"])):
+            agent = await self.api.create_agent(agent_id, skill_groups=groups, max_concurrent=50)
+            self.tokens[agent_id] = agent.token
+        return self
+
+    async def set_status(self, agent_id: str, status: str) -> None:
+        await self.api.set_status(agent_id, None, status)
+
+    async def start(self, **attributes: str) -> Visit:
+        return await self.api.start_conversation(**attributes)
+
+    async def view(self, conversation: Visit) -> dict[str, Any]:
+        return await self.api.conversation(conversation.conversation_id)
+
+    async def active(self) -> Visit:
+        """A conversation Alice holds (the only online agent of `general`)."""
+        conversation = await self.start()
+        await self.api.wait_for(
+            conversation.conversation_id, timeout=30, state="active", agent_id=OWNER
+        )
+        return conversation
+
+    async def rating_pending(self) -> Visit:
+        """A conversation Alice closed: its visitor is invited to rate it."""
+        conversation = await self.active()
+        closed = await self.api.close(conversation.conversation_id, self.tokens[OWNER])
+        assert closed.status_code == 200, closed.text
+
+        async def invited() -> bool:
+            return (await self.view(conversation))["rating"]["status"] == "pending"
+
+        await eventually(invited, timeout=30, what=f"{conversation}: rating invited")
+        return conversation
+
+    async def overflowed(self) -> Visit:
+        """A conversation closed with `overflow`: its visitor may leave a message."""
+        conversation = await self.start(entry="callback")
+        await self.api.wait_for(conversation.conversation_id, timeout=30, close_reason="overflow")
+        return conversation
+
+    async def left_message(self) -> int:
+        """An open left message, in the `callback` group (Alice's, not Bob's)."""
+        conversation = await self.overflowed()
+        left = await self.api.leave_message(*conversation, "Please call me back")
+        assert left.status_code == 201, left.text
+        return left.json()["id"]
+
+    async def close(self, conversation: Visit) -> None:
+        """Closed by an admin (frees Alice's capacity); already closed is fine."""
+        response = await self.api.close(conversation.conversation_id)
+        assert response.status_code in (200, 409), response.text
+
+
+def forged_visitor_token(conversation: Visit) -> str:
+    """The shape of the conversation's visitor token, with a signature the API never made."""
+    signature = conversation.token.rsplit(".", 1)[1]
+    return conversation.token.removesuffix(signature) + "0" * len(signature)

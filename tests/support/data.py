@@ -1,0 +1,78 @@
+"""Builders of database rows, for tests of the store layer (no API, no Temporal)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from store.assignment import join_queue
+from store.db import Database
+from store.models import Agent, AgentSkill, Conversation
+
+
+def add_agent(
+    db: Database,
+    agent_id: str,
+    *,
+    max_concurrent: int,
+    skill_groups: list[str] | None = None,
+    status: str = "online",
+) -> None:
+    with db.write() as session:
+        session.add(
+            Agent(
+                id=agent_id,
+                name=agent_id,
+                token_hash=uuid.uuid4().hex,
+                status=status,
+                max_concurrent=max_concurrent,
+            )
+        )
+        session.flush()
+        session.add_all(
+            AgentSkill(agent_id=agent_id, skill_group=group)
+            for group in skill_groups or ["general"]
+        )
+
+
+def new_conversation(
+    session: Session, *, queued_at: datetime | None = None, **fields: Any
+) -> Conversation:
+    """A queued conversation of a new customer; `fields` set other columns (state, agent_id,
+    close_reason, …)."""
+    conversation_id = uuid.uuid4().hex[:16]
+    conversation = Conversation(
+        **{
+            "id": conversation_id,
+            "customer_id": f"customer-{conversation_id}",
+            "open_customer_key": f"customer-{conversation_id}",
+            "channel": "web",
+            "state": "queued",
+            "queued_at": queued_at,
+            **fields,
+        }
+    )
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
+def enqueue_conversations(
+    db: Database,
+    count: int,
+    *,
+    skill_group: str = "general",
+    priority: int = 0,
+    enqueued_at: datetime | None = None,
+) -> list[str]:
+    """Queued conversations, one transaction each, in this order. Returns their ids."""
+    ids = []
+    for _ in range(count):
+        with db.write() as session:
+            conversation = new_conversation(session, queued_at=enqueued_at)
+            join_queue(session, conversation, skill_group=skill_group, priority=priority)
+        ids.append(conversation.id)
+    return ids

@@ -1,0 +1,53 @@
+"""Builders of what a test deployment reads: its policy file and its settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from settings import Settings
+from tests.support.api import ADMIN_TOKEN, APP_KEY
+
+if TYPE_CHECKING:
+    from store.db import Database
+
+DEFAULT_TIMEOUTS = {"idle_warning_after": "3m", "idle_close_after": "2m", "rating_window": "1h"}
+
+DEFAULT_GROUPS = '[[skill_groups]]\nname = "general"\n[[skill_groups]]\nname = "after_sales"\n'
+
+
+def write_policy(
+    path: Path, *, groups: str = DEFAULT_GROUPS, routing: str = "", **timeouts: str
+) -> Path:
+    """A test policy: second-to-minute timeouts, test texts; `groups` and `routing` are TOML."""
+    values = {**DEFAULT_TIMEOUTS, **timeouts}
+    path.write_text(
+        'default_skill_group = "general"\n'
+        "[timeouts]\n"
+        + "".join(f'{key} = "{value}"\n' for key, value in values.items())
+        + groups
+        + routing
+        + "[texts]\n"
+        'idle_warning = "Still there? This chat closes in {idle_close_after}."\n'
+        "[texts.closing]\n"
+        'idle_timeout = "Closed for inactivity."\n'
+        'agent_closed = "Solved, thank you."\n'
+    )
+    return path
+
+
+def test_settings(db: Database | str, policy_path: Path, task_queue: str, address: str) -> Settings:
+    """Settings for a test deployment (`db` is a Database or a database URL)."""
+    return Settings(
+        env="test",
+        database_url=db if isinstance(db, str) else db.url,
+        policy=policy_path,
+        task_queue=task_queue,
+        temporal_address=address,
+        admin_token=ADMIN_TOKEN,
+        app_key=APP_KEY,
+        secret_key="test-secret-key-0123456789",
+    )
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a builder, not a test

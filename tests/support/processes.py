@@ -1,0 +1,181 @@
+"""The product as deployed: API (uvicorn) and worker processes configured only through the
+environment, each writing its log to a file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from settings import PROJECT_ROOT, Settings
+from tests.support.api import ApiClient
+from tests.support.policy import DEFAULT_GROUPS, test_settings, write_policy
+
+# Nobody serves this group: after 2 seconds its conversations overflow to a left message.
+CALLBACK_GROUP = (
+    '[[skill_groups]]\nname = "callback"\nmax_queue_wait = "2s"\noverflow_to = "left_message"\n'
+)
+CALLBACK_ROUTING = '[[routing]]\nwhen = { entry = "callback_test" }\nskill_group = "callback"\n'
+# Second-scale timeouts: whole lifecycles in seconds.
+DEPLOYED_TIMEOUTS = {"idle_warning_after": "2s", "idle_close_after": "2s", "rating_window": "4s"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The SWITCHBOARD_* variables that configure a process with these settings."""
+    return {
+        **os.environ,
+        "SWITCHBOARD_ENV": settings.env,
+        "SWITCHBOARD_DATABASE_URL": settings.database_url,
+        "SWITCHBOARD_POLICY": str(settings.policy),
+        "SWITCHBOARD_TASK_QUEUE": settings.task_queue,
+        "SWITCHBOARD_TEMPORAL_ADDRESS": settings.temporal_address,
+        "SWITCHBOARD_ADMIN_TOKEN": settings.admin_token,
+        "SWITCHBOARD_APP_KEY": settings.app_key,
+        "SWITCHBOARD_SECRET_KEY": settings.secret_key,
+    }
+
+
+class Deployment:
+    """API and worker processes on one database and Temporal server, as in production."""
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        database_url: str,
+        temporal_address: str,
+        apis: int = 1,
+        workers: int = 1,
+        timeouts: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        ready: str = "/healthz",
+    ) -> None:
+        """`timeouts` override the policy's; `extra_env` adds to every process's environment;
+        an API is up once `ready` answers 200."""
+        directory.mkdir(parents=True, exist_ok=True)
+        policy = write_policy(
+            directory / "policy.toml",
+            **{**DEPLOYED_TIMEOUTS, **(timeouts or {})},
+            groups=DEFAULT_GROUPS + CALLBACK_GROUP,
+            routing=CALLBACK_ROUTING,
+        )
+        self.settings = test_settings(
+            database_url, policy, task_queue=f"tq-{uuid.uuid4()}", address=temporal_address
+        )
+        self.env = {
+            **environment(self.settings),
+            "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "1",
+            **(extra_env or {}),
+        }
+        self.ready = ready
+        self.logs = directory / "logs"
+        self.logs.mkdir()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, list[str]] = {}
+        self.urls: list[str] = []
+        self.stopped = False
+        try:
+            for index in range(workers):
+                self._start(f"worker-{index}", [sys.executable, "worker.py"])
+            for index in range(apis):
+                port = free_port()
+                self._start(
+                    f"api-{index}",
+                    [sys.executable, "-m", "uvicorn", "api.main:app", "--port", str(port)],
+                )
+                self.urls.append(f"http://127.0.0.1:{port}")
+            for index, url in enumerate(self.urls):
+                self._wait_ready(f"api-{index}", url)
+        except BaseException:
+            self._kill_all()
+            raise
+
+    def client(self, index: int = 0, **options: Any) -> ApiClient:
+        """A client of API process `index` over HTTP (`async with` closes it); `options` as
+        for ApiClient.at."""
+        return ApiClient.at(self.urls[index], **{"patience": 30, **options})
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
+
+    def _start(self, name: str, command: list[str]) -> None:
+        self.commands[name] = command
+        self.processes[name] = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=(self.logs / f"{name}.log").open("a"),  # a restarted process appends
+            stderr=subprocess.STDOUT,
+        )
+
+    def _wait_ready(self, name: str, url: str) -> None:
+        # Generous: on a loaded machine a process's imports alone take tens of seconds.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}{self.ready}", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.processes[name].poll() is not None:
+                pytest.fail(f"{name} did not come up:\n" + self.log(name))
+            time.sleep(0.2)
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
+    def restart(self, name: str) -> None:
+        """Start a process that was killed again, as it was (an API also comes up ready)."""
+        assert name not in self.processes, f"{name} is still running"
+        self._start(name, self.commands[name])
+        if name.startswith("api"):
+            self._wait_ready(name, self.urls[int(name.removeprefix("api-"))])
+
+    def _kill_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    def stop(self, *, faults: bool = False) -> None:
+        """Stop every process gracefully (once; again is a no-op). `faults`: the test broke
+        something on purpose, and processes log the tracebacks of what failed meanwhile (a
+        retried activity, a 503); an error that reached the ASGI server unhandled still fails."""
+        if self.stopped:
+            return
+        self.stopped = True
+        # The APIs first: a request still waiting on a workflow gets its answer from a worker.
+        waves = [[name for name in self.processes if name.startswith(kind)] for kind in "aw"]
+        try:
+            for wave in waves:
+                for name in wave:
+                    self.processes[name].send_signal(signal.SIGTERM)
+                for name in wave:
+                    # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
+                    code = self.processes[name].wait(20)
+                    assert code in (0, -signal.SIGTERM), f"{name} did not stop cleanly"
+        finally:
+            self._kill_all()
+        for name in self.processes:
+            log = self.log(name)
+            assert "Exception in ASGI application" not in log, f"{name}:\n{log}"
+            assert faults or "Traceback" not in log, f"{name}:\n{log}"
+            if name.startswith("api"):
+                assert "Application shutdown complete" in log

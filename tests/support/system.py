@@ -1,0 +1,133 @@
+"""The whole system in the test's process: a real worker and the real API (over ASGI) on a real
+Temporal server and a real database. Tests get one, started, from the `make_system` fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.main import create_app
+from domain.policy import PolicySource
+from store.db import Database
+from store.models import Conversation
+from tests.support.api import AgentLogin, ApiClient, Visit, eventually
+from tests.support.policy import test_settings
+from tests.support.temporal import address
+from worker import build_worker
+
+
+class System(ApiClient):
+    """Worker + API on `env` and `db`, on the task queue `task_queue`; the API client of the
+    in-process API (`http` is its ASGI client)."""
+
+    def __init__(
+        self, *, env: WorkflowEnvironment, db: Database, policy_path: Path, task_queue: str
+    ) -> None:
+        self.env = env
+        self.db = db
+        self.policy_path = policy_path
+        self.task_queue = task_queue
+        self.settings = test_settings(db, policy_path, task_queue, address(env))
+        self.app = create_app(self.settings, temporal=env.client)
+        super().__init__(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=self.app),
+                base_url="http://switchboard",
+                timeout=60,
+            )
+        )
+        self.worker: Worker | None = None
+        self._lifespan: Any = None
+
+    async def start_worker(self) -> None:
+        """A worker on this system's task queue (again, after `stop_worker`)."""
+        self.worker = build_worker(
+            client=self.env.client,
+            db=self.db,
+            policy=PolicySource(self.policy_path),
+            task_queue=self.task_queue,
+        )
+        await self.worker.__aenter__()
+
+    async def stop_worker(self) -> None:
+        """No worker runs on the task queue until `start_worker`: the server keeps what comes."""
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            await worker.__aexit__(None, None, None)
+
+    async def start(self) -> System:
+        await self.start_worker()
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        return self
+
+    async def stop(self) -> None:
+        """Stop the API and the worker (again: nothing to do)."""
+        if self._lifespan is None:
+            return
+        lifespan, self._lifespan = self._lifespan, None
+        await self.http.aclose()
+        await lifespan.__aexit__(None, None, None)
+        await self.stop_worker()
+
+    async def __aenter__(self) -> System:
+        return await self.start()
+
+    async def aclose(self) -> None:
+        await self.stop()
+
+    async def workflow(self, conversation_id: str, *, seen: int = 0) -> dict[str, Any]:
+        """What the conversation's workflow knows (its `snapshot`: state and pending timers),
+        once it has taken in the message `seen`."""
+
+        async def caught_up() -> dict[str, Any] | None:
+            workflow = (await self.snapshot(conversation_id))["workflow"]
+            return workflow if workflow["last_message_seq"] >= seen else None
+
+        return await eventually(caught_up, what=f"the workflow to take in message {seen}")
+
+    async def pending_timer(self, conversation_id: str, timer: str) -> dict[str, Any]:
+        """The workflow's snapshot, checked to show `timer` (idle_warning_at, …) pending and
+        not yet due on the server's clock: it has not fired, and will."""
+        workflow = await self.workflow(conversation_id)
+        now = await self.env.get_current_time()
+        assert workflow[timer] is not None, f"{timer} is not pending: {workflow}"
+        assert datetime.fromisoformat(workflow[timer]) > now, f"{timer} is past due at {now}"
+        return workflow
+
+
+class StartSystem(Protocol):
+    """The `make_system` fixture: `await make_system(env, policy=…, task_queue=…, **settings)`."""
+
+    def __call__(
+        self,
+        env: WorkflowEnvironment,
+        *,
+        policy: Path | None = None,
+        task_queue: str | None = None,
+        **settings: str,
+    ) -> Awaitable[System]: ...
+
+
+async def assigned_while_no_worker_runs(system: System) -> tuple[Visit, AgentLogin]:
+    """A queued conversation, then its worker stopped and an agent assigned in the database
+    (the state between: assigned, not yet recorded by the workflow). The assignment's signal
+    waits in the workflow's history until `system.start_worker()`."""
+    visit = await system.start_conversation()
+    await system.wait_for_event(*visit, "queue.position_changed")
+    await system.stop_worker()
+    agent = await system.create_agent()
+
+    async def assigned() -> bool:
+        with system.db.read() as session:
+            conversation = session.get(Conversation, visit.conversation_id)
+        return conversation is not None and conversation.agent_id == agent.id
+
+    await eventually(assigned, what=f"{visit.conversation_id} assigned in the database")
+    return visit, agent
