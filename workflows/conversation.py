@@ -53,7 +53,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.errors import FORBIDDEN, INVALID_STATE
+    from domain.errors import FORBIDDEN, INVALID_INPUT, INVALID_STATE
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
@@ -522,7 +522,7 @@ class ConversationWorkflow:
         if request.by_role == Role.AGENT and request.by_id != flow.agent_id:
             raise ApplicationError("not your conversation", type=FORBIDDEN)
         if (request.to_agent_id is None) == (request.to_skill_group is None):
-            raise ApplicationError("give to_agent_id or to_skill_group", type="InvalidInput")
+            raise ApplicationError("give to_agent_id or to_skill_group", type=INVALID_INPUT)
         if request.to_agent_id is not None and request.to_agent_id == flow.agent_id:
             raise ApplicationError(
                 "the conversation is with that agent already", type=INVALID_STATE
@@ -546,7 +546,7 @@ class ConversationWorkflow:
         if flow.rating_expires_at is not None and workflow.now() >= flow.rating_expires_at:
             raise ApplicationError("the rating window has passed", type=INVALID_STATE)
         if not 1 <= rating.score <= 5:
-            raise ApplicationError("score must be 1 to 5", type="InvalidInput")
+            raise ApplicationError("score must be 1 to 5", type=INVALID_INPUT)
 
     @workflow.query
     def snapshot(self) -> ConversationSnapshot:
