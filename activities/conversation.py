@@ -14,9 +14,10 @@ from typing import TypeVar
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from dispatcher import assign_and_notify
+from domain.errors import NEWER_MESSAGE
 from domain.policy import PolicySource
 from domain.types import (
     AssignmentRecord,
@@ -36,7 +37,7 @@ from domain.types import (
 from store import lifecycle
 from store.db import Database
 from store.events import ConversationNotFound
-from store.lifecycle import ConversationUnassigned
+from store.lifecycle import ConversationUnassigned, NewerMessage
 
 T = TypeVar("T")
 
@@ -57,6 +58,16 @@ class ConversationActivities:
             ) from exc
         except ConversationUnassigned as exc:
             raise ApplicationError(f"conversation {exc} has no agent", non_retryable=True) from exc
+        except NewerMessage as exc:
+            raise ApplicationError(
+                str(exc),
+                exc.message_id,
+                exc.seq,
+                exc.sender_role,
+                type=NEWER_MESSAGE,
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,  # a decision, not a fault: no traceback
+            ) from exc
 
     async def _serve(self, skill_groups: list[str]) -> None:
         """Assign waiting conversations of these groups (a queue grew, or an agent's load
@@ -191,6 +202,7 @@ class ConversationActivities:
                 closed_by=close.closed_by,
                 next_opening=close.next_opening,
                 invite_rating=close.invite_rating,
+                silent_after_seq=close.silent_after_seq,
             )
         )
         await self._serve(outcome.freed_groups)

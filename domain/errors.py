@@ -19,6 +19,10 @@ INVALID_STATE = Rejection.INVALID_STATE.value
 FORBIDDEN = Rejection.FORBIDDEN.value
 INVALID_INPUT = Rejection.INVALID_INPUT.value
 
+# An activity's answer to the workflow, not a refusal to a caller: the idle close was declined
+# because a newer message is stored; its details are that message's MessagePosted fields.
+NEWER_MESSAGE = "NewerMessage"
+
 
 class EngineUnavailable(Exception):
     """Temporal did not take the request, or no worker answered in time: nothing was decided,

@@ -333,6 +333,9 @@ class CloseInput:
     # Invite the visitor to rate it in the same transaction (an agent served it); the activity
     # then answers when the rating window ends (ISO 8601).
     invite_rating: bool = False
+    # A close because nobody wrote after this seq (the idle countdown's agent message): the
+    # activity declines it (NEWER_MESSAGE) if a newer message is stored by then (invariant 8).
+    silent_after_seq: int | None = None
 
 
 @dataclass

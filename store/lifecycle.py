@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from domain.policy import Policy, SkillGroup
 from domain.types import (
@@ -39,13 +39,46 @@ from store.assignment import (
 )
 from store.db import Database
 from store.events import ConversationNotFound, append_event, change_state
-from store.models import Agent, Assignment, Conversation, Event, QueueEntry, QueueSkip, utcnow
+from store.models import (
+    Agent,
+    Assignment,
+    Conversation,
+    Event,
+    Message,
+    QueueEntry,
+    QueueSkip,
+    utcnow,
+)
 
 T = TypeVar("T")
 
 
 class ConversationUnassigned(Exception):
     """An assignment to record, but the conversation has no agent."""
+
+
+class NewerMessage(Exception):
+    """A close because nobody wrote, declined: this message was stored after the silence began
+    (invariant 8: a decision taken because nothing happened checks the stored truth)."""
+
+    def __init__(self, message_id: int, seq: int, sender_role: str) -> None:
+        super().__init__(f"message {seq} came after the silence began: not idle")
+        self.message_id = message_id
+        self.seq = seq
+        self.sender_role = sender_role
+
+
+def _refuse_if_written_since(session: Session, conversation: Conversation, seq: int) -> None:
+    """With the conversation's row locked (a message being stored commits first, or waits and
+    then finds it closed), refuse a close for silence if a newer message is stored."""
+    newer = session.exec(
+        select(Message)
+        .where(Message.conversation_id == conversation.id, col(Message.seq) > seq)
+        .order_by(col(Message.seq).desc())
+        .limit(1)
+    ).first()
+    if newer is not None and newer.id is not None:
+        raise NewerMessage(newer.id, newer.seq, newer.sender_role)
 
 
 @dataclass(frozen=True)
@@ -57,8 +90,8 @@ class Outcome(Generic[T]):
     freed_groups: list[str] = field(default_factory=list)
 
 
-def _conversation(session: Session, conversation_id: str) -> Conversation:
-    conversation = session.get(Conversation, conversation_id)
+def _conversation(session: Session, conversation_id: str, *, lock: bool = False) -> Conversation:
+    conversation = session.get(Conversation, conversation_id, with_for_update=lock)
     if conversation is None:
         raise ConversationNotFound(conversation_id)
     return conversation
@@ -493,10 +526,12 @@ def close_conversation(
     closed_by: str | None = None,
     next_opening: datetime | None = None,
     invite_rating: bool = False,
+    silent_after_seq: int | None = None,
 ) -> Outcome[datetime | None]:
     """Close with the closing message, out of the queue and off the agent's load (a closed one
     keeps its first close). With `invite_rating` and an agent who served it, invite the rating
-    too; the outcome then says when its window ends."""
+    too; the outcome then says when its window ends. `silent_after_seq`: a close because nobody
+    wrote after that message, declined with NewerMessage if someone has since."""
     now = utcnow()
     with db.write() as session:
         entry = _queue_entry(session, conversation_id, lock=True)
@@ -504,8 +539,10 @@ def close_conversation(
         if entry is not None:
             session.delete(entry)
             session.flush()
+        conversation = _conversation(session, conversation_id, lock=True)
+        if conversation.state != ConversationState.CLOSED and silent_after_seq is not None:
+            _refuse_if_written_since(session, conversation, silent_after_seq)
         release_agent(session, conversation_id, now)
-        conversation = _conversation(session, conversation_id)
         if conversation.state != ConversationState.CLOSED:
             conversation.policy_version = policy.version
             conversation.close_reason = reason

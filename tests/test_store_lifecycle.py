@@ -15,6 +15,7 @@ from store import lifecycle
 from store.assignment import dispatch
 from store.db import Database
 from store.events import ConversationNotFound, change_state, events_after
+from store.messages import store_message
 from store.models import Agent, Assignment, Conversation, Event, QueueEntry, QueueSkip, utcnow
 from tests.support.data import add_agent, enqueue_conversations, new_conversation
 
@@ -434,3 +435,36 @@ def test_an_unanswered_rating_invite_expires_once(db: Database) -> None:
         lifecycle.expire_rating(db=db, conversation_id=conversation_id)
     assert _row(db, conversation_id).rating_status == "expired"
     assert len(_events(db, conversation_id, EventType.RATING_EXPIRED)) == 1
+
+
+def test_a_close_for_silence_declines_when_a_newer_message_is_stored(db: Database) -> None:
+    """Invariant 8: the idle close checks, in its own transaction, that nobody wrote since the
+    agent's message its countdown began with; a visitor's reply stored meanwhile declines it."""
+    conversation_id = _served(db, "alice")
+    said = {
+        role: store_message(
+            db,
+            conversation_id=conversation_id,
+            sender_role=role,
+            sender_id=sender,
+            client_message_id=f"{role}-1",
+            type="text",
+            content="hello",
+        ).message
+        for role, sender in (("agent", "alice"), ("visitor", conversation_id))
+    }
+    idle_close = {
+        "db": db,
+        "policy": POLICY,
+        "conversation_id": conversation_id,
+        "reason": "idle_timeout",
+        "closed_by": "idle_countdown",
+    }
+    with pytest.raises(lifecycle.NewerMessage) as declined:
+        lifecycle.close_conversation(**idle_close, silent_after_seq=said["agent"].seq)
+    assert (declined.value.seq, declined.value.sender_role) == (said["visitor"].seq, "visitor")
+    assert _row(db, conversation_id).state == ConversationState.ACTIVE
+    assert _events(db, conversation_id, EventType.CLOSED) == []
+    # Silent since the newest message: it closes.
+    lifecycle.close_conversation(**idle_close, silent_after_seq=said["visitor"].seq)
+    assert _row(db, conversation_id).close_reason == "idle_timeout"

@@ -27,6 +27,8 @@ updates and timers move it on, only thus:
     COUNTING_DOWN, WARNED visitor message                       VISITOR_WROTE_LAST
     COUNTING_DOWN         idle warning timer                    WARNED, the warning pushed
     WARNED                auto-close timer                      CLOSED idle_timeout
+    WARNED                auto-close timer, a newer message     as that message's signal
+                          stored meanwhile (the close declined)
     active *              transfer to an agent                  AWAITING_FIRST_REPLY (the same
                                                                 if the new agent wrote already)
     active *              transfer to a group                   QUEUED | ASSIGNED
@@ -50,10 +52,10 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.errors import FORBIDDEN, INVALID_INPUT, INVALID_STATE
+    from domain.errors import FORBIDDEN, INVALID_INPUT, INVALID_STATE, NEWER_MESSAGE
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
@@ -294,8 +296,26 @@ class ConversationWorkflow:
             case Stage.WARNED:
                 assert countdown.close_at is not None
                 if not await self._sleep_until(countdown.close_at, moved):
-                    flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
-                    await self._close(CloseReason.IDLE_TIMEOUT)
+                    await self._close_idle(countdown)
+
+    async def _close_idle(self, countdown: IdleCountdown) -> None:
+        """WARNED, auto-close timer → CLOSED idle_timeout, unless a message newer than the
+        countdown's was stored by the time the close is written (held up by an outage, say):
+        then take that message in as its signal would, and carry on (invariant 8)."""
+        flow = self.flow
+        flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
+        try:
+            await self._close(
+                CloseReason.IDLE_TIMEOUT, silent_after_seq=countdown.agent_message_seq
+            )
+        except (ActivityError, ApplicationError) as exc:
+            # A local activity's failure comes as it was raised, a regular one's as its cause.
+            failure = exc.cause if isinstance(exc, ActivityError) else exc
+            if not (isinstance(failure, ApplicationError) and failure.type == NEWER_MESSAGE):
+                raise
+            flow.close_request = None
+            message_id, seq, sender_role = failure.details
+            self.message_posted(MessagePosted(message_id, seq, sender_role))
 
     async def _requeue_unanswered(self) -> None:
         """The agent never answered: back to the queue near its head, and not to them again."""
@@ -372,7 +392,13 @@ class ConversationWorkflow:
         # a database outage), so the visitor gets the whole time. (None: an older worker.)
         countdown.close_at = datetime.fromisoformat(told) if isinstance(told, str) else close_at
 
-    async def _close(self, reason: str, next_opening: datetime | None = None) -> None:
+    async def _close(
+        self,
+        reason: str,
+        next_opening: datetime | None = None,
+        *,
+        silent_after_seq: int | None = None,
+    ) -> None:
         flow = self.flow
         request = flow.close_request
         # An agent served it: the rating invite goes out with the closing message (one write).
@@ -385,6 +411,7 @@ class ConversationWorkflow:
                 closed_by=request.by_id if request else None,
                 next_opening=next_opening,
                 invite_rating=invite,
+                silent_after_seq=silent_after_seq,
             ),
             None,
             requested=request is not None and request.by_role != Role.SYSTEM,

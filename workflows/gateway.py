@@ -47,6 +47,8 @@ from workflows.conversation import ConversationWorkflow
 # A signal is one write on the server; an update waits for a worker to validate and carry it out.
 _SIGNAL_TIMEOUT = timedelta(seconds=5)
 _UPDATE_TIMEOUT = timedelta(seconds=30)
+# The longest a client waits for an update with an id (then 503: its retry joins the update).
+_UPDATE_WAIT = timedelta(seconds=30)
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -126,8 +128,15 @@ class ConversationGateway:
     # --- updates: the workflow's validator says yes or no -----------------------------------
 
     async def close(self, conversation_id: str, request: CloseRequest) -> str:
-        """The close reason, once the closing message (and any rating invite) is out."""
-        return await self._update(conversation_id, ConversationWorkflow.close, request)
+        """The close reason, once the closing message (and any rating invite) is out. A caller's
+        close is one update however often it is sent: a retry (its first answer lost, say to a
+        503) joins it, or has its outcome at once, and is never validated again."""
+        return await self._update(
+            conversation_id,
+            ConversationWorkflow.close,
+            request,
+            update_id=f"close:{request.by_role}:{request.by_id}",
+        )
 
     async def transfer(self, conversation_id: str, request: TransferRequest) -> str:
         """The agent or skill group the conversation went to."""
@@ -159,10 +168,22 @@ class ConversationGateway:
         conversation_id: str,
         update: Callable[[ConversationWorkflow, A], Awaitable[R]],
         arg: A,
+        *,
+        update_id: str | None = None,
     ) -> R:
+        """`update_id`: requests with the same id are one update. Such an update answers
+        EngineUnavailable after _UPDATE_WAIT however long its workflow still takes (each call
+        is bounded by `rpc_timeout`; the wait for an outcome is a call repeated); the retry
+        joins it."""
         handle = await self.handle(conversation_id)
+        bound = None if update_id is None else _UPDATE_WAIT.total_seconds()
         try:
-            return await handle.execute_update(update, arg, rpc_timeout=_UPDATE_TIMEOUT)
+            async with asyncio.timeout(bound):
+                return await handle.execute_update(
+                    update, arg, id=update_id, rpc_timeout=_UPDATE_TIMEOUT
+                )
+        except TimeoutError as exc:
+            raise EngineUnavailable("the conversation engine did not answer in time") from exc
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             kind = cause.type if isinstance(cause, ApplicationError) else None

@@ -435,7 +435,7 @@ async def stream_events(
     **operation("conversations", "close"),
     response_model=ConversationPublic,
     summary="Close the conversation (by its visitor, its agent or an admin)",
-    responses=errors({**_ACCESS, 409: "Already closed", **ENGINE_DOWN}),
+    responses=errors({**_ACCESS, 409: "Already closed, by someone else", **ENGINE_DOWN}),
 )
 async def close_conversation(
     conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
@@ -443,8 +443,14 @@ async def close_conversation(
     if principal.role not in (Role.VISITOR, Role.AGENT, Role.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
     # Closed is final and stored by the workflow: answered here, even once the workflow ended.
+    # A caller's close is one close: their retry (its first answer lost, say to a 503) gets
+    # that close's answer; anyone else's is refused.
     if conversation.state == ConversationState.CLOSED:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already closed")
+        if conversation.closed_by != principal.id:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, detail="the conversation is already closed"
+            )
+        return await conversation_view(services.db, conversation.id)
     await services.temporal.close(
         conversation.id, CloseRequest(by_role=principal.role, by_id=principal.id)
     )
