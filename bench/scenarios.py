@@ -34,6 +34,7 @@ from bench.reference import TASK_QUEUE, Free, InboxState
 from bench.report import Figure, ScenarioResult, latency_figures, ms, percentile
 from bench.stack import Stack, memory_kib
 from tests.support.api import AgentLogin, ApiClient, Visit, eventually
+from workflows.gateway import workflow_id
 
 
 @dataclass
@@ -451,7 +452,7 @@ async def _typical_history(
         )
         assert status == 201, status
         await asyncio.sleep(0.2)
-    handle = stack.client.get_workflow_handle(f"conversation-{visit.conversation_id}")
+    handle = stack.client.get_workflow_handle(workflow_id(visit.conversation_id))
     before = len((await handle.fetch_history()).events)
     closing = await api.close(visit.conversation_id, agent.token)
     assert closing.status_code == 200, closing.text
@@ -662,11 +663,13 @@ async def b5_assignment(config: Config) -> ScenarioResult:
 # --- B6 ---------------------------------------------------------------------------------------
 
 
-async def _runs(temporal: Client, workflow_id: str, first_run: str) -> int:
+async def _runs(temporal: Client, conversation_workflow: str, first_run: str) -> int:
     """How many runs the workflow went through from `first_run` (continue-as-new chain)."""
     runs, run_id = 1, first_run
     while True:
-        history = await temporal.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        history = await temporal.get_workflow_handle(
+            conversation_workflow, run_id=run_id
+        ).fetch_history()
         last = history.events[-1]
         if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
             return runs
@@ -692,8 +695,8 @@ async def b6_long_conversation(config: Config) -> ScenarioResult:
         [agent] = await create_agents(api, 1, prefix="b6", max_concurrent=1)
         [visit] = await start_conversations(api, 1, prefix="b6")
         await wait_all_assigned(api, [agent], 1)
-        workflow_id = f"conversation-{visit.conversation_id}"
-        first_run = (await stack.client.get_workflow_handle(workflow_id).describe()).run_id
+        chat_workflow = workflow_id(visit.conversation_id)
+        first_run = (await stack.client.get_workflow_handle(chat_workflow).describe()).run_id
         counter = iter(range(total))
         failures: list[int] = []
 
@@ -716,7 +719,7 @@ async def b6_long_conversation(config: Config) -> ScenarioResult:
         gapless = [e["seq"] for e in events] == list(range(1, len(events) + 1))
         snapshot = (await api.snapshot(visit.conversation_id))["workflow"]
         workflow_saw = snapshot["last_message_seq"] == max(e["seq"] for e in created)
-        runs = await _runs(stack.client, workflow_id, first_run)
+        runs = await _runs(stack.client, chat_workflow, first_run)
 
         inbox = (await start_inboxes(stack.client, 1, prefix="b6-ref"))[0]
         raw_counter = iter(range(total))

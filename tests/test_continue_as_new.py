@@ -5,6 +5,8 @@ from __future__ import annotations
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support.system import StartSystem
+from workflows import ConversationWorkflow
+from workflows.gateway import workflow_id
 
 
 async def test_a_long_conversation_continues_as_new_and_loses_nothing(
@@ -18,16 +20,16 @@ async def test_a_long_conversation_continues_as_new_and_loses_nothing(
     for index in range(60):
         last_seq = await system.say(conversation_id, visitor, f"question {index}")
 
-    handle = env.client.get_workflow_handle(f"conversation-{conversation_id}")
+    handle = env.client.get_workflow_handle(workflow_id(conversation_id))
     # The newest run started from a predecessor: continue-as-new happened.
     start = await handle.fetch_history()
     attributes = start.events[0].workflow_execution_started_event_attributes
     assert attributes.continued_execution_run_id, "never continued as new"
 
     # State carried over: same agent, still active, and the idle countdown still works.
-    snapshot = await handle.query("snapshot")
-    assert snapshot["state"] == "active" and snapshot["agent_id"] == agent_id
-    assert snapshot["last_message_seq"] == last_seq
+    snapshot = await handle.query(ConversationWorkflow.snapshot)
+    assert (snapshot.state, snapshot.agent_id) == ("active", agent_id)
+    assert snapshot.last_message_seq == last_seq
     await system.post_message(conversation_id, agent, "Anything else?")
     warning = await system.wait_for_event(conversation_id, visitor, "conversation.idle_warning")
     assert warning["data"]["after_agent_message_seq"] == last_seq + 1

@@ -8,6 +8,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.support.api import eventually
 from tests.support.system import StartSystem, System
+from workflows.gateway import workflow_id
 
 
 def _closed_today_groups() -> str:
@@ -48,7 +49,7 @@ async def test_out_of_hours_closes_with_the_next_opening_then_opening_queues(
         "none",
     )
     # The workflow is done: no agent, nothing to rate.
-    handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
+    handle = time_env.client.get_workflow_handle(workflow_id(cid))
     assert await handle.result() == "out_of_hours"
 
     midnight = datetime.combine(tomorrow, datetime.min.time(), tzinfo=UTC)

@@ -19,6 +19,7 @@ from tests.support.api import ADMIN, bearer
 from tests.support.data import enqueue_conversations
 from tests.support.policy import test_settings
 from tests.support.system import System
+from workflows.gateway import workflow_id
 
 
 def _stored(db: Database, cid: str) -> list[Message]:
@@ -58,7 +59,7 @@ async def test_a_retry_after_the_conversation_ended_answers_the_original(
     closed = await system.close(cid, visitor)
     assert closed.status_code == 200, closed.text
     # Nobody served it: no rating phase, the workflow completes at once.
-    handle = system.env.client.get_workflow_handle(f"conversation-{cid}")
+    handle = system.env.client.get_workflow_handle(workflow_id(cid))
     assert await handle.result() == "abandoned"
 
     again = await system.post_message(cid, visitor, "Never mind, found it", "bye-1")

@@ -24,6 +24,7 @@ from tests.support.policy import DEFAULT_GROUPS
 from tests.support.processes import free_port
 from tests.support.system import StartSystem, System
 from tests.support.temporal import start_dev_server
+from workflows import ConversationWorkflow
 from workflows.gateway import workflow_id
 
 pytestmark = pytest.mark.e2e
@@ -146,7 +147,7 @@ async def test_summary_details_and_snapshot_tell_where_a_conversation_stands(
 
     async def moved_on() -> ConversationSnapshot | None:
         # The workflow takes the new queue a moment after the activity wrote the event.
-        snapshot = await waiting.query("snapshot", result_type=ConversationSnapshot)
+        snapshot = await waiting.query(ConversationWorkflow.snapshot)
         return snapshot if snapshot.skill_group == "after_sales" else None
 
     snapshot = await eventually(moved_on, what="the workflow to be in after_sales")
@@ -174,7 +175,7 @@ async def test_summary_details_and_snapshot_tell_where_a_conversation_stands(
     ), "customer text in the details"
 
     closed = await client.get_workflow_handle(workflow_id(floor.idle_closed)).query(
-        "snapshot", result_type=ConversationSnapshot
+        ConversationWorkflow.snapshot
     )
     assert (closed.state, closed.close_reason) == ("closed", "idle_timeout")
     assert closed.closed_at is not None and closed.rating_expires_at is not None

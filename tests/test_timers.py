@@ -17,6 +17,7 @@ from store.events import events_after
 from tests.support.api import eventually
 from tests.support.policy import write_policy
 from tests.support.system import StartSystem, System
+from workflows.gateway import workflow_id
 
 WARNING = "conversation.idle_warning"
 
@@ -33,7 +34,7 @@ async def _types(system: System, conversation_id: str, token: str) -> list[str]:
 
 
 def _handle(system: System, conversation_id: str) -> WorkflowHandle:
-    return system.env.client.get_workflow_handle(f"conversation-{conversation_id}")
+    return system.env.client.get_workflow_handle(workflow_id(conversation_id))
 
 
 async def _no_countdown(system: System, conversation_id: str, *, seen: int) -> None:

@@ -9,6 +9,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.types import SA_AGENT, SA_STATE
 from tests.support.api import bearer, eventually
 from tests.support.system import StartSystem, System
+from workflows.gateway import workflow_id
 
 FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
 
@@ -91,7 +92,7 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     assert await _load(system, slow) == 0
     body = await system.conversation(cid, visitor)
     assert (body["state"], body["queue_position"]) == ("queued", 1)
-    handle = time_env.client.get_workflow_handle(f"conversation-{cid}")
+    handle = time_env.client.get_workflow_handle(workflow_id(cid))
 
     async def listed_as_queued() -> bool:
         listed = (await handle.describe()).typed_search_attributes
