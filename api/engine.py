@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ from workflows.conversation import FORBIDDEN, INVALID_STATE
 
 _SIGNAL_TIMEOUT = timedelta(seconds=5)
 _UPDATE_TIMEOUT = timedelta(seconds=30)
+# The longest a client waits for an update with an id (then 503: its retry joins the update).
+_UPDATE_WAIT = timedelta(seconds=30)
 _ENDED = "the conversation has ended"
 
 
@@ -47,14 +50,28 @@ async def signal(temporal: TemporalGateway, conversation_id: str, name: str, arg
 
 
 async def update(
-    temporal: TemporalGateway, conversation_id: str, name: str, arg: Any, result_type: type
+    temporal: TemporalGateway,
+    conversation_id: str,
+    name: str,
+    arg: Any,
+    result_type: type,
+    *,
+    update_id: str | None = None,
 ) -> Any:
-    """Run a validated update; a rejection becomes 409/403/422, an outage 503."""
+    """Run a validated update; a rejection becomes 409/403/422, an outage 503. Requests with
+    the same `update_id` are one update: a retry waits for the first one's outcome, or has
+    it at once (the server keeps it with the workflow's history), and is never validated.
+    Such an update answers 503 after _UPDATE_WAIT however long its workflow still takes:
+    `rpc_timeout` bounds each call, and the wait for an outcome is a call repeated."""
     handle = await conversation_handle(temporal, conversation_id)
+    bound = None if update_id is None else _UPDATE_WAIT.total_seconds()
     try:
-        return await handle.execute_update(
-            name, arg, result_type=result_type, rpc_timeout=_UPDATE_TIMEOUT
-        )
+        async with asyncio.timeout(bound):
+            return await handle.execute_update(
+                name, arg, id=update_id, result_type=result_type, rpc_timeout=_UPDATE_TIMEOUT
+            )
+    except TimeoutError as exc:
+        raise EngineUnavailable("the conversation engine did not answer in time") from exc
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         kind = cause.type if isinstance(cause, ApplicationError) else None

@@ -512,14 +512,16 @@ async def stream_events(
     "/{conversation_id}/close",
     response_model=ConversationPublic,
     summary="Close the conversation (by its visitor, its agent or an admin)",
-    responses=errors({**_ACCESS, 409: "Already closed", **ENGINE_DOWN}),
+    responses=errors({**_ACCESS, 409: "Already closed, by someone else", **ENGINE_DOWN}),
 )
 async def close_conversation(
     conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
 ) -> ConversationPublic:
     if principal.role not in (Role.VISITOR, Role.AGENT, Role.ADMIN):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
-    if conversation.state == ConversationState.CLOSED:
+    # A caller's close is one update, whatever the number of requests: a retry (its first
+    # answer lost, say to a 503) gets that close's answer; anyone else's is refused (409).
+    if conversation.state == ConversationState.CLOSED and conversation.closed_by != principal.id:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already closed")
     await update(
         services.temporal,
@@ -527,6 +529,7 @@ async def close_conversation(
         "close",
         CloseRequest(by_role=principal.role, by_id=principal.id),
         str,
+        update_id=f"close:{principal.role}:{principal.id}",
     )
     return await conversation_view(services.db, conversation.id)
 
