@@ -12,15 +12,16 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.dispatching import assign_and_notify
 from domain.policy import Policy, PolicySource, SkillGroup
 from domain.types import (
     LEFT_MESSAGE_REASONS,
+    NEWER_MESSAGE,
     AssignmentRecord,
     CloseInput,
     ConversationState,
@@ -54,6 +55,7 @@ from store.models import (
     Assignment,
     Conversation,
     Event,
+    Message,
     QueueEntry,
     QueueSkip,
     utcnow,
@@ -100,6 +102,35 @@ def _transfer_result(
         )
     ).first()
     return TransferResult(ok=True, agent_id=conversation.agent_id, handover_seq=assigned or 0)
+
+
+def _refuse_if_written_since(session: Session, conversation_id: str, seq: int) -> None:
+    """Invariant 8 for a close because nobody wrote after `seq`: with the conversation's row
+    locked (a message being stored commits first, or waits and then finds it closed), refuse
+    it if a newer message is stored; the workflow takes that message in and carries on."""
+    state = session.execute(
+        sa.select(col(Conversation.state))
+        .where(col(Conversation.id) == conversation_id)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if state in (None, ConversationState.CLOSED):
+        return  # a retry after it committed, or no such conversation: the close reports it
+    newer = session.exec(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, col(Message.seq) > seq)
+        .order_by(col(Message.seq).desc())
+        .limit(1)
+    ).first()
+    if newer is not None:
+        raise ApplicationError(
+            f"message {newer.seq} came after {seq}: not idle",
+            newer.id,
+            newer.seq,
+            newer.sender_role,
+            type=NEWER_MESSAGE,
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,  # a decision, not a fault: no traceback
+        )
 
 
 def _conversation(session: Session, conversation_id: str) -> Conversation:
@@ -511,6 +542,8 @@ class ConversationActivities:
                     session.delete(entry)
                     session.flush()
                     left_queue.append(entry.skill_group)
+                if close.silent_after_seq is not None:
+                    _refuse_if_written_since(session, close.conversation_id, close.silent_after_seq)
                 release_agent(session, close.conversation_id, now)
                 conversation = _conversation(session, close.conversation_id)
                 text = policy.closing_text(

@@ -78,6 +78,9 @@ LEFT_MESSAGE = "left_message"
 MAX_OVERFLOW_HOPS = 3
 # Closes after which the visitor is offered a left message.
 LEFT_MESSAGE_REASONS = frozenset({"out_of_hours", "overflow"})
+# The error type of an idle close declined because a newer message is stored; its details
+# are that message's MessagePosted fields (message_id, seq, sender_role).
+NEWER_MESSAGE = "NewerMessage"
 
 
 def workflow_id(conversation_id: str) -> str:
@@ -298,6 +301,9 @@ class CloseInput:
     # Invite the visitor to rate it in the same transaction (an agent served it); the activity
     # then answers when the rating window ends (ISO 8601).
     invite_rating: bool = False
+    # A close because nobody wrote after this seq (the idle countdown's agent message): the
+    # activity declines it (NEWER_MESSAGE) if a newer message is stored by then (invariant 8).
+    silent_after_seq: int | None = None
 
 
 @dataclass

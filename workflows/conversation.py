@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
+        NEWER_MESSAGE,
         SA_AGENT,
         SA_CHANNEL,
         SA_CLOSE_REASON,
@@ -256,9 +257,27 @@ class ConversationWorkflow:
                 if await self._sleep_until(countdown.close_at, moved):
                     continue
                 flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
-                await self._close(CloseReason.IDLE_TIMEOUT)
-                return
+                if await self._close_idle(countdown):
+                    return
+                flow.close_request = None
         await self._close(_reason_for(flow.close_request))
+
+    async def _close_idle(self, countdown: IdleCountdown) -> bool:
+        """Close for inactivity, unless a message newer than the countdown's was stored by the
+        time the close is written (held up by an outage, say): then take that message in as
+        its signal would and carry on (invariant 8). True if closed."""
+        try:
+            quiet_since = countdown.agent_message_seq
+            await self._close(CloseReason.IDLE_TIMEOUT, silent_after_seq=quiet_since)
+        except (ActivityError, ApplicationError) as exc:
+            # A local activity's failure comes as it was raised, a regular one's as its cause.
+            failure = exc.cause if isinstance(exc, ActivityError) else exc
+            if not (isinstance(failure, ApplicationError) and failure.type == NEWER_MESSAGE):
+                raise
+            message_id, seq, sender_role = failure.details
+            self.message_posted(MessagePosted(message_id, seq, sender_role))
+            return False
+        return True
 
     async def _requeue_unanswered(self) -> None:
         """The agent never answered: back to the queue near its head, and not to them again."""
@@ -339,7 +358,13 @@ class ConversationWorkflow:
         # a database outage), so the visitor gets the whole time. (None: an older history.)
         countdown.close_at = datetime.fromisoformat(told) if isinstance(told, str) else close_at
 
-    async def _close(self, reason: str, next_opening: datetime | None = None) -> None:
+    async def _close(
+        self,
+        reason: str,
+        next_opening: datetime | None = None,
+        *,
+        silent_after_seq: int | None = None,
+    ) -> None:
         flow = self.flow
         request = flow.close_request
         # An agent served it: the rating invite goes out with the closing message (one write).
@@ -352,6 +377,7 @@ class ConversationWorkflow:
                 closed_by=request.by_id if request else None,
                 next_opening=next_opening,
                 invite_rating=invite,
+                silent_after_seq=silent_after_seq,
             ),
             None,
             requested=request is not None and request.by_role != Role.SYSTEM,
