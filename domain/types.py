@@ -60,6 +60,15 @@ class CloseReason(StrEnum):
     ADMIN_CLOSED = "admin_closed"
 
 
+# The closes a request by each role ends in (a visitor who closes a wait abandons it): how a
+# close sent again is told from someone else's.
+CLOSED_AT_REQUEST_OF: dict[str, frozenset[str]] = {
+    "visitor": frozenset({CloseReason.VISITOR_CLOSED, CloseReason.ABANDONED}),
+    "agent": frozenset({CloseReason.AGENT_CLOSED}),
+    "admin": frozenset({CloseReason.ADMIN_CLOSED}),
+}
+
+
 class RatingStatus(StrEnum):
     NONE = "none"
     PENDING = "pending"

@@ -4,10 +4,12 @@ file-backed dev server killed and restarted under load, the database unreachable
 Everything runs as deployed (tests.support.processes.Deployment: `python worker.py` and uvicorn,
 configured by environment) with second-scale timeouts, driven over HTTP by clients that do
 what the README asks of them: on a 503 (which must carry Retry-After) send the same request
-again, a message with the same client_message_id. After each fault the end state must be
-exact: every conversation closed for the right reason with its closing message and rating
-events, each transcript exactly the acknowledged messages (once each, seqs without gaps), every
-due timer fired, every seat given back, no agent over capacity, nobody assigned twice.
+again, a message with the same client_message_id; a close sent again answers as the first
+would have. After each fault the end state must be exact: every conversation closed for the
+right reason with its closing message and rating events, each transcript exactly the
+acknowledged messages (once each, seqs without gaps), every due timer fired, every seat given
+back, no agent over capacity, nobody assigned twice. The harness waits for conditions, not
+for guessed durations: a loaded machine makes it slower, not flaky.
 """
 
 from __future__ import annotations
@@ -15,27 +17,33 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
+from domain.types import ConversationSnapshot
 from store.db import Database
+from store.messages import store_message
 from store.models import Assignment, Conversation, Event
 from tests.support.api import ADMIN_TOKEN, APP, APP_KEY, bearer
 from tests.support.processes import Deployment
 from tests.support.proxy import TcpProxy
+from tests.support.system import StartSystem
 from tests.support.temporal import DevServer, address
+from workflows import ConversationWorkflow, gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -60,7 +68,8 @@ class Chat:
     agent_id: str | None = None
     acked: list[str] = field(default_factory=list)  # client_message_ids answered 2xx
     refused: list[str] = field(default_factory=list)  # answered 409: the conversation closed
-    rated: bool | None = False  # None: the rating raced its window through an outage
+    rated: bool | None = False  # None: the rating raced its window
+    rating_window_ends: datetime | None = None  # as the close's answer said
 
 
 async def each(
@@ -78,15 +87,37 @@ async def each(
     return [task.result() for task in tasks]
 
 
-async def poll(check: Callable[[], Awaitable[T | None]], *, what: str, timeout: float = 90) -> T:
-    """Like tests.utils.eventually, at a pace that leaves the CPUs to the system under test."""
+async def poll(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    what: str,
+    timeout: float = 90,
+    progress: Callable[[], Awaitable[object]] | None = None,
+) -> T:
+    """Like tests.utils.eventually, at a pace that leaves the CPUs to the system under test.
+    With `progress` (a reading of how far the system has come) the deadline counts from its
+    last change: a loaded machine is slow, a stuck system stands still."""
     deadline = time.monotonic() + timeout
+    reading = await progress() if progress else None
     while True:
         if result := await check():
             return result
+        if progress is not None and (now := await progress()) != reading:
+            reading, deadline = now, time.monotonic() + timeout
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            still = " with nothing written meanwhile" if progress else ""
+            raise AssertionError(f"timed out after {timeout}s{still} waiting for {what}")
         await asyncio.sleep(0.25)
+
+
+async def finished(future: asyncio.Future[T], *, what: str) -> T:
+    """The future's result, once it has one."""
+
+    async def done() -> bool:
+        return future.done()
+
+    await poll(done, what=what)
+    return future.result()
 
 
 async def until_past(moment: datetime) -> None:
@@ -187,22 +218,22 @@ class Clients:
         return response.status_code
 
     async def close(self, chat: Chat) -> None:
-        """The agent or the visitor closes, as planned. A retried close may find its first try
-        went through (409, already closed): then it must have closed it for the same reason."""
+        """The agent or the visitor closes, as planned. A close retried after a 503 answers as
+        the first would have, whether that one went through or not: closed, for this reason."""
         role: Literal["visitor", "agent"] = "agent" if chat.plan == "agent_close" else "visitor"
-        response, unavailable = await self.call(
+        response, _ = await self.call(
             "close", "POST", f"/v1/conversations/{chat.id}/close", self.token(chat, role)
         )
-        if unavailable and response.status_code == 409:
-            response, _ = await self.call(
-                "read", "GET", f"/v1/conversations/{chat.id}", chat.visitor
-            )
         assert response.status_code == 200, response.text
-        assert response.json()["close_reason"] == REASON[chat.plan], response.text
+        body = response.json()
+        assert (body["state"], body["close_reason"]) == ("closed", REASON[chat.plan]), body
+        if ends := body["rating"]["expires_at"]:
+            chat.rating_window_ends = datetime.fromisoformat(ends)
 
     async def rate(self, chat: Chat, *, may_expire: bool = False) -> None:
-        """`may_expire`: an outage may hold the rating past its window (409), or a first try
-        may have got through before its answer was lost (409 on the retry)."""
+        """A 409 is right once the window has passed (a loaded machine answers late).
+        `may_expire`: besides, an outage may hold the rating past its window, or a first try may
+        have got through before its answer was lost (409 on the retry)."""
         response, _ = await self.call(
             "rating",
             "POST",
@@ -210,7 +241,8 @@ class Clients:
             chat.visitor,
             {"score": 4, "resolved": True},
         )
-        if may_expire and response.status_code == 409:
+        late = chat.rating_window_ends is not None and datetime.now(UTC) >= chat.rating_window_ends
+        if response.status_code == 409 and (may_expire or late):
             chat.rated = None
             return
         assert response.status_code == 201 and response.json()["status"] == "rated", response.text
@@ -244,6 +276,16 @@ def _conversations(db: Database, ids: list[str]) -> dict[str, Conversation]:
         return {row.id: row for row in rows}
 
 
+def written(db: Database) -> Callable[[], Awaitable[object]]:
+    """How far the system has come: the newest event in the log (the test's own database)."""
+
+    def newest() -> int | None:
+        with db.read() as session:
+            return session.exec(select(func.max(Event.id))).one()
+
+    return lambda: asyncio.to_thread(newest)
+
+
 async def until_all(
     db: Database,
     chats: list[Chat],
@@ -261,7 +303,12 @@ async def until_all(
         return rows if len(rows) == len(ids) and all(map(done, rows.values())) else None
 
     try:
-        return await poll(check, what=f"{what} ({len(ids)} conversations)", timeout=timeout)
+        return await poll(
+            check,
+            what=f"{what} ({len(ids)} conversations)",
+            timeout=timeout,
+            progress=written(db),
+        )
     except AssertionError as exc:
         behind = Counter(
             (row.state, row.close_reason, row.rating_status)
@@ -366,22 +413,19 @@ def check_assignment_log(db: Database, chats: list[Chat], capacity: dict[str, in
 # --- 1. the worker SIGKILLed ------------------------------------------------------------------
 
 
-async def armed_idle_warnings(clients: Clients, chats: list[Chat]) -> datetime:
-    """Wait until each workflow runs its idle countdown (the snapshot query shows the idle
-    warning timer); when the last of them is due."""
+async def armed_idle_warnings(client: Client, chats: list[Chat]) -> datetime:
+    """Wait until each workflow runs its idle countdown (its snapshot query shows the idle
+    warning timer; asked of Temporal, so it answers while the database is down); when the
+    last of them is due."""
 
     async def due(chat: Chat) -> datetime:
-        async def armed() -> str | None:
-            response, _ = await clients.call(
-                "snapshot",
-                "GET",
-                f"/v1/admin/conversations/{chat.id}/snapshot",
-                ADMIN_TOKEN,
-            )
-            assert response.status_code == 200, response.text
-            return response.json()["workflow"]["idle_warning_at"]
+        handle = client.get_workflow_handle(f"conversation-{chat.id}")
 
-        return datetime.fromisoformat(await poll(armed, what=f"{chat.id}'s idle countdown"))
+        async def armed() -> datetime | None:
+            snapshot = await handle.query("snapshot", result_type=ConversationSnapshot)
+            return snapshot.idle_warning_at
+
+        return await poll(armed, what=f"{chat.id}'s idle countdown")
 
     return max(await each(chats, due))
 
@@ -408,7 +452,7 @@ async def test_a_worker_killed_with_100_active_conversations_loses_nothing(
             # The visitor asks, the agent answers: 100 idle countdowns run.
             await each(chats, lambda chat: clients.say(chat, "visitor", "Where is my parcel?"))
             await each(chats, lambda chat: clients.say(chat, "agent", "It ships tomorrow."))
-            due = await armed_idle_warnings(clients, chats)
+            due = await armed_idle_warnings(dev_env.client, chats)
             deployment.kill("worker-0")
 
             # No worker: the server takes the messages (signals) and the countdowns come due.
@@ -442,10 +486,10 @@ async def test_a_worker_killed_with_100_active_conversations_loses_nothing(
         deployment.stop(faults=True)
 
 
-def _warned(db: Database, ids: list[str]) -> set[str]:
-    """The conversations with an idle warning in their log."""
+def _warned(db: Database, ids: list[str]) -> Counter[str]:
+    """The conversations with an idle warning in their log: how many each."""
     with db.read() as session:
-        return set(
+        return Counter(
             session.exec(
                 select(Event.conversation_id).where(
                     col(Event.conversation_id).in_(ids), Event.type == "conversation.idle_warning"
@@ -515,7 +559,11 @@ async def test_a_dev_server_killed_and_restarted_under_load_loses_nothing(tmp_pa
                         and any(row.rating_status == "pending" for row in rows.values())
                     )
 
-                await poll(busy, what="conversations closing, talking, counting down and queueing")
+                await poll(
+                    busy,
+                    what="conversations closing, talking, counting down and queueing",
+                    progress=written(db),
+                )
                 server.kill()  # (the countdowns and rating windows running come due meanwhile)
                 killed.set()
                 # Clients keep going: posts, starts, closes answer 503 and are retried.
@@ -571,6 +619,26 @@ async def follow(base_url: str, chat: Chat, tailing: asyncio.Event) -> list[dict
                             return seen
 
 
+async def cut_before_idle_warnings(
+    proxy: TcpProxy, clients: Clients, idle: list[Chat], db: Database
+) -> None:
+    """The agents answer the silent ones and the database is cut at once, before any of
+    their idle warnings is due (the log, read directly, shows none went out meanwhile). Where
+    the machine was too slow for that, the database comes back and the agents answer again."""
+    ids = [chat.id for chat in idle]
+
+    async def cut_in_time() -> bool:
+        before = await asyncio.to_thread(_warned, db, ids)
+        await each(idle, lambda chat: clients.say(chat, "agent", "It ships tomorrow."))
+        proxy.cut()
+        if await asyncio.to_thread(_warned, db, ids) == before:
+            return True
+        proxy.restore()
+        return False
+
+    await poll(cut_in_time, what="a database cut before the idle warnings came due")
+
+
 async def activity_retries(client: Client, chats: list[Chat]) -> dict[str, int]:
     """Activities of these conversations that took more than one attempt: name → attempts.
     Local activities say so in their markers, others in their started events."""
@@ -622,8 +690,7 @@ async def test_a_database_outage_answers_503_and_loses_nothing(
             directory=tmp_path,
             database_url=behind_proxy.render_as_string(hide_password=False),
             temporal_address=address(dev_env),
-            # The idle close after the warning outlasts a client's retry once the database is
-            # back (the warning, held up by the outage, goes out then).
+            # The idle warnings come due in the outage, the idle closes after it.
             timeouts={"idle_warning_after": "2s", "idle_close_after": "5s", "rating_window": "4s"},
         )
         background: list[asyncio.Future[Any]] = []
@@ -633,17 +700,22 @@ async def test_a_database_outage_answers_503_and_loses_nothing(
                 await clients.add_agents(3, capacity=4)
                 chats = await each((PLANS[n % 3] for n in range(12)), clients.start)
                 await until_active(postgres_db, chats)
+                # The others' agents stay silent until they close: no countdown of theirs runs,
+                # so none can come due in the outage and race their visitors' retried posts.
                 await each(chats, lambda chat: clients.say(chat, "visitor", "Where is my parcel?"))
-                await each(chats, lambda chat: clients.say(chat, "agent", "It ships tomorrow."))
-                due = await armed_idle_warnings(clients, chats)
                 idle = [chat for chat in chats if chat.plan == "idle"]
                 answering = [chat for chat in chats if chat.plan != "idle"]
                 tailing = asyncio.Event()
                 watched = asyncio.ensure_future(follow(deployment.urls[0], answering[0], tailing))
                 background.append(watched)
-                await asyncio.wait_for(tailing.wait(), timeout=30)  # held through the outage
 
-                proxy.cut()
+                async def shown() -> bool:
+                    return tailing.is_set()
+
+                await poll(shown, what="the stream to show its first event")  # held throughout
+
+                await cut_before_idle_warnings(proxy, clients, idle, postgres_db)
+                due = await armed_idle_warnings(dev_env.client, idle)
                 # Posts answer 503 (nothing stored) and their clients retry until it is back.
                 posts = asyncio.gather(
                     *(clients.say(chat, "visitor", "Still there?") for chat in answering)
@@ -673,7 +745,7 @@ async def test_a_database_outage_answers_503_and_loses_nothing(
                     return clients.unavailable["message"] >= len(answering)
 
                 await poll(every_post_refused, what="every post answered 503")
-                await until_past(due)  # the idle warnings came due: their activities fail...
+                await until_past(due)  # every idle warning came due: their activities fail...
 
                 async def warnings_failing() -> bool:
                     return failed_attempts(deployment, "send_idle_warning") > 0
@@ -681,11 +753,11 @@ async def test_a_database_outage_answers_503_and_loses_nothing(
                 await poll(warnings_failing, what="an activity failing while the database is down")
                 proxy.restore()  # ...and succeed on a retry once it is back
 
-                await asyncio.wait_for(posts, timeout=60)
+                await finished(posts, what="the posts retried through the outage")
                 await until_idle_closed(postgres_db, idle)
                 await clients.close_all(answering)
                 await check_end_state(clients, chats, postgres_db)
-                seen = await asyncio.wait_for(watched, timeout=60)
+                seen = await finished(watched, what="the stream to show the rating settle")
                 logged = await clients.events(answering[0])
                 assert [e["seq"] for e in seen] == [e["seq"] for e in logged], "gap or repeat"
             retried = await activity_retries(dev_env.client, idle)
@@ -702,3 +774,129 @@ async def _stream_status(http: httpx.AsyncClient, chat: Chat) -> httpx.Response:
         "GET", f"/v1/conversations/{chat.id}/stream", headers=bearer(chat.visitor)
     ) as response:
         return response
+
+
+# --- 4. what the clients rely on: a close sent again, an idle close held up --------------------
+
+
+async def test_a_close_sent_again_answers_as_the_first_did(
+    dev_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    """A caller's close is one close however often it is sent: again while the first is under
+    way (its answer lost to a 503, say) or once it is done, even after the workflow has ended,
+    it answers as the first did. Anyone else's close is refused, whoever shares the closer's
+    id: here an agent whose id is the admin's closes, and the admin may not pass for them."""
+    system = await make_system(dev_env, rating_window="1s")
+    _, agent = await system.create_agent("admin")
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active", timeout=60)
+
+    async def close(headers: dict[str, str], expected: int) -> None:
+        response = await system.http.post(f"/v1/conversations/{cid}/close", headers=headers)
+        assert response.status_code == expected, response.text
+        if expected == 200:
+            body = response.json()
+            assert (body["state"], body["close_reason"]) == ("closed", "agent_closed"), body
+
+    async def answers_as_the_first() -> None:
+        await close(bearer(agent), 200)
+        await close(bearer(ADMIN_TOKEN), 409)
+        await close(bearer(visitor), 409)
+
+    await asyncio.gather(close(bearer(agent), 200), close(bearer(agent), 200))
+    await answers_as_the_first()  # in its rating phase
+    # The rating window closes unrated and the workflow ends; its history keeps the answer.
+    ended = dev_env.client.get_workflow_handle(gateway.workflow_id(cid)).result()
+    assert await finished(asyncio.ensure_future(ended), what="the workflow's end") == (
+        "agent_closed"
+    )
+    await answers_as_the_first()
+    events = await system.events(cid, visitor)
+    assert [event["type"] for event in events].count("conversation.closed") == 1
+
+
+async def test_a_close_held_up_answers_503_in_time_and_its_retry_joins_it(
+    dev_env: WorkflowEnvironment, make_system: StartSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close whose workflow is held up (its activity waits for the conversation's row, which
+    the test holds) answers 503 in time rather than whenever the workflow gets to it; the
+    client's retry joins that same close and gets its answer once it is done."""
+    monkeypatch.setattr(gateway, "_UPDATE_WAIT", timedelta(seconds=1))
+    system = await make_system(dev_env)
+    _, agent = await system.create_agent("alice")
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active", timeout=60)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_row() -> None:
+        with system.db.write() as session:
+            row = select(Conversation).where(Conversation.id == cid).with_for_update()
+            session.exec(row).one()
+            held.set()
+            release.wait(60)  # an unbounded close would answer only after this
+
+    holder = asyncio.ensure_future(asyncio.to_thread(hold_the_row))
+    close = f"/v1/conversations/{cid}/close"
+    try:
+
+        async def holding() -> bool:
+            return held.is_set()
+
+        await poll(holding, what="the test to hold the conversation's row")
+        slow = await system.http.post(close, headers=bearer(agent))
+        assert slow.status_code == 503, slow.text
+        assert slow.headers["retry-after"].isdigit(), slow.headers
+    finally:
+        release.set()
+        await holder
+    retried = await system.http.post(close, headers=bearer(agent))
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["close_reason"] == "agent_closed", retried.text
+    events = await system.events(cid, visitor)
+    assert [event["type"] for event in events].count("conversation.closed") == 1
+
+
+async def test_an_idle_close_held_up_past_a_newer_message_is_declined(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    """Invariant 8 for the idle close, as a database outage plays it: the close comes due, but
+    by the time it is written the visitor's answer is stored (its signal still on its way, as
+    while the API retries it). The close finds it in its own transaction and declines; the
+    workflow takes the message in and the conversation goes on until the agent closes it."""
+    system = await make_system(time_env)
+    _, agent = await system.create_agent("alice")
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active", timeout=60)
+    assert (await system.post_message(cid, agent, "It ships tomorrow.")).status_code == 201
+    handle = time_env.client.get_workflow_handle(gateway.workflow_id(cid))
+
+    async def snapshot() -> ConversationSnapshot:
+        return await handle.query(ConversationWorkflow.snapshot)
+
+    async def armed() -> datetime | None:
+        return (await snapshot()).idle_warning_at
+
+    await poll(armed, what="the idle countdown")
+    answer = await asyncio.to_thread(
+        store_message,
+        system.db,
+        conversation_id=cid,
+        sender_role="visitor",
+        sender_id=f"visitor:{cid}",
+        client_message_id="answer-during-outage",
+        type="text",
+        content="Thank you!",
+    )
+    await time_env.sleep(600)  # the warning (3 min) and the close (2 min later) come due
+
+    async def decided() -> ConversationSnapshot | None:
+        now = await snapshot()
+        taken_in = now.last_message_seq == answer.message.seq
+        return now if taken_in or now.state == "closed" else None
+
+    decision = await poll(decided, what="the idle close's decision")
+    assert (decision.state, decision.idle_close_at) == ("active", None), decision
+    assert "conversation.closed" not in [e["type"] for e in await system.events(cid, visitor)]
+    closed = await system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(agent))
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["close_reason"] == "agent_closed", closed.text

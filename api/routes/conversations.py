@@ -48,6 +48,7 @@ from api.streams import (
 )
 from domain.errors import ConversationEnded
 from domain.types import (
+    CLOSED_AT_REQUEST_OF,
     CloseRequest,
     ConversationFlow,
     ConversationState,
@@ -446,7 +447,8 @@ async def close_conversation(
     # A caller's close is one close: their retry (its first answer lost, say to a 503) gets
     # that close's answer; anyone else's is refused.
     if conversation.state == ConversationState.CLOSED:
-        if conversation.closed_by != principal.id:
+        closes = CLOSED_AT_REQUEST_OF.get(principal.role, frozenset())
+        if conversation.closed_by != principal.id or conversation.close_reason not in closes:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, detail="the conversation is already closed"
             )
