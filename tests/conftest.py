@@ -180,7 +180,8 @@ async def system(time_env: WorkflowEnvironment, make_system: StartSystem) -> Sys
 @pytest.fixture
 def deploy(dev_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     """`deployment = deploy(database_url, apis=2, …)`: API and worker processes on the shared
-    dev server (see Deployment for the options); stopped after the test, their logs checked."""
+    dev server (see Deployment for the options); stopped after the test, their logs checked.
+    Request the database's fixture before this one: the processes must stop before it goes."""
     started: list[Deployment] = []
 
     def start(database_url: str, **options: Any) -> Deployment:

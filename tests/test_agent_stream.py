@@ -178,7 +178,7 @@ async def test_the_feed_shows_assignments_transfers_in_and_out_and_the_conversat
 
 @pytest.mark.e2e
 async def test_both_streams_carry_the_conversation_live_and_the_agent_stream_resumes(
-    deploy: Callable[..., Deployment], db: Database
+    db: Database, deploy: Callable[..., Deployment]
 ) -> None:
     async with deploy(db.url).client() as api:
         hana = await api.create_agent("hana", max_concurrent=2, online=False)

@@ -79,7 +79,7 @@ def _status_class(status: int) -> str:
 
 
 @pytest.fixture
-async def world(deploy: Callable[..., Deployment], empty_db: Database) -> AsyncIterator[World]:
+async def world(empty_db: Database, deploy: Callable[..., Deployment]) -> AsyncIterator[World]:
     deployment = deploy(empty_db.url)
     # The policy is read again when its file changes: ours has the `callback` group.
     write_policy(deployment.settings.policy, groups=CALLBACK_GROUPS, routing=CALLBACK_ROUTING)

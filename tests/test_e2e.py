@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-async def api(deploy: Callable[..., Deployment], empty_db: Database) -> AsyncIterator[ApiClient]:
+async def api(empty_db: Database, deploy: Callable[..., Deployment]) -> AsyncIterator[ApiClient]:
     """One worker and one API process on a new SQLite or PostgreSQL database (they migrate it)."""
     async with deploy(empty_db.url).client() as client:
         yield client
@@ -164,7 +164,7 @@ async def test_a_stream_replays_then_delivers_live_and_resumes_without_gaps(
 
 
 async def test_a_stream_resumed_after_1000_missed_events_replays_them_in_order(
-    deploy: Callable[..., Deployment], empty_db: Database
+    empty_db: Database, deploy: Callable[..., Deployment]
 ) -> None:
     # A thousand messages in seconds from one visitor: far over the default rate limit.
     deployment = deploy(empty_db.url, extra_env={"SWITCHBOARD_MAX_MESSAGES_PER_MINUTE": "1000"})
@@ -184,7 +184,7 @@ async def test_a_stream_resumed_after_1000_missed_events_replays_them_in_order(
 
 
 async def test_an_api_that_stops_ends_its_streams_cleanly(
-    deploy: Callable[..., Deployment], empty_db: Database
+    empty_db: Database, deploy: Callable[..., Deployment]
 ) -> None:
     deployment = deploy(empty_db.url)
     async with deployment.client() as api:

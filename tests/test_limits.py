@@ -69,7 +69,7 @@ def test_the_window_is_the_last_minute_and_a_retry_is_never_limited(db: Database
 
 @pytest.fixture
 async def two_apis(
-    deploy: Callable[..., Deployment], empty_db: Database
+    empty_db: Database, deploy: Callable[..., Deployment]
 ) -> AsyncIterator[tuple[World, ApiClient]]:
     """Two API processes and a worker on one database: the world is made through the first,
     the second is the other client."""
@@ -111,7 +111,7 @@ async def test_messages_per_minute_per_sender_across_api_processes(
 
 
 @pytest.fixture
-async def one_api(deploy: Callable[..., Deployment], tmp_path: Path) -> AsyncIterator[World]:
+async def one_api(tmp_path: Path, deploy: Callable[..., Deployment]) -> AsyncIterator[World]:
     """The stream slots live in the API process: one database is enough (SQLite)."""
     async with deploy(f"sqlite:///{tmp_path / 'switchboard.db'}").client() as api:
         yield await World(api).populate()

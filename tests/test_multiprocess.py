@@ -27,7 +27,7 @@ OpenStream = Callable[..., AbstractAsyncContextManager[EventStream]]
 
 
 @pytest.fixture
-def two_of_each(deploy: Callable[..., Deployment], postgres_db: Database) -> Deployment:
+def two_of_each(postgres_db: Database, deploy: Callable[..., Deployment]) -> Deployment:
     return deploy(postgres_db.url, apis=2, workers=2)
 
 

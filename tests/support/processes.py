@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ class Deployment:
                 self.urls.append(f"http://127.0.0.1:{port}")
             for index, url in enumerate(self.urls):
                 self._wait_ready(f"api-{index}", url)
+            for index in range(workers):
+                self._wait_polling(f"worker-{index}")
         except BaseException:
             self._kill_all()
             raise
@@ -124,14 +127,23 @@ class Deployment:
         )
 
     def _wait_ready(self, name: str, url: str) -> None:
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}{self.ready}", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self._wait_until_up(name, ready)
+
+    def _wait_polling(self, name: str) -> None:
+        """Until the worker says it polls its task queue (a test's first conversation would
+        otherwise wait out the worker's start on a loaded machine)."""
+        self._wait_until_up(name, lambda: "worker polling task queue" in self.log(name))
+
+    def _wait_until_up(self, name: str, up: Callable[[], bool]) -> None:
         # Generous: on a loaded machine a process's imports alone take tens of seconds.
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}{self.ready}", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+        while not up():
             if time.monotonic() > deadline or self.processes[name].poll() is not None:
                 pytest.fail(f"{name} did not come up:\n" + self.log(name))
             time.sleep(0.2)
@@ -169,7 +181,7 @@ class Deployment:
                     self.processes[name].send_signal(signal.SIGTERM)
                 for name in wave:
                     # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully.
-                    code = self.processes[name].wait(20)
+                    code = self.processes[name].wait(60)  # (a loaded machine is slow)
                     assert code in (0, -signal.SIGTERM), f"{name} did not stop cleanly"
         finally:
             self._kill_all()
