@@ -22,6 +22,10 @@ DEV_SECRET_KEY = "dev-secret-key-change-me"
 LogFormat = Literal["json", "console"]
 
 
+# Read by `make run`'s launcher alone (a deployment starts its processes itself).
+LAUNCHER_ONLY = frozenset({"api_host", "api_port", "ui_port", "temporal_db"})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
 
