@@ -521,6 +521,43 @@ def _transfer_result(
     )
 
 
+# What moves a conversation on after a transfer: a transfer that one of these follows is past.
+_HANDOVERS = (EventType.TRANSFERRED, EventType.ASSIGNED, EventType.REQUEUED, EventType.CLOSED)
+
+
+def transfer_took_effect(
+    *,
+    db: Database,
+    conversation_id: str,
+    by_id: str,
+    to_agent_id: str | None,
+    to_skill_group: str | None,
+) -> bool:
+    """Whether this caller's transfer to this agent or group is the last thing that moved the
+    conversation: a retry of a transfer that happened (its first answer lost) is answered as
+    that transfer was, not refused by a conversation that is no longer theirs."""
+    with db.read() as session:
+        last = session.exec(
+            select(Event)
+            .where(
+                Event.conversation_id == conversation_id,
+                col(Event.type).in_(_HANDOVERS),
+                # A transfer to an agent writes their assignment with it, under its own key.
+                sa.not_(sa.func.coalesce(col(Event.dedupe_key), "").like("transfer:%:assigned")),
+            )
+            .order_by(col(Event.seq).desc())
+            .limit(1)
+        ).first()
+    if last is None or last.type != EventType.TRANSFERRED:
+        return False
+    data = last.data
+    return (data.get("by"), data.get("to_agent_id"), data.get("to_skill_group")) == (
+        by_id,
+        to_agent_id,
+        to_skill_group,
+    )
+
+
 def conversation_agent(*, db: Database, conversation_id: str) -> str | None:
     """The agent the conversation is assigned to now, if any."""
     with db.read() as session:

@@ -28,6 +28,14 @@ async def test_transfer_to_an_agent_within_capacity(system: System) -> None:
     assert moved.status_code == 200, moved.text
     assert moved.json()["agent_id"] == bob
     assert (await _load(system, alice), await _load(system, bob)) == (0, 1)
+    # Alice's transfer sent again (its answer lost): answered as it was, not refused because
+    # the conversation is Bob's now; nothing moves twice.
+    again = await system.transfer(cid, alice_token, to_agent_id=bob, note="Needs a refund approval")
+    assert (again.status_code, again.json()["agent_id"]) == (200, bob)
+    assert (await _load(system, alice), await _load(system, bob)) == (0, 1)
+    # Any other transfer of hers is refused: it is not her conversation.
+    elsewhere = await system.transfer(cid, alice_token, to_skill_group="general")
+    assert elsewhere.status_code == 403, elsewhere.text
     event = await system.wait_for_event(cid, visitor, "conversation.transferred")
     assert event["data"]["from_agent_id"] == alice and event["data"]["to_agent_id"] == bob
     assert event["data"]["note"] == "Needs a refund approval"
@@ -64,6 +72,12 @@ async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(system: System
     assert moved.status_code == 200, moved.text
     assert (moved.json()["state"], moved.json()["skill_group"]) == ("queued", "after_sales")
     assert moved.json()["queue_position"] == 1  # it queued first: its enqueue time is earlier
+    again = await system.transfer(
+        cid, alice_token, to_skill_group="after_sales", note="Return request"
+    )
+    assert (again.status_code, again.json()["queue_position"]) == (200, 1)
+    transfers = [e for e in await system.events(cid) if e["type"] == "conversation.transferred"]
+    assert len(transfers) == 1
     assert (await system.conversation(later, later_visitor))["queue_position"] == 2
     assert await _load(system, alice) == 0
 

@@ -138,12 +138,26 @@ class ConversationGateway:
             update_id=f"close:{request.by_role}:{request.by_id}",
         )
 
-    async def transfer(self, conversation_id: str, request: TransferRequest) -> str:
-        """The agent or skill group the conversation went to."""
-        return await self._update(conversation_id, ConversationWorkflow.transfer, request)
+    async def transfer(
+        self, conversation_id: str, request: TransferRequest, *, assignment: str
+    ) -> str:
+        """The agent or skill group the conversation went to. `assignment` names the assignment
+        it is transferred out of (its time): the same caller's same transfer out of it is one
+        update, however often sent."""
+        target = request.to_agent_id or f"group:{request.to_skill_group}"
+        return await self._update(
+            conversation_id,
+            ConversationWorkflow.transfer,
+            request,
+            update_id=f"transfer:{request.by_role}:{request.by_id}:{target}:{assignment}",
+        )
 
     async def submit_rating(self, conversation_id: str, rating: RatingSubmission) -> str:
-        return await self._update(conversation_id, ConversationWorkflow.submit_rating, rating)
+        """A conversation is rated once: every rating sent is that one update (a second,
+        different one gets the first's answer; the caller compares what was stored)."""
+        return await self._update(
+            conversation_id, ConversationWorkflow.submit_rating, rating, update_id="rating"
+        )
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -169,16 +183,15 @@ class ConversationGateway:
         update: Callable[[ConversationWorkflow, A], Awaitable[R]],
         arg: A,
         *,
-        update_id: str | None = None,
+        update_id: str,
     ) -> R:
-        """`update_id`: requests with the same id are one update. Such an update answers
-        EngineUnavailable after _UPDATE_WAIT however long its workflow still takes (each call
-        is bounded by `rpc_timeout`; the wait for an outcome is a call repeated); the retry
-        joins it."""
+        """Requests with the same `update_id` are one update (within the workflow's run): a
+        retry joins it, or has its outcome at once. The caller waits at most _UPDATE_WAIT
+        however long the workflow still takes (then EngineUnavailable: each call is bounded by
+        `rpc_timeout`, and the wait for an outcome is a call repeated)."""
         handle = await self.handle(conversation_id)
-        bound = None if update_id is None else _UPDATE_WAIT.total_seconds()
         try:
-            async with asyncio.timeout(bound):
+            async with asyncio.timeout(_UPDATE_WAIT.total_seconds()):
                 return await handle.execute_update(
                     update, arg, id=update_id, rpc_timeout=_UPDATE_TIMEOUT
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -69,6 +69,7 @@ from store.conversations import (
 )
 from store.db import Database, notify
 from store.events import ConversationNotFound
+from store.lifecycle import transfer_took_effect
 from store.messages import (
     ConversationClosed,
     ConversationNotActive,
@@ -76,7 +77,7 @@ from store.messages import (
     RateLimited,
     store_message,
 )
-from store.models import Message, utcnow
+from store.models import Conversation, Message, utcnow
 
 NOT_ACTIVE = "the conversation is not active"
 
@@ -476,10 +477,23 @@ async def close_conversation(
 )
 async def transfer_conversation(
     body: TransferCreate,
-    conversation: ConversationOfCaller,
+    conversation: Annotated[Conversation, Depends(load_conversation)],
     principal: CurrentPrincipal,
     services: ServicesDep,
 ) -> ConversationPublic:
+    # The caller's transfer, sent again after it took effect (its answer lost): answered as it
+    # was, though the conversation is no longer theirs.
+    if await run_in_threadpool(
+        lambda: transfer_took_effect(
+            db=services.db,
+            conversation_id=conversation.id,
+            by_id=principal.id,
+            to_agent_id=body.to_agent_id,
+            to_skill_group=body.to_skill_group,
+        )
+    ):
+        return await conversation_view(services.db, conversation.id)
+    await conversation_of_caller(principal, conversation)
     # The workflow's validator does no I/O: the policy's groups and the agents are checked here.
     if body.to_skill_group is not None and (
         body.to_skill_group not in services.policy.current().skill_group_names
@@ -505,6 +519,7 @@ async def transfer_conversation(
             to_skill_group=body.to_skill_group,
             note=body.note,
         ),
+        assignment=(conversation.assigned_at or conversation.created_at).isoformat(),
     )
     return await conversation_view(services.db, conversation.id)
 
@@ -524,12 +539,28 @@ async def rate_conversation(
     body: RatingCreate, conversation: ConversationOfCaller, services: ServicesDep
 ) -> RatingPublic:
     # Rated, expired or never invited: the workflow may have ended, so the stored copy answers.
+    # This rating sent again (its first answer lost) is answered as it was; another is refused.
     if conversation.rating_status == RatingStatus.RATED:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
+        return _as_rated(body, conversation)
     if conversation.rating_status != RatingStatus.PENDING:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="no rating invite is pending")
     await services.temporal.submit_rating(
         conversation.id,
         RatingSubmission(score=body.score, resolved=body.resolved, comment=body.comment),
     )
-    return (await conversation_view(services.db, conversation.id)).rating
+    # Every rating of a conversation is one update: one sent at the same time as another may
+    # have been answered with the other's outcome.
+    rated = await load_conversation(services, conversation.id)
+    return _as_rated(body, rated)
+
+
+def _as_rated(body: RatingCreate, conversation: Conversation) -> RatingPublic:
+    """The stored rating, if it is this one."""
+    stored = (conversation.rating_score, conversation.rating_resolved, conversation.rating_comment)
+    if conversation.rating_status != RatingStatus.RATED or stored != (
+        body.score,
+        body.resolved,
+        body.comment,
+    ):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
+    return conversation_public(ConversationView(conversation)).rating
