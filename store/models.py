@@ -90,6 +90,9 @@ class Conversation(SQLModel, table=True):
     rating_comment: str | None = None
     # Last event seq handed out: incremented in the same transaction that writes the event.
     last_seq: int = 0
+    # The newest message seq its workflow is known to have been told of (written after the
+    # signals, in batches): the reconciler tells it of anything newer.
+    signalled_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # Read receipts: the highest seq each side has seen.
     visitor_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     agent_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

@@ -24,10 +24,11 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import ConversationEnded, EngineUnavailable, UpdateRejected
+from domain.policy import Policy
 from domain.types import (
     SA_CHANNEL,
     SA_STATE,
@@ -42,6 +43,7 @@ from domain.types import (
     TransferRequest,
 )
 from settings import Settings
+from store.models import Conversation
 from workflows.conversation import ConversationWorkflow
 
 # A signal is one write on the server; an update waits for a worker to validate and carry it out.
@@ -92,18 +94,26 @@ class ConversationGateway:
             ConversationWorkflow.run, workflow_id(conversation_id)
         )
 
-    async def start(self, flow: ConversationFlow, *, task_queue: str, skill_group: str) -> None:
-        """Start the conversation's workflow, or find it started: a retry after a failed start,
-        or a customer's open conversation asked for again, starts it once. `skill_group` is the
-        one the policy sends it to, for the Temporal UI's list (the workflow routes it)."""
+    async def start(self, conversation: Conversation, *, policy: Policy, task_queue: str) -> bool:
+        """Start the conversation's workflow, or find it running: a retry after a failed start,
+        a customer's open conversation asked for again, or the reconciler's repair of a start
+        that failed after the row was written, starts it once. True if this call started it."""
         client = await self.client()
+        flow = ConversationFlow(
+            conversation_id=conversation.id,
+            customer_id=conversation.customer_id,
+            channel=conversation.channel,
+            tier=conversation.tier,
+        )
+        # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
+        skill_group = policy.route(conversation.visitor_context()).skill_group
         try:
             await client.start_workflow(
                 ConversationWorkflow.run,
                 flow,
                 id=workflow_id(flow.conversation_id),
                 task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(SA_STATE, ConversationState.QUEUED.value),
@@ -112,8 +122,11 @@ class ConversationGateway:
                 ),
                 static_summary=" · ".join([flow.channel, skill_group, flow.tier or "standard"]),
             )
+        except WorkflowAlreadyStartedError:
+            return False
         except RPCError as exc:
             raise EngineUnavailable() from exc
+        return True
 
     # --- signals: they return once the Temporal server has accepted them --------------------
 

@@ -50,7 +50,6 @@ from domain.errors import ConversationEnded
 from domain.types import (
     CLOSED_AT_REQUEST_OF,
     CloseRequest,
-    ConversationFlow,
     ConversationState,
     MessagePosted,
     RatingStatus,
@@ -157,17 +156,9 @@ async def start_conversation(
         order_id=body.order_id,
     )
     conversation, created = opened.conversation, opened.created
-    # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
-    expected = services.policy.current().route(conversation.visitor_context())
+    # If this fails (503), the reconciler starts it; so does the customer's retry.
     await services.temporal.start(
-        ConversationFlow(
-            conversation_id=conversation.id,
-            customer_id=conversation.customer_id,
-            channel=conversation.channel,
-            tier=conversation.tier,
-        ),
-        task_queue=services.settings.task_queue,
-        skill_group=expected.skill_group,
+        conversation, policy=services.policy.current(), task_queue=services.settings.task_queue
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -283,6 +274,7 @@ async def post_message(
     # Stored first, then the workflow is told; only then is the message acknowledged (2xx).
     # A repeat is told again (an earlier try may have stored it and then failed to signal):
     # the workflow ignores a seq it has seen.
+    # If that fails (503) and the client never sends it again, the reconciler tells it.
     try:
         await services.temporal.post_message(
             conversation_id,
@@ -293,6 +285,8 @@ async def post_message(
             raise
         # Stored while the conversation was open, and its workflow has finished since: the
         # message is in the transcript, so the repeat answers what the first try did.
+    else:
+        services.signalled.add(conversation_id, message.seq)
     return Response(
         _message_public(message).model_dump_json(),
         status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK,
