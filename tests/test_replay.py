@@ -175,10 +175,9 @@ async def unanswered_then_requeued(system: System, skip: Skip) -> str:
     await system.create_agent(max_concurrent=1)
     cid, visitor = await system.start_conversation()
     await system.wait_for_state(cid, visitor, "active")
-    second_id, second = await system.create_agent(max_concurrent=1, online=False)
+    second_id, second = await system.create_agent(max_concurrent=1)
     await skip(130)  # the first reply was due after 2 minutes
     await system.wait_for_event(cid, visitor, "conversation.requeued")
-    await system.set_status(second_id, second, "online")
     assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == second_id
     await system.post_message(cid, second, "Sorry for the wait!")
     await _post(system, f"/v1/conversations/{cid}/close", second, {})

@@ -260,7 +260,8 @@ def test_an_unanswered_conversation_is_requeued_once_and_not_to_that_agent(db: D
     requeued = _events(db, conversation_id, EventType.REQUEUED)
     assert [event.data for event in requeued] == [{"agent_id": "alice", "reason": "no_first_reply"}]
     assert _states(db, conversation_id)[1:] == [{"state": "queued", "skill_group": "general"}]
-    assert dispatch(db, ["general"]) == []  # alice is not given it again
+    add_agent(db, "bob", max_concurrent=1, active_count=1)  # online, full for now
+    assert dispatch(db, ["general"]) == []  # alice is not given it again: it waits for bob
 
 
 def _transfer(db: Database, conversation_id: str, **to: str) -> lifecycle.Outcome[TransferResult]:

@@ -82,7 +82,11 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
     cid, visitor = await system.start_conversation()
     assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
-    fast, fast_token = await system.create_agent("fast", max_concurrent=1, online=False)
+    # Fast is online, busy with another visitor (and answers them in time).
+    fast, fast_token = await system.create_agent("fast", max_concurrent=1)
+    other, other_visitor = await system.start_conversation()
+    assert (await system.wait_for_state(other, other_visitor, "active"))["agent_id"] == fast
+    await system.say(other, fast_token, "Hello, how can I help?")
 
     await time_env.sleep(100)
     assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == slow
@@ -90,6 +94,7 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
     assert requeued["data"] == {"agent_id": slow, "reason": "no_first_reply"}
     assert await _load(system, slow) == 0
+    # Slow has room, but fast is online to serve it: it waits for fast, at the head.
     body = await system.conversation(cid, visitor)
     assert (body["state"], body["queue_position"]) == ("queued", 1)
     handle = time_env.client.get_workflow_handle(workflow_id(cid))
@@ -100,7 +105,7 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
 
     await eventually(listed_as_queued, what="queued with no AgentId in the search attributes")
 
-    await system.set_status(fast, fast_token, "online")
+    assert (await system.close(other, fast_token)).status_code == 200
     body = await system.wait_for_state(cid, visitor, "active")
     assert body["agent_id"] == fast  # not back to the slow one, though both have room
 
@@ -111,6 +116,41 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     replied = await system.say(cid, fast_token, "Sorry for the wait!")
     workflow = await system.workflow(cid, seen=replied)  # in time: no first-reply deadline
     assert (workflow["agent_id"], workflow["first_reply_due_at"]) == (fast, None)
+
+
+async def test_the_groups_only_agent_online_gets_back_what_they_left_unanswered(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
+    slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
+    cid, visitor = await system.start_conversation()
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
+    _away, _away_token = await system.create_agent("away", max_concurrent=1, online=False)
+    await time_env.sleep(130)
+    await system.wait_for_event(cid, visitor, "conversation.requeued")
+    # Nobody else is online to serve it: back to slow rather than waiting for no one.
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
+    types = [e["type"] for e in await system.events(cid, visitor)]
+    assert types.count("conversation.assigned") == 2
+
+
+async def test_a_skip_lapses_when_the_other_agent_online_leaves(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
+    slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
+    cid, visitor = await system.start_conversation()
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
+    busy, busy_token = await system.create_agent("busy", max_concurrent=1)
+    other, other_visitor = await system.start_conversation()
+    assert (await system.wait_for_state(other, other_visitor, "active"))["agent_id"] == busy
+    await system.say(other, busy_token, "Hello, how can I help?")
+    await time_env.sleep(130)
+    await system.wait_for_event(cid, visitor, "conversation.requeued")
+    assert (await system.conversation(cid, visitor))["state"] == "queued"  # waits for busy
+
+    await system.set_status(busy, busy_token, "offline")  # the end of busy's shift
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
 
 
 async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(
