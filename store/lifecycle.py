@@ -430,6 +430,8 @@ def _hand_over(
         result = TransferResult(
             ok=True, placement=_leave_agent_for_queue(session, conversation, group, now)
         )
+        if from_agent is not None:  # not straight back to who handed it on, if others serve
+            session.merge(QueueSkip(conversation_id=conversation.id, agent_id=from_agent))
     append_event(
         session,
         conversation_id=conversation.id,

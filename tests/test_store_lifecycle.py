@@ -302,6 +302,35 @@ def test_a_transfer_to_a_group_queues_once_with_the_original_time(db: Database) 
     assert len(_events(db, conversation_id, EventType.TRANSFERRED)) == 1
 
 
+def test_a_transfer_to_a_group_is_not_served_straight_back_to_who_handed_it_on(
+    db: Database,
+) -> None:
+    conversation_id = _served(db, "alice")  # her only seat: free again once she hands it on
+    add_agent(db, "bob", max_concurrent=1, active_count=1)  # online, full for now
+    for _attempt in range(2):
+        _transfer(db, conversation_id, to_skill_group="general")
+    with db.read() as session:
+        assert session.get(QueueSkip, (conversation_id, "alice")) is not None
+    assert dispatch(db, ["general"]) == []  # not back to alice while bob could serve it
+    with db.write() as session:  # bob's other conversation ends
+        bob = session.get(Agent, "bob")
+        assert bob is not None
+        bob.active_count = 0
+        session.add(bob)
+    made = dispatch(db, ["general"])
+    assert [(m.conversation_id, m.agent_id) for m in made] == [(conversation_id, "bob")]
+
+
+def test_a_transfer_to_a_group_nobody_else_serves_goes_back_to_who_handed_it_on(
+    db: Database,
+) -> None:
+    conversation_id = _served(db, "alice")
+    add_agent(db, "bob", max_concurrent=1, status="away")
+    _transfer(db, conversation_id, to_skill_group="general")
+    made = dispatch(db, ["general"])  # never stranded: alice is the only one online
+    assert [(m.conversation_id, m.agent_id) for m in made] == [(conversation_id, "alice")]
+
+
 @pytest.mark.parametrize(
     ("to", "reason"),
     [

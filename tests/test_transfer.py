@@ -75,6 +75,33 @@ async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(system: System
     assert (await system.post_message(cid, carol_token, "Carol here")).status_code == 201
 
 
+async def test_a_transfer_to_a_group_goes_to_another_agent_not_back_to_who_handed_it_on(
+    system: System,
+) -> None:
+    alice, alice_token = await system.create_agent("alice", max_concurrent=1)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    bob, bob_token = await system.create_agent("bob", max_concurrent=2)
+    other, other_visitor = await system.start_conversation()
+    assert (await system.wait_for_state(other, other_visitor, "active"))["agent_id"] == bob
+
+    moved = await system.transfer(cid, alice_token, to_skill_group="general", note="Shift ends")
+    assert moved.status_code == 200, moved.text
+    # Alice is the least loaded once she hands it on, but she handed it on: bob takes it.
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == bob
+    assert (await _load(system, alice), await _load(system, bob)) == (0, 2)
+
+    # With nobody else online it goes back to the agent who handed it on, never to no one.
+    await system.set_status(bob, bob_token, "offline")
+    alone, alone_visitor = await system.start_conversation()
+    await system.wait_for_state(alone, alone_visitor, "active")
+    moved = await system.transfer(alone, alice_token, to_skill_group="general")
+    assert moved.status_code == 200, moved.text
+    assert (await system.wait_for_state(alone, alone_visitor, "active"))["agent_id"] == alice
+    types = [e["type"] for e in await system.events(alone, alone_visitor)]
+    assert types.count("conversation.assigned") == 2
+
+
 async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
