@@ -345,6 +345,10 @@ class CloseInput:
     # A close because nobody wrote after this seq (the idle countdown's agent message): the
     # activity declines it (NEWER_MESSAGE) if a newer message is stored by then (invariant 8).
     silent_after_seq: int | None = None
+    # An overflow close: the group it overflows from into a left message, and that hop's number
+    # (its conversation.overflowed event is written with the close).
+    overflowed_from: str | None = None
+    overflow_hop: int = 0
 
 
 @dataclass

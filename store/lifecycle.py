@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from domain.policy import Policy, SkillGroup
 from domain.types import (
+    LEFT_MESSAGE,
     LEFT_MESSAGE_REASONS,
     ConversationState,
     EventType,
@@ -240,15 +241,17 @@ def _join_group(
         )
     if current is not None and current.skill_group == group.name:
         return _placed(group, current)  # a retry after it committed
+    lock_queue(session, group.name)
+    if hop > 0:  # the hop happened, whether this group takes it or passes it on
+        origin = from_group or (current.skill_group if current is not None else None)
+        _overflowed(session, conversation.id, from_group=origin, to=group.name, hop=hop)
     if group.hours is not None and not group.hours.is_open(at):
         return _refused(group, "closed")
-    lock_queue(session, group.name)
     waiting = session.exec(
         select(sa.func.count()).select_from(QueueEntry).where(QueueEntry.skill_group == group.name)
     ).one()
     if group.max_queue_length is not None and waiting >= group.max_queue_length:
         return _refused(group, "full")
-    origin = current.skill_group if current is not None else from_group
     if current is not None:
         session.delete(current)
         session.flush()
@@ -264,15 +267,21 @@ def _join_group(
             dedupe_key="state:queued",
             skill_group=group.name,
         )
-    else:
-        append_event(
-            session,
-            conversation_id=conversation.id,
-            type=EventType.OVERFLOWED,
-            data={"from": origin, "to": group.name, "hop": hop},
-            dedupe_key=f"overflow:{hop}",
-        )
     return _placed(group, entry)
+
+
+def _overflowed(
+    session: Session, conversation_id: str, *, from_group: str | None, to: str, hop: int
+) -> None:
+    """The `hop`-th overflow: to a group (which may take it or pass it on) or to a left
+    message. Once each (a retry finds it written)."""
+    append_event(
+        session,
+        conversation_id=conversation_id,
+        type=EventType.OVERFLOWED,
+        data={"from": from_group, "to": to, "hop": hop},
+        dedupe_key=f"overflow:{hop}",
+    )
 
 
 def record_assignment(*, db: Database, conversation_id: str, round: int) -> None:
@@ -529,11 +538,15 @@ def close_conversation(
     next_opening: datetime | None = None,
     invite_rating: bool = False,
     silent_after_seq: int | None = None,
+    overflowed_from: str | None = None,
+    overflow_hop: int = 0,
 ) -> Outcome[datetime | None]:
     """Close with the closing message, out of the queue and off the agent's load (a closed one
     keeps its first close). With `invite_rating` and an agent who served it, invite the rating
     too; the outcome then says when its window ends. `silent_after_seq`: a close because nobody
-    wrote after that message, declined with NewerMessage if someone has since."""
+    wrote after that message, declined with NewerMessage if someone has since.
+    `overflowed_from`: the group it overflows from into a left message, its `overflow_hop`-th
+    hop (written with the close)."""
     now = utcnow()
     with db.write() as session:
         entry = _queue_entry(session, conversation_id, lock=True)
@@ -546,6 +559,14 @@ def close_conversation(
             _refuse_if_written_since(session, conversation, silent_after_seq)
         release_agent(session, conversation_id, now)
         if conversation.state != ConversationState.CLOSED:
+            if overflowed_from is not None:
+                _overflowed(
+                    session,
+                    conversation_id,
+                    from_group=overflowed_from,
+                    to=LEFT_MESSAGE,
+                    hop=overflow_hop,
+                )
             conversation.policy_version = policy.version
             conversation.close_reason = reason
             conversation.closed_by = closed_by

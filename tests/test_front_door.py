@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
+from domain.types import SA_OVERFLOW_HOPS
 from tests.support.api import eventually
 from tests.support.system import StartSystem, System
 from workflows.gateway import workflow_id
@@ -196,11 +197,15 @@ async def test_at_most_three_overflow_hops(
 ) -> None:
     system = await make_system(time_env, groups=_chain(5, full=3))
     cid, visitor = await system.start_conversation(channel="app")
-    body = await system.wait_for_state(cid, visitor, "queued")
-    hop = await system.wait_for_event(cid, visitor, "conversation.overflowed")
-    assert hop["data"] == {"from": "g2", "to": "g3", "hop": 3}
-    body = await system.conversation(cid, visitor)
-    assert body["skill_group"] == "g3"  # three hops: g0 → g1 → g2 → g3
+    # Three hops, g0 → g1 → g2 → g3, and it waits in g3 (the third hop's event with it).
+    body = await system.wait_for(cid, visitor, skill_group="g3")
+    assert body["state"] == "queued"
+    hops = [e for e in await system.events(cid, visitor) if e["type"] == "conversation.overflowed"]
+    assert [e["data"] for e in hops] == [  # each hop is told, also into a group that refused
+        {"from": "g0", "to": "g1", "hop": 1},
+        {"from": "g1", "to": "g2", "hop": 2},
+        {"from": "g2", "to": "g3", "hop": 3},
+    ]
 
     await system.stop()  # the next one reads the policy file written for it
     system = await make_system(time_env, groups=_chain(5, full=4))
@@ -208,7 +213,31 @@ async def test_at_most_three_overflow_hops(
     closed = await system.wait_for_event(cid, visitor, "conversation.closed")
     assert closed["data"]["close_reason"] == "overflow"  # g4 is never tried
     hops = [e for e in await system.events(cid, visitor) if e["type"] == "conversation.overflowed"]
-    assert hops == []  # refused everywhere: it never sat in any queue
+    assert [(e["data"]["to"], e["data"]["hop"]) for e in hops] == [
+        ("g1", 1),
+        ("g2", 2),
+        ("g3", 3),
+        ("left_message", 4),  # refused everywhere: the last hop is into a left message
+    ]
+    handle = time_env.client.get_workflow_handle(workflow_id(cid))
+
+    async def four_hops_listed() -> bool:
+        return (await handle.describe()).typed_search_attributes.get(SA_OVERFLOW_HOPS) == 4
+
+    await eventually(four_hops_listed, what="OverflowHops = 4, one for each overflowed event")
+
+
+async def test_a_group_full_on_arrival_overflows_to_a_left_message_with_its_hop(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    groups = '[[skill_groups]]\nname = "general"\nmax_queue_length = 0\n'
+    system = await make_system(time_env, groups=groups)
+    cid, visitor = await system.start_conversation()
+    closed = await system.wait_for_event(cid, visitor, "conversation.closed")
+    assert (closed["data"]["close_reason"], closed["data"]["left_message"]) == ("overflow", True)
+    hop = await system.wait_for_event(cid, visitor, "conversation.overflowed")
+    assert hop["data"] == {"from": "general", "to": "left_message", "hop": 1}
+    assert hop["seq"] < closed["seq"]
 
 
 async def test_waiting_visitors_hear_their_place_and_estimated_wait(system: System) -> None:

@@ -208,6 +208,63 @@ def test_a_full_or_closed_group_refuses_and_stores_nothing(db: Database) -> None
     assert _states(db, conversation_id) == []
 
 
+def test_every_hop_has_its_event_once_into_a_full_or_closed_group_or_a_left_message(
+    db: Database,
+) -> None:
+    enqueue_conversations(db, 1, skill_group="after_sales")  # after_sales is full
+    conversation_id = _created(db)
+    _enter(db, conversation_id, "general")
+    for _attempt in range(2):
+        full = _enter(db, conversation_id, "after_sales", hop=1, from_group="general")
+        closed = _enter(db, conversation_id, "night", hop=2, from_group="after_sales")
+    assert (full.refused_because, closed.refused_because) == ("full", "closed")
+    entry = _waiting(db, conversation_id)
+    assert entry is not None and entry.skill_group == "general"  # it waits where it was
+    for _attempt in range(2):
+        lifecycle.close_conversation(
+            db=db,
+            policy=POLICY,
+            conversation_id=conversation_id,
+            reason="overflow",
+            overflowed_from="night",
+            overflow_hop=3,
+        )
+    overflows = _events(db, conversation_id, EventType.OVERFLOWED)
+    assert [event.data for event in overflows] == [
+        {"from": "general", "to": "after_sales", "hop": 1},
+        {"from": "after_sales", "to": "night", "hop": 2},
+        {"from": "night", "to": "left_message", "hop": 3},
+    ]
+    with db.read() as session:
+        after = events_after(
+            session, conversation_id=conversation_id, after_seq=overflows[-1].seq - 1, limit=10
+        )
+    assert [event.type for event in after] == [
+        EventType.OVERFLOWED,
+        EventType.STATE_CHANGED,
+        EventType.CLOSED,
+    ]
+    assert _row(db, conversation_id).close_reason == "overflow"
+    assert _waiting(db, conversation_id) is None
+
+
+def test_an_overflow_close_after_another_close_writes_no_hop(db: Database) -> None:
+    [conversation_id] = enqueue_conversations(db, 1)
+    lifecycle.close_conversation(
+        db=db, policy=POLICY, conversation_id=conversation_id, reason="abandoned"
+    )
+    lifecycle.close_conversation(
+        db=db,
+        policy=POLICY,
+        conversation_id=conversation_id,
+        reason="overflow",
+        overflowed_from="general",
+        overflow_hop=1,
+    )
+    assert _events(db, conversation_id, EventType.OVERFLOWED) == []
+    assert _row(db, conversation_id).close_reason == "abandoned"
+
+
 def test_an_overflow_declines_when_an_agent_took_the_conversation_meanwhile(db: Database) -> None:
     add_agent(db, "alice", max_concurrent=1)
     [conversation_id] = enqueue_conversations(db, 1)

@@ -235,8 +235,10 @@ async def test_a_queue_wait_overflows_along_the_chain_to_a_left_message(
         assert waiting.overflow_at is not None and entered[1].at >= waiting.overflow_at
         [closed] = stubs.args("close_conversation")
         assert (closed.reason, closed.invite_rating) == ("overflow", False)
+        # The hop into the left message is the second: its event is written with the close.
+        assert (closed.overflowed_from, closed.overflow_hop) == ("after_sales", 2)
         ended = await handle.query(ConversationWorkflow.snapshot)
-        assert (ended.state, ended.overflow_hops, ended.rating_status) == ("closed", 1, "none")
+        assert (ended.state, ended.overflow_hops, ended.rating_status) == ("closed", 2, "none")
         assert not stubs.args("expire_rating") and not stubs.args("invite_rating")
 
 

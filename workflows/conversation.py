@@ -208,7 +208,7 @@ class ConversationWorkflow:
                 self._placed(placement)
                 return
             if not self._may_overflow_to(placement.overflow_to):
-                await self._close(CloseReason.OVERFLOW)
+                await self._close(CloseReason.OVERFLOW, overflowed_from=skill_group)
                 return
             flow.overflow_hops += 1
             assert placement.overflow_to is not None
@@ -228,7 +228,7 @@ class ConversationWorkflow:
 
     async def _overflow(self, target: str | None) -> None:
         if not self._may_overflow_to(target):
-            await self._close(CloseReason.OVERFLOW)
+            await self._close(CloseReason.OVERFLOW, overflowed_from=self.flow.skill_group)
             return
         assert target is not None
         self.flow.overflow_hops += 1
@@ -398,9 +398,13 @@ class ConversationWorkflow:
         next_opening: datetime | None = None,
         *,
         silent_after_seq: int | None = None,
+        overflowed_from: str | None = None,
     ) -> None:
+        """`overflowed_from`: an overflow into a left message from this group, a hop too."""
         flow = self.flow
         request = flow.close_request
+        if overflowed_from is not None:
+            flow.overflow_hops += 1
         # An agent served it: the rating invite goes out with the closing message (one write).
         invite = flow.agent_id is not None and workflow.patched(LOCAL_ACTIVITIES)
         rating_expires_at = await self._activity(
@@ -412,6 +416,8 @@ class ConversationWorkflow:
                 next_opening=next_opening,
                 invite_rating=invite,
                 silent_after_seq=silent_after_seq,
+                overflowed_from=overflowed_from,
+                overflow_hop=flow.overflow_hops if overflowed_from is not None else 0,
             ),
             None,
             requested=request is not None and request.by_role != Role.SYSTEM,
