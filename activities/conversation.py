@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from dispatcher import assign_and_notify
-from domain.errors import NEWER_MESSAGE
+from domain.errors import NEWER_MESSAGE, SERVED_MEANWHILE
 from domain.policy import PolicySource
 from domain.types import (
     AssignmentRecord,
@@ -37,7 +37,7 @@ from domain.types import (
 from store import lifecycle
 from store.db import Database
 from store.events import ConversationNotFound
-from store.lifecycle import ConversationUnassigned, NewerMessage
+from store.lifecycle import ConversationUnassigned, NewerMessage, ServedMeanwhile
 
 T = TypeVar("T")
 
@@ -58,6 +58,14 @@ class ConversationActivities:
             ) from exc
         except ConversationUnassigned as exc:
             raise ApplicationError(f"conversation {exc} has no agent", non_retryable=True) from exc
+        except ServedMeanwhile as exc:
+            raise ApplicationError(
+                str(exc),
+                exc.agent_id,
+                type=SERVED_MEANWHILE,
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from exc
         except NewerMessage as exc:
             raise ApplicationError(
                 str(exc),
@@ -205,6 +213,7 @@ class ConversationActivities:
                 silent_after_seq=close.silent_after_seq,
                 overflowed_from=close.overflowed_from,
                 overflow_hop=close.overflow_hop,
+                unless_served=close.unless_served,
             )
         )
         await self._serve(outcome.freed_groups)

@@ -22,6 +22,9 @@ INVALID_INPUT = Rejection.INVALID_INPUT.value
 # An activity's answer to the workflow, not a refusal to a caller: the idle close was declined
 # because a newer message is stored; its details are that message's MessagePosted fields.
 NEWER_MESSAGE = "NewerMessage"
+# Likewise: the close at the group's closing was declined because an agent took the conversation
+# meanwhile; its details are that agent's id.
+SERVED_MEANWHILE = "ServedMeanwhile"
 
 
 class EngineUnavailable(Exception):

@@ -58,6 +58,15 @@ class ConversationUnassigned(Exception):
     """An assignment to record, but the conversation has no agent."""
 
 
+class ServedMeanwhile(Exception):
+    """A close because the queue wait ended, declined: an agent took the conversation first
+    (invariant 8 again: the decision checks the stored truth)."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"agent {agent_id} took the conversation first: not closed")
+        self.agent_id = agent_id
+
+
 class NewerMessage(Exception):
     """A close because nobody wrote, declined: this message was stored after the silence began
     (invariant 8: a decision taken because nothing happened checks the stored truth)."""
@@ -105,9 +114,11 @@ def _group(policy: Policy, name: str | None) -> SkillGroup:
     return policy.group(policy.default_skill_group)
 
 
-def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
+def _placed(group: SkillGroup, entry: QueueEntry, at: datetime | None = None) -> QueuePlacement:
+    """The placement in `group`, its service hours seen from `at` (now if not given)."""
     wait = group.max_queue_wait
     first_reply = group.agent_first_reply_timeout
+    closes_at = group.hours.next_closing(at or utcnow()) if group.hours else None
     return QueuePlacement(
         skill_group=group.name,
         accepted=True,
@@ -115,6 +126,9 @@ def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
         overflow_to=group.overflow_to,
         max_queue_wait_s=wait.total_seconds() if wait else None,
         first_reply_timeout_s=first_reply.total_seconds() if first_reply else None,
+        closes_at=closes_at,
+        on_closing=group.on_closing,
+        next_opening=group.hours.next_opening(closes_at) if group.hours and closes_at else None,
     )
 
 
@@ -240,7 +254,7 @@ def _join_group(
             agent_id=conversation.agent_id,
         )
     if current is not None and current.skill_group == group.name:
-        return _placed(group, current)  # a retry after it committed
+        return _placed(group, current, at)  # a retry after it committed
     lock_queue(session, group.name)
     if hop > 0:  # the hop happened, whether this group takes it or passes it on
         origin = from_group or (current.skill_group if current is not None else None)
@@ -267,7 +281,7 @@ def _join_group(
             dedupe_key="state:queued",
             skill_group=group.name,
         )
-    return _placed(group, entry)
+    return _placed(group, entry, at)
 
 
 def _overflowed(
@@ -321,7 +335,7 @@ def _leave_agent_for_queue(
     entry = join_queue(
         session, conversation, skill_group=group.name, priority=conversation.priority
     )
-    return _placed(group, entry)
+    return _placed(group, entry, now)
 
 
 def requeue_unanswered(
@@ -540,13 +554,15 @@ def close_conversation(
     silent_after_seq: int | None = None,
     overflowed_from: str | None = None,
     overflow_hop: int = 0,
+    unless_served: bool = False,
 ) -> Outcome[datetime | None]:
     """Close with the closing message, out of the queue and off the agent's load (a closed one
     keeps its first close). With `invite_rating` and an agent who served it, invite the rating
     too; the outcome then says when its window ends. `silent_after_seq`: a close because nobody
     wrote after that message, declined with NewerMessage if someone has since.
     `overflowed_from`: the group it overflows from into a left message, its `overflow_hop`-th
-    hop (written with the close)."""
+    hop (written with the close). `unless_served`: a close because the queue wait ended,
+    declined with ServedMeanwhile if an agent has taken the conversation."""
     now = utcnow()
     with db.write() as session:
         entry = _queue_entry(session, conversation_id, lock=True)
@@ -557,6 +573,9 @@ def close_conversation(
         conversation = _conversation(session, conversation_id, lock=True)
         if conversation.state != ConversationState.CLOSED and silent_after_seq is not None:
             _refuse_if_written_since(session, conversation, silent_after_seq)
+        if conversation.state != ConversationState.CLOSED and unless_served:
+            if conversation.agent_id is not None:
+                raise ServedMeanwhile(conversation.agent_id)
         release_agent(session, conversation_id, now)
         if conversation.state != ConversationState.CLOSED:
             if overflowed_from is not None:

@@ -8,6 +8,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.types import SA_OVERFLOW_HOPS
 from tests.support.api import eventually
+from tests.support.policy import CLOSING_AT_23_59, the_next_closing
 from tests.support.system import StartSystem, System
 from workflows.gateway import workflow_id
 
@@ -58,6 +59,47 @@ async def test_out_of_hours_closes_with_the_next_opening_then_opening_queues(
     again, visitor_again = await system.start_conversation("customer-1")
     assert again != cid
     assert (await system.wait_for_state(again, visitor_again, "active"))["agent_id"] == "alice"
+
+
+CLOSING_GROUPS = (
+    '[[skill_groups]]\nname = "general"\n'  # keeps those waiting (the default)
+    + CLOSING_AT_23_59
+    + '[[skill_groups]]\nname = "after_sales"\nmax_queue_wait = "25h"\n'
+    + 'overflow_to = "general"\non_closing = "close"\n'
+    + CLOSING_AT_23_59
+    + '[[routing]]\nwhen = { has_order = true }\nskill_group = "after_sales"\n'
+)
+
+
+async def test_at_its_closing_a_group_closes_its_queue_out_of_hours_or_keeps_it(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    system = await make_system(time_env, groups=CLOSING_GROUPS)
+    closing = await the_next_closing(time_env)
+    kept, kept_visitor = await system.start_conversation()
+    closed_one, visitor = await system.start_conversation(order_id="o-1")
+    for cid, token in ((kept, kept_visitor), (closed_one, visitor)):
+        await system.wait_for_event(cid, token, "queue.position_changed")
+    waiting = await system.pending_timer(closed_one, "closing_at")
+    assert datetime.fromisoformat(waiting["closing_at"]) == closing  # before its overflow
+    assert (await system.workflow(kept))["closing_at"] is None
+
+    now = await time_env.get_current_time()
+    await time_env.sleep((closing - now).total_seconds() + 30)
+    closed = await system.wait_for_event(closed_one, visitor, "conversation.closed")
+    assert (closed["data"]["close_reason"], closed["data"]["left_message"]) == (
+        "out_of_hours",
+        True,
+    )
+    opening = closing + timedelta(minutes=1)
+    assert f"{opening:%a %d %b} at 00:00 (UTC)" in closed["data"]["text"]
+    handle = time_env.client.get_workflow_handle(workflow_id(closed_one))
+    assert await handle.result() == "out_of_hours"
+    left = await system.leave_message(closed_one, visitor, "Please call me back")
+    assert left.status_code == 201, left.text
+    # The general group keeps its queue: that visitor waits on for the opening.
+    body = await system.conversation(kept, kept_visitor)
+    assert (body["state"], body["queue_position"]) == ("queued", 1)
 
 
 ROUTED_GROUPS = """

@@ -39,7 +39,7 @@ from temporalio.worker import (
 from domain.types import MessagePosted, Role
 from store.db import Database
 from tests.support.api import ADMIN, bearer
-from tests.support.policy import DEFAULT_GROUPS
+from tests.support.policy import CLOSING_AT_23_59, DEFAULT_GROUPS, the_next_closing
 from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 from workflows import ConversationWorkflow
 from workflows.gateway import workflow_id
@@ -54,8 +54,9 @@ HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
 # The part of a recorded file's name that says which workflow code made it. v3: the code of
 # 238e4fa, whose flow had no stage; v4: with the stages (only the continued conversation, whose
-# input carries one: the other inputs are fresh starts, as in v3).
-VERSION = "v4"
+# input carries one: the other inputs are fresh starts, as in v3); v5: with the close at the
+# group's closing (only the scenario that takes it).
+VERSION = "v5"
 
 Skip = Callable[[float], Awaitable[None]]
 FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
@@ -215,6 +216,21 @@ async def overflowed_to_a_left_message(system: System, skip: Skip) -> str:
     await skip(70)
     await system.wait_for_event(cid, visitor, "conversation.overflowed")
     await skip(70)
+    await system.wait_for_event(cid, visitor, "conversation.closed")
+    return cid
+
+
+@scenario(
+    "out_of_hours",
+    "none",
+    groups='[[skill_groups]]\nname = "general"\non_closing = "close"\n' + CLOSING_AT_23_59,
+)
+async def queued_when_its_group_closes(system: System, skip: Skip) -> str:
+    """Nobody serves it before the group's hours end: closed out of hours at the closing."""
+    closing = await the_next_closing(system.env)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_event(cid, visitor, "queue.position_changed")
+    await skip((closing - await system.env.get_current_time()).total_seconds() + 30)
     await system.wait_for_event(cid, visitor, "conversation.closed")
     return cid
 

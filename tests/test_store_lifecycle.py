@@ -27,7 +27,7 @@ _GROUPS = [
         "max_queue_wait": "5m",
         "overflow_to": "general",
     },
-    {"name": "night", "hours": {"weekly": {"mon": ["09:00-10:00"]}}},
+    {"name": "night", "hours": {"weekly": {"mon": ["09:00-10:00"]}}, "on_closing": "close"},
 ]
 POLICY = Policy.model_validate({"skill_groups": _GROUPS})
 # Every web conversation to after-sales, with priority.
@@ -263,6 +263,54 @@ def test_an_overflow_close_after_another_close_writes_no_hop(db: Database) -> No
     )
     assert _events(db, conversation_id, EventType.OVERFLOWED) == []
     assert _row(db, conversation_id).close_reason == "abandoned"
+
+
+def test_a_placement_says_when_its_group_closes_what_then_and_when_it_opens_again(
+    db: Database,
+) -> None:
+    conversation_id = _created(db)
+    placement = lifecycle.enter_queue(
+        db=db,
+        policy=NIGHT_ONLY,
+        conversation_id=conversation_id,
+        skill_group="night",
+        priority=0,
+        at=NEXT_MONDAY_NINE + timedelta(minutes=30),
+    )
+    assert (placement.accepted, placement.on_closing) == (True, "close")
+    assert (placement.closes_at, placement.next_opening) == (
+        NEXT_MONDAY_NINE + timedelta(hours=1),
+        NEXT_MONDAY_NINE + timedelta(days=7),
+    )
+    general = _enter(db, _created(db), "general")  # no hours: it never closes
+    assert (general.closes_at, general.on_closing, general.next_opening) == (None, "keep", None)
+
+
+def test_the_close_at_the_closing_declines_when_an_agent_took_the_conversation(
+    db: Database,
+) -> None:
+    at_closing = {
+        "db": db,
+        "policy": NIGHT_ONLY,
+        "reason": "out_of_hours",
+        "next_opening": NEXT_MONDAY_NINE,
+        "unless_served": True,
+    }
+    served = _served(db, "alice")
+    for _attempt in range(2):
+        with pytest.raises(lifecycle.ServedMeanwhile) as declined:
+            lifecycle.close_conversation(conversation_id=served, **at_closing)
+        assert declined.value.agent_id == "alice"
+    assert (_row(db, served).state, _load(db, "alice")) == ("active", 1)
+    assert _events(db, served, EventType.CLOSED) == []
+
+    [waiting] = enqueue_conversations(db, 1)
+    for _attempt in range(2):
+        lifecycle.close_conversation(conversation_id=waiting, **at_closing)
+    assert (_row(db, waiting).close_reason, _waiting(db, waiting)) == ("out_of_hours", None)
+    [closed] = _events(db, waiting, EventType.CLOSED)
+    assert "Mon 09 Mar at 09:00 (UTC)" in closed.data["text"]
+    assert closed.data["left_message"] is True
 
 
 def test_an_overflow_declines_when_an_agent_took_the_conversation_meanwhile(db: Database) -> None:

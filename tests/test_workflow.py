@@ -21,9 +21,11 @@ from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHandle
 from temporalio.converter import DataConverter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from domain.errors import SERVED_MEANWHILE
 from domain.types import (
     AgentAssigned,
     AssignmentRecord,
@@ -65,6 +67,8 @@ class StubActivities:
         self.env = env
         self.placements = placements
         self.calls: list[tuple[str, Any]] = []
+        # An agent who took the conversation in the database: a close unless served declines.
+        self.served_by: str | None = None
 
     def _called(self, arg: Any) -> None:
         self.calls.append((activity.info().activity_type, arg))
@@ -113,6 +117,10 @@ class StubActivities:
     @activity.defn(name="close_conversation")
     async def close_conversation(self, close: CloseInput) -> str | None:
         self._called(close)
+        if close.unless_served and self.served_by is not None:
+            raise ApplicationError(
+                "served", self.served_by, type=SERVED_MEANWHILE, non_retryable=True
+            )
         if not close.invite_rating:
             return None
         now = await self.env.get_current_time()
@@ -240,6 +248,74 @@ async def test_a_queue_wait_overflows_along_the_chain_to_a_left_message(
         ended = await handle.query(ConversationWorkflow.snapshot)
         assert (ended.state, ended.overflow_hops, ended.rating_status) == ("closed", 2, "none")
         assert not stubs.args("expire_rating") and not stubs.args("invite_rating")
+
+
+async def _waiting_in_a_group_that_closes(
+    env: WorkflowEnvironment, on_closing: str
+) -> tuple[StubActivities, datetime, datetime]:
+    """Stubs whose general group closes in 10 minutes (opening again a day later) and would
+    overflow to a left message after an hour: the closing and the next opening."""
+    now = await env.get_current_time()
+    closes_at, next_opening = now + timedelta(minutes=10), now + timedelta(days=1)
+    general = QueuePlacement(
+        "general",
+        accepted=True,
+        max_queue_wait_s=3600,
+        overflow_to="left_message",
+        closes_at=closes_at,
+        on_closing=on_closing,
+        next_opening=next_opening,
+    )
+    return StubActivities(env, general=general), closes_at, next_opening
+
+
+async def test_a_wait_in_a_group_that_closes_ends_out_of_hours_before_its_overflow(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    stubs, closes_at, next_opening = await _waiting_in_a_group_that_closes(time_env, "close")
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        waiting = await _seen(handle, lambda s: s.closing_at is not None, "the closing timer")
+        assert waiting.closing_at == closes_at
+        assert waiting.overflow_at is not None and waiting.overflow_at > closes_at
+
+        assert await handle.result() == "out_of_hours"
+        [closed] = stubs.args("close_conversation")
+        assert (closed.reason, closed.next_opening, closed.unless_served) == (
+            "out_of_hours",
+            next_opening,
+            True,
+        )
+        assert len(stubs.args("enter_queue")) == 1  # closed, not overflowed
+
+
+async def test_a_wait_in_a_group_that_keeps_its_queue_goes_on_through_the_closing(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    stubs, _closes_at, _next_opening = await _waiting_in_a_group_that_closes(time_env, "keep")
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        waiting = await _seen(handle, lambda s: s.overflow_at is not None, "the overflow timer")
+        assert waiting.closing_at is None
+        assert await handle.result() == "overflow"  # an hour later, not at the closing
+        [closed] = stubs.args("close_conversation")
+        assert (closed.reason, closed.unless_served) == ("overflow", False)
+
+
+async def test_a_conversation_an_agent_took_as_its_group_closed_stays_with_them(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    stubs, _closes_at, _next_opening = await _waiting_in_a_group_that_closes(time_env, "close")
+    stubs.served_by = "alice"  # assigned in the database; the signal has not come
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        await _seen(handle, lambda s: s.closing_at is not None, "the closing timer")
+        await time_env.sleep(660)
+        served = await _seen(handle, lambda s: s.state == "active", "alice's assignment")
+        assert (served.agent_id, served.close_reason) == ("alice", None)
+        assert stubs.args("record_assignment") == [AssignmentRecord("c1", 1)]
+        await handle.signal(ConversationWorkflow.agent_assigned, AgentAssigned("alice"))  # late
+        assert await handle.execute_update(ConversationWorkflow.close, VISITOR) == "visitor_closed"
 
 
 async def test_an_agent_who_never_replies_loses_the_conversation_to_the_next(

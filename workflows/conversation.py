@@ -15,6 +15,8 @@ updates and timers move it on, only thus:
     QUEUED                agent_assigned                        ASSIGNED
     QUEUED                queue overflow timer                  QUEUED in the next group
                                                                 | CLOSED overflow
+    QUEUED                the group closes (on_closing "close") CLOSED out_of_hours
+                                                                | ASSIGNED (served meanwhile)
     QUEUED                close                                 CLOSED abandoned | admin_closed
     ASSIGNED              the assignment recorded               AWAITING_FIRST_REPLY
                                                                 (COUNTING_DOWN: the agent wrote)
@@ -55,7 +57,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.errors import FORBIDDEN, INVALID_INPUT, INVALID_STATE, NEWER_MESSAGE
+    from domain.errors import (
+        FORBIDDEN,
+        INVALID_INPUT,
+        INVALID_STATE,
+        NEWER_MESSAGE,
+        SERVED_MEANWHILE,
+    )
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
@@ -70,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         IdleCountdown,
         IdleWarningInput,
         MessagePosted,
+        OnClosing,
         QueuePlacement,
         QueueRequest,
         RatingInvite,
@@ -91,6 +100,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import supervision
     from workflows.patches import (
         AGENT_WROTE_BEFORE_ACTIVE,
+        CLOSE_AT_CLOSING,
         FIRST_REPLY_AFTER_TRANSFER,
         LOCAL_ACTIVITIES,
         read_older_flags,
@@ -153,7 +163,8 @@ class ConversationWorkflow:
         await self._join(route.skill_group)
 
     async def _wait_in_queue(self) -> None:
-        """QUEUED or ASSIGNED: until the agent, a close, the overflow timer or continue-as-new."""
+        """QUEUED or ASSIGNED: until the agent, a close, the overflow timer, the group's
+        closing (if it closes its queue) or continue-as-new, whichever comes first."""
         flow = self.flow
 
         def woken() -> bool:
@@ -163,9 +174,13 @@ class ConversationWorkflow:
                 or self._continue_as_new_due()
             )
 
-        timed_out = False
+        overflow_at = None
         if flow.max_queue_wait_s is not None and flow.in_group_since is not None:
-            deadline = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+            overflow_at = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+        closing_at = self._closing_at()
+        deadline = min((at for at in (overflow_at, closing_at) if at is not None), default=None)
+        timed_out = False
+        if deadline is not None:
             timed_out = not await self._sleep_until(deadline, woken)
         else:
             await workflow.wait_condition(woken)
@@ -178,10 +193,37 @@ class ConversationWorkflow:
             await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
         elif flow.stage == Stage.ASSIGNED:
             await self._take_assignment()
+        elif timed_out and deadline == closing_at:
+            await self._close_at_closing()
         elif timed_out:
             await self._overflow(flow.overflow_to)
         else:
             await self._continue_as_new()
+
+    def _closing_at(self) -> datetime | None:
+        """When the queue wait ends because its group closes (on_closing "close"), if it does."""
+        flow = self.flow
+        if flow.on_closing != OnClosing.CLOSE or flow.group_closes_at is None:
+            return None
+        # Conversations that queued before waited on through the closing.
+        return flow.group_closes_at if workflow.patched(CLOSE_AT_CLOSING) else None
+
+    async def _close_at_closing(self) -> None:
+        """QUEUED, its group's hours ended → CLOSED out_of_hours, with when it opens again and a
+        left message offered; unless an agent took it meanwhile (the close declined): then it
+        is theirs, as if their signal had come (invariant 8)."""
+        flow = self.flow
+        try:
+            await self._close(
+                CloseReason.OUT_OF_HOURS, next_opening=flow.group_next_opening, unless_served=True
+            )
+        except (ActivityError, ApplicationError) as exc:
+            failure = exc.cause if isinstance(exc, ActivityError) else exc
+            if not (isinstance(failure, ApplicationError) and failure.type == SERVED_MEANWHILE):
+                raise
+            if flow.stage == Stage.QUEUED:  # else its signal came while the close was declined
+                flow.agent_id = failure.details[0]
+                self._enter(Stage.ASSIGNED)
 
     async def _join(self, skill_group: str) -> None:
         """Queue in this group, or overflow on along the policy's chain to a left message."""
@@ -223,6 +265,9 @@ class ConversationWorkflow:
         flow.in_group_since = workflow.now()
         flow.max_queue_wait_s = placement.max_queue_wait_s
         flow.overflow_to = placement.overflow_to
+        flow.group_closes_at = placement.closes_at
+        flow.on_closing = placement.on_closing
+        flow.group_next_opening = placement.next_opening
         flow.first_reply_timeout_s = placement.first_reply_timeout_s
         self._publish()
 
@@ -399,8 +444,10 @@ class ConversationWorkflow:
         *,
         silent_after_seq: int | None = None,
         overflowed_from: str | None = None,
+        unless_served: bool = False,
     ) -> None:
-        """`overflowed_from`: an overflow into a left message from this group, a hop too."""
+        """`overflowed_from`: an overflow into a left message from this group, a hop too.
+        `unless_served`: declined (SERVED_MEANWHILE) if an agent has taken it by then."""
         flow = self.flow
         request = flow.close_request
         if overflowed_from is not None:
@@ -418,6 +465,7 @@ class ConversationWorkflow:
                 silent_after_seq=silent_after_seq,
                 overflowed_from=overflowed_from,
                 overflow_hop=flow.overflow_hops if overflowed_from is not None else 0,
+                unless_served=unless_served,
             ),
             None,
             requested=request is not None and request.by_role != Role.SYSTEM,

@@ -41,6 +41,7 @@ class Compatibility:
 FIRST_REPLY_AFTER_TRANSFER = "first-reply-after-transfer"
 LOCAL_ACTIVITIES = "local-activities"
 AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
+CLOSE_AT_CLOSING = "close-at-closing"
 
 _STARTED_BEFORE = "no conversation started before {} was deployed is open"
 
@@ -69,6 +70,15 @@ PATCHES = (
         ),
         retire_when=_STARTED_BEFORE.format("c1de609")
         + " (then delete tests/histories/agent_wrote_with_its_assignment.v2.json)",
+    ),
+    Compatibility(
+        CLOSE_AT_CLOSING,
+        added="2026-11-30 (issue 12: on_closing)",
+        older=(
+            "a conversation queued in a group whose hours ended waited on (no timer for the "
+            "closing): it still does, whatever its group's on_closing"
+        ),
+        retire_when=_STARTED_BEFORE.format("the on_closing policy"),
     ),
 )
 PATCH_IDS = frozenset(patch.name for patch in PATCHES)
