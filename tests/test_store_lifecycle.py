@@ -208,6 +208,18 @@ def test_a_full_or_closed_group_refuses_and_stores_nothing(db: Database) -> None
     assert _states(db, conversation_id) == []
 
 
+def _overflow_close(db: Database, conversation_id: str, *, overflowed_from: str, hop: int) -> None:
+    """The close of an overflow into a left message from `overflowed_from`, its `hop`-th hop."""
+    lifecycle.close_conversation(
+        db=db,
+        policy=POLICY,
+        conversation_id=conversation_id,
+        reason="overflow",
+        overflowed_from=overflowed_from,
+        overflow_hop=hop,
+    )
+
+
 def test_every_hop_has_its_event_once_into_a_full_or_closed_group_or_a_left_message(
     db: Database,
 ) -> None:
@@ -221,14 +233,7 @@ def test_every_hop_has_its_event_once_into_a_full_or_closed_group_or_a_left_mess
     entry = _waiting(db, conversation_id)
     assert entry is not None and entry.skill_group == "general"  # it waits where it was
     for _attempt in range(2):
-        lifecycle.close_conversation(
-            db=db,
-            policy=POLICY,
-            conversation_id=conversation_id,
-            reason="overflow",
-            overflowed_from="night",
-            overflow_hop=3,
-        )
+        _overflow_close(db, conversation_id, overflowed_from="night", hop=3)
     overflows = _events(db, conversation_id, EventType.OVERFLOWED)
     assert [event.data for event in overflows] == [
         {"from": "general", "to": "after_sales", "hop": 1},
@@ -253,14 +258,7 @@ def test_an_overflow_close_after_another_close_writes_no_hop(db: Database) -> No
     lifecycle.close_conversation(
         db=db, policy=POLICY, conversation_id=conversation_id, reason="abandoned"
     )
-    lifecycle.close_conversation(
-        db=db,
-        policy=POLICY,
-        conversation_id=conversation_id,
-        reason="overflow",
-        overflowed_from="general",
-        overflow_hop=1,
-    )
+    _overflow_close(db, conversation_id, overflowed_from="general", hop=1)
     assert _events(db, conversation_id, EventType.OVERFLOWED) == []
     assert _row(db, conversation_id).close_reason == "abandoned"
 

@@ -7,7 +7,7 @@ import asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from domain.types import SA_AGENT, SA_STATE
-from tests.support.api import bearer, eventually
+from tests.support.api import AgentLogin, Visit, bearer, eventually
 from tests.support.system import StartSystem, System
 from workflows.gateway import workflow_id
 
@@ -102,25 +102,39 @@ async def test_a_transfer_to_a_group_goes_to_another_agent_not_back_to_who_hande
     assert types.count("conversation.assigned") == 2
 
 
+SLOW = "slow"
+
+
+async def _served_by_slow(system: System) -> Visit:
+    """A conversation SLOW (capacity 1) serves, and will not answer."""
+    await system.create_agent(SLOW, max_concurrent=1)
+    visit = await system.start_conversation()
+    assert (await system.wait_for_state(*visit, "active"))["agent_id"] == SLOW
+    return visit
+
+
+async def _busy_colleague(system: System, name: str) -> tuple[AgentLogin, Visit]:
+    """A colleague online with capacity 1, busy with another visitor (answered in time)."""
+    colleague = await system.create_agent(name, max_concurrent=1)
+    other = await system.start_conversation()
+    assert (await system.wait_for_state(*other, "active"))["agent_id"] == colleague.id
+    await system.say(other.conversation_id, colleague.token, "Hello, how can I help?")
+    return colleague, other
+
+
 async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
     system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
-    slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
-    cid, visitor = await system.start_conversation()
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
-    # Fast is online, busy with another visitor (and answers them in time).
-    fast, fast_token = await system.create_agent("fast", max_concurrent=1)
-    other, other_visitor = await system.start_conversation()
-    assert (await system.wait_for_state(other, other_visitor, "active"))["agent_id"] == fast
-    await system.say(other, fast_token, "Hello, how can I help?")
+    cid, visitor = await _served_by_slow(system)
+    (fast, fast_token), (other, _other_visitor) = await _busy_colleague(system, "fast")
 
     await time_env.sleep(100)
-    assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == slow
+    assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == SLOW
     await time_env.sleep(30)
     requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
-    assert requeued["data"] == {"agent_id": slow, "reason": "no_first_reply"}
-    assert await _load(system, slow) == 0
+    assert requeued["data"] == {"agent_id": SLOW, "reason": "no_first_reply"}
+    assert await _load(system, SLOW) == 0
     # Slow has room, but fast is online to serve it: it waits for fast, at the head.
     body = await system.conversation(cid, visitor)
     assert (body["state"], body["queue_position"]) == ("queued", 1)
@@ -149,14 +163,12 @@ async def test_the_groups_only_agent_online_gets_back_what_they_left_unanswered(
     time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
     system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
-    slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
-    cid, visitor = await system.start_conversation()
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
-    _away, _away_token = await system.create_agent("away", max_concurrent=1, online=False)
+    cid, visitor = await _served_by_slow(system)
+    await system.create_agent("away", max_concurrent=1, online=False)
     await time_env.sleep(130)
     await system.wait_for_event(cid, visitor, "conversation.requeued")
     # Nobody else is online to serve it: back to slow rather than waiting for no one.
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == SLOW
     types = [e["type"] for e in await system.events(cid, visitor)]
     assert types.count("conversation.assigned") == 2
 
@@ -165,19 +177,14 @@ async def test_a_skip_lapses_when_the_other_agent_online_leaves(
     time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
     system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
-    slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
-    cid, visitor = await system.start_conversation()
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
-    busy, busy_token = await system.create_agent("busy", max_concurrent=1)
-    other, other_visitor = await system.start_conversation()
-    assert (await system.wait_for_state(other, other_visitor, "active"))["agent_id"] == busy
-    await system.say(other, busy_token, "Hello, how can I help?")
+    cid, visitor = await _served_by_slow(system)
+    busy, _other = await _busy_colleague(system, "busy")
     await time_env.sleep(130)
     await system.wait_for_event(cid, visitor, "conversation.requeued")
     assert (await system.conversation(cid, visitor))["state"] == "queued"  # waits for busy
 
-    await system.set_status(busy, busy_token, "offline")  # the end of busy's shift
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
+    await system.set_status(*busy, "offline")  # the end of busy's shift
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == SLOW
 
 
 async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(
