@@ -195,7 +195,8 @@ class LeftMessage(SQLModel, table=True):
 
 
 class QueueSkip(SQLModel, table=True):
-    """An agent who let this conversation go unanswered is not given it again."""
+    """An agent who let this conversation go unanswered, or handed it on to a group, is not
+    given it again while another agent of the group is online (store/assignment.py)."""
 
     __tablename__ = "queue_skip"
     conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)
