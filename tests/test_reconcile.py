@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import httpx
 import sqlalchemy as sa
 from sqlmodel import col, select
+from temporalio.common import MetricMeter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
 from dispatcher import Reconciler, Repairs
@@ -18,17 +21,21 @@ from store.conversations import open_conversation
 from store.messages import store_message
 from store.models import Agent, Conversation, QueueEntry
 from tests.support.api import eventually
+from tests.support.processes import free_port
 from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 from workflows.gateway import workflow_id
 
 
-def _reconciler(system: System, settle: timedelta = timedelta(seconds=5)) -> Reconciler:
+def _reconciler(
+    system: System, settle: timedelta = timedelta(seconds=5), meter: MetricMeter | None = None
+) -> Reconciler:
     return Reconciler(
         db=system.db,
         client=system.env.client,
         policy=PolicySource(system.policy_path),
         task_queue=system.task_queue,
         settle=settle,
+        meter=meter,
     )
 
 
@@ -190,9 +197,19 @@ async def test_a_conversation_whose_workflow_never_started_is_started(system: Sy
     came back: the reconciler starts its workflow, which routes and queues it."""
     opened = open_conversation(system.db, customer_id="customer-orphan", channel="web")
     cid = opened.conversation.id
-    reconciler = _reconciler(system, settle=timedelta(0))
+    # The repairs are counted on the worker's /metrics, as the worker's runtime serves them.
+    metrics = f"127.0.0.1:{free_port()}"
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=metrics)))
+    reconciler = _reconciler(system, settle=timedelta(0), meter=runtime.metric_meter)
 
     assert await reconciler.reconcile() == Repairs(workflows_started=1)
+
+    async def counted() -> bool:
+        async with httpx.AsyncClient() as http:
+            page = (await http.get(f"http://{metrics}/metrics")).text
+        return 'switchboard_reconciled{kind="workflows_started"' in page
+
+    await eventually(counted, what="the repair counted on /metrics")
 
     async def in_queue() -> bool:
         with system.db.read() as session:
