@@ -137,9 +137,12 @@ class Message(SQLModel, table=True):
         # The rate limit counts a sender's messages of the last minute in a conversation: an
         # index range, not a walk through everything they ever wrote there (bench/ B6).
         sa.Index("ix_message_sender_recent", "conversation_id", "sender_id", "created_at"),
+        # A conversation's messages in order, and its newest (the reconciler's look at what
+        # its workflow has not been told) an index lookup.
+        sa.Index("ix_message_conversation_seq", "conversation_id", "seq"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: str = Field(foreign_key="conversation.id", max_length=32, index=True)
+    conversation_id: str = Field(foreign_key="conversation.id", max_length=32)
     seq: int
     sender_role: str = Field(max_length=16)
     sender_id: str = Field(max_length=200)

@@ -1,5 +1,5 @@
 """conversation.signalled_seq: how far its workflow has been told of its messages (the
-reconciler signals the rest)
+reconciler signals the rest); a conversation's messages indexed by seq
 
 Revision ID: 0007
 Revises: 0006
@@ -23,8 +23,14 @@ def upgrade() -> None:
         )
     # What is stored already was told (or is past telling): the reconciler starts from here.
     op.execute("UPDATE conversation SET signalled_seq = last_seq")
+    with op.batch_alter_table("message", schema=None) as batch_op:
+        batch_op.create_index("ix_message_conversation_seq", ["conversation_id", "seq"])
+        batch_op.drop_index("ix_message_conversation_id")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("message", schema=None) as batch_op:
+        batch_op.create_index("ix_message_conversation_id", ["conversation_id"])
+        batch_op.drop_index("ix_message_conversation_seq")
     with op.batch_alter_table("conversation", schema=None) as batch_op:
         batch_op.drop_column("signalled_seq")
