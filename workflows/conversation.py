@@ -15,6 +15,7 @@ updates and timers move it on, only thus:
     QUEUED                agent_assigned                        ASSIGNED
     QUEUED                queue overflow timer                  QUEUED in the next group
                                                                 | CLOSED overflow
+                                                                | ASSIGNED (served meanwhile)
     QUEUED                the group closes (on_closing "close") CLOSED out_of_hours
                                                                 | ASSIGNED (served meanwhile)
     QUEUED                close                                 CLOSED abandoned | admin_closed
@@ -23,11 +24,15 @@ updates and timers move it on, only thus:
     ASSIGNED              the agent's message (the same task)   ASSIGNED, the countdown armed
     ASSIGNED              close                                 CLOSED by whoever asked
     AWAITING_FIRST_REPLY  first-reply timer                     QUEUED | ASSIGNED (not to them)
+    AWAITING_FIRST_REPLY  first-reply timer, their reply stored COUNTING_DOWN | VISITOR_WROTE_LAST
+                          (the requeue declined)                (as the newest message says)
     AWAITING_FIRST_REPLY  visitor message                       AWAITING_FIRST_REPLY
     active *              agent message                         COUNTING_DOWN (afresh)
     VISITOR_WROTE_LAST,
     COUNTING_DOWN, WARNED visitor message                       VISITOR_WROTE_LAST
     COUNTING_DOWN         idle warning timer                    WARNED, the warning pushed
+    COUNTING_DOWN         idle warning timer, a newer message   as that message's signal
+                          stored meanwhile (the warning declined)
     WARNED                auto-close timer                      CLOSED idle_timeout
     WARNED                auto-close timer, a newer message     as that message's signal
                           stored meanwhile (the close declined)
@@ -36,15 +41,20 @@ updates and timers move it on, only thus:
     active *              transfer to a group                   QUEUED | ASSIGNED
     active *              close                                 CLOSED agent_closed
                                                                 | visitor_closed | admin_closed
+    QUEUED, CLOSED        a transfer accepted while active      the same, the transfer refused
     QUEUED, ASSIGNED,
-    active *              continue-as-new suggested             the same, in a new run
+    active *              continue-as-new suggested             the same, in a new run, once
+                                                                every pending request is handled
     CLOSED                rating invite, then rating | expiry   (the workflow completes)
 
     * AWAITING_FIRST_REPLY, VISITOR_WROTE_LAST, COUNTING_DOWN, WARNED: the state is active.
 
 A signal moves the stage at once; a decision once its activity has written it, except the
 assignment's record: its stage begins as the record starts, so that a message meanwhile is
-taken as in an active conversation (the database says active once the record commits).
+taken as in an active conversation (the database says active once the record commits). A
+decision taken because nothing happened (the timers') is declined by its activity when
+something newer is stored (invariant 8): the workflow then goes on as that fact's lost signal
+would have had it (`_resume_from`).
 """
 
 from __future__ import annotations
