@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, ProcessCollector
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -110,7 +111,8 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         await asyncio.gather(marks, return_exceptions=True)
         db.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts from the API (the package's copies), never a CDN.
+    app = FastAPIOffline(
         title="Switchboard",
         version="0.1.0",
         summary="Customer-service conversations as durable Temporal workflows",
