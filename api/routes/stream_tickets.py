@@ -38,7 +38,8 @@ AGENT_STREAM = compile_path("/v1/agents/{agent_id}/stream")[0]
         "go in a URL. Ask here with your bearer token, then open "
         "`GET <stream>?ticket=<ticket>` (with `after_seq` if you like) within `expires_in` "
         "seconds. The ticket opens only that stream, only while you may, and not once your "
-        "token is replaced; a stream it opened stays open. Ask again to reconnect later."
+        "token is replaced. Within that time an EventSource that reconnects uses it again; "
+        "after it, ask for a new one."
     ),
     responses=errors(
         {
