@@ -63,17 +63,22 @@ class Deployment:
         apis: int = 1,
         workers: int = 1,
         timeouts: dict[str, str] | None = None,
+        groups: str = DEFAULT_GROUPS,
+        routing: str = "",
         extra_env: dict[str, str] | None = None,
+        api_env: dict[str, str] | None = None,
         ready: str = "/healthz",
     ) -> None:
-        """`timeouts` override the policy's; `extra_env` adds to every process's environment;
-        an API is up once `ready` answers 200."""
+        """`timeouts` override the policy's; `groups` and `routing` (TOML) are its skill groups
+        and routing rules besides `callback`'s; `extra_env` adds to every process's
+        environment, `api_env` to the API processes' only (say, to reach Temporal through a
+        proxy); an API is up once `ready` answers 200."""
         directory.mkdir(parents=True, exist_ok=True)
         policy = write_policy(
             directory / "policy.toml",
             **{**DEPLOYED_TIMEOUTS, **(timeouts or {})},
-            groups=DEFAULT_GROUPS + CALLBACK_GROUP,
-            routing=CALLBACK_ROUTING,
+            groups=groups + CALLBACK_GROUP,
+            routing=CALLBACK_ROUTING + routing,
         )
         self.settings = test_settings(
             database_url, policy, task_queue=f"tq-{uuid.uuid4()}", address=temporal_address
@@ -83,6 +88,7 @@ class Deployment:
             "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "1",
             **(extra_env or {}),
         }
+        self.api_env = {**self.env, **(api_env or {})}
         self.ready = ready
         self.logs = directory / "logs"
         self.logs.mkdir()
@@ -121,7 +127,7 @@ class Deployment:
         self.processes[name] = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env=self.env,
+            env=self.api_env if name.startswith("api") else self.env,
             stdout=(self.logs / f"{name}.log").open("a"),  # a restarted process appends
             stderr=subprocess.STDOUT,
         )
