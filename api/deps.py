@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import secrets
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from api.credentials import same_secret, visitor_access_ended, visitor_of
 from api.streams import EventHints, StreamSlots
 from domain.policy import PolicySource
 from domain.types import Role
@@ -29,7 +29,6 @@ AGENT_TOKEN_PREFIX = "agt_"
 # number in a query is an error there, not an empty answer.
 MAX_INTEGER = 2**31 - 1
 MAX_SEQ = MAX_INTEGER
-VISITOR_TOKEN_PREFIX = "vis_"
 
 
 @dataclass
@@ -61,12 +60,6 @@ def new_agent_token() -> str:
     return AGENT_TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
-def visitor_token(settings: Settings, conversation_id: str) -> str:
-    """Derived, not stored: the same conversation always gets the same token back."""
-    mac = hmac.new(settings.secret_key.encode(), conversation_id.encode(), hashlib.sha256)
-    return f"{VISITOR_TOKEN_PREFIX}{conversation_id}.{mac.hexdigest()[:40]}"
-
-
 @dataclass(frozen=True)
 class Principal:
     role: Role
@@ -91,17 +84,22 @@ async def get_principal(
         raise _unauthorized()
     token = credentials.credentials
     settings = services.settings
-    if hmac.compare_digest(token, settings.admin_token):
+    if same_secret(token, settings.admin_token):
         return Principal(Role.ADMIN, "admin")
-    if hmac.compare_digest(token, settings.app_key):
+    if same_secret(token, settings.app_key):
         return Principal(Role.APP, "app")
-    if token.startswith(VISITOR_TOKEN_PREFIX):
-        conversation_id = token[len(VISITOR_TOKEN_PREFIX) :].split(".", 1)[0]
-        if hmac.compare_digest(token, visitor_token(settings, conversation_id)):
-            return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
-        raise _unauthorized()
+    conversation_id = visitor_of(settings, token)
+    if conversation_id is not None:
+        # Signed by us, and valid while its conversation is open and its rating window lasts.
+        conversation = await run_in_threadpool(
+            find_conversation, services.db, conversation_id=conversation_id
+        )
+        window = services.policy.current().timeouts.rating_window
+        if conversation is None or visitor_access_ended(conversation, rating_window=window):
+            raise _unauthorized("the visitor token has expired")
+        return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
     if token.startswith(AGENT_TOKEN_PREFIX):
-        digest = hash_token(token)
+        digest = hash_token(token)  # a disabled agent's token finds nobody
         agent_id = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
         if agent_id is not None:
             return Principal(Role.AGENT, agent_id)

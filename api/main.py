@@ -19,7 +19,7 @@ from temporalio.client import Client
 from api.deps import Services, refuse_nul_characters
 from api.engine import answer_engine_errors
 from api.observability import RequestContext, bind_path_ids, request_latency
-from api.routes import admin, agents, conversations, health, left_messages, monitor
+from api.routes import admin, agents, conversations, health, left_messages, monitor, visitor_tokens
 from api.schemas import ENGINE_DOWN, errors
 from api.streams import EventHints, StreamSlots, listen_for_events, watch_sqlite_log
 from domain.policy import PolicySource
@@ -164,6 +164,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(agents.router)
     app.include_router(conversations.router)
     app.include_router(left_messages.router)
+    app.include_router(visitor_tokens.router)
     app.include_router(monitor.router)
     app.include_router(admin.router)
     return app

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.credentials import visitor_token
 from api.deps import (
     MAX_SEQ,
     ConversationOfCaller,
@@ -17,7 +18,6 @@ from api.deps import (
     conversation_of_caller,
     load_conversation,
     require,
-    visitor_token,
 )
 from api.routes import operation
 from api.schemas import (

@@ -52,6 +52,7 @@ ACCESS: dict[tuple[str, str], Route] = {
         frozenset({Caller.APP, Caller.ADMIN}), body={"customer_id": "matrix"}
     ),
     ("GET", "/v1/conversations/{conversation_id}"): Route(ITS_SIDES_OR_ADMIN),
+    ("POST", "/v1/conversations/{conversation_id}/visitor-token"): Route(frozenset({Caller.APP})),
     ("POST", "/v1/conversations/{conversation_id}/messages"): Route(
         ITS_SIDES, body={"client_message_id": "matrix-1", "content": "hello"}
     ),
