@@ -210,10 +210,14 @@ async def load_agent(services: ServicesDep, agent_id: Annotated[str, Path(max_le
 
 
 async def agent_self_or_admin(
-    principal: CurrentPrincipal, agent: Annotated[Agent, Depends(load_agent)]
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    agent_id: Annotated[str, Path(max_length=64)],
 ) -> Agent:
-    if principal.role == Role.ADMIN or (principal.role == Role.AGENT and principal.id == agent.id):
-        return agent
+    # Who asks first, then whether the agent exists: anyone else gets the same 403 for an agent
+    # id that exists and one that does not.
+    if principal.role == Role.ADMIN or (principal.role == Role.AGENT and principal.id == agent_id):
+        return await load_agent(services, agent_id)
     raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only this agent or an admin")
 
 
