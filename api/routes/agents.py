@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import (
     MAX_SEQ,
     AgentSelfOrAdmin,
+    CurrentPrincipal,
     ServicesDep,
     StreamStart,
     hash_token,
@@ -29,6 +30,7 @@ from api.schemas import (
     ConversationPublic,
     errors,
 )
+from api.stream_access import stream_access
 from api.streams import agent_event_public, agent_log, event_stream
 from dispatcher import assign_and_notify
 from domain.errors import EngineUnavailable
@@ -211,12 +213,13 @@ async def list_agent_events(
         "`id:` is the feed seq (`agent_seq`), `event:` the type, `data:` the same JSON as "
         "/v1/agents/{id}/events: the event with its `conversation_id` and `seq`. Resume with "
         "`Last-Event-ID` (or `after_seq`; a new workbench starts from the agent's `feed_seq`). "
-        "`conversation.typing` of the agent's conversations arrives live, without an id."
+        "`conversation.typing` of the agent's conversations arrives live, without an id. "
+        "A disabled agent's stream ends with a last `stream.ended` event (`reason`)."
     ),
     responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
 )
 async def stream_agent_events(
-    agent: AgentSelfOrAdmin, services: ServicesDep, start: StreamStart
+    agent: AgentSelfOrAdmin, principal: CurrentPrincipal, services: ServicesDep, start: StreamStart
 ) -> EventSourceResponse:
     return event_stream(
         settings=services.settings,
@@ -224,4 +227,5 @@ async def stream_agent_events(
         read=agent_log(services.db, agent.id),
         key=agent_stream_key(agent.id),
         after_seq=start,
+        access=stream_access(services, principal),
     )

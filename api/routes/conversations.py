@@ -38,6 +38,7 @@ from api.schemas import (
     errors,
     too_many_requests,
 )
+from api.stream_access import stream_access
 from api.streams import (
     LIVE_CHANNEL,
     conversation_log,
@@ -392,7 +393,9 @@ async def list_events(
     description=(
         "`id:` is the event's seq, `event:` its type, `data:` the same JSON as /events. "
         "Resume with the `Last-Event-ID` header (or `after_seq`): nothing is missed or repeated. "
-        "Comments keep the connection alive; it ends after a while and the client reconnects."
+        "Comments keep the connection alive; it ends after a while and the client reconnects. "
+        "When the caller's access ends (the conversation transferred away, the visitor's token "
+        "expired, the agent disabled) a last `stream.ended` event says why in `reason`."
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},
@@ -423,6 +426,7 @@ async def stream_events(
         key=conversation.id,
         after_seq=start,
         on_close=release,
+        access=stream_access(services, principal, conversation_id=conversation.id),
     )
 
 
