@@ -79,7 +79,7 @@ ACCESS: dict[tuple[str, str], Route] = {
         consumes=True,
     ),
     ("GET", "/v1/left-messages"): Route(
-        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT})
+        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
     ),
     ("POST", "/v1/left-messages/{left_message_id}/resolve"): Route(
         AGENT_SELF_OR_ADMIN,  # Alice is an agent of its group, Bob is not
