@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
-from api.credentials import visitor_access_ends, visitor_token
+from api.credentials import visitor_access_ended, visitor_access_ends, visitor_token
 from api.deps import ServicesDep, load_conversation, require
 from api.routes import operation
 from api.schemas import UNAUTHORIZED, VisitorTokenPublic, errors
 from domain.types import Role
-from store.models import Conversation, utcnow
+from store.models import Conversation
 
 router = APIRouter(prefix="/v1/conversations")
 
@@ -35,8 +35,7 @@ async def mint_visitor_token(
     conversation: Annotated[Conversation, Depends(load_conversation)], services: ServicesDep
 ) -> VisitorTokenPublic:
     window = services.policy.current().timeouts.rating_window
-    expires_at = visitor_access_ends(conversation, rating_window=window)
-    if expires_at is not None and expires_at <= utcnow():
+    if visitor_access_ended(conversation, rating_window=window):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail="the visitor's access to this conversation has ended (closed, and its "
@@ -45,5 +44,5 @@ async def mint_visitor_token(
     return VisitorTokenPublic(
         conversation_id=conversation.id,
         visitor_token=visitor_token(services.settings, conversation.id),
-        expires_at=expires_at,
+        expires_at=visitor_access_ends(conversation, rating_window=window),
     )
