@@ -39,7 +39,8 @@ class Settings(BaseSettings):
 
     admin_token: str = DEV_ADMIN_TOKEN
     app_key: str = DEV_APP_KEY
-    # Signs visitor tokens (a visitor token is valid for one conversation only).
+    # Signs visitor tokens (a visitor token is valid for one conversation only). Several keys,
+    # comma-separated, while one is rotated out: the first signs, every one is still accepted.
     secret_key: str = DEV_SECRET_KEY
 
     max_message_chars: int = 4000
@@ -96,16 +97,27 @@ class Settings(BaseSettings):
                 )
         return [origin.lower() for origin in origins]
 
+    @property
+    def secret_keys(self) -> list[str]:
+        """The visitor tokens' keys, the one that signs first."""
+        return [key.strip() for key in self.secret_key.split(",")]
+
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:
+        if not all(self.secret_keys):
+            raise ValueError("SWITCHBOARD_SECRET_KEY has an empty key (a stray comma?)")
         if self.env != "production":
             return self
         defaults = {
-            "SWITCHBOARD_ADMIN_TOKEN": (self.admin_token, DEV_ADMIN_TOKEN),
-            "SWITCHBOARD_APP_KEY": (self.app_key, DEV_APP_KEY),
-            "SWITCHBOARD_SECRET_KEY": (self.secret_key, DEV_SECRET_KEY),
+            "SWITCHBOARD_ADMIN_TOKEN": ([self.admin_token], DEV_ADMIN_TOKEN),
+            "SWITCHBOARD_APP_KEY": ([self.app_key], DEV_APP_KEY),
+            "SWITCHBOARD_SECRET_KEY": (self.secret_keys, DEV_SECRET_KEY),
         }
-        weak = [name for name, (value, dev) in defaults.items() if value == dev or len(value) < 16]
+        weak = [
+            name
+            for name, (values, dev) in defaults.items()
+            if any(value == dev or len(value) < 16 for value in values)
+        ]
         if weak:
             raise ValueError(
                 "production refuses development or short (<16 chars) secrets: " + ", ".join(weak)

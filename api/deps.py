@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import secrets
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from api.credentials import same_secret, visitor_access_ended, visitor_of
 from api.streams import EventHints, StreamSlots
 from api.tickets import MAX_TICKET_CHARS, read_ticket, verify_ticket
 from domain.policy import PolicySource
@@ -30,7 +30,6 @@ AGENT_TOKEN_PREFIX = "agt_"
 # number in a query is an error there, not an empty answer.
 MAX_INTEGER = 2**31 - 1
 MAX_SEQ = MAX_INTEGER
-VISITOR_TOKEN_PREFIX = "vis_"
 
 
 @dataclass
@@ -62,12 +61,6 @@ def new_agent_token() -> str:
     return AGENT_TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
-def visitor_token(settings: Settings, conversation_id: str) -> str:
-    """Derived, not stored: the same conversation always gets the same token back."""
-    mac = hmac.new(settings.secret_key.encode(), conversation_id.encode(), hashlib.sha256)
-    return f"{VISITOR_TOKEN_PREFIX}{conversation_id}.{mac.hexdigest()[:40]}"
-
-
 @dataclass(frozen=True)
 class Principal:
     role: Role
@@ -92,17 +85,22 @@ async def get_principal(
         raise _unauthorized()
     token = credentials.credentials
     settings = services.settings
-    if hmac.compare_digest(token, settings.admin_token):
+    if same_secret(token, settings.admin_token):
         return Principal(Role.ADMIN, "admin")
-    if hmac.compare_digest(token, settings.app_key):
+    if same_secret(token, settings.app_key):
         return Principal(Role.APP, "app")
-    if token.startswith(VISITOR_TOKEN_PREFIX):
-        conversation_id = token[len(VISITOR_TOKEN_PREFIX) :].split(".", 1)[0]
-        if hmac.compare_digest(token, visitor_token(settings, conversation_id)):
-            return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
-        raise _unauthorized()
+    conversation_id = visitor_of(settings, token)
+    if conversation_id is not None:
+        # Signed by us, and valid while its conversation is open and its rating window lasts.
+        conversation = await run_in_threadpool(
+            find_conversation, services.db, conversation_id=conversation_id
+        )
+        window = services.policy.current().timeouts.rating_window
+        if conversation is None or visitor_access_ended(conversation, rating_window=window):
+            raise _unauthorized("the visitor token has expired")
+        return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
     if token.startswith(AGENT_TOKEN_PREFIX):
-        digest = hash_token(token)
+        digest = hash_token(token)  # a disabled agent's token finds nobody
         agent_id = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
         if agent_id is not None:
             return Principal(Role.AGENT, agent_id)
@@ -121,7 +119,9 @@ async def credential_hash(services: Services, principal: Principal) -> str | Non
     if principal.role == Role.APP:
         return hash_token(settings.app_key)
     if principal.role == Role.VISITOR and principal.conversation_id is not None:
-        return hash_token(visitor_token(settings, principal.conversation_id))
+        # Visitor tokens are not stored: their access ends with the conversation's (checked
+        # by every stream as it runs), whichever of its tokens asked.
+        return hash_token(principal.id)
     if principal.role == Role.AGENT:
         agent = await run_in_threadpool(find_agent, services.db, agent_id=principal.id)
         return None if agent is None else agent.token_hash
@@ -268,18 +268,24 @@ async def load_agent(services: ServicesDep, agent_id: Annotated[str, Path(max_le
 
 
 async def agent_self_or_admin(
-    principal: CurrentPrincipal, agent: Annotated[Agent, Depends(load_agent)]
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    agent_id: Annotated[str, Path(max_length=64)],
 ) -> Agent:
-    if principal.role == Role.ADMIN or (principal.role == Role.AGENT and principal.id == agent.id):
-        return agent
+    # Who asks first, then whether the agent exists: anyone else gets the same 403 for an agent
+    # id that exists and one that does not.
+    if principal.role == Role.ADMIN or (principal.role == Role.AGENT and principal.id == agent_id):
+        return await load_agent(services, agent_id)
     raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only this agent or an admin")
 
 
 async def agent_of_streamer(
-    principal: StreamPrincipal, agent: Annotated[Agent, Depends(load_agent)]
+    principal: StreamPrincipal,
+    services: ServicesDep,
+    agent_id: Annotated[str, Path(max_length=64)],
 ) -> Agent:
     """agent_self_or_admin, for a caller who may hold a stream ticket."""
-    return await agent_self_or_admin(principal, agent)
+    return await agent_self_or_admin(principal, services, agent_id)
 
 
 AgentSelfOrAdmin = Annotated[Agent, Depends(agent_self_or_admin)]

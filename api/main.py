@@ -29,6 +29,7 @@ from api.routes import (
     left_messages,
     monitor,
     stream_tickets,
+    visitor_tokens,
 )
 from api.schemas import ENGINE_DOWN, errors
 from api.streams import EventHints, StreamSlots, listen_for_events, watch_sqlite_log
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(agents.router)
     app.include_router(conversations.router)
     app.include_router(left_messages.router)
+    app.include_router(visitor_tokens.router)
     app.include_router(monitor.router)
     app.include_router(admin.router)
     app.include_router(stream_tickets.router)

@@ -136,7 +136,19 @@ class ConversationPublic(BaseModel):
 
 
 class ConversationCreated(ConversationPublic):
+    visitor_token: str = Field(
+        description="Bearer token for this conversation's visitor: valid while it is open and "
+        "until its rating window ends"
+    )
+
+
+class VisitorTokenPublic(BaseModel):
+    conversation_id: str
     visitor_token: str = Field(description="Bearer token for this conversation's visitor")
+    expires_at: datetime | None = Field(
+        description="When it stops working; null while the conversation is open (it then works "
+        "until the rating window ends)"
+    )
 
 
 class MessageCreate(_Input):

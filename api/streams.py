@@ -43,6 +43,12 @@ _PAGE = 500
 _LIVE_BUFFER = 64
 
 Tail = AsyncIterator[ServerSentEvent]
+# Why the caller may no longer read a stream (their access ended), or None: checked before a
+# stream shows anything it read, and every ACCESS_CHECK_INTERVAL while it has nothing to show.
+AccessCheck = Callable[[], str | None]
+ACCESS_CHECK_INTERVAL = 2.0
+# A stream's last event when its caller's access ended: `data` says why ({"reason": …}).
+STREAM_ENDED = "stream.ended"
 
 
 def stream_keys(conversation_id: str, agent_id: str | None) -> list[str]:
@@ -287,9 +293,10 @@ def event_stream(
     key: str,
     after_seq: int,
     on_close: Callable[[], None] | None = None,
+    access: AccessCheck | None = None,
 ) -> EventSourceResponse:
     """The SSE response of one stream: the log from `after_seq`, then live (see `tail`);
-    `on_close` runs when the connection ends."""
+    `on_close` runs when the connection ends; `access` ends it when the caller's access does."""
     stopping = anyio.Event()  # set when the server shuts down: end the stream cleanly
     return _StreamResponse(
         tail(
@@ -300,6 +307,7 @@ def event_stream(
             poll_interval=settings.stream_poll_interval_seconds,
             max_age=settings.stream_max_age_seconds,
             stopping=stopping,
+            access=access,
         ),
         ping=settings.stream_keepalive_seconds,
         send_timeout=30,  # a client that stops reading is dropped, not waited for
@@ -318,19 +326,38 @@ async def tail(
     poll_interval: float,
     max_age: float,
     stopping: anyio.Event,
+    access: AccessCheck | None = None,
 ) -> Tail:
     """Every event after `after_seq` in order, then live ones, until the connection is
     `max_age` old or the server stops (the client then reconnects with Last-Event-ID, to this
-    process or another, and misses nothing). `read(since)` pages the log; `key` is what wakes
-    this stream and what its live-only signals are published under."""
+    process or another, and misses nothing), or until `access` says why the caller may read no
+    more (then a last STREAM_ENDED event says it). `read(since)` pages the log; `key` is what
+    wakes this stream and what its live-only signals are published under."""
     last = after_seq
     ends_at = time.monotonic() + max_age
+    checked_at = time.monotonic()  # the route checked the caller's access just now
     subscription = hints.subscribe(key)
+
+    def look(since: int, live: bool) -> tuple[list[ServerSentEvent], str | None]:
+        """The next page, and why the caller's access ended (None: it has not, or no look)."""
+        nonlocal checked_at
+        batch = read(since)
+        due = time.monotonic() - checked_at >= ACCESS_CHECK_INTERVAL
+        if access is None or not (batch or live or due):
+            return batch, None
+        # After the read: a transfer away that committed before it is seen here, so nothing
+        # read is shown to a caller who had lost the conversation.
+        checked_at = time.monotonic()
+        return batch, access()
+
     try:
         while time.monotonic() < ends_at and not stopping.is_set():
             subscription.rearm()
+            live = []  # handed over before the look: shown only if the caller may still see them
+            while not subscription.live.empty():
+                live.append(subscription.live.get_nowait())
             try:
-                batch = await run_in_threadpool(read, last)
+                batch, ended = await run_in_threadpool(look, last, bool(live))
             except Exception as exc:
                 if not unavailable(exc):
                     raise
@@ -338,11 +365,15 @@ async def tail(
                 log.warning("stream %s cannot read the event log (%s); retrying", key, exc)
                 await subscription.woken_within(max(poll_interval, 1.0))
                 continue
+            if ended is not None:
+                yield ServerSentEvent(
+                    event=STREAM_ENDED, data=json.dumps({"type": STREAM_ENDED, "reason": ended})
+                )
+                return
             for event in batch:
                 yield event
                 last = int(event.id or last)
-            while not subscription.live.empty():  # no id: resuming never asks for them
-                signal = subscription.live.get_nowait()
+            for signal in live:  # no id: resuming never asks for them
                 yield ServerSentEvent(event=signal["type"], data=json.dumps(signal))
             if len(batch) < _PAGE:
                 await subscription.woken_within(min(poll_interval, ends_at - time.monotonic()))

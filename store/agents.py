@@ -44,9 +44,11 @@ def find_agent(db: Database, *, agent_id: str) -> Agent | None:
 
 
 def agent_with_token(db: Database, *, token_hash: str) -> str | None:
-    """The id of the agent whose token hashes to `token_hash`, if any."""
+    """The id of the agent whose token hashes to `token_hash`, if any and not disabled."""
     with db.read() as session:
-        return session.exec(select(Agent.id).where(Agent.token_hash == token_hash)).first()
+        return session.exec(
+            select(Agent.id).where(Agent.token_hash == token_hash, col(Agent.disabled).is_(False))
+        ).first()
 
 
 def register_agent(

@@ -44,6 +44,8 @@ class Agent(SQLModel, table=True):
     name: str = Field(max_length=200)
     token_hash: str = Field(max_length=64, index=True)
     status: str = Field(default="offline", max_length=16)
+    # A disabled agent's token is refused (401) and their open streams end.
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     max_concurrent: int
     # Conversations currently assigned: checked and changed only inside the assignment transaction.
     active_count: int = 0

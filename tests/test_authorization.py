@@ -1,5 +1,8 @@
 """The authorization matrix: every route, for every kind of caller, is allowed (2xx) or refused
-(401 without a valid token, 403 for the wrong role or someone else's resource).
+(401 without a valid token, 403 for the wrong role or someone else's resource). Valid means
+one the API handed out and still honours: not an odd one, not a visitor's whose rating window
+has ended, not a disabled agent's; and an agent who handed a conversation on has no more
+rights to it than any other agent.
 
 The routes come from `app.routes`, so a new route without a row here fails the test. Each
 request carries a valid body, so an allowed caller gets a 2xx: a refusal can only come from
@@ -14,19 +17,25 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from api.credentials import visitor_token
 from api.main import create_app
+from settings import Settings
 from store.db import Database
 from tests.support.access import ACCESS, Route, Subject, make_subject
-from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit, bearer
+from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit
 from tests.support.callers import (
     CALLBACK_GROUPS,
     CALLBACK_ROUTING,
+    DISABLED_AGENT,
+    FORMER_AGENT,
     OTHER_AGENT,
     OWNER,
+    UNAUTHENTICATED,
     Caller,
     World,
     forged_visitor_token,
 )
+from tests.support.data import disable_agent, end_rating_window
 from tests.support.policy import write_policy
 from tests.support.processes import Deployment
 
@@ -34,7 +43,7 @@ from tests.support.processes import Deployment
 def expected_status(route: Route, caller: Caller) -> str:
     if caller in route.allowed:
         return "2xx"
-    if caller in (Caller.NOBODY, Caller.BAD_TOKEN):
+    if caller in UNAUTHENTICATED:
         return "401"
     return "403"
 
@@ -53,8 +62,12 @@ def test_every_route_has_a_row_in_the_matrix() -> None:
     )
 
 
-def credentials(world: World, caller: Caller, subject: Visit, other: Visit) -> dict[str, str]:
-    """The caller's Authorization header for a request about `subject`."""
+def credentials(
+    world: World, caller: Caller, subject: Visit, other: Visit, expired: Visit
+) -> dict[str, bytes]:
+    """The caller's Authorization header for a request about `subject` (`other`: another
+    conversation; `expired`: one whose rating window has ended)."""
+    unknown_key = Settings(env="test", secret_key="a-key-this-deployment-never-held")
     token = {
         Caller.NOBODY: None,
         Caller.BAD_TOKEN: forged_visitor_token(subject),
@@ -64,8 +77,16 @@ def credentials(world: World, caller: Caller, subject: Visit, other: Visit) -> d
         Caller.OTHER_AGENT: world.tokens[OTHER_AGENT],
         Caller.OWN_VISITOR: subject.token,
         Caller.OTHER_VISITOR: other.token,
+        Caller.FORMER_AGENT: world.tokens[FORMER_AGENT],
+        Caller.EXPIRED_VISITOR: expired.token,
+        Caller.DISABLED_AGENT: world.tokens[DISABLED_AGENT],
+        Caller.UNSIGNED: subject.token.rsplit(".", 1)[0],
+        Caller.UNKNOWN_KEY: visitor_token(unknown_key, subject.conversation_id),
+        Caller.NOT_ASCII: subject.token + "\u00e9\u00ff",
+        Caller.LONG_TOKEN: "agt_" + "x" * 4096,
     }[caller]
-    return {} if token is None else bearer(token)
+    # Latin-1: the bytes of a header as the server decodes them.
+    return {} if token is None else {"Authorization": f"Bearer {token}".encode("latin-1")}
 
 
 async def _status(http: httpx.AsyncClient, method: str, url: str, **request: Any) -> int:
@@ -86,12 +107,18 @@ async def world(empty_db: Database, deploy: Callable[..., Deployment]) -> AsyncI
     async with deployment.client() as api:
         reloaded = await api.reload_policy()
         assert "callback" in reloaded.text, reloaded.text
-        yield await World(api).populate()
+        world = await World(api, handed_over=True).populate()
+        disabled = await api.create_agent(DISABLED_AGENT, online=False)
+        disable_agent(empty_db, disabled.id)
+        world.tokens[DISABLED_AGENT] = disabled.token
+        yield world
 
 
 @pytest.mark.e2e
-async def test_every_route_for_every_caller(world: World) -> None:
+async def test_every_route_for_every_caller(world: World, empty_db: Database) -> None:
     other = await world.active()  # its visitor is "another conversation's visitor"
+    expired = await world.rating_pending()
+    end_rating_window(empty_db, expired.conversation_id)
     shared: dict[Subject, tuple[Visit, dict[str, str]]] = {}
     wrong = []
     for (method, path), route in ACCESS.items():
@@ -106,7 +133,7 @@ async def test_every_route_for_every_caller(world: World) -> None:
                 world.api.http,
                 method,
                 path.format(agent_id=OWNER, **ids),
-                headers=credentials(world, caller, subject, other),
+                headers=credentials(world, caller, subject, other, expired),
                 json=route.body,
             )
             expected = expected_status(route, caller)

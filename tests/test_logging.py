@@ -13,7 +13,7 @@ import httpx
 import pytest
 import structlog
 
-from api.deps import visitor_token
+from api.credentials import visitor_token
 from logging_setup import configure_logging, log_format
 from settings import Settings
 from store.db import Database

@@ -13,6 +13,7 @@ from api.deps import (
     AgentOfStreamer,
     AgentSelfOrAdmin,
     ServicesDep,
+    StreamPrincipal,
     StreamStart,
     hash_token,
     new_agent_token,
@@ -30,6 +31,7 @@ from api.schemas import (
     ConversationPublic,
     errors,
 )
+from api.stream_access import stream_access
 from api.streams import agent_event_public, agent_log, event_stream
 from dispatcher import assign_and_notify
 from domain.errors import EngineUnavailable
@@ -213,12 +215,13 @@ async def list_agent_events(
         "/v1/agents/{id}/events: the event with its `conversation_id` and `seq`. Resume with "
         "`Last-Event-ID` (or `after_seq`; a new workbench starts from the agent's `feed_seq`). "
         "`conversation.typing` of the agent's conversations arrives live, without an id. "
-        "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`."
+        "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`. "
+        "A disabled agent's stream ends with a last `stream.ended` event (`reason`)."
     ),
     responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
 )
 async def stream_agent_events(
-    agent: AgentOfStreamer, services: ServicesDep, start: StreamStart
+    agent: AgentOfStreamer, principal: StreamPrincipal, services: ServicesDep, start: StreamStart
 ) -> EventSourceResponse:
     return event_stream(
         settings=services.settings,
@@ -226,4 +229,5 @@ async def stream_agent_events(
         read=agent_log(services.db, agent.id),
         key=agent_stream_key(agent.id),
         after_seq=start,
+        access=stream_access(services, principal),
     )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.credentials import visitor_token
 from api.deps import (
     MAX_SEQ,
     ConversationOfCaller,
@@ -19,7 +20,6 @@ from api.deps import (
     conversation_of_caller,
     load_conversation,
     require,
-    visitor_token,
 )
 from api.routes import operation
 from api.schemas import (
@@ -40,6 +40,7 @@ from api.schemas import (
     errors,
     too_many_requests,
 )
+from api.stream_access import stream_access
 from api.streams import (
     LIVE_CHANNEL,
     conversation_log,
@@ -395,7 +396,9 @@ async def list_events(
         "`id:` is the event's seq, `event:` its type, `data:` the same JSON as /events. "
         "Resume with the `Last-Event-ID` header (or `after_seq`): nothing is missed or repeated. "
         "Comments keep the connection alive; it ends after a while and the client reconnects. "
-        "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`."
+        "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`. "
+        "When the caller's access ends (the conversation transferred away, the visitor's token "
+        "expired, the agent disabled) a last `stream.ended` event says why in `reason`."
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},
@@ -426,6 +429,7 @@ async def stream_events(
         key=conversation.id,
         after_seq=start,
         on_close=release,
+        access=stream_access(services, principal, conversation_id=conversation.id),
     )
 
 

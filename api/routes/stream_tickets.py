@@ -12,7 +12,6 @@ from api.deps import (
     agent_self_or_admin,
     conversation_of_caller,
     credential_hash,
-    load_agent,
     load_conversation,
 )
 from api.routes import operation
@@ -53,13 +52,12 @@ AGENT_STREAM = compile_path("/v1/agents/{agent_id}/stream")[0]
 async def create_stream_ticket(
     body: StreamTicketCreate, principal: CurrentPrincipal, services: ServicesDep, response: Response
 ) -> StreamTicketPublic:
-    # The same checks, in the same order, as opening the stream itself (404, then 403).
+    # The same checks, in the same order, as opening the stream itself.
     if match := CONVERSATION_STREAM.match(body.stream):
         conversation = await load_conversation(services, match["conversation_id"])
         await conversation_of_caller(principal, conversation)
     elif match := AGENT_STREAM.match(body.stream):
-        agent = await load_agent(services, match["agent_id"])
-        await agent_self_or_admin(principal, agent)
+        await agent_self_or_admin(principal, services, match["agent_id"])
     else:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -58,6 +58,7 @@ ACCESS: dict[tuple[str, str], Route] = {
         frozenset({Caller.APP, Caller.ADMIN}), body={"customer_id": "matrix"}
     ),
     ("GET", "/v1/conversations/{conversation_id}"): Route(ITS_SIDES_OR_ADMIN),
+    ("POST", "/v1/conversations/{conversation_id}/visitor-token"): Route(frozenset({Caller.APP})),
     ("POST", "/v1/conversations/{conversation_id}/messages"): Route(
         ITS_SIDES, body={"client_message_id": "matrix-1", "content": "hello"}
     ),
@@ -84,7 +85,7 @@ ACCESS: dict[tuple[str, str], Route] = {
         consumes=True,
     ),
     ("GET", "/v1/left-messages"): Route(
-        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT})
+        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
     ),
     ("POST", "/v1/left-messages/{left_message_id}/resolve"): Route(
         AGENT_SELF_OR_ADMIN,  # Alice is an agent of its group, Bob is not

@@ -117,6 +117,18 @@ class EventStream:
                     ) from None
         return taken
 
+    async def rest(self, *, timeout: float = 60) -> list[dict[str, Any]]:
+        """Every event until the server ends the stream (a TimeoutError if it does not)."""
+        async with asyncio.timeout(timeout):
+            return [event async for event in self._events]
+
+    async def until(self, event_type: str, *, timeout: float = 30) -> list[dict[str, Any]]:
+        """The next events, up to the first of this type."""
+        taken: list[dict[str, Any]] = []
+        while not taken or taken[-1]["event"] != event_type:
+            taken += await self.take(1, timeout=timeout)
+        return taken
+
 
 class ApiClient:
     """Switchboard's API as its callers use it. `token` is the caller's bearer token; where an
@@ -243,6 +255,15 @@ class ApiClient:
         )
         body = expect(response, 201)
         return Visit(body["id"], body["visitor_token"])
+
+    async def mint_visitor_token(
+        self, conversation_id: str, token: str | None = None
+    ) -> httpx.Response:
+        """A fresh visitor token for the conversation, as the app (or `token`) asks for one."""
+        return await self.http.post(
+            f"/v1/conversations/{conversation_id}/visitor-token",
+            headers=bearer(self.app_key if token is None else token),
+        )
 
     async def conversation(self, conversation_id: str, token: str | None = None) -> dict[str, Any]:
         response = await self.http.get(

@@ -20,6 +20,8 @@ CALLBACK_ROUTING = '[[routing]]\nwhen = { entry = "callback" }\nskill_group = "c
 
 OWNER = "alice"  # holds every conversation, and is an agent of the left messages' group
 OTHER_AGENT = "bob"  # online in another group: holds nothing the tests look at
+FORMER_AGENT = "frank"  # online in another group: held Alice's conversations, handed them back
+DISABLED_AGENT = "dave"  # disabled: his token no longer works
 
 
 class Caller(StrEnum):
@@ -31,18 +33,47 @@ class Caller(StrEnum):
     OTHER_AGENT = "another agent"
     OWN_VISITOR = "its visitor"
     OTHER_VISITOR = "another conversation's visitor"
+    FORMER_AGENT = "the agent who handed it back to its agent"
+    EXPIRED_VISITOR = "a visitor whose rating window has ended"
+    DISABLED_AGENT = "a disabled agent"
+    UNSIGNED = "a visitor token without its signature"
+    UNKNOWN_KEY = "a visitor token signed with a key the API does not hold"
+    NOT_ASCII = "a token with bytes outside ASCII"
+    LONG_TOKEN = "a token of 4 KiB"
+
+
+# Whoever sends these is nobody the API knows (401), whatever the route.
+UNAUTHENTICATED = frozenset(
+    {
+        Caller.NOBODY,
+        Caller.BAD_TOKEN,
+        Caller.EXPIRED_VISITOR,
+        Caller.DISABLED_AGENT,
+        Caller.UNSIGNED,
+        Caller.UNKNOWN_KEY,
+        Caller.NOT_ASCII,
+        Caller.LONG_TOKEN,
+    }
+)
 
 
 class World:
-    """Alice (online, in `general` and `callback`), Bob (online, in `after_sales`), and the
-    conversations and left messages the tests act on, all made through `api`."""
+    """Alice (online, in `general` and `callback`), Bob and Frank (online, in `after_sales`),
+    and the conversations and left messages the tests act on, all made through `api`. With
+    `handed_over`, each conversation Alice holds was handed to Frank and back first."""
 
-    def __init__(self, api: ApiClient) -> None:
+    def __init__(self, api: ApiClient, *, handed_over: bool = False) -> None:
         self.api = api
+        self.handed_over = handed_over
         self.tokens: dict[str, str] = {}
 
     async def populate(self) -> World:
-        for agent_id, groups in ((OWNER, ["general", "callback"]), (OTHER_AGENT, ["after_sales"])):
+        agents = (
+            (OWNER, ["general", "callback"]),
+            (OTHER_AGENT, ["after_sales"]),
+            (FORMER_AGENT, ["after_sales"]),
+        )
+        for agent_id, groups in agents:
             agent = await self.api.create_agent(agent_id, skill_groups=groups, max_concurrent=50)
             self.tokens[agent_id] = agent.token
         return self
@@ -62,6 +93,12 @@ class World:
         await self.api.wait_for(
             conversation.conversation_id, timeout=30, state="active", agent_id=OWNER
         )
+        if self.handed_over:
+            for holder, to in ((OWNER, FORMER_AGENT), (FORMER_AGENT, OWNER)):
+                handed = await self.api.transfer(
+                    conversation.conversation_id, self.tokens[holder], to_agent_id=to
+                )
+                assert handed.status_code == 200, handed.text
         return conversation
 
     async def rating_pending(self) -> Visit:

@@ -1,16 +1,18 @@
-"""Builders of database rows, for tests of the store layer (no API, no Temporal)."""
+"""Builders of database rows, for tests of the store layer (no API, no Temporal); and changes
+made straight in the database where the API has no way (yet) to make them."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session
+import sqlalchemy as sa
+from sqlmodel import Session, col
 
 from store.assignment import join_queue
 from store.db import Database
-from store.models import Agent, AgentSkill, Conversation, QueueSkip
+from store.models import Agent, AgentSkill, Conversation, QueueSkip, utcnow
 
 
 def add_agent(
@@ -39,6 +41,24 @@ def add_agent(
             AgentSkill(agent_id=agent_id, skill_group=group)
             for group in skill_groups or ["general"]
         )
+
+
+def disable_agent(db: Database, agent_id: str) -> None:
+    """The agent is disabled, as staff administration will do it (its token stops working)."""
+    with db.write() as session:
+        session.execute(sa.update(Agent).where(col(Agent.id) == agent_id).values(disabled=True))
+
+
+def end_rating_window(db: Database, conversation_id: str) -> None:
+    """The closed conversation's rating window ended a moment ago (as if it had been waited
+    out: its visitor's token no longer works)."""
+    with db.write() as session:
+        ended = session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id) == conversation_id, col(Conversation.state) == "closed")
+            .values(rating_expires_at=utcnow() - timedelta(seconds=1))
+        ).rowcount
+    assert ended == 1, f"{conversation_id} is not closed"
 
 
 def new_conversation(

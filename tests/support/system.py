@@ -3,7 +3,8 @@ Temporal server and a real database. Tests get one, started, from the `make_syst
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -81,6 +82,18 @@ class System(ApiClient):
 
     async def aclose(self) -> None:
         await self.stop()
+
+    @asynccontextmanager
+    async def another_api(self, **settings: Any) -> AsyncIterator[ApiClient]:
+        """A second API of this system (its database, its Temporal) with `settings` changed, as
+        a redeployment with a new secret key; stopped on leaving."""
+        app = create_app(self.settings.model_copy(update=settings), temporal=self.env.client)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://switchboard") as http,
+        ):
+            yield ApiClient(http)
 
     async def workflow(self, conversation_id: str, *, seen: int = 0) -> dict[str, Any]:
         """What the conversation's workflow knows (its `snapshot`: state and pending timers),

@@ -1,0 +1,77 @@
+"""Visitor tokens that end: signed over the conversation id with a named key (so the key can
+rotate without cutting open conversations), and valid while their conversation is open and
+until its rating window ends.
+
+A token is `vis_<key id>.<conversation id>.<signature>`. It is derived, not stored: the same
+conversation and key always give the same token, and the app can have it again at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from domain.types import ConversationState
+from settings import Settings
+from store.models import Conversation, utcnow
+
+VISITOR_TOKEN_PREFIX = "vis_"
+_SIGNATURE_CHARS = 40  # 160 bits of HMAC-SHA256, in hex
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """A comparison in constant time, of any text (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _sign(key: str, text: str) -> str:
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()[:_SIGNATURE_CHARS]
+
+
+@lru_cache
+def key_id(key: str) -> str:
+    """A key's name in the tokens it signs: a signature of a constant, telling nothing of it."""
+    return _sign(key, "switchboard visitor token key id")[:8]
+
+
+def visitor_token(settings: Settings, conversation_id: str) -> str:
+    """The conversation's visitor token, signed with the first of the keys."""
+    key = settings.secret_keys[0]
+    signed = f"{VISITOR_TOKEN_PREFIX}{key_id(key)}.{conversation_id}"
+    return f"{signed}.{_sign(key, signed)}"
+
+
+def visitor_of(settings: Settings, token: str) -> str | None:
+    """The conversation a visitor token was signed for; None for anything else (not a visitor
+    token, forged, or signed with a key no longer among the settings' keys)."""
+    signed, dot, signature = token.rpartition(".")
+    if not dot or not signed.startswith(VISITOR_TOKEN_PREFIX):
+        return None
+    named, dot, conversation_id = signed.removeprefix(VISITOR_TOKEN_PREFIX).partition(".")
+    if dot:
+        keys = [key for key in settings.secret_keys if key_id(key) == named]
+    else:
+        # Handed out before tokens named their key (`vis_<conversation id>.<signature over the
+        # id>`): tried with every key, so an upgrade cuts no open conversation either.
+        keys, conversation_id, signed = settings.secret_keys, named, named
+    if any(same_secret(signature, _sign(key, signed)) for key in keys):
+        return conversation_id
+    return None
+
+
+def visitor_access_ends(conversation: Conversation, *, rating_window: timedelta) -> datetime | None:
+    """When the conversation's visitor token stops working: None while it is open; once closed,
+    the end of its rating window. A close that invites no rating (nobody served it: a left
+    message may follow) gets a window as long, from the close."""
+    if conversation.state != ConversationState.CLOSED:
+        return None
+    if conversation.rating_expires_at is not None:
+        return conversation.rating_expires_at
+    return (conversation.closed_at or conversation.created_at) + rating_window
+
+
+def visitor_access_ended(conversation: Conversation, *, rating_window: timedelta) -> bool:
+    ends = visitor_access_ends(conversation, rating_window=rating_window)
+    return ends is not None and ends <= utcnow()
