@@ -1,4 +1,5 @@
-"""Builders of database rows, for tests of the store layer (no API, no Temporal)."""
+"""Builders of database rows, for tests of the store layer (no API, no Temporal), and a message
+stored without its signal (what a crash between the two leaves)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 from sqlmodel import Session
 
+from domain.types import MessageType
 from store.assignment import join_queue
 from store.db import Database
+from store.messages import StoredMessage, store_message
 from store.models import Agent, AgentSkill, Conversation
 
 
@@ -76,3 +79,20 @@ def enqueue_conversations(
             join_queue(session, conversation, skill_group=skill_group, priority=priority)
         ids.append(conversation.id)
     return ids
+
+
+def store_unsignalled(
+    db: Database, *, conversation_id: str, sender_role: str, sender_id: str, content: str
+) -> StoredMessage:
+    """A message stored exactly as the API stores it, whose signal never went out: what an API
+    process killed between the commit and the signal leaves behind. Raises as store_message
+    does (closed, not theirs, not active)."""
+    return store_message(
+        db,
+        conversation_id=conversation_id,
+        sender_role=sender_role,
+        sender_id=sender_id,
+        client_message_id=f"unsignalled-{uuid.uuid4().hex}",
+        type=MessageType.TEXT,
+        content=content,
+    )
