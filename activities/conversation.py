@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from dispatcher import assign_and_notify
-from domain.errors import NEWER_MESSAGE
+from domain.errors import ASSIGNED_MEANWHILE, NEWER_MESSAGE
 from domain.policy import PolicySource
 from domain.types import (
     AssignmentRecord,
@@ -37,9 +37,25 @@ from domain.types import (
 from store import lifecycle
 from store.db import Database
 from store.events import ConversationNotFound
-from store.lifecycle import ConversationUnassigned, NewerMessage
+from store.lifecycle import AssignedMeanwhile, ConversationUnassigned, Declined, NewerMessage
 
 T = TypeVar("T")
+
+
+def _declined(exc: Declined) -> ApplicationError:
+    """A decision declined, for the workflow: what was found is in the failure's details."""
+    if isinstance(exc, NewerMessage):
+        kind, details = NEWER_MESSAGE, [exc.message_id, exc.seq, exc.sender_role]
+    else:
+        assert isinstance(exc, AssignedMeanwhile)
+        kind, details = ASSIGNED_MEANWHILE, [exc.agent_id]
+    return ApplicationError(
+        str(exc),
+        *details,
+        type=kind,
+        non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,  # a decision, not a fault: no traceback
+    )
 
 
 class ConversationActivities:
@@ -58,16 +74,8 @@ class ConversationActivities:
             ) from exc
         except ConversationUnassigned as exc:
             raise ApplicationError(f"conversation {exc} has no agent", non_retryable=True) from exc
-        except NewerMessage as exc:
-            raise ApplicationError(
-                str(exc),
-                exc.message_id,
-                exc.seq,
-                exc.sender_role,
-                type=NEWER_MESSAGE,
-                non_retryable=True,
-                category=ApplicationErrorCategory.BENIGN,  # a decision, not a fault: no traceback
-            ) from exc
+        except Declined as exc:
+            raise _declined(exc) from exc
 
     async def _serve(self, skill_groups: list[str]) -> None:
         """Assign waiting conversations of these groups (a queue grew, or an agent's load
@@ -203,6 +211,7 @@ class ConversationActivities:
                 next_opening=close.next_opening,
                 invite_rating=close.invite_rating,
                 silent_after_seq=close.silent_after_seq,
+                unless_assigned=close.unless_assigned,
             )
         )
         await self._serve(outcome.freed_groups)

@@ -19,9 +19,12 @@ INVALID_STATE = Rejection.INVALID_STATE.value
 FORBIDDEN = Rejection.FORBIDDEN.value
 INVALID_INPUT = Rejection.INVALID_INPUT.value
 
-# An activity's answer to the workflow, not a refusal to a caller: the idle close was declined
-# because a newer message is stored; its details are that message's MessagePosted fields.
+# An activity's answers to the workflow, not refusals to a caller: a decision taken because
+# nothing happened was declined because something newer is stored (invariant 8). NEWER_MESSAGE:
+# a message, its details the newest message's MessagePosted fields; ASSIGNED_MEANWHILE: an
+# agent took the waiting conversation, its details their id.
 NEWER_MESSAGE = "NewerMessage"
+ASSIGNED_MEANWHILE = "AssignedMeanwhile"
 
 
 class EngineUnavailable(Exception):

@@ -345,6 +345,9 @@ class CloseInput:
     # A close because nobody wrote after this seq (the idle countdown's agent message): the
     # activity declines it (NEWER_MESSAGE) if a newer message is stored by then (invariant 8).
     silent_after_seq: int | None = None
+    # A close because nobody took it in time (overflow): declined (ASSIGNED_MEANWHILE) if an
+    # agent has by then.
+    unless_assigned: bool = False
 
 
 @dataclass

@@ -57,9 +57,13 @@ class ConversationUnassigned(Exception):
     """An assignment to record, but the conversation has no agent."""
 
 
-class NewerMessage(Exception):
-    """A close because nobody wrote, declined: this message was stored after the silence began
-    (invariant 8: a decision taken because nothing happened checks the stored truth)."""
+class Declined(Exception):
+    """A decision taken because nothing happened (no reply, no answer, no agent in time),
+    declined: something newer is stored (invariant 8). The workflow resumes from what it found."""
+
+
+class NewerMessage(Declined):
+    """A message was stored after the silence began; this is the newest one."""
 
     def __init__(self, message_id: int, seq: int, sender_role: str) -> None:
         super().__init__(f"message {seq} came after the silence began: not idle")
@@ -68,17 +72,50 @@ class NewerMessage(Exception):
         self.sender_role = sender_role
 
 
-def _refuse_if_written_since(session: Session, conversation: Conversation, seq: int) -> None:
-    """With the conversation's row locked (a message being stored commits first, or waits and
-    then finds it closed), refuse a close for silence if a newer message is stored."""
-    newer = session.exec(
+class AssignedMeanwhile(Declined):
+    """An agent took the conversation while it waited: it is theirs, not closed for the wait."""
+
+    def __init__(self, agent_id: str) -> None:
+        super().__init__(f"agent {agent_id} took the conversation while it waited")
+        self.agent_id = agent_id
+
+
+def _newest_message(session: Session, conversation_id: str) -> Message | None:
+    return session.exec(
         select(Message)
-        .where(Message.conversation_id == conversation.id, col(Message.seq) > seq)
+        .where(Message.conversation_id == conversation_id)
         .order_by(col(Message.seq).desc())
         .limit(1)
     ).first()
-    if newer is not None and newer.id is not None:
-        raise NewerMessage(newer.id, newer.seq, newer.sender_role)
+
+
+def _refuse_if_written_since(session: Session, conversation_id: str, seq: int) -> None:
+    """With the conversation's row locked (a message being stored commits first, or waits and
+    then finds the decision written), refuse a decision for silence since `seq` if a newer
+    message is stored."""
+    newest = _newest_message(session, conversation_id)
+    if newest is not None and newest.seq > seq and newest.id is not None:
+        raise NewerMessage(newest.id, newest.seq, newest.sender_role)
+
+
+def _refuse_if_answered(session: Session, conversation: Conversation, agent_id: str) -> None:
+    """Refuse a requeue for no first reply if the agent's reply is stored: an agent's message is
+    taken only while they hold the conversation, so one of theirs since it was assigned to them
+    is their reply. The workflow hears of the newest message (the visitor may have written
+    after it)."""
+    if conversation.agent_id != agent_id or conversation.assigned_at is None:
+        return
+    replied = session.exec(
+        select(Message.id).where(
+            Message.conversation_id == conversation.id,
+            Message.sender_id == agent_id,
+            Message.sender_role == Role.AGENT,
+            col(Message.created_at) >= conversation.assigned_at,
+        )
+    ).first()
+    newest = _newest_message(session, conversation.id)
+    if replied is not None and newest is not None and newest.id is not None:
+        raise NewerMessage(newest.id, newest.seq, newest.sender_role)
 
 
 @dataclass(frozen=True)
@@ -319,16 +356,18 @@ def requeue_unanswered(
     *, db: Database, policy: Policy, conversation_id: str, agent_id: str, round: int
 ) -> Outcome[QueuePlacement]:
     """The agent of the `round`-th assignment never answered: back to the queue with its
-    original enqueue time, and never to that agent again."""
+    original enqueue time, and never to that agent again. Declined (NewerMessage) if their
+    reply is stored after all (its signal was lost or is late)."""
     now = utcnow()
     with db.write() as session:
-        conversation = _conversation(session, conversation_id)
+        conversation = _conversation(session, conversation_id, lock=True)
         group = _group(policy, conversation.skill_group)
-        lock_queue(session, group.name)
         existing = _queue_entry(session, conversation.id)
         if existing is not None:  # a retry after it committed
             placement = _placed(group, existing)
         else:
+            _refuse_if_answered(session, conversation, agent_id)
+            lock_queue(session, group.name)
             session.merge(QueueSkip(conversation_id=conversation.id, agent_id=agent_id))
             placement = _leave_agent_for_queue(session, conversation, group, now)
             append_event(
@@ -498,10 +537,13 @@ def record_idle_warning(
     idle_close_after: timedelta,
 ) -> datetime:
     """Tell the visitor the chat closes if they stay silent (once per unanswered agent
-    message); returns when it closes, as the warning said (a repeat: as first said)."""
+    message); returns when it closes, as the warning said (a repeat: as first said). Declined
+    (NewerMessage) if a message newer than that agent message is stored."""
     # A warning held up (the database was down) still gives the visitor the whole time.
     close_at = max(close_at, utcnow() + idle_close_after)
     with db.write() as session:
+        _conversation(session, conversation_id, lock=True)
+        _refuse_if_written_since(session, conversation_id, agent_message_seq)
         event = append_event(
             session,
             conversation_id=conversation_id,
@@ -527,11 +569,14 @@ def close_conversation(
     next_opening: datetime | None = None,
     invite_rating: bool = False,
     silent_after_seq: int | None = None,
+    unless_assigned: bool = False,
 ) -> Outcome[datetime | None]:
     """Close with the closing message, out of the queue and off the agent's load (a closed one
     keeps its first close). With `invite_rating` and an agent who served it, invite the rating
-    too; the outcome then says when its window ends. `silent_after_seq`: a close because nobody
-    wrote after that message, declined with NewerMessage if someone has since."""
+    too; the outcome then says when its window ends. Declined (`Declined`) where the reason
+    for it no longer holds: `silent_after_seq`, a close because nobody wrote after that message,
+    if someone has since (NewerMessage); `unless_assigned`, a close because nobody took it in
+    time, if an agent has (AssignedMeanwhile)."""
     now = utcnow()
     with db.write() as session:
         entry = _queue_entry(session, conversation_id, lock=True)
@@ -540,8 +585,11 @@ def close_conversation(
             session.delete(entry)
             session.flush()
         conversation = _conversation(session, conversation_id, lock=True)
-        if conversation.state != ConversationState.CLOSED and silent_after_seq is not None:
-            _refuse_if_written_since(session, conversation, silent_after_seq)
+        if conversation.state != ConversationState.CLOSED:
+            if silent_after_seq is not None:
+                _refuse_if_written_since(session, conversation_id, silent_after_seq)
+            if unless_assigned and conversation.agent_id is not None:
+                raise AssignedMeanwhile(conversation.agent_id)
         release_agent(session, conversation_id, now)
         if conversation.state != ConversationState.CLOSED:
             conversation.policy_version = policy.version

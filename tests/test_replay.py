@@ -54,8 +54,9 @@ HISTORIES = Path(__file__).parent / "histories"
 RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
 # The part of a recorded file's name that says which workflow code made it. v3: the code of
 # 238e4fa, whose flow had no stage; v4: with the stages (only the continued conversation, whose
-# input carries one: the other inputs are fresh starts, as in v3).
-VERSION = "v4"
+# input carries one: the other inputs are fresh starts, as in v3); v5: requests answered before
+# continue-as-new (only the continued conversation, which reaches that patch).
+VERSION = "v5"
 
 Skip = Callable[[float], Awaitable[None]]
 FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
@@ -236,9 +237,16 @@ class _EndingCatcher(Interceptor):
 
         class Inbound(WorkflowInboundInterceptor):
             async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
-                result = await super().execute_workflow(input)
-                flow = workflow.instance().flow
-                endings.append(Ending(str(result), str(flow.rating_status)))
+                def ended(result: object) -> None:
+                    flow = workflow.instance().flow
+                    endings.append(Ending(str(result), str(flow.rating_status)))
+
+                try:
+                    result = await super().execute_workflow(input)
+                except workflow.ContinueAsNewError:
+                    ended(CONTINUED_AS_NEW)  # a run of a longer chain: it carried on
+                    raise
+                ended(result)
                 return result
 
         return Inbound
@@ -298,6 +306,10 @@ async def test_scenario_on_the_dev_server_replays(name: str, dev_env, db, make_s
 
 CONTINUED = "continued_as_new"
 CONTINUED_ENDING = Ending("idle_timeout", "expired")
+# The chain's run before the last: it ends by continuing as new, the requests answered first.
+CONTINUING = "continuing_as_new"
+CONTINUED_AS_NEW = "continued as new"
+CONTINUING_ENDING = Ending(CONTINUED_AS_NEW, "none")
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
@@ -326,9 +338,10 @@ async def test_a_continued_conversation_replays(short_history_env, db, make_syst
     assert len(histories) > 1, "never continued as new"
     assert await replayed_ending(histories[0]) == CONTINUED_ENDING
     for earlier in histories[1:]:
-        await Replayer(workflows=[ConversationWorkflow]).replay_workflow(earlier)
+        assert await replayed_ending(earlier) == CONTINUING_ENDING
     if RECORD:
         _record(CONTINUED, histories[0])
+        _record(CONTINUING, histories[1])
 
 
 RECORDED = {path.stem: path.read_text() for path in sorted(HISTORIES.glob("*.json"))}
@@ -346,12 +359,14 @@ def _ending_of(name: str) -> Ending:
         return ENDINGS_OF_OLDER_CODE[name]
     if scenario_name == CONTINUED:
         return CONTINUED_ENDING
+    if scenario_name == CONTINUING:
+        return CONTINUING_ENDING
     return SCENARIOS[scenario_name].ending
 
 
 def test_histories_are_recorded() -> None:
     recorded = {name.rsplit(".", 1)[0] for name in RECORDED}
-    assert recorded >= {*SCENARIOS, CONTINUED}, "a scenario has no recorded history"
+    assert recorded >= {*SCENARIOS, CONTINUED, CONTINUING}, "a scenario has no recorded history"
 
 
 @pytest.mark.parametrize("name", RECORDED)

@@ -468,3 +468,90 @@ def test_a_close_for_silence_declines_when_a_newer_message_is_stored(db: Databas
     # Silent since the newest message: it closes.
     lifecycle.close_conversation(**idle_close, silent_after_seq=said["visitor"].seq)
     assert _row(db, conversation_id).close_reason == "idle_timeout"
+
+
+def _said(db: Database, conversation_id: str, role: str, sender: str, key: str) -> int:
+    """Store a message as the API does (and signal nothing: as if the API died after commit)."""
+    return store_message(
+        db,
+        conversation_id=conversation_id,
+        sender_role=role,
+        sender_id=sender,
+        client_message_id=key,
+        type="text",
+        content="hello",
+    ).message.seq
+
+
+def test_an_idle_warning_declines_when_a_newer_message_is_stored(db: Database) -> None:
+    """The warning's countdown began with the agent's message; the visitor's reply stored after
+    it (its signal lost) declines the warning, and the newest message is what it found."""
+    conversation_id = _served(db, "alice")
+    agent_seq = _said(db, conversation_id, "agent", "alice", "a-1")
+    visitor_seq = _said(db, conversation_id, "visitor", conversation_id, "v-1")
+
+    def warn(after_seq: int) -> datetime:
+        return lifecycle.record_idle_warning(
+            db=db,
+            policy=POLICY,
+            conversation_id=conversation_id,
+            agent_message_seq=after_seq,
+            close_at=utcnow() + timedelta(minutes=2),
+            idle_close_after=timedelta(minutes=2),
+        )
+
+    with pytest.raises(lifecycle.NewerMessage) as declined:
+        warn(agent_seq)
+    assert (declined.value.seq, declined.value.sender_role) == (visitor_seq, "visitor")
+    assert _events(db, conversation_id, EventType.IDLE_WARNING) == []
+    newer_agent_seq = _said(db, conversation_id, "agent", "alice", "a-2")
+    warn(newer_agent_seq)  # silent since the newest: warned
+    assert len(_events(db, conversation_id, EventType.IDLE_WARNING)) == 1
+
+
+def test_a_requeue_for_no_first_reply_declines_when_the_reply_is_stored(db: Database) -> None:
+    """The agent answered but the workflow never heard (the signal was lost): no requeue. What
+    it finds is the newest message, the visitor's here, written after the agent's reply."""
+    conversation_id = _served(db, "alice")
+    _said(db, conversation_id, "agent", "alice", "a-1")
+    visitor_seq = _said(db, conversation_id, "visitor", conversation_id, "v-1")
+    with pytest.raises(lifecycle.NewerMessage) as declined:
+        lifecycle.requeue_unanswered(
+            db=db, policy=POLICY, conversation_id=conversation_id, agent_id="alice", round=1
+        )
+    assert (declined.value.seq, declined.value.sender_role) == (visitor_seq, "visitor")
+    conversation = _row(db, conversation_id)
+    assert (conversation.state, conversation.agent_id) == ("active", "alice")
+    assert _events(db, conversation_id, EventType.REQUEUED) == []
+    with db.read() as session:
+        assert session.get(QueueSkip, (conversation_id, "alice")) is None
+
+
+def test_a_visitor_message_alone_does_not_stop_a_requeue(db: Database) -> None:
+    conversation_id = _served(db, "alice")
+    _said(db, conversation_id, "visitor", conversation_id, "v-1")
+    outcome = lifecycle.requeue_unanswered(
+        db=db, policy=POLICY, conversation_id=conversation_id, agent_id="alice", round=1
+    )
+    assert outcome.result.accepted and _row(db, conversation_id).state == "queued"
+
+
+def test_a_close_for_the_wait_declines_when_an_agent_took_the_conversation(db: Database) -> None:
+    """Overflow to a left message once the wait ran out, but an agent was assigned in the
+    database meanwhile (the signal on its way): the conversation is theirs, not closed."""
+    add_agent(db, "alice", max_concurrent=1)
+    [conversation_id] = enqueue_conversations(db, 1)
+    dispatch(db, ["general"])
+    with pytest.raises(lifecycle.AssignedMeanwhile) as declined:
+        lifecycle.close_conversation(
+            db=db,
+            policy=POLICY,
+            conversation_id=conversation_id,
+            reason="overflow",
+            unless_assigned=True,
+        )
+    assert declined.value.agent_id == "alice"
+    conversation = _row(db, conversation_id)
+    assert (conversation.state, conversation.agent_id) == ("queued", "alice")
+    assert _load(db, "alice") == 1
+    assert _events(db, conversation_id, EventType.CLOSED) == []

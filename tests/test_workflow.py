@@ -21,9 +21,11 @@ from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHandle
 from temporalio.converter import DataConverter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from domain.errors import ASSIGNED_MEANWHILE, NEWER_MESSAGE
 from domain.types import (
     AgentAssigned,
     AssignmentRecord,
@@ -65,9 +67,15 @@ class StubActivities:
         self.env = env
         self.placements = placements
         self.calls: list[tuple[str, Any]] = []
+        # Activities that decline their next call, as the store does when something newer is
+        # stored (invariant 8): the failure the activity raises then.
+        self.declines: dict[str, ApplicationError] = {}
 
     def _called(self, arg: Any) -> None:
-        self.calls.append((activity.info().activity_type, arg))
+        name = activity.info().activity_type
+        self.calls.append((name, arg))
+        if (declined := self.declines.pop(name, None)) is not None:
+            raise declined
 
     def args(self, name: str) -> list[Any]:
         return [arg for called, arg in self.calls if called == name]
@@ -448,3 +456,82 @@ def test_a_flow_continued_by_code_before_the_stages_reads_its_stage() -> None:
     read_older_flags(flow)
     assert flow.stage == Stage.COUNTING_DOWN
     assert flow.countdown.agent_message_seq == fields["last_message_seq"]
+
+
+def _found_newer(seq: int, sender_role: str) -> ApplicationError:
+    return ApplicationError(
+        "a newer message is stored", seq, seq, sender_role, type=NEWER_MESSAGE, non_retryable=True
+    )
+
+
+async def test_a_requeue_declined_for_a_stored_reply_goes_on_from_that_reply(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Alice's reply (seq 6) was stored but its signal lost: the requeue finds it and declines;
+    the workflow takes it in as the signal would have (the countdown runs), requeues nobody."""
+    stubs = StubActivities(
+        time_env, general=QueuePlacement("general", accepted=True, first_reply_timeout_s=120)
+    )
+    stubs.declines["requeue_unanswered"] = _found_newer(6, Role.AGENT)
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        await _with_agent(handle, "alice")
+        await time_env.sleep(130)
+        going_on = await _seen(handle, lambda s: s.last_message_seq == 6, "the stored reply")
+        assert (going_on.state, going_on.agent_id) == ("active", "alice")
+        assert going_on.idle_warning_at is not None and going_on.first_reply_due_at is None
+        await time_env.sleep(185)  # and the countdown it began warns in time
+        await _seen(handle, lambda s: s.idle_close_at is not None, "the warning")
+        assert [w.agent_message_seq for w in stubs.args("send_idle_warning")] == [6]
+        assert len(stubs.args("requeue_unanswered")) == 1
+
+
+async def test_an_idle_warning_declined_for_a_newer_visitor_message_stops_the_countdown(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The visitor answered (seq 7) but the signal was lost: no warning, no close; the
+    visitor wrote last, so nothing counts down until the agent writes again."""
+    stubs = StubActivities(time_env)
+    stubs.declines["send_idle_warning"] = _found_newer(7, Role.VISITOR)
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        await _with_agent(handle, "alice")
+        await handle.signal(ConversationWorkflow.message_posted, _posted(5, Role.AGENT))
+        await _seen(handle, lambda s: s.idle_warning_at is not None, "the countdown")
+        await time_env.sleep(185)
+        stopped = await _seen(handle, lambda s: s.last_message_seq == 7, "the stored reply")
+        assert (stopped.state, stopped.idle_warning_at, stopped.idle_close_at) == (
+            "active",
+            None,
+            None,
+        )
+        await time_env.sleep(3600)
+        assert (await handle.query(ConversationWorkflow.snapshot)).state == "active"
+        assert len(stubs.args("send_idle_warning")) == 1 and not stubs.args("close_conversation")
+        await handle.signal(ConversationWorkflow.message_posted, _posted(8, Role.AGENT))
+        await _seen(handle, lambda s: s.idle_warning_at is not None, "a countdown from seq 8")
+
+
+async def test_an_overflow_close_declined_for_an_agent_takes_that_agent(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The wait ran out towards a left message, but alice was assigned in the database just
+    before (her signal on its way): the close declines and the conversation is hers."""
+    stubs = StubActivities(
+        time_env,
+        general=QueuePlacement(
+            "general", accepted=True, max_queue_wait_s=60, overflow_to="left_message"
+        ),
+    )
+    stubs.declines["close_conversation"] = ApplicationError(
+        "taken meanwhile", "alice", type=ASSIGNED_MEANWHILE, non_retryable=True
+    )
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        await _seen(handle, lambda s: s.overflow_at is not None, "the overflow timer")
+        await time_env.sleep(70)
+        served = await _seen(handle, lambda s: s.state == "active", "alice's conversation")
+        assert served.agent_id == "alice" and served.close_reason is None
+        [declined] = stubs.args("close_conversation")
+        assert (declined.reason, declined.unless_assigned) == ("overflow", True)
+        assert stubs.args("record_assignment") == [AssignmentRecord("c1", 1)]

@@ -55,7 +55,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.errors import FORBIDDEN, INVALID_INPUT, INVALID_STATE, NEWER_MESSAGE
+    from domain.errors import (
+        ASSIGNED_MEANWHILE,
+        FORBIDDEN,
+        INVALID_INPUT,
+        INVALID_STATE,
+        NEWER_MESSAGE,
+    )
     from domain.types import (
         LEFT_MESSAGE,
         MAX_OVERFLOW_HOPS,
@@ -93,6 +99,7 @@ with workflow.unsafe.imports_passed_through():
         AGENT_WROTE_BEFORE_ACTIVE,
         FIRST_REPLY_AFTER_TRANSFER,
         LOCAL_ACTIVITIES,
+        REQUESTS_FIRST,
         read_older_flags,
         write_older_flags,
     )
@@ -100,6 +107,8 @@ with workflow.unsafe.imports_passed_through():
 # Database outages must delay decisions, never drop them: retry without a limit.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 _ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# What an activity found when it declined a decision taken because nothing happened.
+_DECLINED = (NEWER_MESSAGE, ASSIGNED_MEANWHILE)
 
 
 @workflow.defn(name="Conversation")
@@ -113,6 +122,7 @@ class ConversationWorkflow:
     @workflow.run
     async def run(self, flow: ConversationFlow) -> str:
         while True:
+            self._refuse_transfer_out_of_turn()
             match self.flow.stage:
                 case Stage.ROUTING:
                     await self._route()
@@ -127,6 +137,7 @@ class ConversationWorkflow:
                     await self._attend()
                 case Stage.CLOSED:
                     break
+        self._refuse_transfer_out_of_turn()
         await self._rating_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.flow.close_reason or ""
@@ -208,7 +219,7 @@ class ConversationWorkflow:
                 self._placed(placement)
                 return
             if not self._may_overflow_to(placement.overflow_to):
-                await self._close(CloseReason.OVERFLOW)
+                await self._close_for_overflow()
                 return
             flow.overflow_hops += 1
             assert placement.overflow_to is not None
@@ -228,11 +239,19 @@ class ConversationWorkflow:
 
     async def _overflow(self, target: str | None) -> None:
         if not self._may_overflow_to(target):
-            await self._close(CloseReason.OVERFLOW)
+            await self._close_for_overflow()
             return
         assert target is not None
         self.flow.overflow_hops += 1
         await self._join(target)
+
+    async def _close_for_overflow(self) -> None:
+        """Nobody took it in time, and there is no group left to try: CLOSED overflow (a left
+        message is offered), unless an agent has taken it by the time the close is written."""
+        try:
+            await self._close(CloseReason.OVERFLOW, unless_assigned=True)
+        except (ActivityError, ApplicationError) as exc:
+            self._resume_from(_declined(exc))
 
     def _may_overflow_to(self, target: str | None) -> bool:
         return (
@@ -262,7 +281,9 @@ class ConversationWorkflow:
         if flow.close_request is not None:
             await self._close(_reason_for(flow.close_request))
             return
-        if self._continue_as_new_due():
+        if self._continue_as_new_due() and not (
+            flow.transfer_request is not None and workflow.patched(REQUESTS_FIRST)
+        ):
             await self._continue_as_new()
         if flow.transfer_request is not None:
             await self._transfer(flow.transfer_request)
@@ -300,8 +321,8 @@ class ConversationWorkflow:
 
     async def _close_idle(self, countdown: IdleCountdown) -> None:
         """WARNED, auto-close timer → CLOSED idle_timeout, unless a message newer than the
-        countdown's was stored by the time the close is written (held up by an outage, say):
-        then take that message in as its signal would, and carry on (invariant 8)."""
+        countdown's was stored by the time the close is written (its signal lost or late):
+        then carry on from that message (invariant 8)."""
         flow = self.flow
         flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
         try:
@@ -309,23 +330,23 @@ class ConversationWorkflow:
                 CloseReason.IDLE_TIMEOUT, silent_after_seq=countdown.agent_message_seq
             )
         except (ActivityError, ApplicationError) as exc:
-            # A local activity's failure comes as it was raised, a regular one's as its cause.
-            failure = exc.cause if isinstance(exc, ActivityError) else exc
-            if not (isinstance(failure, ApplicationError) and failure.type == NEWER_MESSAGE):
-                raise
+            failure = _declined(exc)
             flow.close_request = None
-            message_id, seq, sender_role = failure.details
-            self.message_posted(MessagePosted(message_id, seq, sender_role))
+            self._resume_from(failure)
 
     async def _requeue_unanswered(self) -> None:
         """The agent never answered: back to the queue near its head, and not to them again."""
         flow = self.flow
         assert flow.agent_id is not None
-        placement: QueuePlacement = await self._activity(
-            "requeue_unanswered",
-            RequeueInput(flow.conversation_id, flow.agent_id, flow.assignment_round),
-            QueuePlacement,
-        )
+        try:
+            placement: QueuePlacement = await self._activity(
+                "requeue_unanswered",
+                RequeueInput(flow.conversation_id, flow.agent_id, flow.assignment_round),
+                QueuePlacement,
+            )
+        except (ActivityError, ApplicationError) as exc:
+            self._resume_from(_declined(exc))  # they did answer: its signal was lost or late
+            return
         self._back_in_queue(placement)
 
     async def _transfer(self, request: TransferRequest) -> None:
@@ -376,16 +397,21 @@ class ConversationWorkflow:
             # Conversations from before read the policy again here, a local activity of its own.
             close_after_s = (await self._timeouts()).idle_close_after_s
         close_at = workflow.now() + timedelta(seconds=close_after_s)
-        told = await self._activity(
-            "send_idle_warning",
-            IdleWarningInput(
-                conversation_id=self.flow.conversation_id,
-                agent_message_seq=countdown.agent_message_seq,
-                close_at=close_at,
-                idle_close_after_s=close_after_s,
-            ),
-            None,
-        )
+        try:
+            told = await self._activity(
+                "send_idle_warning",
+                IdleWarningInput(
+                    conversation_id=self.flow.conversation_id,
+                    agent_message_seq=countdown.agent_message_seq,
+                    close_at=close_at,
+                    idle_close_after_s=close_after_s,
+                ),
+                None,
+            )
+        except (ActivityError, ApplicationError) as exc:
+            if self.flow.countdown is countdown:  # else a newer message's signal came meanwhile
+                self._resume_from(_declined(exc))
+            return
         if self.flow.countdown is countdown:  # no newer message meanwhile
             self._enter(Stage.WARNED)
         # Close when the warning said: later than planned if it went out late (retried through
@@ -398,7 +424,10 @@ class ConversationWorkflow:
         next_opening: datetime | None = None,
         *,
         silent_after_seq: int | None = None,
+        unless_assigned: bool = False,
     ) -> None:
+        """Close, with the closing message; an activity error if it was declined (the
+        silence or the wait it is for has ended: see `_resume_from`)."""
         flow = self.flow
         request = flow.close_request
         # An agent served it: the rating invite goes out with the closing message (one write).
@@ -412,6 +441,7 @@ class ConversationWorkflow:
                 next_opening=next_opening,
                 invite_rating=invite,
                 silent_after_seq=silent_after_seq,
+                unless_assigned=unless_assigned,
             ),
             None,
             requested=request is not None and request.by_role != Role.SYSTEM,
@@ -631,13 +661,63 @@ class ConversationWorkflow:
             return woken()
         return True
 
+    def _resume_from(self, found: ApplicationError) -> None:
+        """A decision taken because nothing happened was declined: something newer is stored,
+        its signal lost or late. Carry on from what the activity found, as the signal would
+        have had it (invariant 8)."""
+        flow = self.flow
+        if found.type == ASSIGNED_MEANWHILE:
+            (agent_id,) = found.details
+            flow.agent_id = agent_id
+            self._enter(Stage.ASSIGNED)
+            return
+        # The newest message stored, and the agent has answered (a countdown ran, or their
+        # reply was found): the visitor's turn, or the visitor must answer the agent.
+        _message_id, seq, sender_role = found.details
+        flow.last_message_seq = max(flow.last_message_seq, seq)
+        flow.last_message_role = sender_role
+        if sender_role == Role.AGENT:
+            flow.countdown = IdleCountdown(agent_message_seq=seq, armed_at=workflow.now())
+            self._enter(Stage.COUNTING_DOWN)
+        else:
+            flow.countdown = IdleCountdown()
+            self._enter(Stage.VISITOR_WROTE_LAST)
+        self._describe()
+
+    def _refuse_transfer_out_of_turn(self) -> None:
+        """A transfer accepted while the conversation was active that finds it no longer is
+        (a requeue or a close came first): answered, never left waiting."""
+        flow = self.flow
+        if flow.transfer_request is None or flow.stage.state == ConversationState.ACTIVE:
+            return
+        if not workflow.patched(REQUESTS_FIRST):
+            return
+        gone = "closed" if flow.stage == Stage.CLOSED else "back in the queue"
+        self._transfer_result = TransferResult(
+            ok=False, reason=f"the conversation is {gone}: not transferred"
+        )
+        flow.transfer_request = None
+
     def _continue_as_new_due(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()
 
     async def _continue_as_new(self) -> None:
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        write_older_flags(self.flow)
-        workflow.continue_as_new(self.flow)
+        """Carry on in a new run, once every request is answered. A request that comes while
+        the last ones finish is handled first: its handler waits for the run loop, so waiting
+        for it here would wait for ever."""
+        flow = self.flow
+        if workflow.patched(REQUESTS_FIRST):
+
+            def pending() -> bool:
+                return flow.close_request is not None or flow.transfer_request is not None
+
+            await workflow.wait_condition(lambda: pending() or workflow.all_handlers_finished())
+            if pending():
+                return
+        else:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        write_older_flags(flow)
+        workflow.continue_as_new(flow)
 
     def _publish(self) -> None:
         """Keep the supervisor's search attributes current."""
@@ -646,6 +726,15 @@ class ConversationWorkflow:
 
     def _describe(self) -> None:
         workflow.set_current_details(supervision.details(self.flow))
+
+
+def _declined(exc: ActivityError | ApplicationError) -> ApplicationError:
+    """What an activity found when it declined a decision; any other failure is raised on. (A
+    local activity's failure comes as it was raised, a regular one's as its cause.)"""
+    failure = exc.cause if isinstance(exc, ActivityError) else exc
+    if isinstance(failure, ApplicationError) and failure.type in _DECLINED:
+        return failure
+    raise exc
 
 
 def _reason_for(request: CloseRequest) -> str:

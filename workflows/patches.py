@@ -41,6 +41,7 @@ class Compatibility:
 FIRST_REPLY_AFTER_TRANSFER = "first-reply-after-transfer"
 LOCAL_ACTIVITIES = "local-activities"
 AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
+REQUESTS_FIRST = "requests-first"
 
 _STARTED_BEFORE = "no conversation started before {} was deployed is open"
 
@@ -69,6 +70,17 @@ PATCHES = (
         ),
         retire_when=_STARTED_BEFORE.format("c1de609")
         + " (then delete tests/histories/agent_wrote_with_its_assignment.v2.json)",
+    ),
+    Compatibility(
+        REQUESTS_FIRST,
+        added="2026-11-30 (nothing stuck)",
+        older=(
+            "continue-as-new waited for every update handler while a transfer or close waited "
+            "for the run loop (the conversation froze); a transfer that found the conversation "
+            "requeued or closed was never answered"
+        ),
+        retire_when=_STARTED_BEFORE.format("requests-first")
+        + " (a conversation frozen before it stays frozen: reset or terminate it)",
     ),
 )
 PATCH_IDS = frozenset(patch.name for patch in PATCHES)
