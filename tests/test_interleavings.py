@@ -6,7 +6,8 @@ of them lost (stored as the API stores them, never signalled: the worker's recon
 workflow's own checks must repair that), transfers to agents and groups, closes by the visitor,
 the agent or an admin, ratings, pauses in which first-reply timeouts, idle warnings and closes
 and rating windows pass, and worker restarts (the worker process killed and started again).
-Each side of each conversation acts in order, the sides and conversations at once.
+Each side of each conversation acts in order, the sides and conversations at once, up to a
+pause (which lets what is under way finish first).
 
 Then every conversation is closed (an admin's close, answered 200 or 409) and must complete,
 and the checks follow:
@@ -35,20 +36,27 @@ from typing import Literal
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, seed, settings
+from hypothesis import HealthCheck, Phase, event, example, given, seed, settings
 from hypothesis import strategies as st
 from sqlmodel import col, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from domain.types import Role
+from domain.types import EventType, Role
 from store.db import Database
 from store.messages import ConversationClosed, ConversationNotActive, NotYourConversation
 from store.models import Agent, Conversation
 from tests.support.api import ApiClient, Visit
 from tests.support.data import store_unsignalled
 from tests.support.decisions import transcript, wrong_decisions
-from tests.support.histories import completed, replay, runs, standing_still, unfinished_updates
+from tests.support.histories import (
+    completed,
+    continue_as_new_reasons,
+    replay,
+    runs,
+    standing_still,
+    unfinished_updates,
+)
 from tests.support.processes import Deployment
 from tests.support.temporal import address, start_dev_server
 from workflows import ConversationWorkflow
@@ -57,9 +65,9 @@ from workflows.gateway import workflow_id
 pytestmark = pytest.mark.e2e
 
 SOAK = os.environ.get("SWITCHBOARD_SOAK") == "1"
-EXAMPLES = 30 if SOAK else 3
+EXAMPLES = 30 if SOAK else 4
 MAX_CONVERSATIONS = 4 if SOAK else 2
-MAX_STEPS = 40 if SOAK else 12
+MAX_STEPS = 40 if SOAK else 14
 
 # Continue-as-new is suggested after 30 events or 5000 bytes (a fresh run starts near 2000):
 # a conversation goes through several runs, some ended by the count, some by the size (a
@@ -73,6 +81,8 @@ GROUPS = (
     '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "3s"\n'
     '[[skill_groups]]\nname = "after_sales"\n'
 )
+# Decisions a scenario's statistics count (pytest --hypothesis-show-statistics).
+DECISIONS = {EventType.IDLE_WARNING, EventType.REQUEUED, EventType.TRANSFERRED, EventType.CLOSED}
 # Idle warning and close, and a second to spare: what a lost signal would mislead has happened.
 QUIET = 5.0
 # How long an update (or a message) may take to be answered, its 503s retried.
@@ -115,6 +125,8 @@ class Rate:
 
 @dataclass(frozen=True)
 class Pause:
+    """What is under way finishes, then time passes (timers fire)."""
+
     seconds: float
 
 
@@ -134,7 +146,7 @@ class Scenario:
 
 def _steps(conversations: int) -> st.SearchStrategy[Step]:
     which = st.integers(0, conversations - 1)
-    say = st.builds(Say, which, st.sampled_from(["visitor", "agent"]), st.booleans())
+    say = st.builds(Say, which, st.sampled_from(["visitor", "agent", "agent"]), st.booleans())
     transfer = st.builds(
         Transfer,
         which,
@@ -155,7 +167,7 @@ def _steps(conversations: int) -> st.SearchStrategy[Step]:
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     conversations = draw(st.integers(1, MAX_CONVERSATIONS))
-    steps = draw(st.lists(_steps(conversations), min_size=4, max_size=MAX_STEPS))
+    steps = draw(st.lists(_steps(conversations), min_size=6, max_size=MAX_STEPS))
     return Scenario(conversations, tuple(steps))
 
 
@@ -165,8 +177,9 @@ EVERY_KIND = Scenario(
     2,
     (
         Say(0, "agent"),
-        Say(0, "visitor", lost=True),
         Say(1, "agent", lost=True),
+        Pause(0.5),
+        Say(0, "visitor", lost=True),
         Pause(3.5),
         Say(0, "visitor"),
         Transfer(0, note=1500),
@@ -238,6 +251,8 @@ class Play:
             agent = await self.api.create_agent(skill_groups=groups, max_concurrent=2)
             self.agents[agent.id] = agent.token
         self.visits = [await self.api.start_conversation() for _ in range(conversations)]
+        for visit in self.visits:  # the general agents have room for them all
+            await self.api.wait_for_state(visit.conversation_id, None, "active", timeout=60)
 
     async def request(
         self, what: str, send: Callable[[], Awaitable[httpx.Response]], *allowed: int
@@ -285,7 +300,8 @@ class Play:
                     content=text,
                 )
             except (ConversationClosed, ConversationNotActive, NotYourConversation):
-                pass
+                return
+            event(f"{step.by} message never signalled")
             return
         message_id = uuid.uuid4().hex  # a retry after a 503 sends the same message again
         await self.request(
@@ -345,6 +361,7 @@ class Play:
     async def restart_worker(self) -> None:
         await asyncio.to_thread(self.deployment.kill, "worker-0")
         await asyncio.to_thread(self.deployment.restart_worker)
+        event("worker restarted")
 
     async def run(self, step: Step) -> None:
         match step:
@@ -384,6 +401,8 @@ class Play:
         async with asyncio.TaskGroup() as group:
             for step in steps:
                 if isinstance(step, Pause):
+                    await asyncio.gather(*lanes.values())
+                    lanes.clear()
                     await asyncio.sleep(step.seconds)
                     continue
                 lane = self.lane(step)
@@ -406,10 +425,15 @@ class Play:
     async def check(self) -> None:
         for visit in self.visits:
             cid = visit.conversation_id
-            self.problems += wrong_decisions(await asyncio.to_thread(transcript, self.db, cid))
+            log = await asyncio.to_thread(transcript, self.db, cid)
+            self.problems += wrong_decisions(log)
+            for decision in {e.type for e in log.events} & DECISIONS:
+                event(f"decided: {decision}")
             histories = await runs(self.temporal, cid)
             await replay(histories)
             for history in histories:
+                for reason in continue_as_new_reasons(history):
+                    event(f"continued as new: {reason}")
                 for update in unfinished_updates(history):
                     self.problems.append(f"{cid}: {update} never finished in its run")
             handle = self.temporal.get_workflow_handle(workflow_id(cid))
@@ -419,6 +443,7 @@ class Play:
             assert row is not None
             stored = (row.state, row.close_reason, row.agent_id, row.rating_status)
             told = (known.state, known.close_reason, known.agent_id, known.rating_status)
+            event(f"closed: {row.close_reason}, rating {row.rating_status}")
             if stored != told or await handle.result() != row.close_reason:
                 self.problems.append(f"{cid}: the database says {stored}, the workflow {told}")
         with self.db.read() as session:
@@ -476,12 +501,15 @@ async def test_no_interleaving_leaves_a_conversation_stuck_or_decided_wrongly(
             await play.settle()
             await play.check()
         except (AssertionError, ExceptionGroup) as failed:
-            stuck = [
-                await standing_still(play.temporal.get_workflow_handle(workflow_id(cid)))
-                for cid, _token in play.visits
-            ]
+            stuck, wrong = [], []
+            for cid, _token in play.visits:
+                stuck.append(
+                    await standing_still(play.temporal.get_workflow_handle(workflow_id(cid)))
+                )
+                wrong += wrong_decisions(await asyncio.to_thread(transcript, database, cid))
             raise AssertionError(
-                f"{_first(failed)}\nworkflows: {stuck}\nanswers: {play.answers}"
+                f"{_first(failed)}\nworkflows: {stuck}\ndecided against the stored truth: "
+                f"{wrong}\nanswers: {play.answers}"
             ) from failed
         finally:
             await play.tear_down()

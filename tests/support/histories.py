@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, SuggestContinueAsNewReason
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
 
@@ -104,6 +104,19 @@ def suggesting_tasks(history: WorkflowHistory) -> list[int]:
         if event.event_type == _TASK_STARTED
         and event.workflow_task_started_event_attributes.suggest_continue_as_new
     ]
+
+
+def continue_as_new_reasons(history: WorkflowHistory) -> set[str]:
+    """Why the server suggested continue-as-new in the run (`history_size_too_large`,
+    `too_many_history_events`, …): nothing if it never did."""
+    return {
+        SuggestContinueAsNewReason.Name(reason)
+        .removeprefix("SUGGEST_CONTINUE_AS_NEW_REASON_")
+        .lower()
+        for event in history.events
+        if event.event_type == _TASK_STARTED
+        for reason in event.workflow_task_started_event_attributes.suggest_continue_as_new_reasons
+    }
 
 
 async def settled(handle: WorkflowHandle[Any, Any]) -> tuple[str, int]:
