@@ -66,8 +66,22 @@ async def answer(
     return response
 
 
-async def _loads(system: System, *agents: AgentLogin) -> list[int]:
-    return [(await system.agent(agent.id))["load"] for agent in agents]
+async def _closes_and_completes(
+    system: System, visit: Visit, handle: WorkflowHandle[object, object], *agents: AgentLogin
+) -> None:
+    """Whoever holds the conversation (of `agents`; nobody: the admin) closes it: 200, the row
+    closed, the workflow completed after its rating phase, every agent's seat given back."""
+    holder = (await system.conversation(visit.conversation_id))["agent_id"]
+    closer = {agent.id: agent.token for agent in agents}.get(holder)
+    closed = await answer(
+        system.close(visit.conversation_id, closer), handle, "the close after the transfer"
+    )
+    assert closed.status_code == 200, closed.text
+    row = await system.conversation(visit.conversation_id)
+    assert row["state"] == "closed", row
+    assert await completed(handle, timeout=COMPLETE_WITHIN) == row["close_reason"]
+    loads = [(await system.agent(agent.id))["load"] for agent in agents]
+    assert loads == [0] * len(agents), loads
 
 
 # --- a conversation frozen for good ----------------------------------------------------------
@@ -130,16 +144,7 @@ async def test_a_transfer_in_the_task_that_suggests_continue_as_new_is_answered(
         transfers = [u for u in accepted_updates(edge) if u.name == "transfer"]
         assert [u.in_suggesting_task for u in transfers] == [True], transfers
 
-    holder = (await system.conversation(visit.conversation_id))["agent_id"]
-    closer = {alice.id: alice.token, bob.id: bob.token}.get(holder)  # None: the admin
-    closed = await answer(
-        system.close(visit.conversation_id, closer), handle, "the close after the transfer"
-    )
-    assert closed.status_code == 200, closed.text
-    row = await system.conversation(visit.conversation_id)
-    assert row["state"] == "closed", row
-    assert await completed(handle, timeout=COMPLETE_WITHIN) == row["close_reason"]
-    assert await _loads(system, alice, bob) == [0, 0]
+    await _closes_and_completes(system, visit, handle, alice, bob)
     # The run after the edge really continued: the conversation went on in a new run.
     assert (await handle.describe()).run_id != run_id
 
@@ -210,14 +215,4 @@ async def test_a_transfer_accepted_while_the_unanswered_conversation_is_requeued
         )
     moved = await answer(transfer, handle, "the transfer accepted during the requeue")
     assert moved.status_code in (200, 409), moved.text
-
-    row = await system.conversation(visit.conversation_id)
-    holder = {alice.id: alice.token, bob.id: bob.token}.get(row["agent_id"])
-    closed = await answer(
-        system.close(visit.conversation_id, holder), handle, "the close after the transfer"
-    )
-    assert closed.status_code == 200, closed.text
-    row = await system.conversation(visit.conversation_id)
-    assert row["state"] == "closed", row
-    assert await completed(handle, timeout=COMPLETE_WITHIN) == row["close_reason"]
-    assert await _loads(system, alice, bob) == [0, 0]
+    await _closes_and_completes(system, visit, handle, alice, bob)
