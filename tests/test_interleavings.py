@@ -479,11 +479,7 @@ _seeded = seed(int(os.environ.get("SWITCHBOARD_SOAK_SEED", "12"))) if SOAK else 
     deadline=None,
     phases=(Phase.explicit, Phase.generate),  # no shrinking: each example takes tens of seconds
     report_multiple_bugs=False,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.function_scoped_fixture,
-        HealthCheck.data_too_large,
-    ],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @example(EVERY_KIND)
 @given(scenario=scenarios())
