@@ -27,7 +27,7 @@ from temporalio.runtime import (
 from temporalio.worker import Worker
 
 from activities import ConversationActivities
-from dispatcher import reconcile_forever
+from dispatcher import Reconciler
 from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import PROJECT_ROOT, Settings, get_settings
@@ -91,24 +91,28 @@ async def run_worker(settings: Settings) -> None:
     policy = PolicySource(settings.policy)
     db = Database(settings.database_url)
     db.create_schema()
+    runtime = sdk_runtime(metrics_address=settings.worker_metrics_address)
     client = await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        runtime=sdk_runtime(metrics_address=settings.worker_metrics_address),
+        settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime
     )
     worker = build_worker(client=client, db=db, policy=policy, task_queue=settings.task_queue)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    reconciler = asyncio.create_task(
-        reconcile_forever(db=db, client=client, interval=settings.reconcile_interval_seconds)
+    reconciler = Reconciler(
+        db=db,
+        client=client,
+        policy=policy,
+        task_queue=settings.task_queue,
+        meter=runtime.metric_meter,
     )
+    reconciling = asyncio.create_task(reconciler.run_forever(settings.reconcile_interval_seconds))
     log.info("worker polling task queue %r at %s", settings.task_queue, settings.temporal_address)
     async with worker:
         await stop.wait()
         log.info("worker stopping: finishing running tasks")
-        reconciler.cancel()
+        reconciling.cancel()
     db.dispose()
 
 

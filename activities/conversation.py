@@ -211,6 +211,8 @@ class ConversationActivities:
                 next_opening=close.next_opening,
                 invite_rating=close.invite_rating,
                 silent_after_seq=close.silent_after_seq,
+                overflowed_from=close.overflowed_from,
+                overflow_hop=close.overflow_hop,
                 unless_assigned=close.unless_assigned,
             )
         )

@@ -20,6 +20,7 @@ from settings import Settings
 from store.agents import agent_with_token, find_agent
 from store.conversations import find_conversation
 from store.db import Database
+from store.messages import SignalledMarks
 from store.models import Agent, Conversation
 from workflows.gateway import ConversationGateway
 
@@ -39,6 +40,7 @@ class Services:
     temporal: ConversationGateway
     hints: EventHints
     visitor_streams: StreamSlots  # streams each visitor holds open in this process
+    signalled: SignalledMarks  # messages told to their workflows, written in batches
 
 
 def get_services(request: Request) -> Services:

@@ -26,6 +26,7 @@ from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import Settings, get_settings
 from store.db import Database, unavailable
+from store.messages import SignalledMarks, mark_signalled
 from workflows.gateway import ConversationGateway
 
 log = logging.getLogger("switchboard.api")
@@ -53,6 +54,29 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
+# How often an API process writes which messages it told workflows of (store.SignalledMarks).
+SIGNALLED_MARKS_INTERVAL = 0.5
+
+
+async def write_signalled_marks(db: Database, marks: SignalledMarks) -> None:
+    """Write the batch every SIGNALLED_MARKS_INTERVAL, and what is left when the app stops."""
+    try:
+        while True:
+            await asyncio.sleep(SIGNALLED_MARKS_INTERVAL)
+            await _write_marks(db, marks)
+    finally:
+        await _write_marks(db, marks)
+
+
+async def _write_marks(db: Database, marks: SignalledMarks) -> None:
+    taken = marks.take()
+    try:
+        await asyncio.to_thread(mark_signalled, db, taken)
+    except sa.exc.SQLAlchemyError as exc:
+        marks.put_back(taken)  # the next batch tries again; the reconciler covers a crash
+        log.warning("could not record told messages: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
@@ -69,6 +93,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             temporal=ConversationGateway(temporal, settings=settings),
             hints=hints,
             visitor_streams=StreamSlots(settings.max_streams_per_visitor),
+            signalled=SignalledMarks(),
         )
         # Other processes' events wake our streams: LISTEN/NOTIFY on PostgreSQL, a look at
         # the log's newest event id every LOG_WATCH_INTERVAL on SQLite (besides, every stream
@@ -78,8 +103,11 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             if db.is_sqlite
             else listen_for_events(settings.database_url, hints)
         )
+        marks = asyncio.create_task(write_signalled_marks(db, app.state.services.signalled))
         yield
         listener.cancel()
+        marks.cancel()
+        await asyncio.gather(marks, return_exceptions=True)
         db.dispose()
 
     app = FastAPI(

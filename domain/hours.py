@@ -112,6 +112,14 @@ class ServiceHours(BaseModel):
     def is_open(self, at: datetime) -> bool:
         return any(start <= at < end for start, end in self.spans(at))
 
+    def next_closing(self, at: datetime) -> datetime:
+        """When the group next closes from `at` on: the end of the open span `at` is in, or
+        `at` itself if the group is closed then."""
+        for start, end in self.spans(at):
+            if start <= at < end:
+                return end
+        return at
+
     def next_opening(self, at: datetime) -> datetime | None:
         """When the group next opens after `at` (None if never within a year)."""
         for start, end in self.spans(at):

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from domain.hours import ServiceHours
-from domain.types import LEFT_MESSAGE
+from domain.types import LEFT_MESSAGE, OnClosing
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -84,6 +84,16 @@ class SkillGroup(_Strict):
     agent_first_reply_timeout: Duration | None = None
     # No hours: always open.
     hours: ServiceHours | None = None
+    # Those still waiting when the hours end: wait on, or closed out_of_hours.
+    on_closing: OnClosing = OnClosing.KEEP
+
+    @model_validator(mode="after")
+    def _closing_needs_hours(self) -> SkillGroup:
+        if self.on_closing == OnClosing.CLOSE and self.hours is None:
+            raise ValueError(
+                f'on_closing = "close" needs [hours]: group {self.name!r} never closes without them'
+            )
+        return self
 
 
 class RoutingMatch(_Strict):

@@ -116,6 +116,13 @@ class EventType(StrEnum):
     LEFT_MESSAGE_RESOLVED = "left_message.resolved"
 
 
+class OnClosing(StrEnum):
+    """What becomes of a conversation still queued when its group's service hours end."""
+
+    KEEP = "keep"  # it waits on for the next opening
+    CLOSE = "close"  # closed out_of_hours, with the next opening and a left message offered
+
+
 # overflow_to may name a group or this: take a left message instead of queueing further.
 LEFT_MESSAGE = "left_message"
 MAX_OVERFLOW_HOPS = 3
@@ -252,6 +259,11 @@ class ConversationFlow:
     max_queue_wait_s: float | None = None
     overflow_to: str | None = None
     overflow_hops: int = 0
+    # When that group's service hours end, what it does then with those still waiting
+    # (OnClosing), and when it opens again.
+    group_closes_at: datetime | None = None
+    on_closing: str = OnClosing.KEEP
+    group_next_opening: datetime | None = None
     first_reply_timeout_s: float | None = None
     # Assignments so far (a transfer or a missed first reply starts another).
     assignment_round: int = 0
@@ -316,6 +328,11 @@ class QueuePlacement:
     max_queue_wait_s: float | None = None
     first_reply_timeout_s: float | None = None
     agent_id: str | None = None  # already assigned (a retried move found it served)
+    # The group's service hours: when they next end (None: it has none), what it does then
+    # with those still waiting (OnClosing), and when it opens after that.
+    closes_at: datetime | None = None
+    on_closing: str = OnClosing.KEEP
+    next_opening: datetime | None = None
 
 
 @dataclass
@@ -345,8 +362,12 @@ class CloseInput:
     # A close because nobody wrote after this seq (the idle countdown's agent message): the
     # activity declines it (NEWER_MESSAGE) if a newer message is stored by then (invariant 8).
     silent_after_seq: int | None = None
-    # A close because nobody took it in time (overflow): declined (ASSIGNED_MEANWHILE) if an
-    # agent has by then.
+    # An overflow close: the group it overflows from into a left message, and that hop's number
+    # (its conversation.overflowed event is written with the close).
+    overflowed_from: str | None = None
+    overflow_hop: int = 0
+    # A close because nobody took it in time (the queue wait ran out, the group's closing came):
+    # declined (ASSIGNED_MEANWHILE, with the agent's id) if an agent has taken it by then.
     unless_assigned: bool = False
 
 
@@ -387,3 +408,4 @@ class ConversationSnapshot:
     idle_warning_at: datetime | None
     idle_close_at: datetime | None
     rating_expires_at: datetime | None
+    closing_at: datetime | None = None  # the group's closing, which closes a waiting one

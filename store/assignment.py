@@ -7,6 +7,10 @@ load is raised by a conditional UPDATE that re-checks capacity under the row loc
 ever exceeds `max_concurrent` and no conversation is assigned twice, whatever runs at once.
 Invariant 4: joining and serving one group's queue are serialised (lock_queue), so enqueue
 times follow commit order and nobody is served before an earlier arrival.
+
+Lock order of an assignment: the group's queue lock, the queue entries, the chosen agent's row,
+the conversation's row (a lifecycle write locks the conversation's entry before anything else,
+store/lifecycle.py). What it only reads (skills, skips, who else is online) it does not lock.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from domain.types import AgentStatus, ConversationState, EventType
@@ -49,12 +54,26 @@ def queue_order() -> tuple[sa.ColumnElement[object], ...]:
     )
 
 
+def _skips(conversation_id: str, agent_id: sa.ColumnElement[str]) -> sa.Exists:
+    """Whether the conversation skips this agent: they let it go unanswered, or handed it on."""
+    return sa.exists().where(
+        col(QueueSkip.conversation_id) == conversation_id,
+        col(QueueSkip.agent_id) == agent_id,
+    )
+
+
 def _candidate_agent(session: Session, skill_group: str, conversation_id: str) -> Agent | None:
     """Least-loaded online agent of the group with room; ties to the longest since assigned.
-    Agents who let this conversation go unanswered before are skipped."""
-    skipped = sa.exists().where(
-        col(QueueSkip.conversation_id) == conversation_id,
-        col(QueueSkip.agent_id) == col(Agent.id),
+    An agent the conversation skips is passed over only while another agent of the group,
+    one it does not skip, is online to serve it (with room now, or once they have some): with
+    nobody else online, a skipped agent takes it rather than leave the visitor waiting for no
+    one."""
+    other, other_skill = aliased(Agent), aliased(AgentSkill)
+    someone_else_online = sa.exists().where(
+        other_skill.skill_group == skill_group,
+        other_skill.agent_id == other.id,
+        other.status == AgentStatus.ONLINE,
+        ~_skips(conversation_id, other.id),
     )
     return session.exec(
         select(Agent)
@@ -63,7 +82,7 @@ def _candidate_agent(session: Session, skill_group: str, conversation_id: str) -
             AgentSkill.skill_group == skill_group,
             Agent.status == AgentStatus.ONLINE,
             col(Agent.active_count) < col(Agent.max_concurrent),
-            ~skipped,
+            sa.or_(~_skips(conversation_id, col(Agent.id)), ~someone_else_online),
         )
         .order_by(
             col(Agent.active_count).asc(),
@@ -131,9 +150,9 @@ class _HeadTaken(Exception):
 
 def _first_servable(session: Session, skill_group: str) -> tuple[QueueEntry, Agent] | None:
     """The first waiting conversation, in queue order, that an agent with room may take, and
-    that agent. Only agents it skipped (no first reply) differ from one conversation to the
-    next, so a conversation nobody may take does not hold up those behind it, and the search
-    stops at the first one that skipped nobody."""
+    that agent. Only agents it skips (no first reply, or they handed it on) differ from one
+    conversation to the next, so a conversation nobody may take does not hold up those behind
+    it, and the search stops at the first one that skips nobody."""
     entries = session.exec(
         select(QueueEntry)
         .where(QueueEntry.skill_group == skill_group)

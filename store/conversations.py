@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -13,7 +14,7 @@ from domain.types import ConversationState, EventType, Role
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
 from store.events import ConversationNotFound, append_event, events_after
-from store.models import Conversation, Event, QueueEntry
+from store.models import Conversation, Event, QueueEntry, utcnow
 
 
 class SeqNotReached(Exception):
@@ -92,6 +93,27 @@ def open_conversation(
             raise
         return OpenConversation(existing, created=False)
     return OpenConversation(conversation, created=True)
+
+
+def unstarted_conversations(
+    db: Database, *, older_than: timedelta, limit: int
+) -> list[Conversation]:
+    """Conversations created more than `older_than` ago that no workflow has routed: their
+    workflow's start failed after the row was written (and the customer has not come back to
+    start it again), or it has not run yet. At most `limit`, the oldest first."""
+    with db.read() as session:
+        return list(
+            session.exec(
+                select(Conversation)
+                .where(
+                    Conversation.state == ConversationState.QUEUED,
+                    col(Conversation.policy_version).is_(None),
+                    col(Conversation.created_at) < utcnow() - older_than,
+                )
+                .order_by(col(Conversation.created_at))
+                .limit(limit)
+            ).all()
+        )
 
 
 def view_in(session: Session, conversation: Conversation) -> ConversationView:

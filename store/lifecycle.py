@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from domain.policy import Policy, SkillGroup
 from domain.types import (
+    LEFT_MESSAGE,
     LEFT_MESSAGE_REASONS,
     ConversationState,
     EventType,
@@ -141,9 +142,11 @@ def _group(policy: Policy, name: str | None) -> SkillGroup:
     return policy.group(policy.default_skill_group)
 
 
-def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
+def _placed(group: SkillGroup, entry: QueueEntry, at: datetime | None = None) -> QueuePlacement:
+    """The placement in `group`, its service hours seen from `at` (now if not given)."""
     wait = group.max_queue_wait
     first_reply = group.agent_first_reply_timeout
+    closes_at = group.hours.next_closing(at or utcnow()) if group.hours else None
     return QueuePlacement(
         skill_group=group.name,
         accepted=True,
@@ -151,6 +154,9 @@ def _placed(group: SkillGroup, entry: QueueEntry) -> QueuePlacement:
         overflow_to=group.overflow_to,
         max_queue_wait_s=wait.total_seconds() if wait else None,
         first_reply_timeout_s=first_reply.total_seconds() if first_reply else None,
+        closes_at=closes_at,
+        on_closing=group.on_closing,
+        next_opening=group.hours.next_opening(closes_at) if group.hours and closes_at else None,
     )
 
 
@@ -276,16 +282,18 @@ def _join_group(
             agent_id=conversation.agent_id,
         )
     if current is not None and current.skill_group == group.name:
-        return _placed(group, current)  # a retry after it committed
+        return _placed(group, current, at)  # a retry after it committed
+    lock_queue(session, group.name)
+    if hop > 0:  # the hop happened, whether this group takes it or passes it on
+        origin = from_group or (current.skill_group if current is not None else None)
+        _overflowed(session, conversation.id, from_group=origin, to=group.name, hop=hop)
     if group.hours is not None and not group.hours.is_open(at):
         return _refused(group, "closed")
-    lock_queue(session, group.name)
     waiting = session.exec(
         select(sa.func.count()).select_from(QueueEntry).where(QueueEntry.skill_group == group.name)
     ).one()
     if group.max_queue_length is not None and waiting >= group.max_queue_length:
         return _refused(group, "full")
-    origin = current.skill_group if current is not None else from_group
     if current is not None:
         session.delete(current)
         session.flush()
@@ -301,15 +309,21 @@ def _join_group(
             dedupe_key="state:queued",
             skill_group=group.name,
         )
-    else:
-        append_event(
-            session,
-            conversation_id=conversation.id,
-            type=EventType.OVERFLOWED,
-            data={"from": origin, "to": group.name, "hop": hop},
-            dedupe_key=f"overflow:{hop}",
-        )
-    return _placed(group, entry)
+    return _placed(group, entry, at)
+
+
+def _overflowed(
+    session: Session, conversation_id: str, *, from_group: str | None, to: str, hop: int
+) -> None:
+    """The `hop`-th overflow: to a group (which may take it or pass it on) or to a left
+    message. Once each (a retry finds it written)."""
+    append_event(
+        session,
+        conversation_id=conversation_id,
+        type=EventType.OVERFLOWED,
+        data={"from": from_group, "to": to, "hop": hop},
+        dedupe_key=f"overflow:{hop}",
+    )
 
 
 def record_assignment(*, db: Database, conversation_id: str, round: int) -> None:
@@ -349,7 +363,7 @@ def _leave_agent_for_queue(
     entry = join_queue(
         session, conversation, skill_group=group.name, priority=conversation.priority
     )
-    return _placed(group, entry)
+    return _placed(group, entry, now)
 
 
 def requeue_unanswered(
@@ -469,6 +483,8 @@ def _hand_over(
         result = TransferResult(
             ok=True, placement=_leave_agent_for_queue(session, conversation, group, now)
         )
+        if from_agent is not None:  # not straight back to who handed it on, if others serve
+            session.merge(QueueSkip(conversation_id=conversation.id, agent_id=from_agent))
     append_event(
         session,
         conversation_id=conversation.id,
@@ -521,6 +537,43 @@ def _transfer_result(
     )
 
 
+# What moves a conversation on after a transfer: a transfer that one of these follows is past.
+_HANDOVERS = (EventType.TRANSFERRED, EventType.ASSIGNED, EventType.REQUEUED, EventType.CLOSED)
+
+
+def transfer_took_effect(
+    *,
+    db: Database,
+    conversation_id: str,
+    by_id: str,
+    to_agent_id: str | None,
+    to_skill_group: str | None,
+) -> bool:
+    """Whether this caller's transfer to this agent or group is the last thing that moved the
+    conversation: a retry of a transfer that happened (its first answer lost) is answered as
+    that transfer was, not refused by a conversation that is no longer theirs."""
+    with db.read() as session:
+        last = session.exec(
+            select(Event)
+            .where(
+                Event.conversation_id == conversation_id,
+                col(Event.type).in_(_HANDOVERS),
+                # A transfer to an agent writes their assignment with it, under its own key.
+                sa.not_(sa.func.coalesce(col(Event.dedupe_key), "").like("transfer:%:assigned")),
+            )
+            .order_by(col(Event.seq).desc())
+            .limit(1)
+        ).first()
+    if last is None or last.type != EventType.TRANSFERRED:
+        return False
+    data = last.data
+    return (data.get("by"), data.get("to_agent_id"), data.get("to_skill_group")) == (
+        by_id,
+        to_agent_id,
+        to_skill_group,
+    )
+
+
 def conversation_agent(*, db: Database, conversation_id: str) -> str | None:
     """The agent the conversation is assigned to now, if any."""
     with db.read() as session:
@@ -569,14 +622,17 @@ def close_conversation(
     next_opening: datetime | None = None,
     invite_rating: bool = False,
     silent_after_seq: int | None = None,
+    overflowed_from: str | None = None,
+    overflow_hop: int = 0,
     unless_assigned: bool = False,
 ) -> Outcome[datetime | None]:
     """Close with the closing message, out of the queue and off the agent's load (a closed one
     keeps its first close). With `invite_rating` and an agent who served it, invite the rating
-    too; the outcome then says when its window ends. Declined (`Declined`) where the reason
-    for it no longer holds: `silent_after_seq`, a close because nobody wrote after that message,
-    if someone has since (NewerMessage); `unless_assigned`, a close because nobody took it in
-    time, if an agent has (AssignedMeanwhile)."""
+    too; the outcome then says when its window ends. `overflowed_from`: the group it overflows
+    from into a left message, its `overflow_hop`-th hop (written with the close). Declined
+    (`Declined`) where the reason for it no longer holds: `silent_after_seq`, a close because
+    nobody wrote after that message, if someone has since (NewerMessage); `unless_assigned`, a
+    close because nobody took it in time, if an agent has (AssignedMeanwhile)."""
     now = utcnow()
     with db.write() as session:
         entry = _queue_entry(session, conversation_id, lock=True)
@@ -592,6 +648,14 @@ def close_conversation(
                 raise AssignedMeanwhile(conversation.agent_id)
         release_agent(session, conversation_id, now)
         if conversation.state != ConversationState.CLOSED:
+            if overflowed_from is not None:
+                _overflowed(
+                    session,
+                    conversation_id,
+                    from_group=overflowed_from,
+                    to=LEFT_MESSAGE,
+                    hop=overflow_hop,
+                )
             conversation.policy_version = policy.version
             conversation.close_reason = reason
             conversation.closed_by = closed_by

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from domain.types import ConversationState, EventType, Role
@@ -148,3 +150,91 @@ def _check_rate(
         # The oldest of them leaves the window first: then there is room for one more.
         frees_in = (oldest + RATE_WINDOW - now).total_seconds()
         raise RateLimited(retry_after=max(1, math.ceil(frees_in)))
+
+
+# --- telling the workflow -------------------------------------------------------------------
+
+_MARK_SIGNALLED = (
+    sa.update(Conversation)
+    .where(
+        col(Conversation.id) == sa.bindparam("of_conversation"),
+        col(Conversation.signalled_seq) < sa.bindparam("seq"),
+    )
+    .values(signalled_seq=sa.bindparam("seq"))
+)
+
+
+def mark_signalled(db: Database, seqs: Mapping[str, int]) -> None:
+    """Record that these conversations' workflows were told of their messages up to these
+    seqs: one transaction for the lot, rows in id order (as every writer takes them)."""
+    if not seqs:
+        return
+    with db.write_connection() as connection:
+        connection.execute(
+            _MARK_SIGNALLED,
+            [{"of_conversation": key, "seq": seqs[key]} for key in sorted(seqs)],
+        )
+
+
+class SignalledMarks:
+    """The seqs an API process told workflows of, written by `mark_signalled` in batches (a
+    write per message would double the hot path's writes). A process that dies before
+    writing them loses nothing: the reconciler tells those workflows again, and a workflow
+    ignores a seq it has seen."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, int] = {}
+
+    def add(self, conversation_id: str, seq: int) -> None:
+        self._pending[conversation_id] = max(seq, self._pending.get(conversation_id, 0))
+
+    def take(self) -> dict[str, int]:
+        taken, self._pending = self._pending, {}
+        return taken
+
+    def put_back(self, seqs: Mapping[str, int]) -> None:
+        for conversation_id, seq in seqs.items():
+            self.add(conversation_id, seq)
+
+
+@dataclass(frozen=True)
+class Unsignalled:
+    """A conversation's newest message, stored but not known to be told to its workflow."""
+
+    conversation_id: str
+    message_id: int
+    seq: int
+    sender_role: str
+
+
+def unsignalled_messages(db: Database, *, older_than: timedelta, limit: int) -> list[Unsignalled]:
+    """Open conversations whose newest message, stored more than `older_than` ago, is beyond
+    what their workflow is known to have been told (its API process died between storing and
+    signalling, or the signal failed and the client never retried): at most `limit`."""
+    other = aliased(Message)
+    newest = (
+        sa.select(sa.func.max(other.seq))
+        .where(other.conversation_id == col(Conversation.id))
+        .correlate(Conversation)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(
+            col(Message.conversation_id),
+            col(Message.id),
+            col(Message.seq),
+            col(Message.sender_role),
+        )
+        .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+        .where(
+            col(Conversation.state) != ConversationState.CLOSED,
+            col(Message.seq) == newest,
+            col(Message.seq) > col(Conversation.signalled_seq),
+            col(Message.created_at) < utcnow() - older_than,
+        )
+        .order_by(col(Message.created_at))
+        .limit(limit)
+    )
+    with db.read() as session:
+        rows = session.execute(query).all()
+    return [Unsignalled(*row) for row in rows]

@@ -90,6 +90,9 @@ class Conversation(SQLModel, table=True):
     rating_comment: str | None = None
     # Last event seq handed out: incremented in the same transaction that writes the event.
     last_seq: int = 0
+    # The newest message seq its workflow is known to have been told of (written after the
+    # signals, in batches): the reconciler tells it of anything newer.
+    signalled_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # Read receipts: the highest seq each side has seen.
     visitor_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     agent_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
@@ -134,9 +137,12 @@ class Message(SQLModel, table=True):
         # The rate limit counts a sender's messages of the last minute in a conversation: an
         # index range, not a walk through everything they ever wrote there (bench/ B6).
         sa.Index("ix_message_sender_recent", "conversation_id", "sender_id", "created_at"),
+        # A conversation's messages in order, and its newest (the reconciler's look at what
+        # its workflow has not been told) an index lookup.
+        sa.Index("ix_message_conversation_seq", "conversation_id", "seq"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: str = Field(foreign_key="conversation.id", max_length=32, index=True)
+    conversation_id: str = Field(foreign_key="conversation.id", max_length=32)
     seq: int
     sender_role: str = Field(max_length=16)
     sender_id: str = Field(max_length=200)
@@ -192,7 +198,8 @@ class LeftMessage(SQLModel, table=True):
 
 
 class QueueSkip(SQLModel, table=True):
-    """An agent who let this conversation go unanswered is not given it again."""
+    """An agent who let this conversation go unanswered, or handed it on to a group, is not
+    given it again while another agent of the group is online (store/assignment.py)."""
 
     __tablename__ = "queue_skip"
     conversation_id: str = Field(foreign_key="conversation.id", primary_key=True, max_length=32)

@@ -39,7 +39,7 @@ class SkillGroupFigures:
     average_wait_seconds: float | None = None
     average_handling_seconds: float | None = None
     # Today (the UTC day).
-    overflows_today: int = 0  # moved on to another group, or closed with `overflow`
+    overflows_today: int = 0  # hops out of the group: to another group or a left message
     abandons_today: int = 0
     auto_closes_today: int = 0  # closed with `idle_timeout`
     ratings_today: int = 0  # of conversations closed today
@@ -145,20 +145,17 @@ def skill_group_figures(
 
     reason = col(Conversation.close_reason)
     conversation_group = col(Conversation.skill_group)
-    overflow_closes: dict[str, int] = {}
-    for group, abandons, auto_closes, overflows, ratings, rating in session.execute(
+    for group, abandons, auto_closes, ratings, rating in session.execute(
         select(
             conversation_group,
             _count_where(reason == CloseReason.ABANDONED),
             _count_where(reason == CloseReason.IDLE_TIMEOUT),
-            _count_where(reason == CloseReason.OVERFLOW),
             sa.func.count(col(Conversation.rating_score)),
             sa.func.avg(col(Conversation.rating_score)),
         )
         .where(conversation_group.in_(groups), col(Conversation.closed_at) >= today)
         .group_by(conversation_group)
     ):
-        overflow_closes[group] = overflows
         found[group].update(
             abandons_today=abandons,
             auto_closes_today=auto_closes,
@@ -166,22 +163,19 @@ def skill_group_figures(
             average_rating_today=_rounded(rating, 2),
         )
 
-    # A move to another group is an event (the conversation's skill_group is the new one).
+    # Every hop out of a group is an event, into another group or a left message (the
+    # conversation's skill_group is where it ended up, not where it overflowed from).
     from_group = col(Event.data)["from"].as_string()
-    moved_on: dict[str, int] = {
-        group: count
-        for group, count in session.execute(
-            select(from_group, sa.func.count())
-            .where(
-                col(Event.type) == EventType.OVERFLOWED,
-                col(Event.at) >= today,
-                from_group.in_(groups),
-            )
-            .group_by(from_group)
+    for group, count in session.execute(
+        select(from_group, sa.func.count())
+        .where(
+            col(Event.type) == EventType.OVERFLOWED,
+            col(Event.at) >= today,
+            from_group.in_(groups),
         )
-    }
-    for group in groups:
-        found[group]["overflows_today"] = moved_on.get(group, 0) + overflow_closes.get(group, 0)
+        .group_by(from_group)
+    ):
+        found[group]["overflows_today"] = count
 
     return [SkillGroupFigures(skill_group=group, **found[group]) for group in groups]
 

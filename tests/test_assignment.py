@@ -25,10 +25,9 @@ from store.models import (
     Assignment,
     Conversation,
     QueueEntry,
-    QueueSkip,
     utcnow,
 )
-from tests.support.data import add_agent, enqueue_conversations, new_conversation
+from tests.support.data import add_agent, enqueue_conversations, new_conversation, skip_agent
 
 
 def _clone(db: Database) -> Database:
@@ -205,9 +204,9 @@ def test_a_head_only_skipped_agents_have_room_for_does_not_hold_up_the_queue(
     db: Database,
 ) -> None:
     add_agent(db, "alice", max_concurrent=3)
+    add_agent(db, "bob", max_concurrent=1, active_count=1)  # online, full for now
     unanswered, next_one, last_one = enqueue_conversations(db, 3)
-    with db.write() as session:  # alice let `unanswered` go without a reply before
-        session.add(QueueSkip(conversation_id=unanswered, agent_id="alice"))
+    skip_agent(db, unanswered, "alice")  # she let it go without a reply before
     made = dispatch(db, ["general"])
     assert [(m.conversation_id, m.agent_id) for m in made] == [
         (next_one, "alice"),
@@ -216,10 +215,55 @@ def test_a_head_only_skipped_agents_have_room_for_does_not_hold_up_the_queue(
     with db.read() as session:
         waiting = session.exec(select(QueueEntry.conversation_id)).all()
     assert waiting == [unanswered]
-    add_agent(db, "bob", max_concurrent=1)
+    with db.write() as session:  # bob's other conversation ends
+        session.execute(sa.update(Agent).where(col(Agent.id) == "bob").values(active_count=0))
     assert [(m.conversation_id, m.agent_id) for m in dispatch(db, ["general"])] == [
         (unanswered, "bob")
     ]
+
+
+@pytest.mark.parametrize(
+    ("others", "served_by"),
+    [
+        ("online", None),  # bob could serve it once he has room: it waits for him
+        ("away", "alice"),  # nobody else online: the agent it skips rather than nobody
+        ("offline", "alice"),
+    ],
+)
+def test_a_skipped_agent_is_passed_over_only_while_another_of_the_group_is_online(
+    db: Database, others: str, served_by: str | None
+) -> None:
+    add_agent(db, "alice", max_concurrent=2)
+    add_agent(db, "bob", max_concurrent=1, active_count=1, status=others)
+    add_agent(db, "elsewhere", max_concurrent=5, skill_groups=["after_sales"])  # another group
+    [unanswered] = enqueue_conversations(db, 1)
+    skip_agent(db, unanswered, "alice")
+    made = dispatch(db, ["general"])
+    assert [(m.conversation_id, m.agent_id) for m in made] == (
+        [(unanswered, served_by)] if served_by else []
+    )
+
+
+def test_the_skip_lapses_when_the_last_other_agent_goes_offline(db: Database) -> None:
+    add_agent(db, "alice", max_concurrent=1)
+    add_agent(db, "bob", max_concurrent=1, active_count=1)
+    [unanswered] = enqueue_conversations(db, 1)
+    skip_agent(db, unanswered, "alice")
+    assert dispatch(db, ["general"]) == []
+    with db.write() as session:
+        session.execute(sa.update(Agent).where(col(Agent.id) == "bob").values(status="offline"))
+    assert [m.agent_id for m in dispatch(db, ["general"])] == ["alice"]
+
+
+def test_a_conversation_that_skips_everyone_online_goes_to_one_of_them(db: Database) -> None:
+    add_agent(db, "alice", max_concurrent=1)
+    add_agent(db, "bob", max_concurrent=1)
+    add_agent(db, "carol", max_concurrent=1, status="away")
+    [twice_unanswered] = enqueue_conversations(db, 1)
+    for agent_id in ("alice", "bob"):
+        skip_agent(db, twice_unanswered, agent_id)
+    made = dispatch(db, ["general"])
+    assert [(m.conversation_id, m.agent_id) for m in made] == [(twice_unanswered, "alice")]
 
 
 def test_nobody_is_served_before_an_earlier_arrival_still_joining(db: Database) -> None:

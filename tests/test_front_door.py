@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.testing import WorkflowEnvironment
 
+from domain.types import SA_OVERFLOW_HOPS
 from tests.support.api import eventually
+from tests.support.policy import CLOSING_AT_23_59, the_next_closing
 from tests.support.system import StartSystem, System
 from workflows.gateway import workflow_id
 
@@ -57,6 +59,47 @@ async def test_out_of_hours_closes_with_the_next_opening_then_opening_queues(
     again, visitor_again = await system.start_conversation("customer-1")
     assert again != cid
     assert (await system.wait_for_state(again, visitor_again, "active"))["agent_id"] == "alice"
+
+
+CLOSING_GROUPS = (
+    '[[skill_groups]]\nname = "general"\n'  # keeps those waiting (the default)
+    + CLOSING_AT_23_59
+    + '[[skill_groups]]\nname = "after_sales"\nmax_queue_wait = "25h"\n'
+    + 'overflow_to = "general"\non_closing = "close"\n'
+    + CLOSING_AT_23_59
+    + '[[routing]]\nwhen = { has_order = true }\nskill_group = "after_sales"\n'
+)
+
+
+async def test_at_its_closing_a_group_closes_its_queue_out_of_hours_or_keeps_it(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    system = await make_system(time_env, groups=CLOSING_GROUPS)
+    closing = await the_next_closing(time_env)
+    kept, kept_visitor = await system.start_conversation()
+    closed_one, visitor = await system.start_conversation(order_id="o-1")
+    for cid, token in ((kept, kept_visitor), (closed_one, visitor)):
+        await system.wait_for_event(cid, token, "queue.position_changed")
+    waiting = await system.pending_timer(closed_one, "closing_at")
+    assert datetime.fromisoformat(waiting["closing_at"]) == closing  # before its overflow
+    assert (await system.workflow(kept))["closing_at"] is None
+
+    now = await time_env.get_current_time()
+    await time_env.sleep((closing - now).total_seconds() + 30)
+    closed = await system.wait_for_event(closed_one, visitor, "conversation.closed")
+    assert (closed["data"]["close_reason"], closed["data"]["left_message"]) == (
+        "out_of_hours",
+        True,
+    )
+    opening = closing + timedelta(minutes=1)
+    assert f"{opening:%a %d %b} at 00:00 (UTC)" in closed["data"]["text"]
+    handle = time_env.client.get_workflow_handle(workflow_id(closed_one))
+    assert await handle.result() == "out_of_hours"
+    left = await system.leave_message(closed_one, visitor, "Please call me back")
+    assert left.status_code == 201, left.text
+    # The general group keeps its queue: that visitor waits on for the opening.
+    body = await system.conversation(kept, kept_visitor)
+    assert (body["state"], body["queue_position"]) == ("queued", 1)
 
 
 ROUTED_GROUPS = """
@@ -196,11 +239,15 @@ async def test_at_most_three_overflow_hops(
 ) -> None:
     system = await make_system(time_env, groups=_chain(5, full=3))
     cid, visitor = await system.start_conversation(channel="app")
-    body = await system.wait_for_state(cid, visitor, "queued")
-    hop = await system.wait_for_event(cid, visitor, "conversation.overflowed")
-    assert hop["data"] == {"from": "g2", "to": "g3", "hop": 3}
-    body = await system.conversation(cid, visitor)
-    assert body["skill_group"] == "g3"  # three hops: g0 → g1 → g2 → g3
+    # Three hops, g0 → g1 → g2 → g3, and it waits in g3 (the third hop's event with it).
+    body = await system.wait_for(cid, visitor, skill_group="g3")
+    assert body["state"] == "queued"
+    hops = [e for e in await system.events(cid, visitor) if e["type"] == "conversation.overflowed"]
+    assert [e["data"] for e in hops] == [  # each hop is told, also into a group that refused
+        {"from": "g0", "to": "g1", "hop": 1},
+        {"from": "g1", "to": "g2", "hop": 2},
+        {"from": "g2", "to": "g3", "hop": 3},
+    ]
 
     await system.stop()  # the next one reads the policy file written for it
     system = await make_system(time_env, groups=_chain(5, full=4))
@@ -208,7 +255,31 @@ async def test_at_most_three_overflow_hops(
     closed = await system.wait_for_event(cid, visitor, "conversation.closed")
     assert closed["data"]["close_reason"] == "overflow"  # g4 is never tried
     hops = [e for e in await system.events(cid, visitor) if e["type"] == "conversation.overflowed"]
-    assert hops == []  # refused everywhere: it never sat in any queue
+    assert [(e["data"]["to"], e["data"]["hop"]) for e in hops] == [
+        ("g1", 1),
+        ("g2", 2),
+        ("g3", 3),
+        ("left_message", 4),  # refused everywhere: the last hop is into a left message
+    ]
+    handle = time_env.client.get_workflow_handle(workflow_id(cid))
+
+    async def four_hops_listed() -> bool:
+        return (await handle.describe()).typed_search_attributes.get(SA_OVERFLOW_HOPS) == 4
+
+    await eventually(four_hops_listed, what="OverflowHops = 4, one for each overflowed event")
+
+
+async def test_a_group_full_on_arrival_overflows_to_a_left_message_with_its_hop(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    groups = '[[skill_groups]]\nname = "general"\nmax_queue_length = 0\n'
+    system = await make_system(time_env, groups=groups)
+    cid, visitor = await system.start_conversation()
+    closed = await system.wait_for_event(cid, visitor, "conversation.closed")
+    assert (closed["data"]["close_reason"], closed["data"]["left_message"]) == ("overflow", True)
+    hop = await system.wait_for_event(cid, visitor, "conversation.overflowed")
+    assert hop["data"] == {"from": "general", "to": "left_message", "hop": 1}
+    assert hop["seq"] < closed["seq"]
 
 
 async def test_waiting_visitors_hear_their_place_and_estimated_wait(system: System) -> None:

@@ -60,6 +60,18 @@ def test_next_opening_skips_gaps_closed_days_and_holidays() -> None:
     assert AFTER_SALES.next_opening(now_open) == now_open
 
 
+def test_next_closing_ends_the_open_span_across_midnight_and_lunch() -> None:
+    morning = at(SHANGHAI, 2026, 11, 23, 10, 0)
+    assert AFTER_SALES.next_closing(morning) == at(SHANGHAI, 2026, 11, 23, 12, 0)
+    evening = at(SHANGHAI, 2026, 11, 23, 20, 0)  # Monday's 24:00 runs on into Tuesday's 00:00
+    assert AFTER_SALES.next_closing(evening) == at(SHANGHAI, 2026, 11, 24, 2, 0)
+    lunch = at(SHANGHAI, 2026, 11, 23, 12, 30)  # closed now: it closes at once
+    assert AFTER_SALES.next_closing(lunch) == lunch
+    assert AFTER_SALES.next_opening(AFTER_SALES.next_closing(morning)) == at(
+        SHANGHAI, 2026, 11, 23, 13, 30
+    )
+
+
 def test_holidays_and_special_days() -> None:
     hours = ServiceHours(
         timezone="Asia/Shanghai",

@@ -78,6 +78,14 @@ def _closed(db: Database, group: str, reason: str, at: datetime, rating: int | N
         conversation.close_reason, conversation.closed_at = reason, at
         conversation.rating_score = rating
         conversation.rating_status = "rated" if rating else "pending"
+        if reason == "overflow":  # its hop into a left message, written with the close
+            append_event(
+                session,
+                conversation_id=conversation.id,
+                type=EventType.OVERFLOWED,
+                data={"from": group, "to": "left_message", "hop": 1},
+                at=at,
+            )
 
 
 def _overflowed(db: Database, from_group: str, to_group: str, at: datetime) -> None:

@@ -150,6 +150,11 @@ def test_routing_first_match_wins(tmp_path: Path) -> None:
     after_sales = policy.group("after_sales")
     assert after_sales.max_queue_wait == timedelta(minutes=5)
     assert after_sales.hours is not None and after_sales.hours.timezone == "Asia/Shanghai"
+    assert after_sales.on_closing == "keep"  # the default: those waiting wait on
+    closing = load_policy(
+        _write(tmp_path, ROUTED.replace("max_queue_length = 20", 'on_closing = "close"', 1))
+    )
+    assert closing.group("after_sales").on_closing == "close"
 
 
 @pytest.mark.parametrize(
@@ -173,6 +178,14 @@ def test_routing_first_match_wins(tmp_path: Path) -> None:
         (
             ("when = { has_order = true }", "when = { has_parcel = true }"),
             "has_parcel: unknown key",
+        ),
+        (
+            ('agent_first_reply_timeout = "2m"', 'on_closing = "later"'),
+            "skill_groups.2.on_closing: Input should be 'keep' or 'close'",
+        ),
+        (
+            ('name = "general"\n', 'name = "general"\non_closing = "close"\n'),
+            "on_closing = \"close\" needs [hours]: group 'general' never closes without them",
         ),
     ],
 )

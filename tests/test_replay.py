@@ -39,7 +39,7 @@ from temporalio.worker import (
 from domain.types import MessagePosted, Role
 from store.db import Database
 from tests.support.api import ADMIN, bearer
-from tests.support.policy import DEFAULT_GROUPS
+from tests.support.policy import CLOSING_AT_23_59, DEFAULT_GROUPS, the_next_closing
 from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 from workflows import ConversationWorkflow
 from workflows.gateway import workflow_id
@@ -55,7 +55,8 @@ RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
 # The part of a recorded file's name that says which workflow code made it. v3: the code of
 # 238e4fa, whose flow had no stage; v4: with the stages (only the continued conversation, whose
 # input carries one: the other inputs are fresh starts, as in v3); v5: requests answered before
-# continue-as-new (only the continued conversation, which reaches that patch).
+# continue-as-new (the continued conversation, which reaches that patch) and the close at the
+# group's closing (only the scenario that takes it).
 VERSION = "v5"
 
 Skip = Callable[[float], Awaitable[None]]
@@ -176,10 +177,9 @@ async def unanswered_then_requeued(system: System, skip: Skip) -> str:
     await system.create_agent(max_concurrent=1)
     cid, visitor = await system.start_conversation()
     await system.wait_for_state(cid, visitor, "active")
-    second_id, second = await system.create_agent(max_concurrent=1, online=False)
+    second_id, second = await system.create_agent(max_concurrent=1)
     await skip(130)  # the first reply was due after 2 minutes
     await system.wait_for_event(cid, visitor, "conversation.requeued")
-    await system.set_status(second_id, second, "online")
     assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == second_id
     await system.post_message(cid, second, "Sorry for the wait!")
     await _post(system, f"/v1/conversations/{cid}/close", second, {})
@@ -217,6 +217,21 @@ async def overflowed_to_a_left_message(system: System, skip: Skip) -> str:
     await skip(70)
     await system.wait_for_event(cid, visitor, "conversation.overflowed")
     await skip(70)
+    await system.wait_for_event(cid, visitor, "conversation.closed")
+    return cid
+
+
+@scenario(
+    "out_of_hours",
+    "none",
+    groups='[[skill_groups]]\nname = "general"\non_closing = "close"\n' + CLOSING_AT_23_59,
+)
+async def queued_when_its_group_closes(system: System, skip: Skip) -> str:
+    """Nobody serves it before the group's hours end: closed out of hours at the closing."""
+    closing = await the_next_closing(system.env)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_event(cid, visitor, "queue.position_changed")
+    await skip((closing - await system.env.get_current_time()).total_seconds() + 30)
     await system.wait_for_event(cid, visitor, "conversation.closed")
     return cid
 

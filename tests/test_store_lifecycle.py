@@ -27,7 +27,7 @@ _GROUPS = [
         "max_queue_wait": "5m",
         "overflow_to": "general",
     },
-    {"name": "night", "hours": {"weekly": {"mon": ["09:00-10:00"]}}},
+    {"name": "night", "hours": {"weekly": {"mon": ["09:00-10:00"]}}, "on_closing": "close"},
 ]
 POLICY = Policy.model_validate({"skill_groups": _GROUPS})
 # Every web conversation to after-sales, with priority.
@@ -208,6 +208,109 @@ def test_a_full_or_closed_group_refuses_and_stores_nothing(db: Database) -> None
     assert _states(db, conversation_id) == []
 
 
+def _overflow_close(db: Database, conversation_id: str, *, overflowed_from: str, hop: int) -> None:
+    """The close of an overflow into a left message from `overflowed_from`, its `hop`-th hop."""
+    lifecycle.close_conversation(
+        db=db,
+        policy=POLICY,
+        conversation_id=conversation_id,
+        reason="overflow",
+        overflowed_from=overflowed_from,
+        overflow_hop=hop,
+    )
+
+
+def test_every_hop_has_its_event_once_into_a_full_or_closed_group_or_a_left_message(
+    db: Database,
+) -> None:
+    enqueue_conversations(db, 1, skill_group="after_sales")  # after_sales is full
+    conversation_id = _created(db)
+    _enter(db, conversation_id, "general")
+    for _attempt in range(2):
+        full = _enter(db, conversation_id, "after_sales", hop=1, from_group="general")
+        closed = _enter(db, conversation_id, "night", hop=2, from_group="after_sales")
+    assert (full.refused_because, closed.refused_because) == ("full", "closed")
+    entry = _waiting(db, conversation_id)
+    assert entry is not None and entry.skill_group == "general"  # it waits where it was
+    for _attempt in range(2):
+        _overflow_close(db, conversation_id, overflowed_from="night", hop=3)
+    overflows = _events(db, conversation_id, EventType.OVERFLOWED)
+    assert [event.data for event in overflows] == [
+        {"from": "general", "to": "after_sales", "hop": 1},
+        {"from": "after_sales", "to": "night", "hop": 2},
+        {"from": "night", "to": "left_message", "hop": 3},
+    ]
+    with db.read() as session:
+        after = events_after(
+            session, conversation_id=conversation_id, after_seq=overflows[-1].seq - 1, limit=10
+        )
+    assert [event.type for event in after] == [
+        EventType.OVERFLOWED,
+        EventType.STATE_CHANGED,
+        EventType.CLOSED,
+    ]
+    assert _row(db, conversation_id).close_reason == "overflow"
+    assert _waiting(db, conversation_id) is None
+
+
+def test_an_overflow_close_after_another_close_writes_no_hop(db: Database) -> None:
+    [conversation_id] = enqueue_conversations(db, 1)
+    lifecycle.close_conversation(
+        db=db, policy=POLICY, conversation_id=conversation_id, reason="abandoned"
+    )
+    _overflow_close(db, conversation_id, overflowed_from="general", hop=1)
+    assert _events(db, conversation_id, EventType.OVERFLOWED) == []
+    assert _row(db, conversation_id).close_reason == "abandoned"
+
+
+def test_a_placement_says_when_its_group_closes_what_then_and_when_it_opens_again(
+    db: Database,
+) -> None:
+    conversation_id = _created(db)
+    placement = lifecycle.enter_queue(
+        db=db,
+        policy=NIGHT_ONLY,
+        conversation_id=conversation_id,
+        skill_group="night",
+        priority=0,
+        at=NEXT_MONDAY_NINE + timedelta(minutes=30),
+    )
+    assert (placement.accepted, placement.on_closing) == (True, "close")
+    assert (placement.closes_at, placement.next_opening) == (
+        NEXT_MONDAY_NINE + timedelta(hours=1),
+        NEXT_MONDAY_NINE + timedelta(days=7),
+    )
+    general = _enter(db, _created(db), "general")  # no hours: it never closes
+    assert (general.closes_at, general.on_closing, general.next_opening) == (None, "keep", None)
+
+
+def test_the_close_at_the_closing_declines_when_an_agent_took_the_conversation(
+    db: Database,
+) -> None:
+    at_closing = {
+        "db": db,
+        "policy": NIGHT_ONLY,
+        "reason": "out_of_hours",
+        "next_opening": NEXT_MONDAY_NINE,
+        "unless_assigned": True,
+    }
+    served = _served(db, "alice")
+    for _attempt in range(2):
+        with pytest.raises(lifecycle.AssignedMeanwhile) as declined:
+            lifecycle.close_conversation(conversation_id=served, **at_closing)
+        assert declined.value.agent_id == "alice"
+    assert (_row(db, served).state, _load(db, "alice")) == ("active", 1)
+    assert _events(db, served, EventType.CLOSED) == []
+
+    [waiting] = enqueue_conversations(db, 1)
+    for _attempt in range(2):
+        lifecycle.close_conversation(conversation_id=waiting, **at_closing)
+    assert (_row(db, waiting).close_reason, _waiting(db, waiting)) == ("out_of_hours", None)
+    [closed] = _events(db, waiting, EventType.CLOSED)
+    assert "Mon 09 Mar at 09:00 (UTC)" in closed.data["text"]
+    assert closed.data["left_message"] is True
+
+
 def test_an_overflow_declines_when_an_agent_took_the_conversation_meanwhile(db: Database) -> None:
     add_agent(db, "alice", max_concurrent=1)
     [conversation_id] = enqueue_conversations(db, 1)
@@ -260,7 +363,8 @@ def test_an_unanswered_conversation_is_requeued_once_and_not_to_that_agent(db: D
     requeued = _events(db, conversation_id, EventType.REQUEUED)
     assert [event.data for event in requeued] == [{"agent_id": "alice", "reason": "no_first_reply"}]
     assert _states(db, conversation_id)[1:] == [{"state": "queued", "skill_group": "general"}]
-    assert dispatch(db, ["general"]) == []  # alice is not given it again
+    add_agent(db, "bob", max_concurrent=1, active_count=1)  # online, full for now
+    assert dispatch(db, ["general"]) == []  # alice is not given it again: it waits for bob
 
 
 def _transfer(db: Database, conversation_id: str, **to: str) -> lifecycle.Outcome[TransferResult]:
@@ -299,6 +403,35 @@ def test_a_transfer_to_a_group_queues_once_with_the_original_time(db: Database) 
     assert _row(db, conversation_id).state == "queued"
     assert _states(db, conversation_id)[1:] == [{"state": "queued", "skill_group": "after_sales"}]
     assert len(_events(db, conversation_id, EventType.TRANSFERRED)) == 1
+
+
+def test_a_transfer_to_a_group_is_not_served_straight_back_to_who_handed_it_on(
+    db: Database,
+) -> None:
+    conversation_id = _served(db, "alice")  # her only seat: free again once she hands it on
+    add_agent(db, "bob", max_concurrent=1, active_count=1)  # online, full for now
+    for _attempt in range(2):
+        _transfer(db, conversation_id, to_skill_group="general")
+    with db.read() as session:
+        assert session.get(QueueSkip, (conversation_id, "alice")) is not None
+    assert dispatch(db, ["general"]) == []  # not back to alice while bob could serve it
+    with db.write() as session:  # bob's other conversation ends
+        bob = session.get(Agent, "bob")
+        assert bob is not None
+        bob.active_count = 0
+        session.add(bob)
+    made = dispatch(db, ["general"])
+    assert [(m.conversation_id, m.agent_id) for m in made] == [(conversation_id, "bob")]
+
+
+def test_a_transfer_to_a_group_nobody_else_serves_goes_back_to_who_handed_it_on(
+    db: Database,
+) -> None:
+    conversation_id = _served(db, "alice")
+    add_agent(db, "bob", max_concurrent=1, status="away")
+    _transfer(db, conversation_id, to_skill_group="general")
+    made = dispatch(db, ["general"])  # never stranded: alice is the only one online
+    assert [(m.conversation_id, m.agent_id) for m in made] == [(conversation_id, "alice")]
 
 
 @pytest.mark.parametrize(
@@ -534,24 +667,3 @@ def test_a_visitor_message_alone_does_not_stop_a_requeue(db: Database) -> None:
         db=db, policy=POLICY, conversation_id=conversation_id, agent_id="alice", round=1
     )
     assert outcome.result.accepted and _row(db, conversation_id).state == "queued"
-
-
-def test_a_close_for_the_wait_declines_when_an_agent_took_the_conversation(db: Database) -> None:
-    """Overflow to a left message once the wait ran out, but an agent was assigned in the
-    database meanwhile (the signal on its way): the conversation is theirs, not closed."""
-    add_agent(db, "alice", max_concurrent=1)
-    [conversation_id] = enqueue_conversations(db, 1)
-    dispatch(db, ["general"])
-    with pytest.raises(lifecycle.AssignedMeanwhile) as declined:
-        lifecycle.close_conversation(
-            db=db,
-            policy=POLICY,
-            conversation_id=conversation_id,
-            reason="overflow",
-            unless_assigned=True,
-        )
-    assert declined.value.agent_id == "alice"
-    conversation = _row(db, conversation_id)
-    assert (conversation.state, conversation.agent_id) == ("queued", "alice")
-    assert _load(db, "alice") == 1
-    assert _events(db, conversation_id, EventType.CLOSED) == []

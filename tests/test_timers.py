@@ -137,7 +137,13 @@ async def test_rating_within_the_window_completes_the_conversation(system: Syste
     assert submitted["data"] == {"score": 4, "resolved": True}
     again = await system.rate(cid, visitor, 1)
     assert again.status_code == 409
+    # The same rating sent again (its answer lost, say to a 503): answered as it was, before
+    # and after the workflow has ended.
+    same = await system.rate(cid, visitor, 4, resolved=True, comment="Fast")
+    assert (same.status_code, same.json()) == (201, rated.json())
     assert await _handle(system, cid).result() == "agent_closed"
+    same = await system.rate(cid, visitor, 4, resolved=True, comment="Fast")
+    assert (same.status_code, same.json()) == (201, rated.json())
     assert (await _types(system, cid, visitor)).count("rating.submitted") == 1
 
 

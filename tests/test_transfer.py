@@ -7,7 +7,7 @@ import asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from domain.types import SA_AGENT, SA_STATE
-from tests.support.api import bearer, eventually
+from tests.support.api import AgentLogin, Visit, bearer, eventually
 from tests.support.system import StartSystem, System
 from workflows.gateway import workflow_id
 
@@ -28,6 +28,14 @@ async def test_transfer_to_an_agent_within_capacity(system: System) -> None:
     assert moved.status_code == 200, moved.text
     assert moved.json()["agent_id"] == bob
     assert (await _load(system, alice), await _load(system, bob)) == (0, 1)
+    # Alice's transfer sent again (its answer lost): answered as it was, not refused because
+    # the conversation is Bob's now; nothing moves twice.
+    again = await system.transfer(cid, alice_token, to_agent_id=bob, note="Needs a refund approval")
+    assert (again.status_code, again.json()["agent_id"]) == (200, bob)
+    assert (await _load(system, alice), await _load(system, bob)) == (0, 1)
+    # Any other transfer of hers is refused: it is not her conversation.
+    elsewhere = await system.transfer(cid, alice_token, to_skill_group="general")
+    assert elsewhere.status_code == 403, elsewhere.text
     event = await system.wait_for_event(cid, visitor, "conversation.transferred")
     assert event["data"]["from_agent_id"] == alice and event["data"]["to_agent_id"] == bob
     assert event["data"]["note"] == "Needs a refund approval"
@@ -64,6 +72,12 @@ async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(system: System
     assert moved.status_code == 200, moved.text
     assert (moved.json()["state"], moved.json()["skill_group"]) == ("queued", "after_sales")
     assert moved.json()["queue_position"] == 1  # it queued first: its enqueue time is earlier
+    again = await system.transfer(
+        cid, alice_token, to_skill_group="after_sales", note="Return request"
+    )
+    assert (again.status_code, again.json()["queue_position"]) == (200, 1)
+    transfers = [e for e in await system.events(cid) if e["type"] == "conversation.transferred"]
+    assert len(transfers) == 1
     assert (await system.conversation(later, later_visitor))["queue_position"] == 2
     assert await _load(system, alice) == 0
 
@@ -75,21 +89,67 @@ async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(system: System
     assert (await system.post_message(cid, carol_token, "Carol here")).status_code == 201
 
 
+async def test_a_transfer_to_a_group_goes_to_another_agent_not_back_to_who_handed_it_on(
+    system: System,
+) -> None:
+    alice, alice_token = await system.create_agent("alice", max_concurrent=1)
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+    bob, bob_token = await system.create_agent("bob", max_concurrent=2)
+    other, other_visitor = await system.start_conversation()
+    assert (await system.wait_for_state(other, other_visitor, "active"))["agent_id"] == bob
+
+    moved = await system.transfer(cid, alice_token, to_skill_group="general", note="Shift ends")
+    assert moved.status_code == 200, moved.text
+    # Alice is the least loaded once she hands it on, but she handed it on: bob takes it.
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == bob
+    assert (await _load(system, alice), await _load(system, bob)) == (0, 2)
+
+    # With nobody else online it goes back to the agent who handed it on, never to no one.
+    await system.set_status(bob, bob_token, "offline")
+    alone, alone_visitor = await system.start_conversation()
+    await system.wait_for_state(alone, alone_visitor, "active")
+    moved = await system.transfer(alone, alice_token, to_skill_group="general")
+    assert moved.status_code == 200, moved.text
+    assert (await system.wait_for_state(alone, alone_visitor, "active"))["agent_id"] == alice
+    types = [e["type"] for e in await system.events(alone, alone_visitor)]
+    assert types.count("conversation.assigned") == 2
+
+
+SLOW = "slow"
+
+
+async def _served_by_slow(system: System) -> Visit:
+    """A conversation SLOW (capacity 1) serves, and will not answer."""
+    await system.create_agent(SLOW, max_concurrent=1)
+    visit = await system.start_conversation()
+    assert (await system.wait_for_state(*visit, "active"))["agent_id"] == SLOW
+    return visit
+
+
+async def _busy_colleague(system: System, name: str) -> tuple[AgentLogin, Visit]:
+    """A colleague online with capacity 1, busy with another visitor (answered in time)."""
+    colleague = await system.create_agent(name, max_concurrent=1)
+    other = await system.start_conversation()
+    assert (await system.wait_for_state(*other, "active"))["agent_id"] == colleague.id
+    await system.say(other.conversation_id, colleague.token, "Hello, how can I help?")
+    return colleague, other
+
+
 async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     time_env: WorkflowEnvironment, make_system: StartSystem
 ) -> None:
     system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
-    slow, _slow_token = await system.create_agent("slow", max_concurrent=1)
-    cid, visitor = await system.start_conversation()
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == slow
-    fast, fast_token = await system.create_agent("fast", max_concurrent=1, online=False)
+    cid, visitor = await _served_by_slow(system)
+    (fast, fast_token), (other, _other_visitor) = await _busy_colleague(system, "fast")
 
     await time_env.sleep(100)
-    assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == slow
+    assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == SLOW
     await time_env.sleep(30)
     requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
-    assert requeued["data"] == {"agent_id": slow, "reason": "no_first_reply"}
-    assert await _load(system, slow) == 0
+    assert requeued["data"] == {"agent_id": SLOW, "reason": "no_first_reply"}
+    assert await _load(system, SLOW) == 0
+    # Slow has room, but fast is online to serve it: it waits for fast, at the head.
     body = await system.conversation(cid, visitor)
     assert (body["state"], body["queue_position"]) == ("queued", 1)
     handle = time_env.client.get_workflow_handle(workflow_id(cid))
@@ -100,7 +160,7 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
 
     await eventually(listed_as_queued, what="queued with no AgentId in the search attributes")
 
-    await system.set_status(fast, fast_token, "online")
+    assert (await system.close(other, fast_token)).status_code == 200
     body = await system.wait_for_state(cid, visitor, "active")
     assert body["agent_id"] == fast  # not back to the slow one, though both have room
 
@@ -111,6 +171,34 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     replied = await system.say(cid, fast_token, "Sorry for the wait!")
     workflow = await system.workflow(cid, seen=replied)  # in time: no first-reply deadline
     assert (workflow["agent_id"], workflow["first_reply_due_at"]) == (fast, None)
+
+
+async def test_the_groups_only_agent_online_gets_back_what_they_left_unanswered(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
+    cid, visitor = await _served_by_slow(system)
+    await system.create_agent("away", max_concurrent=1, online=False)
+    await time_env.sleep(130)
+    await system.wait_for_event(cid, visitor, "conversation.requeued")
+    # Nobody else is online to serve it: back to slow rather than waiting for no one.
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == SLOW
+    types = [e["type"] for e in await system.events(cid, visitor)]
+    assert types.count("conversation.assigned") == 2
+
+
+async def test_a_skip_lapses_when_the_other_agent_online_leaves(
+    time_env: WorkflowEnvironment, make_system: StartSystem
+) -> None:
+    system = await make_system(time_env, groups=FIRST_REPLY_IN_2_MINUTES)
+    cid, visitor = await _served_by_slow(system)
+    busy, _other = await _busy_colleague(system, "busy")
+    await time_env.sleep(130)
+    await system.wait_for_event(cid, visitor, "conversation.requeued")
+    assert (await system.conversation(cid, visitor))["state"] == "queued"  # waits for busy
+
+    await system.set_status(*busy, "offline")  # the end of busy's shift
+    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == SLOW
 
 
 async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(

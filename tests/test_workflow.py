@@ -243,9 +243,80 @@ async def test_a_queue_wait_overflows_along_the_chain_to_a_left_message(
         assert waiting.overflow_at is not None and entered[1].at >= waiting.overflow_at
         [closed] = stubs.args("close_conversation")
         assert (closed.reason, closed.invite_rating) == ("overflow", False)
+        # The hop into the left message is the second: its event is written with the close.
+        assert (closed.overflowed_from, closed.overflow_hop) == ("after_sales", 2)
         ended = await handle.query(ConversationWorkflow.snapshot)
-        assert (ended.state, ended.overflow_hops, ended.rating_status) == ("closed", 1, "none")
+        assert (ended.state, ended.overflow_hops, ended.rating_status) == ("closed", 2, "none")
         assert not stubs.args("expire_rating") and not stubs.args("invite_rating")
+
+
+async def _waiting_in_a_group_that_closes(
+    env: WorkflowEnvironment, on_closing: str
+) -> tuple[StubActivities, datetime, datetime]:
+    """Stubs whose general group closes in 10 minutes (opening again a day later) and would
+    overflow to a left message after an hour: the closing and the next opening."""
+    now = await env.get_current_time()
+    closes_at, next_opening = now + timedelta(minutes=10), now + timedelta(days=1)
+    general = QueuePlacement(
+        "general",
+        accepted=True,
+        max_queue_wait_s=3600,
+        overflow_to="left_message",
+        closes_at=closes_at,
+        on_closing=on_closing,
+        next_opening=next_opening,
+    )
+    return StubActivities(env, general=general), closes_at, next_opening
+
+
+async def test_a_wait_in_a_group_that_closes_ends_out_of_hours_before_its_overflow(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    stubs, closes_at, next_opening = await _waiting_in_a_group_that_closes(time_env, "close")
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        waiting = await _seen(handle, lambda s: s.closing_at is not None, "the closing timer")
+        assert waiting.closing_at == closes_at
+        assert waiting.overflow_at is not None and waiting.overflow_at > closes_at
+
+        assert await handle.result() == "out_of_hours"
+        [closed] = stubs.args("close_conversation")
+        assert (closed.reason, closed.next_opening, closed.unless_assigned) == (
+            "out_of_hours",
+            next_opening,
+            True,
+        )
+        assert len(stubs.args("enter_queue")) == 1  # closed, not overflowed
+
+
+async def test_a_wait_in_a_group_that_keeps_its_queue_goes_on_through_the_closing(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    stubs, _closes_at, _next_opening = await _waiting_in_a_group_that_closes(time_env, "keep")
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        waiting = await _seen(handle, lambda s: s.overflow_at is not None, "the overflow timer")
+        assert waiting.closing_at is None
+        assert await handle.result() == "overflow"  # an hour later, not at the closing
+        [closed] = stubs.args("close_conversation")
+        assert (closed.reason, closed.unless_assigned) == ("overflow", True)
+
+
+async def test_a_conversation_an_agent_took_as_its_group_closed_stays_with_them(
+    time_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    stubs, _closes_at, _next_opening = await _waiting_in_a_group_that_closes(time_env, "close")
+    # Assigned in the database; the signal has not come.
+    stubs.declines["close_conversation"] = _taken_meanwhile("alice")
+    async with _worker(time_env, stubs, task_queue):
+        handle = await _start(time_env, task_queue)
+        await _seen(handle, lambda s: s.closing_at is not None, "the closing timer")
+        await time_env.sleep(660)
+        served = await _seen(handle, lambda s: s.state == "active", "alice's assignment")
+        assert (served.agent_id, served.close_reason) == ("alice", None)
+        assert stubs.args("record_assignment") == [AssignmentRecord("c1", 1)]
+        await handle.signal(ConversationWorkflow.agent_assigned, AgentAssigned("alice"))  # late
+        assert await handle.execute_update(ConversationWorkflow.close, VISITOR) == "visitor_closed"
 
 
 async def test_an_agent_who_never_replies_loses_the_conversation_to_the_next(
@@ -458,6 +529,12 @@ def test_a_flow_continued_by_code_before_the_stages_reads_its_stage() -> None:
     assert flow.countdown.agent_message_seq == fields["last_message_seq"]
 
 
+def _taken_meanwhile(agent_id: str) -> ApplicationError:
+    return ApplicationError(
+        "taken meanwhile", agent_id, type=ASSIGNED_MEANWHILE, non_retryable=True
+    )
+
+
 def _found_newer(seq: int, sender_role: str) -> ApplicationError:
     return ApplicationError(
         "a newer message is stored", seq, seq, sender_role, type=NEWER_MESSAGE, non_retryable=True
@@ -523,9 +600,7 @@ async def test_an_overflow_close_declined_for_an_agent_takes_that_agent(
             "general", accepted=True, max_queue_wait_s=60, overflow_to="left_message"
         ),
     )
-    stubs.declines["close_conversation"] = ApplicationError(
-        "taken meanwhile", "alice", type=ASSIGNED_MEANWHILE, non_retryable=True
-    )
+    stubs.declines["close_conversation"] = _taken_meanwhile("alice")
     async with _worker(time_env, stubs, task_queue):
         handle = await _start(time_env, task_queue)
         await _seen(handle, lambda s: s.overflow_at is not None, "the overflow timer")

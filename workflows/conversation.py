@@ -15,17 +15,24 @@ updates and timers move it on, only thus:
     QUEUED                agent_assigned                        ASSIGNED
     QUEUED                queue overflow timer                  QUEUED in the next group
                                                                 | CLOSED overflow
+                                                                | ASSIGNED (served meanwhile)
+    QUEUED                the group closes (on_closing "close") CLOSED out_of_hours
+                                                                | ASSIGNED (served meanwhile)
     QUEUED                close                                 CLOSED abandoned | admin_closed
     ASSIGNED              the assignment recorded               AWAITING_FIRST_REPLY
                                                                 (COUNTING_DOWN: the agent wrote)
     ASSIGNED              the agent's message (the same task)   ASSIGNED, the countdown armed
     ASSIGNED              close                                 CLOSED by whoever asked
     AWAITING_FIRST_REPLY  first-reply timer                     QUEUED | ASSIGNED (not to them)
+    AWAITING_FIRST_REPLY  first-reply timer, their reply stored COUNTING_DOWN | VISITOR_WROTE_LAST
+                          (the requeue declined)                (as the newest message says)
     AWAITING_FIRST_REPLY  visitor message                       AWAITING_FIRST_REPLY
     active *              agent message                         COUNTING_DOWN (afresh)
     VISITOR_WROTE_LAST,
     COUNTING_DOWN, WARNED visitor message                       VISITOR_WROTE_LAST
     COUNTING_DOWN         idle warning timer                    WARNED, the warning pushed
+    COUNTING_DOWN         idle warning timer, a newer message   as that message's signal
+                          stored meanwhile (the warning declined)
     WARNED                auto-close timer                      CLOSED idle_timeout
     WARNED                auto-close timer, a newer message     as that message's signal
                           stored meanwhile (the close declined)
@@ -34,15 +41,20 @@ updates and timers move it on, only thus:
     active *              transfer to a group                   QUEUED | ASSIGNED
     active *              close                                 CLOSED agent_closed
                                                                 | visitor_closed | admin_closed
+    QUEUED, CLOSED        a transfer accepted while active      the same, the transfer refused
     QUEUED, ASSIGNED,
-    active *              continue-as-new suggested             the same, in a new run
+    active *              continue-as-new suggested             the same, in a new run, once
+                                                                every pending request is handled
     CLOSED                rating invite, then rating | expiry   (the workflow completes)
 
     * AWAITING_FIRST_REPLY, VISITOR_WROTE_LAST, COUNTING_DOWN, WARNED: the state is active.
 
 A signal moves the stage at once; a decision once its activity has written it, except the
 assignment's record: its stage begins as the record starts, so that a message meanwhile is
-taken as in an active conversation (the database says active once the record commits).
+taken as in an active conversation (the database says active once the record commits). A
+decision taken because nothing happened (the timers') is declined by its activity when
+something newer is stored (invariant 8): the workflow then goes on as that fact's lost signal
+would have had it (`_resume_from`).
 """
 
 from __future__ import annotations
@@ -76,6 +88,7 @@ with workflow.unsafe.imports_passed_through():
         IdleCountdown,
         IdleWarningInput,
         MessagePosted,
+        OnClosing,
         QueuePlacement,
         QueueRequest,
         RatingInvite,
@@ -97,6 +110,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import supervision
     from workflows.patches import (
         AGENT_WROTE_BEFORE_ACTIVE,
+        CLOSE_AT_CLOSING,
         FIRST_REPLY_AFTER_TRANSFER,
         LOCAL_ACTIVITIES,
         REQUESTS_FIRST,
@@ -164,7 +178,8 @@ class ConversationWorkflow:
         await self._join(route.skill_group)
 
     async def _wait_in_queue(self) -> None:
-        """QUEUED or ASSIGNED: until the agent, a close, the overflow timer or continue-as-new."""
+        """QUEUED or ASSIGNED: until the agent, a close, the overflow timer, the group's
+        closing (if it closes its queue) or continue-as-new, whichever comes first."""
         flow = self.flow
 
         def woken() -> bool:
@@ -174,9 +189,13 @@ class ConversationWorkflow:
                 or self._continue_as_new_due()
             )
 
-        timed_out = False
+        overflow_at = None
         if flow.max_queue_wait_s is not None and flow.in_group_since is not None:
-            deadline = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+            overflow_at = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+        closing_at = self._closing_at()
+        deadline = min((at for at in (overflow_at, closing_at) if at is not None), default=None)
+        timed_out = False
+        if deadline is not None:
             timed_out = not await self._sleep_until(deadline, woken)
         else:
             await workflow.wait_condition(woken)
@@ -189,10 +208,34 @@ class ConversationWorkflow:
             await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
         elif flow.stage == Stage.ASSIGNED:
             await self._take_assignment()
+        elif timed_out and deadline == closing_at:
+            await self._close_at_closing()
         elif timed_out:
             await self._overflow(flow.overflow_to)
         else:
             await self._continue_as_new()
+
+    def _closing_at(self) -> datetime | None:
+        """When the queue wait ends because its group closes (on_closing "close"), if it does."""
+        flow = self.flow
+        if flow.on_closing != OnClosing.CLOSE or flow.group_closes_at is None:
+            return None
+        # Conversations that queued before waited on through the closing.
+        return flow.group_closes_at if workflow.patched(CLOSE_AT_CLOSING) else None
+
+    async def _close_at_closing(self) -> None:
+        """QUEUED, its group's hours ended → CLOSED out_of_hours, with when it opens again and a
+        left message offered; unless an agent took it meanwhile (the close declined): then it
+        is theirs, as if their signal had come (invariant 8)."""
+        flow = self.flow
+        try:
+            await self._close(
+                CloseReason.OUT_OF_HOURS,
+                next_opening=flow.group_next_opening,
+                unless_assigned=True,
+            )
+        except (ActivityError, ApplicationError) as exc:
+            self._resume_from(_declined(exc))
 
     async def _join(self, skill_group: str) -> None:
         """Queue in this group, or overflow on along the policy's chain to a left message."""
@@ -219,7 +262,7 @@ class ConversationWorkflow:
                 self._placed(placement)
                 return
             if not self._may_overflow_to(placement.overflow_to):
-                await self._close_for_overflow()
+                await self._close_for_overflow(overflowed_from=skill_group)
                 return
             flow.overflow_hops += 1
             assert placement.overflow_to is not None
@@ -234,22 +277,27 @@ class ConversationWorkflow:
         flow.in_group_since = workflow.now()
         flow.max_queue_wait_s = placement.max_queue_wait_s
         flow.overflow_to = placement.overflow_to
+        flow.group_closes_at = placement.closes_at
+        flow.on_closing = placement.on_closing
+        flow.group_next_opening = placement.next_opening
         flow.first_reply_timeout_s = placement.first_reply_timeout_s
         self._publish()
 
     async def _overflow(self, target: str | None) -> None:
         if not self._may_overflow_to(target):
-            await self._close_for_overflow()
+            await self._close_for_overflow(overflowed_from=self.flow.skill_group)
             return
         assert target is not None
         self.flow.overflow_hops += 1
         await self._join(target)
 
-    async def _close_for_overflow(self) -> None:
+    async def _close_for_overflow(self, *, overflowed_from: str | None) -> None:
         """Nobody took it in time, and there is no group left to try: CLOSED overflow (a left
         message is offered), unless an agent has taken it by the time the close is written."""
         try:
-            await self._close(CloseReason.OVERFLOW, unless_assigned=True)
+            await self._close(
+                CloseReason.OVERFLOW, overflowed_from=overflowed_from, unless_assigned=True
+            )
         except (ActivityError, ApplicationError) as exc:
             self._resume_from(_declined(exc))
 
@@ -424,12 +472,15 @@ class ConversationWorkflow:
         next_opening: datetime | None = None,
         *,
         silent_after_seq: int | None = None,
+        overflowed_from: str | None = None,
         unless_assigned: bool = False,
     ) -> None:
         """Close, with the closing message; an activity error if it was declined (the
-        silence or the wait it is for has ended: see `_resume_from`)."""
+        silence or the wait it is for has ended: see `_resume_from`). `overflowed_from`: an
+        overflow into a left message from this group, a hop too."""
         flow = self.flow
         request = flow.close_request
+        hop = flow.overflow_hops + 1 if overflowed_from is not None else 0
         # An agent served it: the rating invite goes out with the closing message (one write).
         invite = flow.agent_id is not None and workflow.patched(LOCAL_ACTIVITIES)
         rating_expires_at = await self._activity(
@@ -441,11 +492,15 @@ class ConversationWorkflow:
                 next_opening=next_opening,
                 invite_rating=invite,
                 silent_after_seq=silent_after_seq,
+                overflowed_from=overflowed_from,
+                overflow_hop=hop,
                 unless_assigned=unless_assigned,
             ),
             None,
             requested=request is not None and request.by_role != Role.SYSTEM,
         )
+        if overflowed_from is not None:
+            flow.overflow_hops = hop
         # (None: an older worker, which did not invite; the rating phase does.)
         if invite and isinstance(rating_expires_at, str):
             flow.rating_expires_at = datetime.fromisoformat(rating_expires_at)

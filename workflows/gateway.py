@@ -24,10 +24,11 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import ConversationEnded, EngineUnavailable, UpdateRejected
+from domain.policy import Policy
 from domain.types import (
     SA_CHANNEL,
     SA_STATE,
@@ -42,6 +43,7 @@ from domain.types import (
     TransferRequest,
 )
 from settings import Settings
+from store.models import Conversation
 from workflows.conversation import ConversationWorkflow
 
 # A signal is one write on the server; an update waits for a worker to validate and carry it out.
@@ -92,18 +94,26 @@ class ConversationGateway:
             ConversationWorkflow.run, workflow_id(conversation_id)
         )
 
-    async def start(self, flow: ConversationFlow, *, task_queue: str, skill_group: str) -> None:
-        """Start the conversation's workflow, or find it started: a retry after a failed start,
-        or a customer's open conversation asked for again, starts it once. `skill_group` is the
-        one the policy sends it to, for the Temporal UI's list (the workflow routes it)."""
+    async def start(self, conversation: Conversation, *, policy: Policy, task_queue: str) -> bool:
+        """Start the conversation's workflow, or find it running: a retry after a failed start,
+        a customer's open conversation asked for again, or the reconciler's repair of a start
+        that failed after the row was written, starts it once. True if this call started it."""
         client = await self.client()
+        flow = ConversationFlow(
+            conversation_id=conversation.id,
+            customer_id=conversation.customer_id,
+            channel=conversation.channel,
+            tier=conversation.tier,
+        )
+        # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
+        skill_group = policy.route(conversation.visitor_context()).skill_group
         try:
             await client.start_workflow(
                 ConversationWorkflow.run,
                 flow,
                 id=workflow_id(flow.conversation_id),
                 task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(SA_STATE, ConversationState.QUEUED.value),
@@ -112,8 +122,11 @@ class ConversationGateway:
                 ),
                 static_summary=" · ".join([flow.channel, skill_group, flow.tier or "standard"]),
             )
+        except WorkflowAlreadyStartedError:
+            return False
         except RPCError as exc:
             raise EngineUnavailable() from exc
+        return True
 
     # --- signals: they return once the Temporal server has accepted them --------------------
 
@@ -138,12 +151,26 @@ class ConversationGateway:
             update_id=f"close:{request.by_role}:{request.by_id}",
         )
 
-    async def transfer(self, conversation_id: str, request: TransferRequest) -> str:
-        """The agent or skill group the conversation went to."""
-        return await self._update(conversation_id, ConversationWorkflow.transfer, request)
+    async def transfer(
+        self, conversation_id: str, request: TransferRequest, *, assignment: str
+    ) -> str:
+        """The agent or skill group the conversation went to. `assignment` names the assignment
+        it is transferred out of (its time): the same caller's same transfer out of it is one
+        update, however often sent."""
+        target = request.to_agent_id or f"group:{request.to_skill_group}"
+        return await self._update(
+            conversation_id,
+            ConversationWorkflow.transfer,
+            request,
+            update_id=f"transfer:{request.by_role}:{request.by_id}:{target}:{assignment}",
+        )
 
     async def submit_rating(self, conversation_id: str, rating: RatingSubmission) -> str:
-        return await self._update(conversation_id, ConversationWorkflow.submit_rating, rating)
+        """A conversation is rated once: every rating sent is that one update (a second,
+        different one gets the first's answer; the caller compares what was stored)."""
+        return await self._update(
+            conversation_id, ConversationWorkflow.submit_rating, rating, update_id="rating"
+        )
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -169,16 +196,15 @@ class ConversationGateway:
         update: Callable[[ConversationWorkflow, A], Awaitable[R]],
         arg: A,
         *,
-        update_id: str | None = None,
+        update_id: str,
     ) -> R:
-        """`update_id`: requests with the same id are one update. Such an update answers
-        EngineUnavailable after _UPDATE_WAIT however long its workflow still takes (each call
-        is bounded by `rpc_timeout`; the wait for an outcome is a call repeated); the retry
-        joins it."""
+        """Requests with the same `update_id` are one update (within the workflow's run): a
+        retry joins it, or has its outcome at once. The caller waits at most _UPDATE_WAIT
+        however long the workflow still takes (then EngineUnavailable: each call is bounded by
+        `rpc_timeout`, and the wait for an outcome is a call repeated)."""
         handle = await self.handle(conversation_id)
-        bound = None if update_id is None else _UPDATE_WAIT.total_seconds()
         try:
-            async with asyncio.timeout(bound):
+            async with asyncio.timeout(_UPDATE_WAIT.total_seconds()):
                 return await handle.execute_update(
                     update, arg, id=update_id, rpc_timeout=_UPDATE_TIMEOUT
                 )

@@ -42,6 +42,7 @@ FIRST_REPLY_AFTER_TRANSFER = "first-reply-after-transfer"
 LOCAL_ACTIVITIES = "local-activities"
 AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
 REQUESTS_FIRST = "requests-first"
+CLOSE_AT_CLOSING = "close-at-closing"
 
 _STARTED_BEFORE = "no conversation started before {} was deployed is open"
 
@@ -81,6 +82,15 @@ PATCHES = (
         ),
         retire_when=_STARTED_BEFORE.format("requests-first")
         + " (a conversation frozen before it stays frozen: reset or terminate it)",
+    ),
+    Compatibility(
+        CLOSE_AT_CLOSING,
+        added="2026-11-30 (nothing stuck: on_closing)",
+        older=(
+            "a conversation queued in a group whose hours ended waited on (no timer for the "
+            "closing): it still does, whatever its group's on_closing"
+        ),
+        retire_when=_STARTED_BEFORE.format("the on_closing policy"),
     ),
 )
 PATCH_IDS = frozenset(patch.name for patch in PATCHES)

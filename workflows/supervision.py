@@ -26,11 +26,13 @@ with workflow.unsafe.imports_passed_through():
         ConversationFlow,
         ConversationSnapshot,
         ConversationState,
+        OnClosing,
         RatingStatus,
         Stage,
     )
 
 QUEUE_OVERFLOW = "queue overflow"
+GROUP_CLOSING = "group closing"
 FIRST_REPLY = "agent first reply"
 IDLE_WARNING = "idle warning"
 IDLE_CLOSE = "idle auto-close"
@@ -42,8 +44,12 @@ def pending_timers(flow: ConversationFlow) -> dict[str, datetime]:
     countdown = flow.countdown
     timers: dict[str, datetime | None] = {}
     match flow.stage:
-        case Stage.QUEUED | Stage.ASSIGNED if flow.max_queue_wait_s and flow.in_group_since:
-            timers[QUEUE_OVERFLOW] = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+        case Stage.QUEUED | Stage.ASSIGNED:
+            if flow.max_queue_wait_s and flow.in_group_since:
+                wait = timedelta(seconds=flow.max_queue_wait_s)
+                timers[QUEUE_OVERFLOW] = flow.in_group_since + wait
+            if flow.on_closing == OnClosing.CLOSE:
+                timers[GROUP_CLOSING] = flow.group_closes_at
         case Stage.AWAITING_FIRST_REPLY:
             timers[FIRST_REPLY] = flow.first_reply_due_at
         case Stage.COUNTING_DOWN:
@@ -78,6 +84,7 @@ def snapshot(flow: ConversationFlow) -> ConversationSnapshot:
         idle_warning_at=timers.get(IDLE_WARNING),
         idle_close_at=timers.get(IDLE_CLOSE),
         rating_expires_at=timers.get(RATING_EXPIRY),
+        closing_at=timers.get(GROUP_CLOSING),
     )
 
 

@@ -145,15 +145,15 @@ async def set_agent_status(
         )
     except AgentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
-    if body.status == AgentStatus.ONLINE:
-        # Going offline keeps active conversations with the agent; online takes new ones now
-        # (or, with Temporal unreachable, at the worker's next reconciliation pass).
-        try:
-            client = await services.temporal.client()
-        except EngineUnavailable:
-            client = None
-        if client is not None:
-            await assign_and_notify(db=services.db, client=client, skill_groups=groups)
+    # Going offline keeps active conversations with the agent; online takes new ones now, and
+    # leaving may let a waiting one go to an agent it skips, now nobody else is online for it
+    # (with Temporal unreachable: at the worker's next reconciliation pass).
+    try:
+        client = await services.temporal.client()
+    except EngineUnavailable:
+        client = None
+    if client is not None:
+        await assign_and_notify(db=services.db, client=client, skill_groups=groups)
     return await _agent_view(services, agent.id)
 
 

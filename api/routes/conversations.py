@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -50,7 +50,6 @@ from domain.errors import ConversationEnded
 from domain.types import (
     CLOSED_AT_REQUEST_OF,
     CloseRequest,
-    ConversationFlow,
     ConversationState,
     MessagePosted,
     RatingStatus,
@@ -69,6 +68,7 @@ from store.conversations import (
 )
 from store.db import Database, notify
 from store.events import ConversationNotFound
+from store.lifecycle import transfer_took_effect
 from store.messages import (
     ConversationClosed,
     ConversationNotActive,
@@ -76,7 +76,7 @@ from store.messages import (
     RateLimited,
     store_message,
 )
-from store.models import Message, utcnow
+from store.models import Conversation, Message, utcnow
 
 NOT_ACTIVE = "the conversation is not active"
 
@@ -156,17 +156,9 @@ async def start_conversation(
         order_id=body.order_id,
     )
     conversation, created = opened.conversation, opened.created
-    # For the Temporal UI's list: the group the policy sends it to (the workflow routes it).
-    expected = services.policy.current().route(conversation.visitor_context())
+    # If this fails (503), the reconciler starts it; so does the customer's retry.
     await services.temporal.start(
-        ConversationFlow(
-            conversation_id=conversation.id,
-            customer_id=conversation.customer_id,
-            channel=conversation.channel,
-            tier=conversation.tier,
-        ),
-        task_queue=services.settings.task_queue,
-        skill_group=expected.skill_group,
+        conversation, policy=services.policy.current(), task_queue=services.settings.task_queue
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -282,6 +274,7 @@ async def post_message(
     # Stored first, then the workflow is told; only then is the message acknowledged (2xx).
     # A repeat is told again (an earlier try may have stored it and then failed to signal):
     # the workflow ignores a seq it has seen.
+    # If that fails (503) and the client never sends it again, the reconciler tells it.
     try:
         await services.temporal.post_message(
             conversation_id,
@@ -292,6 +285,8 @@ async def post_message(
             raise
         # Stored while the conversation was open, and its workflow has finished since: the
         # message is in the transcript, so the repeat answers what the first try did.
+    else:
+        services.signalled.add(conversation_id, message.seq)
     return Response(
         _message_public(message).model_dump_json(),
         status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK,
@@ -476,10 +471,23 @@ async def close_conversation(
 )
 async def transfer_conversation(
     body: TransferCreate,
-    conversation: ConversationOfCaller,
+    conversation: Annotated[Conversation, Depends(load_conversation)],
     principal: CurrentPrincipal,
     services: ServicesDep,
 ) -> ConversationPublic:
+    # The caller's transfer, sent again after it took effect (its answer lost): answered as it
+    # was, though the conversation is no longer theirs.
+    if await run_in_threadpool(
+        lambda: transfer_took_effect(
+            db=services.db,
+            conversation_id=conversation.id,
+            by_id=principal.id,
+            to_agent_id=body.to_agent_id,
+            to_skill_group=body.to_skill_group,
+        )
+    ):
+        return await conversation_view(services.db, conversation.id)
+    await conversation_of_caller(principal, conversation)
     # The workflow's validator does no I/O: the policy's groups and the agents are checked here.
     if body.to_skill_group is not None and (
         body.to_skill_group not in services.policy.current().skill_group_names
@@ -505,6 +513,7 @@ async def transfer_conversation(
             to_skill_group=body.to_skill_group,
             note=body.note,
         ),
+        assignment=(conversation.assigned_at or conversation.created_at).isoformat(),
     )
     return await conversation_view(services.db, conversation.id)
 
@@ -524,12 +533,28 @@ async def rate_conversation(
     body: RatingCreate, conversation: ConversationOfCaller, services: ServicesDep
 ) -> RatingPublic:
     # Rated, expired or never invited: the workflow may have ended, so the stored copy answers.
+    # This rating sent again (its first answer lost) is answered as it was; another is refused.
     if conversation.rating_status == RatingStatus.RATED:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
+        return _as_rated(body, conversation)
     if conversation.rating_status != RatingStatus.PENDING:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="no rating invite is pending")
     await services.temporal.submit_rating(
         conversation.id,
         RatingSubmission(score=body.score, resolved=body.resolved, comment=body.comment),
     )
-    return (await conversation_view(services.db, conversation.id)).rating
+    # Every rating of a conversation is one update: one sent at the same time as another may
+    # have been answered with the other's outcome.
+    rated = await load_conversation(services, conversation.id)
+    return _as_rated(body, rated)
+
+
+def _as_rated(body: RatingCreate, conversation: Conversation) -> RatingPublic:
+    """The stored rating, if it is this one."""
+    stored = (conversation.rating_score, conversation.rating_resolved, conversation.rating_comment)
+    if conversation.rating_status != RatingStatus.RATED or stored != (
+        body.score,
+        body.resolved,
+        body.comment,
+    ):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
+    return conversation_public(ConversationView(conversation)).rating

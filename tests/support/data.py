@@ -13,7 +13,7 @@ from domain.types import MessageType
 from store.assignment import join_queue
 from store.db import Database
 from store.messages import StoredMessage, store_message
-from store.models import Agent, AgentSkill, Conversation
+from store.models import Agent, AgentSkill, Conversation, QueueSkip
 
 
 def add_agent(
@@ -23,7 +23,9 @@ def add_agent(
     max_concurrent: int,
     skill_groups: list[str] | None = None,
     status: str = "online",
+    active_count: int = 0,
 ) -> None:
+    """An agent of these groups (general by default); `active_count`: the load they carry."""
     with db.write() as session:
         session.add(
             Agent(
@@ -32,6 +34,7 @@ def add_agent(
                 token_hash=uuid.uuid4().hex,
                 status=status,
                 max_concurrent=max_concurrent,
+                active_count=active_count,
             )
         )
         session.flush()
@@ -61,6 +64,12 @@ def new_conversation(
     session.add(conversation)
     session.flush()
     return conversation
+
+
+def skip_agent(db: Database, conversation_id: str, agent_id: str) -> None:
+    """The conversation skips the agent from now on (as a missed first reply leaves it)."""
+    with db.write() as session:
+        session.add(QueueSkip(conversation_id=conversation_id, agent_id=agent_id))
 
 
 def enqueue_conversations(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,11 +10,32 @@ from settings import Settings
 from tests.support.api import ADMIN_TOKEN, APP_KEY
 
 if TYPE_CHECKING:
+    from temporalio.testing import WorkflowEnvironment
+
     from store.db import Database
 
 DEFAULT_TIMEOUTS = {"idle_warning_after": "3m", "idle_close_after": "2m", "rating_window": "1h"}
 
 DEFAULT_GROUPS = '[[skill_groups]]\nname = "general"\n[[skill_groups]]\nname = "after_sales"\n'
+
+# A group's service hours that end at 23:59 UTC every day, opening again at midnight: it closes
+# within a day of any test (`the_next_closing` says when, on the server's clock).
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CLOSING_AT_23_59 = (
+    "[skill_groups.hours]\nweekly = { "
+    + ", ".join(f'{day} = ["00:00-23:59"]' for day in _DAYS)
+    + " }\n"
+)
+
+
+async def the_next_closing(env: WorkflowEnvironment) -> datetime:
+    """When groups with CLOSING_AT_23_59 close next; first past midnight if that is under
+    three minutes away on the server's clock, so a conversation started now queues first."""
+    now = await env.get_current_time()
+    if now.time() >= time(23, 56):
+        await env.sleep(300)
+        now = await env.get_current_time()
+    return datetime.combine(now.date(), time(23, 59), tzinfo=UTC)
 
 
 def write_policy(
