@@ -69,9 +69,9 @@ EXAMPLES = 30 if SOAK else 4
 MAX_CONVERSATIONS = 4 if SOAK else 2
 MAX_STEPS = 40 if SOAK else 14
 
-# Continue-as-new is suggested after 30 events or 5000 bytes (a fresh run starts near 2000):
-# a conversation goes through several runs, some ended by the count, some by the size (a
-# transfer's note is in its update).
+# Continue-as-new is suggested after 30 events or 5000 bytes (a fresh run starts well below
+# both): a conversation goes through several runs, some ended by the count, some by the size
+# (a transfer's note is in its update); the statistics count both.
 TINY_HISTORY = {
     "limit.historyCount.suggestContinueAsNew": 30,
     "limit.historySize.suggestContinueAsNew": 5000,

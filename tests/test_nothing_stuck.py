@@ -151,8 +151,8 @@ async def test_a_transfer_in_the_task_that_suggests_continue_as_new_is_answered(
 
 # --- a transfer accepted while the first-reply timeout requeues --------------------------------
 
-FIRST_REPLY_IN_3_SECONDS = (
-    '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "3s"\n'
+FIRST_REPLY_IN_6_SECONDS = (
+    '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "6s"\n'
     '[[skill_groups]]\nname = "after_sales"\n'
 )
 
@@ -186,15 +186,17 @@ async def test_a_transfer_accepted_while_the_unanswered_conversation_is_requeued
     heartbeated, and the next one brings the transfer while the requeue is still under way.
     Only then may the requeue write: the transfer must still be answered, and the conversation
     close and complete."""
-    system = await make_system(dev_env, groups=FIRST_REPLY_IN_3_SECONDS, **SHORT_RATING)
+    system = await make_system(dev_env, groups=FIRST_REPLY_IN_6_SECONDS, **SHORT_RATING)
+    # Bob serves another group: after the requeue nobody takes the conversation from general.
+    bob = await system.create_agent("bob", skill_groups=["after_sales"], max_concurrent=1)
     alice = await system.create_agent("alice", max_concurrent=1)
     visit = await system.start_conversation()
     await system.wait_for(visit.conversation_id, state="active", agent_id=alice.id)
-    # Bob serves another group: after the requeue nobody takes the conversation from general.
-    bob = await system.create_agent("bob", skill_groups=["after_sales"], max_concurrent=1)
     handle = dev_env.client.get_workflow_handle(workflow_id(visit.conversation_id))
 
     with writes_held(db):
+        # Held before the first reply is due: the requeue will wait for it.
+        await system.pending_timer(visit.conversation_id, "first_reply_due_at")
         await eventually(
             lambda: _fired(handle, EventType.EVENT_TYPE_TIMER_FIRED),
             what="the first-reply timer to fire",
