@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 DATA_DIR = PROJECT_ROOT / ".data"
@@ -65,6 +66,35 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     ui_port: int = Field(default=8233, ge=1, le=65535)
     temporal_db: Path = DATA_DIR / "temporal.db"
+    # Browsers: the origins whose pages may call the API (comma-separated; none by default),
+    # and how long a stream ticket (an EventSource's credential, in its URL) stays valid.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    stream_ticket_seconds: int = Field(default=60, ge=1, le=300)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _only_origins(cls, origins: list[str]) -> list[str]:
+        """Each one exactly as a browser sends it in `Origin` (a trailing slash or a path would
+        never match, silently); a wildcard is refused: this is an allow-list."""
+        for origin in origins:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.username is not None
+                or origin != f"{parts.scheme}://{parts.netloc}"
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], without a path"
+                )
+        return [origin.lower() for origin in origins]
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.streams import EventHints, StreamSlots
+from api.tickets import MAX_TICKET_CHARS, read_ticket, verify_ticket
 from domain.policy import PolicySource
 from domain.types import Role
 from settings import Settings
@@ -111,6 +112,52 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
+async def credential_hash(services: Services, principal: Principal) -> str | None:
+    """A hash of the principal's bearer token as it is now (None: they have none any more):
+    what a stream ticket is bound to, so it dies with the token that asked for it."""
+    settings = services.settings
+    if principal.role == Role.ADMIN:
+        return hash_token(settings.admin_token)
+    if principal.role == Role.APP:
+        return hash_token(settings.app_key)
+    if principal.role == Role.VISITOR and principal.conversation_id is not None:
+        return hash_token(visitor_token(settings, principal.conversation_id))
+    if principal.role == Role.AGENT:
+        agent = await run_in_threadpool(find_agent, services.db, agent_id=principal.id)
+        return None if agent is None else agent.token_hash
+    return None
+
+
+async def stream_principal(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ticket: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_TICKET_CHARS,
+            description="A ticket for this stream (POST /v1/stream-tickets) instead of the "
+            "Authorization header, for a browser's EventSource",
+        ),
+    ] = None,
+) -> Principal:
+    """A stream's caller: by bearer token, or by a ticket issued for this very stream."""
+    if ticket is None:
+        return await get_principal(services, credentials)
+    claimed = read_ticket(ticket)
+    if claimed is not None:
+        principal = Principal(claimed.role, claimed.holder, claimed.conversation_id)
+        held = await credential_hash(services, principal)
+        if held is not None and verify_ticket(
+            services.settings, ticket, claimed, stream=request.url.path, credential_hash=held
+        ):
+            return principal
+    raise _unauthorized("stream ticket invalid, expired or for another stream: ask for a new one")
+
+
+StreamPrincipal = Annotated[Principal, Depends(stream_principal)]
+
+
 def require(*roles: Role) -> Any:
     """A dependency admitting only these roles (403 for the others)."""
 
@@ -201,7 +248,16 @@ async def conversation_of_caller(
     return conversation
 
 
+async def conversation_of_streamer(
+    principal: StreamPrincipal,
+    conversation: Annotated[Conversation, Depends(load_conversation)],
+) -> Conversation:
+    """conversation_of_caller, for a caller who may hold a stream ticket."""
+    return await conversation_of_caller(principal, conversation)
+
+
 ConversationOfCaller = Annotated[Conversation, Depends(conversation_of_caller)]
+ConversationOfStreamer = Annotated[Conversation, Depends(conversation_of_streamer)]
 
 
 async def load_agent(services: ServicesDep, agent_id: Annotated[str, Path(max_length=64)]) -> Agent:
@@ -219,7 +275,15 @@ async def agent_self_or_admin(
     raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only this agent or an admin")
 
 
+async def agent_of_streamer(
+    principal: StreamPrincipal, agent: Annotated[Agent, Depends(load_agent)]
+) -> Agent:
+    """agent_self_or_admin, for a caller who may hold a stream ticket."""
+    return await agent_self_or_admin(principal, agent)
+
+
 AgentSelfOrAdmin = Annotated[Agent, Depends(agent_self_or_admin)]
+AgentOfStreamer = Annotated[Agent, Depends(agent_of_streamer)]
 
 
 # --- streams --------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, ProcessCollector
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,7 +21,15 @@ from temporalio.client import Client
 from api.deps import Services, refuse_nul_characters
 from api.engine import answer_engine_errors
 from api.observability import RequestContext, bind_path_ids, request_latency
-from api.routes import admin, agents, conversations, health, left_messages, monitor
+from api.routes import (
+    admin,
+    agents,
+    conversations,
+    health,
+    left_messages,
+    monitor,
+    stream_tickets,
+)
 from api.schemas import ENGINE_DOWN, errors
 from api.streams import EventHints, StreamSlots, listen_for_events, watch_sqlite_log
 from domain.policy import PolicySource
@@ -110,7 +120,8 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         await asyncio.gather(marks, return_exceptions=True)
         db.dispose()
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts from the API (the package's copies), never a CDN.
+    app = FastAPIOffline(
         title="Switchboard",
         version="0.1.0",
         summary="Customer-service conversations as durable Temporal workflows",
@@ -132,6 +143,16 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     ProcessCollector(registry=metrics)
     app.state.metrics = metrics
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    if settings.cors_origins:  # outside the limit: a browser may read its 413 too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,  # bearer tokens, never cookies
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID", "WWW-Authenticate"],
+            max_age=600,
+        )
     app.add_middleware(RequestContext, latency=request_latency(metrics))  # outermost
     answer_engine_errors(app)
 
@@ -166,6 +187,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(left_messages.router)
     app.include_router(monitor.router)
     app.include_router(admin.router)
+    app.include_router(stream_tickets.router)
     return app
 
 

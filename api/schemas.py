@@ -309,3 +309,20 @@ class MonitorPublic(BaseModel):
     at: datetime = Field(description="When the figures were read")
     day_started_at: datetime = Field(description="Start of today (UTC) for the *_today figures")
     skill_groups: list[SkillGroupMonitor] = Field(description="Every group of the policy")
+
+
+# --- stream tickets -------------------------------------------------------------------------
+
+
+class StreamTicketCreate(_Input):
+    stream: str = Field(
+        max_length=300,
+        description="The path of the stream to open: /v1/conversations/{id}/stream or "
+        "/v1/agents/{id}/stream",
+        examples=["/v1/agents/alice/stream"],
+    )
+
+
+class StreamTicketPublic(BaseModel):
+    ticket: str = Field(description="Goes in that stream's URL as `?ticket=`; opens nothing else")
+    expires_in: int = Field(description="Seconds left to open the stream with it")

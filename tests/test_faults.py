@@ -1,5 +1,6 @@
 """Faults, as a deployment meets them: a worker SIGKILLed with 100 conversations active, the
-file-backed dev server killed and restarted under load, the database unreachable for a while.
+file-backed dev server killed and restarted under load, the database unreachable for a while,
+the API SIGKILLed between storing messages and telling their workflows.
 
 Everything runs as deployed (tests.support.processes.Deployment: `python worker.py` and uvicorn,
 configured by environment) with second-scale timeouts, driven over HTTP by clients that do
@@ -10,35 +11,45 @@ right reason with its closing message and rating events, each transcript exactly
 acknowledged messages (once each, seqs without gaps), every due timer fired, every seat given
 back, no agent over capacity, nobody assigned twice. The harness waits for conditions, not
 for guessed durations: a loaded machine makes it slower, not flaky.
+
+The one exception is the client that gives up (section 5): it never sends again what the dead
+API stored and never told, and the reconciler, not the client, must see it told.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
+import random
+import socket
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 from sqlmodel import col, func, select
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from dispatcher import Reconciler
+from domain.errors import NEWER_MESSAGE
 from domain.types import ConversationSnapshot
 from store.db import Database
 from store.messages import store_message
-from store.models import Assignment, Conversation, Event
-from tests.support.api import ADMIN_TOKEN, APP, APP_KEY, bearer
+from store.models import Assignment, Conversation, Event, Message
+from tests.support.api import ADMIN_TOKEN, APP, APP_KEY, ApiClient, bearer
+from tests.support.policy import DEFAULT_GROUPS
 from tests.support.processes import Deployment
 from tests.support.proxy import TcpProxy
 from tests.support.system import StartSystem
@@ -286,9 +297,13 @@ def written(db: Database) -> Callable[[], Awaitable[object]]:
     return lambda: asyncio.to_thread(newest)
 
 
+class Identified(Protocol):
+    id: str
+
+
 async def until_all(
     db: Database,
-    chats: list[Chat],
+    chats: Sequence[Identified],
     done: Callable[[Conversation], bool],
     *,
     what: str,
@@ -900,3 +915,518 @@ async def test_an_idle_close_held_up_past_a_newer_message_is_declined(
     closed = await system.http.post(f"/v1/conversations/{cid}/close", headers=bearer(agent))
     assert closed.status_code == 200, closed.text
     assert closed.json()["close_reason"] == "agent_closed", closed.text
+
+
+# --- 5. a client that gives up: the API killed between storing a message and telling it ------
+
+# The sample of messages sent into the fault is drawn with this seed: the same every run.
+GIVE_UP_SEED = 20261130
+# How often the deployment's reconciliation pass runs, and how long it lets a stored message
+# stay untold before taking it for lost (the Reconciler's default).
+RECONCILE_INTERVAL = 1.0
+RECONCILE_SETTLE: timedelta = inspect.signature(Reconciler).parameters["settle"].default
+# Every workflow has heard of its newest message within a pass or two after the settle; a
+# loaded machine gets the rest.
+CAUGHT_UP_WITHIN = RECONCILE_SETTLE.total_seconds() + 3 * RECONCILE_INTERVAL + 20
+# Due before the reconciler tells (its settle): each timer comes due over a stored message
+# its workflow has not heard of, and its decision must find that message itself.
+GIVE_UP_TIMEOUTS = {"idle_warning_after": "2s", "idle_close_after": "4s", "rating_window": "2s"}
+FIRST_REPLY_GROUP = '[[skill_groups]]\nname = "first_reply"\nagent_first_reply_timeout = "5s"\n'
+FIRST_REPLY_ROUTING = '[[routing]]\nwhen = { entry = "first_reply" }\nskill_group = "first_reply"\n'
+
+Side = Literal["visitor", "agent"]
+Case = Literal[
+    "control",
+    "visitor_again",
+    "visitor_after_agent",
+    "agent_again",
+    "visitor_after_warning",
+    "first_reply",
+]
+# Each window starts with the visitor having written last (or the agent owing the first
+# reply). What a case sends before the link to Temporal is cut (told, acknowledged), and who
+# writes into the cut (stored, never told: the API dies, its client never sends it again).
+CASES: dict[Case, tuple[tuple[Side, ...], Side | None]] = {
+    "control": (("agent", "visitor"), None),
+    "visitor_again": ((), "visitor"),  # no timer runs: only the reconciler tells it
+    "visitor_after_agent": (("agent",), "visitor"),  # the idle warning comes due over it
+    "agent_again": (("agent",), "agent"),  # the warning for the older agent message too
+    "visitor_after_warning": (("agent",), "visitor"),  # warned first: the idle close comes due
+    "first_reply": ((), "agent"),  # the first-reply timeout comes due over it
+}
+# The cases of each window, over the conversations in `general` and in `first_reply`; the
+# second window takes those the first left with the visitor having written last.
+FIRST_WINDOW: tuple[Case, ...] = ("visitor_again", "visitor_after_agent", "agent_again", "control")
+FIRST_REPLY_WINDOW: tuple[Case, ...] = ("first_reply", "first_reply", "control")
+VISITOR_LAST: tuple[Case, ...] = ("visitor_again", "visitor_after_agent", "control")
+SECOND_WINDOW: tuple[Case, ...] = (
+    "visitor_after_warning",
+    "visitor_again",
+    "visitor_after_agent",
+    "control",
+)
+
+
+@dataclass
+class Talk:
+    """A conversation of the give-up test: the case it meets in each window, and each message
+    sent to it by what became of it."""
+
+    id: str
+    visitor: str
+    cases: list[Case] = field(default_factory=list)
+    agent_id: str | None = None
+    told: list[str] = field(default_factory=list)  # client_message_ids answered 201
+    untold: list[str] = field(default_factory=list)  # sent into the fault; never sent again
+    refused: list[str] = field(default_factory=list)  # 403/409: a decision came first
+
+
+@dataclass
+class GiveUpWindow:
+    """One fault: who writes into it, and how each of those posts ended (`killed`: no answer,
+    the API died under it; `unavailable`: a 503 came first; `refused`: 403/409)."""
+
+    cases: dict[str, Case]
+    ended: Counter[str] = field(default_factory=Counter)
+
+
+class Talkers:
+    """Visitors and agents posting over one API process's HTTP; agents' tokens by id."""
+
+    def __init__(self, api: ApiClient, agents: dict[str, str]) -> None:
+        self.api = api
+        self.agents = agents
+
+    def token(self, talk: Talk, side: Side) -> str:
+        if side == "visitor":
+            return talk.visitor
+        assert talk.agent_id is not None, f"{talk.id} has no agent"
+        return self.agents[talk.agent_id]
+
+    async def tell(self, talk: Talk, side: Side) -> int | None:
+        """A message acknowledged (its seq); None if refused because a decision came first
+        (a close or requeue that the checks judge)."""
+        message_id = uuid.uuid4().hex
+        response = await self.api.post_message(
+            talk.id, self.token(talk, side), f"{side} {len(talk.told)}", message_id
+        )
+        if response.status_code in (403, 409):
+            talk.refused.append(message_id)
+            return None
+        assert response.status_code == 201, f"{talk.id}: {response.status_code} {response.text}"
+        talk.told.append(message_id)
+        return int(response.json()["seq"])
+
+    async def give_up(self, talk: Talk, side: Side, message_id: str) -> str:
+        """Post into the fault and never again, however it ends."""
+        try:
+            response = await self.api.post_message(
+                talk.id, self.token(talk, side), f"{side} into the fault", message_id
+            )
+        except httpx.TransportError:
+            talk.untold.append(message_id)
+            return "killed"
+        if response.status_code == 503:  # its signal timed out before the kill
+            talk.untold.append(message_id)
+            return "unavailable"
+        assert response.status_code in (403, 409), (
+            f"{talk.id}: {response.status_code} with Temporal cut off: {response.text}"
+        )
+        talk.refused.append(message_id)
+        return "refused"
+
+
+def _stored_ids(db: Database, ids: list[str]) -> Counter[tuple[str, str]]:
+    """(conversation, client_message_id) of every stored message of these conversations."""
+    with db.read() as session:
+        rows = session.exec(
+            select(Message.conversation_id, Message.client_message_id).where(
+                col(Message.conversation_id).in_(ids)
+            )
+        )
+        return Counter((conversation_id, message_id) for conversation_id, message_id in rows)
+
+
+def _events_of(db: Database, ids: list[str]) -> dict[str, list[Event]]:
+    with db.read() as session:
+        rows = session.exec(
+            select(Event)
+            .where(col(Event.conversation_id).in_(ids))
+            .order_by(col(Event.conversation_id), col(Event.seq))
+        )
+        logs: dict[str, list[Event]] = {conversation_id: [] for conversation_id in ids}
+        for row in rows:
+            logs[row.conversation_id].append(row)
+        return logs
+
+
+async def until_warned(db: Database, after: dict[str, int]) -> None:
+    """Until each conversation has its idle warning for this agent message (conversation →
+    its seq)."""
+
+    def warned() -> bool:
+        logs = _events_of(db, list(after))
+        return all(
+            any(
+                e.type == "conversation.idle_warning" and e.data["after_agent_message_seq"] == seq
+                for e in logs[conversation_id]
+            )
+            for conversation_id, seq in after.items()
+        )
+
+    await poll(lambda: asyncio.to_thread(warned), what=f"the idle warnings of {sorted(after)}")
+
+
+async def fault_window(
+    deployment: Deployment,
+    proxy: TcpProxy,
+    db: Database,
+    agents: dict[str, str],
+    talks: list[Talk],
+    window: int,
+) -> GiveUpWindow:
+    """Everyone writes as their case says; then, with the API's link to Temporal cut, the
+    sample writes once more: stored, the signal hangs, and the API is SIGKILLed under it. Its
+    clients give up. The link comes back and the API starts again."""
+    fault = GiveUpWindow({talk.id: talk.cases[window] for talk in talks})
+    async with deployment.client() as api:
+        talkers = Talkers(api, agents)
+
+        async def lead(talk: Talk) -> None:
+            for side in CASES[talk.cases[window]][0]:
+                await talkers.tell(talk, side)
+
+        # Those to be warned first; the others' countdowns start once the warnings are out.
+        warned = [talk for talk in talks if talk.cases[window] == "visitor_after_warning"]
+        seqs = await each(warned, lambda talk: talkers.tell(talk, "agent"))
+        await until_warned(
+            db, {talk.id: seq for talk, seq in zip(warned, seqs, strict=True) if seq is not None}
+        )
+        await each([talk for talk in talks if talk not in warned], lead)
+
+        proxy.cut()
+        sample = [
+            (talk, side) for talk in talks if (side := CASES[talk.cases[window]][1]) is not None
+        ]
+        sent = {talk.id: uuid.uuid4().hex for talk, _ in sample}
+        posts = {
+            talk.id: asyncio.ensure_future(talkers.give_up(talk, side, sent[talk.id]))
+            for talk, side in sample
+        }
+
+        async def each_stored_or_answered() -> bool:
+            stored = await asyncio.to_thread(_stored_ids, db, list(posts))
+            return all(pair in stored or posts[pair[0]].done() for pair in sent.items())
+
+        await poll(each_stored_or_answered, what="the posts into the fault to be stored")
+        deployment.kill("api-0")
+        fault.ended = Counter(await asyncio.gather(*posts.values()))
+    proxy.drop_held()  # what the dead API sent into the cut never arrives
+    proxy.restore()
+    await asyncio.to_thread(deployment.restart, "api-0")
+    return fault
+
+
+async def snapshots(client: Client, talks: list[Talk]) -> dict[str, ConversationSnapshot]:
+    async def one(talk: Talk) -> ConversationSnapshot:
+        handle = client.get_workflow_handle_for(
+            ConversationWorkflow.run, gateway.workflow_id(talk.id)
+        )
+        return await handle.query(ConversationWorkflow.snapshot)
+
+    return dict(zip([talk.id for talk in talks], await each(talks, one, limit=5), strict=True))
+
+
+class Stored(NamedTuple):
+    """A conversation as the database has it: its row and its newest message's seq."""
+
+    row: Conversation
+    newest_seq: int
+
+
+def _stored(db: Database, ids: list[str]) -> dict[str, Stored]:
+    with db.read() as session:
+        newest = dict(
+            session.exec(
+                select(Message.conversation_id, func.max(Message.seq))
+                .where(col(Message.conversation_id).in_(ids))
+                .group_by(col(Message.conversation_id))
+            ).all()
+        )
+    rows = _conversations(db, ids)
+    return {i: Stored(rows[i], newest.get(i, 0)) for i in ids}
+
+
+async def until_none_differ(
+    client: Client,
+    db: Database,
+    talks: list[Talk],
+    differs: Callable[[Stored, ConversationSnapshot], str | None],
+    *,
+    what: str,
+    timeout: float = 90,
+) -> None:
+    """Until `differs` finds nothing to say of any conversation, comparing the database's with
+    what its workflow knows (the snapshot query); a failure says what it found of each."""
+    found: dict[str, str] = {}
+
+    async def check() -> bool:
+        stored = await asyncio.to_thread(_stored, db, [talk.id for talk in talks])
+        known = await snapshots(client, talks)
+        found.clear()
+        for talk in talks:
+            if (difference := differs(stored[talk.id], known[talk.id])) is not None:
+                found[talk.id] = f"{talk.cases}: {difference}"
+        return not found
+
+    try:
+        await poll(check, what=what, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {found}") from None
+
+
+def _behind(stored: Stored, known: ConversationSnapshot) -> str | None:
+    """The workflow has not seen the newest message, or an open conversation does not record
+    it as told (a closed one has nothing left to tell)."""
+    signalled = stored.row.signalled_seq
+    told = signalled >= stored.newest_seq or stored.row.state == "closed"
+    if known.last_message_seq == stored.newest_seq and told:
+        return None
+    return (
+        f"newest message {stored.newest_seq}, the workflow's {known.last_message_seq}, "
+        f"signalled_seq {signalled}"
+    )
+
+
+def _unsettled(stored: Stored, known: ConversationSnapshot) -> str | None:
+    """Not closed with its rating settled, or the row and the workflow disagree on state,
+    close reason, agent, rating or newest message."""
+    row = stored.row
+    ours = (row.state, row.close_reason, row.agent_id, row.rating_status, stored.newest_seq)
+    theirs = (
+        known.state,
+        known.close_reason,
+        known.agent_id,
+        known.rating_status,
+        known.last_message_seq,
+    )
+    if ours == theirs and row.state == "closed" and row.rating_status != "pending":
+        return None
+    return f"database {ours}, workflow {theirs}"
+
+
+def wrong_decisions(db: Database, ids: list[str]) -> list[str]:
+    """Decisions taken because nothing happened that something stored contradicts: an idle
+    warning or an idle close with a newer message stored before it, a requeue for no first
+    reply with the agent's reply stored before it."""
+    wrong: list[str] = []
+    for conversation_id, log in _events_of(db, ids).items():
+        newest: Event | None = None  # the newest message so far
+        replied = False  # the agent holding it wrote since it was assigned to them
+        warned: set[int] = set()  # agent messages an idle warning was for
+        for event in log:
+            where = f"{conversation_id} seq {event.seq}"
+            last = (newest.seq, newest.data["sender_role"]) if newest else None
+            match event.type, event.data:
+                case "message.created", _:
+                    newest = event
+                    replied = replied or event.data["sender_role"] == "agent"
+                case "conversation.assigned", _:
+                    replied = False
+                case "conversation.idle_warning", {"after_agent_message_seq": seq}:
+                    warned.add(seq)
+                    if last != (seq, "agent"):
+                        wrong.append(f"{where}: warned after agent message {seq}, newest {last}")
+                case "conversation.closed", {"close_reason": "idle_timeout"}:
+                    if last is None or last[1] != "agent" or last[0] not in warned:
+                        wrong.append(f"{where}: idle close, newest {last}, warned for {warned}")
+                case "conversation.requeued", _:
+                    if replied:
+                        wrong.append(f"{where}: requeued for no first reply, newest {last}")
+    return wrong
+
+
+async def histories(client: Client, talks: list[Talk]) -> dict[str, list[HistoryEvent]]:
+    async def one(talk: Talk) -> list[HistoryEvent]:
+        handle = client.get_workflow_handle(gateway.workflow_id(talk.id))
+        return [event async for event in handle.fetch_history_events()]
+
+    return dict(zip([talk.id for talk in talks], await each(talks, one, limit=5), strict=True))
+
+
+def declined(history: list[HistoryEvent]) -> Counter[str]:
+    """Decisions the workflow's activities declined because a newer message was stored (their
+    local activities' markers say so): activity → how many."""
+    found: Counter[str] = Counter()
+    for event in history:
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name == "core_local_activity" and marker.HasField("failure"):
+            failure = marker.failure
+            while not failure.HasField("application_failure_info") and failure.HasField("cause"):
+                failure = failure.cause
+            if failure.application_failure_info.type == NEWER_MESSAGE:
+                found[json.loads(marker.details["data"].payloads[0].data)["activity_type"]] += 1
+    return found
+
+
+def told_messages(history: list[HistoryEvent]) -> list[tuple[int, str]]:
+    """The messages the workflow was told of by signal: (seq, the identity of who told it)."""
+    told: list[tuple[int, str]] = []
+    for event in history:
+        if event.HasField("workflow_execution_signaled_event_attributes"):
+            signal = event.workflow_execution_signaled_event_attributes
+            if signal.signal_name == "message_posted":
+                told.append((json.loads(signal.input.payloads[0].data)["seq"], signal.identity))
+    return told
+
+
+def _untold_seqs(db: Database, talks: list[Talk]) -> dict[str, set[int]]:
+    """The seqs of the messages each conversation's clients gave up on."""
+    wanted = {(talk.id, message_id) for talk in talks for message_id in talk.untold}
+    seqs: dict[str, set[int]] = {talk.id: set() for talk in talks}
+    with db.read() as session:
+        for conversation_id, message_id, seq in session.exec(
+            select(Message.conversation_id, Message.client_message_id, Message.seq).where(
+                col(Message.conversation_id).in_(list(seqs))
+            )
+        ):
+            if (conversation_id, message_id) in wanted:
+                seqs[conversation_id].add(seq)
+    return seqs
+
+
+def _newest_side(db: Database, talk_ids: list[str]) -> dict[str, str]:
+    """Who wrote each conversation's newest message."""
+    with db.read() as session:
+        newest: dict[str, str] = {}
+        for conversation_id, side in session.exec(
+            select(Message.conversation_id, Message.sender_role)
+            .where(col(Message.conversation_id).in_(talk_ids))
+            .order_by(col(Message.seq))
+        ):
+            newest[conversation_id] = side
+        return newest
+
+
+async def test_a_client_that_gives_up_between_store_and_signal_leaves_nothing_untold(
+    dev_env: WorkflowEnvironment, db: Database, deploy: Callable[..., Deployment]
+) -> None:
+    """The API dies between storing a message and telling its workflow, and the client never
+    sends it again. The reconciler tells every workflow of its newest message; meanwhile each
+    decision taken because nothing happened (idle warning, idle close, first-reply requeue)
+    that comes due over such a message finds it stored and declines."""
+    rng = random.Random(GIVE_UP_SEED)
+    host, _, port = address(dev_env).rpartition(":")
+    with TcpProxy(host, int(port)) as proxy:
+        deployment = deploy(
+            db.url,
+            timeouts=GIVE_UP_TIMEOUTS,
+            groups=DEFAULT_GROUPS + FIRST_REPLY_GROUP,
+            routing=FIRST_REPLY_ROUTING,
+            extra_env={"SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_INTERVAL)},
+            # Only the API reaches Temporal through the proxy: the worker (and its reconciler)
+            # keeps its own link.
+            api_env={"SWITCHBOARD_TEMPORAL_ADDRESS": f"127.0.0.1:{proxy.port}"},
+        )
+        try:
+            talks, agents = await _served(deployment, db, rng)
+            first = await fault_window(deployment, proxy, db, agents, talks, 0)
+            # The second window: those the first left with the visitor having written last.
+            going_on = [talk for talk in talks if talk.cases[0] in VISITOR_LAST]
+            for talk, case in zip(going_on, _drawn(rng, SECOND_WINDOW, len(going_on)), strict=True):
+                talk.cases.append(case)
+            second = await fault_window(deployment, proxy, db, agents, going_on, 1)
+
+            ids = [talk.id for talk in talks]
+            try:
+                await until_none_differ(
+                    dev_env.client,
+                    db,
+                    talks,
+                    _behind,
+                    what="every workflow to hear of its newest message",
+                    timeout=CAUGHT_UP_WITHIN,
+                )
+            finally:  # (a wrong decision is the likelier cause of a workflow left behind)
+                wrong = await asyncio.to_thread(wrong_decisions, db, ids)
+                assert not wrong, "\n".join(wrong)
+            # The agent wrote last: closed for inactivity; the visitor: open until closed.
+            newest_side = await asyncio.to_thread(_newest_side, db, ids)
+            silent = [talk for talk in talks if newest_side[talk.id] == "agent"]
+            await until_all(db, silent, lambda c: c.state == "closed", what="the idle closes")
+            async with deployment.client() as api:
+                for talk in talks:
+                    if talk not in silent:
+                        closed = await api.close(talk.id)
+                        assert closed.status_code == 200, f"{talk.cases}: {closed.text}"
+            await until_none_differ(
+                dev_env.client,
+                db,
+                talks,
+                _unsettled,
+                what="every chat closed, the database and its workflow agreeing",
+            )
+
+            assert not await asyncio.to_thread(wrong_decisions, db, ids)  # nor since
+            rows = await asyncio.to_thread(_conversations, db, ids)
+            stored = await asyncio.to_thread(_stored_ids, db, ids)
+            for talk in talks:
+                reason = "idle_timeout" if talk in silent else "admin_closed"
+                assert rows[talk.id].close_reason == reason, f"{talk.id} {talk.cases}"
+                # Each message stored once: those acknowledged and those given up on.
+                assert Counter(m for c, m in stored.elements() if c == talk.id) == Counter(
+                    talk.told + talk.untold
+                ), f"{talk.id} {talk.cases}"
+            # The scenario held: in each window the API died under posts it had stored, none
+            # of which it told; timers came due over stored messages not heard of.
+            assert first.ended["killed"] and second.ended["killed"], (first, second)
+            given_up = await asyncio.to_thread(_untold_seqs, db, talks)
+            logs = await histories(dev_env.client, talks)
+            worker = f"{deployment.processes['worker-0'].pid}@{socket.gethostname()}"
+            told_by_api = {
+                (talk.id, seq, who)
+                for talk in talks
+                for seq, who in told_messages(logs[talk.id])
+                if seq in given_up[talk.id] and who != worker
+            }
+            assert not told_by_api, f"told after all (not by the worker {worker}): {told_by_api}"
+            declines = sum((declined(log) for log in logs.values()), Counter[str]())
+            assert declines, "no decision came due over a message its workflow had not heard of"
+        finally:
+            deployment.stop(faults=True)
+
+
+def _drawn(rng: random.Random, cases: tuple[Case, ...], count: int) -> list[Case]:
+    """`count` cases, each of `cases` as often as the next (give or take one), in a seeded
+    order."""
+    drawn = [cases[index % len(cases)] for index in range(count)]
+    rng.shuffle(drawn)
+    return drawn
+
+
+async def _served(
+    deployment: Deployment, db: Database, rng: random.Random
+) -> tuple[list[Talk], dict[str, str]]:
+    """Three agents online; ten conversations in `general` and three in `first_reply`, each
+    with its first window's case, served; every visitor has said hello."""
+    async with deployment.client() as api:
+        agents: dict[str, str] = {}
+        for index in range(3):
+            agent = await api.create_agent(
+                f"agent-{index}", skill_groups=["general", "first_reply"], max_concurrent=5
+            )
+            agents[agent.id] = agent.token
+        talks = [
+            Talk(*await api.start_conversation(), cases=[case])
+            for case in _drawn(rng, FIRST_WINDOW, 10)
+        ]
+        talks += [
+            Talk(*await api.start_conversation(entry="first_reply"), cases=[case])
+            for case in _drawn(rng, FIRST_REPLY_WINDOW, 3)
+        ]
+        rows = await until_all(db, talks, lambda c: c.state == "active", what="every chat served")
+        for talk in talks:
+            talk.agent_id = rows[talk.id].agent_id
+        talkers = Talkers(api, agents)
+        await each(talks, lambda talk: talkers.tell(talk, "visitor"))
+    return talks, agents

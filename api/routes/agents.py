@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
     MAX_SEQ,
+    AgentOfStreamer,
     AgentSelfOrAdmin,
     ServicesDep,
     StreamStart,
@@ -211,12 +212,13 @@ async def list_agent_events(
         "`id:` is the feed seq (`agent_seq`), `event:` the type, `data:` the same JSON as "
         "/v1/agents/{id}/events: the event with its `conversation_id` and `seq`. Resume with "
         "`Last-Event-ID` (or `after_seq`; a new workbench starts from the agent's `feed_seq`). "
-        "`conversation.typing` of the agent's conversations arrives live, without an id."
+        "`conversation.typing` of the agent's conversations arrives live, without an id. "
+        "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`."
     ),
     responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
 )
 async def stream_agent_events(
-    agent: AgentSelfOrAdmin, services: ServicesDep, start: StreamStart
+    agent: AgentOfStreamer, services: ServicesDep, start: StreamStart
 ) -> EventSourceResponse:
     return event_stream(
         settings=services.settings,

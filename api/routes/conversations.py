@@ -11,8 +11,10 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import (
     MAX_SEQ,
     ConversationOfCaller,
+    ConversationOfStreamer,
     CurrentPrincipal,
     ServicesDep,
+    StreamPrincipal,
     StreamStart,
     conversation_of_caller,
     load_conversation,
@@ -392,7 +394,8 @@ async def list_events(
     description=(
         "`id:` is the event's seq, `event:` its type, `data:` the same JSON as /events. "
         "Resume with the `Last-Event-ID` header (or `after_seq`): nothing is missed or repeated. "
-        "Comments keep the connection alive; it ends after a while and the client reconnects."
+        "Comments keep the connection alive; it ends after a while and the client reconnects. "
+        "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`."
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},
@@ -401,8 +404,8 @@ async def list_events(
     },
 )
 async def stream_events(
-    conversation: ConversationOfCaller,
-    principal: CurrentPrincipal,
+    conversation: ConversationOfStreamer,
+    principal: StreamPrincipal,
     services: ServicesDep,
     start: StreamStart,
 ) -> EventSourceResponse:

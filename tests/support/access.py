@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Any
 
 from tests.support.api import Visit
-from tests.support.callers import Caller, World
+from tests.support.callers import OWNER, Caller, World
 
 
 class Subject(Enum):
@@ -39,6 +39,12 @@ ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
 ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route(ANYONE),
     ("GET", "/metrics"): Route(ANYONE),
+    ("GET", "/docs"): Route(ANYONE),
+    ("GET", "/docs/oauth2-redirect"): Route(ANYONE),
+    ("GET", "/redoc"): Route(ANYONE),
+    ("POST", "/v1/stream-tickets"): Route(
+        AGENT_SELF_OR_ADMIN, body={"stream": f"/v1/agents/{OWNER}/stream"}
+    ),
     ("POST", "/v1/agents"): Route(
         ADMIN_ONLY,
         body={"id": "carol", "name": "C", "skill_groups": ["general"], "max_concurrent": 1},

@@ -449,6 +449,19 @@ class ApiClient:
         """`async with` it: the agent's feed as it comes."""
         return self._stream(f"/v1/agents/{agent_id}/stream", token, after_seq, last_event_id)
 
+    async def stream_ticket(self, stream: str, token: str | None = None) -> httpx.Response:
+        """Ask for a ticket to open the stream at path `stream` without a token."""
+        return await self.http.post(
+            "/v1/stream-tickets", headers=self._as(token), json={"stream": stream}
+        )
+
+    @asynccontextmanager
+    async def ticketed_stream(self, stream: str, ticket: str) -> AsyncIterator[EventStream]:
+        """`async with` it: the stream at path `stream` opened with `ticket` and no token, as
+        a browser's EventSource opens it (look at `.response.status_code` first)."""
+        async with self.http.stream("GET", stream, params={"ticket": ticket}) as response:
+            yield EventStream(response)
+
 
 def gapless(events: list[dict[str, Any]], *, after_seq: int = 0) -> list[dict[str, Any]]:
     """The events, after checking their seqs follow `after_seq` without a gap or a repeat."""

@@ -1,6 +1,7 @@
 """Headless Chromium (Debian's `chromium` package) driven over the DevTools protocol: open a
-page, wait until its rendered text says what we expect. Enough for checking the Temporal UI
-without a test framework's own browser download (the machines have no internet)."""
+page, run its scripts, wait until its rendered text says what we expect. Enough for checking
+the Temporal UI and the API from a browser without a test framework's own browser download (the
+machines have no internet). `serve_page` serves a page from an origin of its own."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import itertools
 import json
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,18 @@ class Page:
 
     async def goto(self, url: str) -> None:
         await self.call("Page.navigate", url=url)
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of a script run in the page (a promise's, once it settles); an
+        AssertionError with the script's own error if it throws or rejects."""
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            error = details.get("exception", {}).get("description") or details.get("text")
+            raise AssertionError(f"the page's script failed: {error}")
+        return result.get("result", {}).get("value")
 
     async def text(self) -> str:
         result = await self.call(
@@ -109,3 +124,31 @@ async def _first_page(port: int) -> str:
     async with httpx.AsyncClient() as http:
         targets = (await http.get(f"http://127.0.0.1:{port}/json/list")).json()
     return next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+
+
+@contextmanager
+def serve_page(html: str, port: int) -> Iterator[None]:
+    """Serve `html` at every path of port `port` on loopback (http://127.0.0.1:<port>/, and
+    http://localhost:<port>/, another origin), until the block ends."""
+    body = html.encode()
+
+    class OnePage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # (the test's output stays the test's)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), OnePage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

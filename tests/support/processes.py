@@ -66,18 +66,21 @@ class Deployment:
         workers: int = 1,
         timeouts: dict[str, str] | None = None,
         groups: str = DEFAULT_GROUPS,
+        routing: str = "",
         extra_env: dict[str, str] | None = None,
+        api_env: dict[str, str] | None = None,
         ready: str = "/healthz",
     ) -> None:
-        """`timeouts` override the policy's; `groups` are its skill groups (TOML; the callback
-        group is added); `extra_env` adds to every process's environment; an API is up once
-        `ready` answers 200."""
+        """`timeouts` override the policy's; `groups` and `routing` (TOML) are its skill groups
+        and routing rules besides `callback`'s; `extra_env` adds to every process's
+        environment, `api_env` to the API processes' only (say, to reach Temporal through a
+        proxy); an API is up once `ready` answers 200."""
         directory.mkdir(parents=True, exist_ok=True)
         policy = write_policy(
             directory / "policy.toml",
             **{**DEPLOYED_TIMEOUTS, **(timeouts or {})},
             groups=groups + CALLBACK_GROUP,
-            routing=CALLBACK_ROUTING,
+            routing=CALLBACK_ROUTING + routing,
         )
         self.settings = test_settings(
             database_url, policy, task_queue=f"tq-{uuid.uuid4()}", address=temporal_address
@@ -87,6 +90,7 @@ class Deployment:
             "SWITCHBOARD_RECONCILE_INTERVAL_SECONDS": "1",
             **(extra_env or {}),
         }
+        self.api_env = {**self.env, **(api_env or {})}
         self.ready = ready
         self.logs = directory / "logs"
         self.logs.mkdir()
@@ -125,7 +129,7 @@ class Deployment:
         self.processes[name] = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
-            env=self.env,
+            env=self.api_env if name.startswith("api") else self.env,
             stdout=(self.logs / f"{name}.log").open("a"),  # a restarted process appends
             stderr=subprocess.STDOUT,
         )

@@ -29,7 +29,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 class TcpProxy:
     """127.0.0.1:`port` forwards to `upstream`. `cut()` breaks every open connection (the
     client sees it reset) and holds new ones unanswered, as a server whose host stopped
-    answering does; `restore()` forwards again, the held connections included."""
+    answering does; `restore()` forwards again, the held connections included, unless
+    `drop_held()` broke them first (nothing their clients sent reaches the server)."""
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self._upstream = (upstream_host, upstream_port)
@@ -63,6 +64,9 @@ class TcpProxy:
     def restore(self) -> None:
         self._run(self._restore())
 
+    def drop_held(self) -> None:
+        self._run(self._drop_held())
+
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=10)
 
@@ -79,6 +83,12 @@ class TcpProxy:
 
     async def _restore(self) -> None:
         self._up.set()
+
+    async def _drop_held(self) -> None:
+        held = self._tasks - self._links
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
 
     async def _close(self) -> None:
         assert self._server is not None
