@@ -14,7 +14,7 @@ and the checks follow:
 - every update (transfer, close, rating) is answered 2xx or refused 4xx within UPDATE_BOUND,
   its 503s retried as the README asks of clients;
 - no run of any workflow accepted an update it never finished;
-- no idle warning or idle close follows a newer visitor message, no first-reply requeue follows
+- no idle warning or idle close follows a newer stored message, no first-reply requeue follows
   a stored reply of the agent (the event log against the message rows);
 - every run, each link of the continue-as-new chains included, replays against today's code;
 - the database and the workflow agree: state, close reason, agent, rating; and every agent's

@@ -1,7 +1,8 @@
 """Decisions taken because nothing happened, checked against what was stored (invariant 8): no
-idle warning or idle close follows a visitor message newer than the agent message its countdown
-ran from, and no first-reply requeue follows a reply stored by the agent who loses the
-conversation. Read from the database: the event log and the message rows."""
+idle warning or idle close follows a message (the visitor's, or the agent's next) newer than
+the agent message its countdown ran from, and no first-reply requeue follows a reply stored by
+the agent who loses the conversation. Read from the database: the event log and the message
+rows."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def wrong_decisions(log: Transcript) -> list[str]:
             assigned_at[data["agent_id"]] = event.seq
         elif event.type == EventType.IDLE_WARNING:
             countdown_from = data["after_agent_message_seq"]
-            newer = log.messages_between(countdown_from, event.seq, sender_role=Role.VISITOR)
+            newer = log.messages_between(countdown_from, event.seq)
             if newer:
                 wrong.append(
                     f"{where} (after agent message {countdown_from}) follows "
@@ -72,7 +73,7 @@ def wrong_decisions(log: Transcript) -> list[str]:
             if countdown_from is None:
                 wrong.append(f"{where}: an idle close without an idle warning")
                 continue
-            newer = log.messages_between(countdown_from, event.seq, sender_role=Role.VISITOR)
+            newer = log.messages_between(countdown_from, event.seq)
             if newer:
                 wrong.append(
                     f"{where} (idle since agent message {countdown_from}) follows "
