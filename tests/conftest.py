@@ -26,7 +26,12 @@ from store.db import Database
 from tests.support.policy import write_policy
 from tests.support.processes import Deployment
 from tests.support.system import StartSystem, System
-from tests.support.temporal import address, start_dev_server, start_time_skipping_server
+from tests.support.temporal import (
+    SHORT_HISTORY,
+    address,
+    start_dev_server,
+    start_time_skipping_server,
+)
 
 POSTGRES_URL = os.environ.get(
     "SWITCHBOARD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -137,9 +142,9 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="module")
 async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server that suggests continue-as-new after 40 history events."""
+    """A dev server that suggests continue-as-new after SHORT_HISTORY history events."""
     env = await start_dev_server(
-        "--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"
+        dynamic_config={"limit.historyCount.suggestContinueAsNew": SHORT_HISTORY}
     )
     yield env
     await env.shutdown()

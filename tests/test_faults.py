@@ -48,7 +48,9 @@ from domain.types import ConversationSnapshot
 from store.db import Database
 from store.messages import store_message
 from store.models import Assignment, Conversation, Event, Message
+from tests.support import decisions
 from tests.support.api import ADMIN_TOKEN, APP, APP_KEY, ApiClient, bearer
+from tests.support.decisions import transcript
 from tests.support.policy import DEFAULT_GROUPS
 from tests.support.processes import Deployment
 from tests.support.proxy import TcpProxy
@@ -1216,34 +1218,8 @@ def _unsettled(stored: Stored, known: ConversationSnapshot) -> str | None:
 
 
 def wrong_decisions(db: Database, ids: list[str]) -> list[str]:
-    """Decisions taken because nothing happened that something stored contradicts: an idle
-    warning or an idle close with a newer message stored before it, a requeue for no first
-    reply with the agent's reply stored before it."""
-    wrong: list[str] = []
-    for conversation_id, log in _events_of(db, ids).items():
-        newest: Event | None = None  # the newest message so far
-        replied = False  # the agent holding it wrote since it was assigned to them
-        warned: set[int] = set()  # agent messages an idle warning was for
-        for event in log:
-            where = f"{conversation_id} seq {event.seq}"
-            last = (newest.seq, newest.data["sender_role"]) if newest else None
-            match event.type, event.data:
-                case "message.created", _:
-                    newest = event
-                    replied = replied or event.data["sender_role"] == "agent"
-                case "conversation.assigned", _:
-                    replied = False
-                case "conversation.idle_warning", {"after_agent_message_seq": seq}:
-                    warned.add(seq)
-                    if last != (seq, "agent"):
-                        wrong.append(f"{where}: warned after agent message {seq}, newest {last}")
-                case "conversation.closed", {"close_reason": "idle_timeout"}:
-                    if last is None or last[1] != "agent" or last[0] not in warned:
-                        wrong.append(f"{where}: idle close, newest {last}, warned for {warned}")
-                case "conversation.requeued", _:
-                    if replied:
-                        wrong.append(f"{where}: requeued for no first reply, newest {last}")
-    return wrong
+    """Decisions taken because nothing happened that something stored contradicts."""
+    return [wrong for cid in ids for wrong in decisions.wrong_decisions(transcript(db, cid))]
 
 
 async def histories(client: Client, talks: list[Talk]) -> dict[str, list[HistoryEvent]]:

@@ -18,9 +18,9 @@ from domain.policy import PolicySource
 from domain.types import MessagePosted, Role
 from store.assignment import dispatch
 from store.conversations import open_conversation
-from store.messages import store_message
 from store.models import Agent, Conversation, QueueEntry
 from tests.support.api import eventually
+from tests.support.data import store_unsignalled
 from tests.support.processes import free_port
 from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 from workflows.gateway import workflow_id
@@ -142,17 +142,8 @@ async def test_an_agent_message_that_comes_with_the_assignment_starts_the_countd
 
 
 def _stored_unsignalled(system: System, cid: str, role: str, sender: str, text: str) -> int:
-    """A message stored exactly as the API stores it, and never told to the workflow: what an
-    API process killed between its commit and its signal leaves (or a client that gave up on a
-    503 and never sent it again)."""
-    return store_message(
-        system.db,
-        conversation_id=cid,
-        sender_role=role,
-        sender_id=sender,
-        client_message_id=f"lost-{text}",
-        type="text",
-        content=text,
+    return store_unsignalled(
+        system.db, conversation_id=cid, sender_role=role, sender_id=sender, content=text
     ).message.seq
 
 

@@ -1,5 +1,6 @@
-"""Builders of database rows, for tests of the store layer (no API, no Temporal); and changes
-made straight in the database where the API has no way (yet) to make them."""
+"""Builders of database rows, for tests of the store layer (no API, no Temporal); a message
+stored without its signal (what a crash between the two leaves); and changes made straight in
+the database where the API has no way (yet) to make them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
+from domain.types import MessageType
 from store.assignment import join_queue
 from store.db import Database
+from store.messages import StoredMessage, store_message
 from store.models import Agent, AgentSkill, Conversation, QueueSkip, utcnow
 
 
@@ -105,3 +108,20 @@ def enqueue_conversations(
             join_queue(session, conversation, skill_group=skill_group, priority=priority)
         ids.append(conversation.id)
     return ids
+
+
+def store_unsignalled(
+    db: Database, *, conversation_id: str, sender_role: str, sender_id: str, content: str
+) -> StoredMessage:
+    """A message stored exactly as the API stores it, whose signal never went out: what an API
+    process killed between the commit and the signal leaves behind. Raises as store_message
+    does (closed, not theirs, not active)."""
+    return store_message(
+        db,
+        conversation_id=conversation_id,
+        sender_role=sender_role,
+        sender_id=sender_id,
+        client_message_id=f"unsignalled-{uuid.uuid4().hex}",
+        type=MessageType.TEXT,
+        content=content,
+    )

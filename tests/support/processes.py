@@ -28,6 +28,8 @@ CALLBACK_GROUP = (
 CALLBACK_ROUTING = '[[routing]]\nwhen = { entry = "callback_test" }\nskill_group = "callback"\n'
 # Second-scale timeouts: whole lifecycles in seconds.
 DEPLOYED_TIMEOUTS = {"idle_warning_after": "2s", "idle_close_after": "2s", "rating_window": "4s"}
+# What a worker logs once it polls its task queue (worker.py).
+_POLLING = "worker polling task queue"
 
 
 def free_port() -> int:
@@ -141,10 +143,10 @@ class Deployment:
 
         self._wait_until_up(name, ready)
 
-    def _wait_polling(self, name: str) -> None:
-        """Until the worker says it polls its task queue (a test's first conversation would
-        otherwise wait out the worker's start on a loaded machine)."""
-        self._wait_until_up(name, lambda: "worker polling task queue" in self.log(name))
+    def _wait_polling(self, name: str, *, starts: int = 1) -> None:
+        """Until the worker says it polls its task queue, for the `starts`-th time (a test's
+        first conversation would otherwise wait out the worker's start on a loaded machine)."""
+        self._wait_until_up(name, lambda: self.log(name).count(_POLLING) >= starts)
 
     def _wait_until_up(self, name: str, up: Callable[[], bool]) -> None:
         # Generous: on a loaded machine a process's imports alone take tens of seconds.
@@ -165,6 +167,12 @@ class Deployment:
         self._start(name, self.commands[name])
         if name.startswith("api"):
             self._wait_ready(name, self.urls[int(name.removeprefix("api-"))])
+
+    def restart_worker(self, name: str = "worker-0") -> None:
+        """Start a worker that was killed again, and wait until it polls its task queue."""
+        started_before = self.log(name).count(_POLLING)
+        self.restart(name)
+        self._wait_polling(name, starts=started_before + 1)
 
     def _kill_all(self) -> None:
         for process in self.processes.values():

