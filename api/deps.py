@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -77,6 +78,14 @@ class Principal:
 _bearer = HTTPBearer(auto_error=False)
 
 
+def _same_secret(given: str, secret: str) -> bool:
+    """In constant time, as bytes: compare_digest refuses str with non-ASCII characters (a
+    header's bytes arrive as Latin-1), and a caller must get a 401 for them, not a 500."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), secret.encode("utf-8", "surrogatepass")
+    )
+
+
 def _unauthorized(detail: str = "missing or invalid bearer token") -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
@@ -91,13 +100,13 @@ async def get_principal(
         raise _unauthorized()
     token = credentials.credentials
     settings = services.settings
-    if hmac.compare_digest(token, settings.admin_token):
+    if _same_secret(token, settings.admin_token):
         return Principal(Role.ADMIN, "admin")
-    if hmac.compare_digest(token, settings.app_key):
+    if _same_secret(token, settings.app_key):
         return Principal(Role.APP, "app")
     if token.startswith(VISITOR_TOKEN_PREFIX):
         conversation_id = token[len(VISITOR_TOKEN_PREFIX) :].split(".", 1)[0]
-        if hmac.compare_digest(token, visitor_token(settings, conversation_id)):
+        if _same_secret(token, visitor_token(settings, conversation_id)):
             return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
         raise _unauthorized()
     if token.startswith(AGENT_TOKEN_PREFIX):
@@ -127,27 +136,41 @@ def require(*roles: Role) -> Any:
 
 # --- input every database can store ---------------------------------------------------------
 
+# How deep a JSON body may nest: ours nest two levels; a deeper one is refused before anything
+# walks it recursively (validation errors echo what they refuse).
+MAX_JSON_DEPTH = 32
+TOO_DEEP = f"the body is nested deeper than {MAX_JSON_DEPTH} levels"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# A body is parsed a second time only when it may hold what the walk looks for: the escapes
+# of NUL and of a surrogate, or more opening brackets than the depth allowed.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
-def _holds_nul(value: object) -> bool:
-    """Whether a decoded JSON value has U+0000 in any string, key or value (without recursion:
-    the nesting is the client's to choose)."""
-    pending = [value]
+
+def _unstorable(value: object) -> str | None:
+    """Why a decoded JSON value cannot be taken (None: it can), walked without recursion: the
+    nesting is the client's to choose. U+0000 and lone surrogates in any string, key or value
+    (PostgreSQL text cannot hold NUL; no database, log line or JSON answer can hold a lone
+    surrogate), and nesting deeper than MAX_JSON_DEPTH."""
+    pending = [(value, 0)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+                return "text must not contain NUL (U+0000)"
+            if _LONE_SURROGATE.search(item):
+                return "text must not contain a lone surrogate (U+D800 to U+DFFF)"
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return TOO_DEEP
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
-async def refuse_nul_characters(request: Request) -> None:
-    """422 for U+0000 in the path, the query or a JSON body. PostgreSQL text cannot hold it
-    (SQLite can), so it would fail there, and only there, as a 500 (invariant 7)."""
+async def refuse_unstorable_input(request: Request) -> None:
+    """422 for what no store or answer can hold (see _unstorable) in the path, the query or a
+    JSON body: it would fail at the database, or in the answer echoing it, as a 500
+    (invariant 7)."""
     inputs: list[object] = [
         *map(str, request.path_params.values()),
         *request.query_params.keys(),
@@ -155,16 +178,18 @@ async def refuse_nul_characters(request: Request) -> None:
     ]
     if request.method in ("POST", "PUT", "PATCH"):
         body = await request.body()  # cached: the route reads the same bytes
-        # JSON can only carry NUL escaped: parse (a second time) only when the escape is there.
-        if b"\\u0000" in body:
+        if _SUSPECT_ESCAPE.search(body) or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
             try:
                 inputs.append(json.loads(body))
-            except (ValueError, RecursionError):
-                pass  # not JSON (or too deep to read): the route's own validation answers
-    if any(_holds_nul(value) for value in inputs):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="text must not contain NUL (U+0000)"
-        )
+            except RecursionError:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT, detail=TOO_DEEP
+                ) from None
+            except ValueError:
+                pass  # not JSON: the route's own validation answers
+    for value in inputs:
+        if (reason := _unstorable(value)) is not None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=reason)
 
 
 # --- resources by path id -------------------------------------------------------------------
