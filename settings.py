@@ -80,6 +80,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "production refuses development or short (<16 chars) secrets: " + ", ".join(weak)
             )
+        # The same value twice would make the app's key (or the visitor tokens' key) an admin's.
+        if len({value for value, _dev in defaults.values()}) < len(defaults):
+            raise ValueError(
+                "production needs a different value for each of " + ", ".join(defaults)
+            )
         return self
 
 

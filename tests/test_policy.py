@@ -160,6 +160,18 @@ def test_a_bad_file_at_start_is_refused(tmp_path: Path) -> None:
         PolicySource(_write(tmp_path, "default_skill_group = 3\n"))
 
 
+def test_production_needs_three_different_secrets() -> None:
+    admin, app, secret = "a" * 32, "c" * 32, "d" * 32
+    for same in [
+        {"admin_token": admin, "app_key": admin, "secret_key": secret},
+        {"admin_token": admin, "app_key": app, "secret_key": app},
+        {"admin_token": secret, "app_key": app, "secret_key": secret},
+    ]:
+        with pytest.raises(ValidationError, match="a different value for each"):
+            Settings(env="production", **same)
+    Settings(env="test", admin_token=admin, app_key=admin)  # tests and development may share
+
+
 def test_production_refuses_development_secrets() -> None:
     with pytest.raises(ValidationError, match="SWITCHBOARD_ADMIN_TOKEN"):
         Settings(env="production", app_key="a" * 32, secret_key="b" * 32)
