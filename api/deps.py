@@ -255,11 +255,27 @@ def stream_start(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> int:
     """Where a stream starts: after the client's Last-Event-ID (a reconnect) or `after_seq`.
-    A Last-Event-ID that is not a seq we could have sent is ignored."""
+    A Last-Event-ID that is not a number is ignored; one beyond any seq is MAX_SEQ + 1 (which
+    `resume_after` refuses)."""
     start = after_seq or 0
-    if last_event_id is not None and last_event_id.isdigit() and int(last_event_id) <= MAX_SEQ:
-        start = max(start, int(last_event_id))
+    if last_event_id is not None and last_event_id.isascii() and last_event_id.isdigit():
+        digits = last_event_id.lstrip("0") or "0"
+        start = max(start, int(digits) if len(digits) <= len(str(MAX_SEQ)) else MAX_SEQ + 1)
     return start
 
 
 StreamStart = Annotated[int, Depends(stream_start)]
+
+
+def resume_after(after_seq: int, *, newest: int) -> int:
+    """`after_seq`, if the log has reached it. One beyond the newest event was not sent from
+    this log (a database restored or replaced, a client's bug): going on from there would skip
+    the events still to come up to it, so it is refused, never followed silently."""
+    if after_seq > newest:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"after_seq or Last-Event-ID {after_seq} is beyond the newest event "
+            f"({newest}): it is not from this log; start again from 0 (everything) or "
+            f"{newest} (what comes next)",
+        )
+    return after_seq

@@ -11,11 +11,13 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import (
     MAX_SEQ,
     AgentSelfOrAdmin,
+    CurrentPrincipal,
     ServicesDep,
     StreamStart,
     hash_token,
     new_agent_token,
     require,
+    resume_after,
 )
 from api.routes import operation
 from api.routes.conversations import conversation_public
@@ -40,6 +42,7 @@ from store.agents import (
     agent_conversations,
     agent_feed,
     change_agent_status,
+    newest_feed_seq,
     register_agent,
     view_agent,
 )
@@ -189,6 +192,8 @@ async def list_agent_events(
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ, description="A feed seq (agent_seq)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AgentEventPage:
+    newest = await run_in_threadpool(newest_feed_seq, services.db, agent_id=agent.id)
+    after_seq = resume_after(after_seq, newest=newest)
     # Mapped in the thread too: a page holds up to a thousand events.
     events = await run_in_threadpool(
         lambda: [
@@ -216,12 +221,14 @@ async def list_agent_events(
     responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
 )
 async def stream_agent_events(
-    agent: AgentSelfOrAdmin, services: ServicesDep, start: StreamStart
+    agent: AgentSelfOrAdmin, principal: CurrentPrincipal, services: ServicesDep, start: StreamStart
 ) -> EventSourceResponse:
+    newest = await run_in_threadpool(newest_feed_seq, services.db, agent_id=agent.id)
     return event_stream(
         settings=services.settings,
         hints=services.hints,
         read=agent_log(services.db, agent.id),
         key=agent_stream_key(agent.id),
-        after_seq=start,
+        after_seq=resume_after(start, newest=newest),
+        viewer=principal.id,
     )

@@ -17,6 +17,7 @@ from api.deps import (
     conversation_of_caller,
     load_conversation,
     require,
+    resume_after,
     visitor_token,
 )
 from api.routes import operation
@@ -370,6 +371,7 @@ async def list_events(
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
+    after_seq = resume_after(after_seq, newest=conversation.last_seq)
     # Mapped in the thread too: a page holds up to a thousand events.
     events = await run_in_threadpool(
         lambda: [
@@ -406,6 +408,7 @@ async def stream_events(
     services: ServicesDep,
     start: StreamStart,
 ) -> EventSourceResponse:
+    after_seq = resume_after(start, newest=conversation.last_seq)
     release = None
     if principal.role == Role.VISITOR:
         release = services.visitor_streams.take(principal.id)
@@ -421,7 +424,8 @@ async def stream_events(
         hints=services.hints,
         read=conversation_log(services.db, conversation.id),
         key=conversation.id,
-        after_seq=start,
+        after_seq=after_seq,
+        viewer=principal.id,
         on_close=release,
     )
 
