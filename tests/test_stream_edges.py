@@ -6,12 +6,30 @@ the events still to come up to it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from api.deps import MAX_SEQ, stream_start
 from store.db import Database
-from tests.support.api import ApiClient, EventStream
+from tests.support.api import AgentLogin, ApiClient, EventStream
 from tests.support.processes import Deployment
+
+
+class Served(NamedTuple):
+    """An agent holding a conversation, and where the conversation's log and her feed stand."""
+
+    agent: AgentLogin
+    conversation_id: str
+    visitor: str
+    newest: int
+    feed: int
+
+
+async def _served(api: ApiClient) -> Served:
+    agent = await api.create_agent("hana")
+    cid, visitor = await api.start_conversation()
+    newest = (await api.wait_for_state(cid, visitor, "active"))["last_seq"]
+    feed = (await api.agent(agent.id, agent.token))["feed_seq"]
+    return Served(agent, cid, visitor, newest, feed)
 
 
 def _typing_by(events: list[dict[str, Any]], by_id: str) -> None:
@@ -30,10 +48,7 @@ async def test_typing_reaches_the_other_side_and_never_its_sender(
     db: Database, deploy: Callable[..., Deployment]
 ) -> None:
     async with deploy(db.url).client() as api:
-        agent = await api.create_agent("hana")
-        cid, visitor = await api.start_conversation()
-        newest = (await api.wait_for_state(cid, visitor, "active"))["last_seq"]
-        feed = (await api.agent(agent.id, agent.token))["feed_seq"]
+        agent, cid, visitor, newest, feed = await _served(api)
         visitor_id = f"visitor:{cid}"
         async with (
             api.conversation_stream(cid, visitor, after_seq=newest) as phone,
@@ -55,7 +70,7 @@ async def test_typing_reaches_the_other_side_and_never_its_sender(
                 assert await _messages(stream, 2) == ["Is it shipped?", "It is"]
 
 
-async def _refused(api: ApiClient, stream: Any, newest: int) -> None:
+async def _refused(stream: Any, newest: int) -> None:
     async with stream as opened:
         response = opened.response
         assert response.status_code == 422  # (a stream that opened would never end)
@@ -67,15 +82,12 @@ async def test_a_resume_point_beyond_the_newest_event_is_refused(
     db: Database, deploy: Callable[..., Deployment]
 ) -> None:
     async with deploy(db.url).client() as api:
-        agent = await api.create_agent("hana")
-        cid, visitor = await api.start_conversation()
-        newest = (await api.wait_for_state(cid, visitor, "active"))["last_seq"]
-        feed = (await api.agent(agent.id, agent.token))["feed_seq"]
+        agent, cid, visitor, newest, feed = await _served(api)
         for beyond in (str(newest + 1), str(MAX_SEQ), "9" * 40):
-            await _refused(api, api.conversation_stream(cid, visitor, last_event_id=beyond), newest)
-            await _refused(api, api.agent_stream(agent.id, agent.token, last_event_id=beyond), feed)
+            await _refused(api.conversation_stream(cid, visitor, last_event_id=beyond), newest)
+            await _refused(api.agent_stream(agent.id, agent.token, last_event_id=beyond), feed)
         for after_seq in (newest + 1, MAX_SEQ):
-            await _refused(api, api.conversation_stream(cid, visitor, after_seq=after_seq), newest)
+            await _refused(api.conversation_stream(cid, visitor, after_seq=after_seq), newest)
             page = await api.http.get(
                 f"/v1/conversations/{cid}/events",
                 headers={"Authorization": f"Bearer {visitor}"},
@@ -83,7 +95,7 @@ async def test_a_resume_point_beyond_the_newest_event_is_refused(
             )
             assert page.status_code == 422, page.text
         for after_seq in (feed + 1, MAX_SEQ):
-            await _refused(api, api.agent_stream(agent.id, agent.token, after_seq=after_seq), feed)
+            await _refused(api.agent_stream(agent.id, agent.token, after_seq=after_seq), feed)
             page = await api.http.get(
                 f"/v1/agents/{agent.id}/events",
                 headers={"Authorization": f"Bearer {agent.token}"},
