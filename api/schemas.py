@@ -83,6 +83,10 @@ def too_many_requests(text: str) -> dict[int | str, dict[str, Any]]:
 
 
 UNAUTHORIZED = {401: "Missing or invalid bearer token"}
+BEYOND_NEWEST = {
+    422: "Invalid parameter, or an after_seq or Last-Event-ID beyond the newest event "
+    "(not from this log: start again from 0)"
+}
 ENGINE_DOWN = {
     503: "Temporal or the database unreachable; nothing was lost, retry the same request"
 }

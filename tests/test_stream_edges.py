@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from api.deps import MAX_SEQ, stream_start
+from api.main import create_app
 from store.db import Database
 from tests.support.api import AgentLogin, ApiClient, EventStream
 from tests.support.processes import Deployment
@@ -119,3 +120,14 @@ def test_a_last_event_id_that_is_not_a_number_is_ignored() -> None:
         assert stream_start(after_seq=5, last_event_id=ignored) == 5
     assert stream_start(after_seq=5, last_event_id="0009") == 9
     assert stream_start(after_seq=5, last_event_id="9" * 40) == MAX_SEQ + 1
+
+
+def test_the_refusal_is_in_the_openapi_document() -> None:
+    paths = create_app().openapi()["paths"]
+    for path in (
+        "/v1/conversations/{conversation_id}/events",
+        "/v1/conversations/{conversation_id}/stream",
+        "/v1/agents/{agent_id}/events",
+        "/v1/agents/{agent_id}/stream",
+    ):
+        assert "beyond the newest event" in paths[path]["get"]["responses"]["422"]["description"]

@@ -22,6 +22,7 @@ from api.deps import (
 from api.routes import operation
 from api.routes.conversations import conversation_public
 from api.schemas import (
+    BEYOND_NEWEST,
     UNAUTHORIZED,
     AgentCreate,
     AgentCreated,
@@ -50,7 +51,8 @@ from store.events import agent_stream_key
 
 router = APIRouter(prefix="/v1/agents")
 
-_AUTH_ERRORS = errors({**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"})
+_AUTH = {**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"}
+_AUTH_ERRORS = errors(_AUTH)
 
 
 _UNKNOWN_AGENT = "unknown agent"
@@ -184,7 +186,7 @@ async def list_agent_conversations(
     **operation("agents", "list_events"),
     response_model=AgentEventPage,
     summary="The agent's feed: every event of the agent's conversations, in feed order",
-    responses=_AUTH_ERRORS,
+    responses=errors({**_AUTH, **BEYOND_NEWEST}),
 )
 async def list_agent_events(
     agent: AgentSelfOrAdmin,
@@ -218,7 +220,7 @@ async def list_agent_events(
         "`Last-Event-ID` (or `after_seq`; a new workbench starts from the agent's `feed_seq`). "
         "`conversation.typing` of the agent's conversations arrives live, without an id."
     ),
-    responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
+    responses={200: {"content": {"text/event-stream": {}}}, **errors({**_AUTH, **BEYOND_NEWEST})},
 )
 async def stream_agent_events(
     agent: AgentSelfOrAdmin, principal: CurrentPrincipal, services: ServicesDep, start: StreamStart

@@ -22,6 +22,7 @@ from api.deps import (
 )
 from api.routes import operation
 from api.schemas import (
+    BEYOND_NEWEST,
     ENGINE_DOWN,
     UNAUTHORIZED,
     ConversationCreate,
@@ -363,7 +364,7 @@ async def typing(
     **operation("conversations", "list_events"),
     response_model=EventPage,
     summary="The conversation's events in seq order, after a given seq",
-    responses=errors(_ACCESS),
+    responses=errors({**_ACCESS, **BEYOND_NEWEST}),
 )
 async def list_events(
     conversation: ConversationOfCaller,
@@ -398,7 +399,7 @@ async def list_events(
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},
-        **errors(_ACCESS),
+        **errors({**_ACCESS, **BEYOND_NEWEST}),
         **too_many_requests("The visitor holds the most streams allowed open already"),
     },
 )
