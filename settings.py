@@ -122,6 +122,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "production refuses development or short (<16 chars) secrets: " + ", ".join(weak)
             )
+        # The same value twice would make the app's key (or the visitor tokens' key) an admin's.
+        secrets = [self.admin_token, self.app_key, *self.secret_keys]
+        if len(set(secrets)) < len(secrets):
+            raise ValueError(
+                "production needs a different value for each of " + ", ".join(defaults)
+            )
         return self
 
 

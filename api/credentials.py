@@ -22,8 +22,11 @@ _SIGNATURE_CHARS = 40  # 160 bits of HMAC-SHA256, in hex
 
 
 def same_secret(given: str, expected: str) -> bool:
-    """A comparison in constant time, of any text (compare_digest refuses non-ASCII str)."""
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """A comparison in constant time, of any text: compare_digest refuses str with non-ASCII
+    characters (a header's bytes arrive as Latin-1), and a caller must get a 401, not a 500."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _sign(key: str, text: str) -> str:

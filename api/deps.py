@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -174,27 +175,41 @@ def require(*roles: Role) -> Any:
 
 # --- input every database can store ---------------------------------------------------------
 
+# How deep a JSON body may nest: ours nest two levels; a deeper one is refused before anything
+# walks it recursively (validation errors echo what they refuse).
+MAX_JSON_DEPTH = 32
+TOO_DEEP = f"the body is nested deeper than {MAX_JSON_DEPTH} levels"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# A body is parsed a second time only when it may hold what the walk looks for: the escapes
+# of NUL and of a surrogate, or more opening brackets than the depth allowed.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
-def _holds_nul(value: object) -> bool:
-    """Whether a decoded JSON value has U+0000 in any string, key or value (without recursion:
-    the nesting is the client's to choose)."""
-    pending = [value]
+
+def _unstorable(value: object) -> str | None:
+    """Why a decoded JSON value cannot be taken (None: it can), walked without recursion: the
+    nesting is the client's to choose. U+0000 and lone surrogates in any string, key or value
+    (PostgreSQL text cannot hold NUL; no database, log line or JSON answer can hold a lone
+    surrogate), and nesting deeper than MAX_JSON_DEPTH."""
+    pending = [(value, 0)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+                return "text must not contain NUL (U+0000)"
+            if _LONE_SURROGATE.search(item):
+                return "text must not contain a lone surrogate (U+D800 to U+DFFF)"
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return TOO_DEEP
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
-async def refuse_nul_characters(request: Request) -> None:
-    """422 for U+0000 in the path, the query or a JSON body. PostgreSQL text cannot hold it
-    (SQLite can), so it would fail there, and only there, as a 500 (invariant 7)."""
+async def refuse_unstorable_input(request: Request) -> None:
+    """422 for what no store or answer can hold (see _unstorable) in the path, the query or a
+    JSON body: it would fail at the database, or in the answer echoing it, as a 500
+    (invariant 7)."""
     inputs: list[object] = [
         *map(str, request.path_params.values()),
         *request.query_params.keys(),
@@ -202,16 +217,18 @@ async def refuse_nul_characters(request: Request) -> None:
     ]
     if request.method in ("POST", "PUT", "PATCH"):
         body = await request.body()  # cached: the route reads the same bytes
-        # JSON can only carry NUL escaped: parse (a second time) only when the escape is there.
-        if b"\\u0000" in body:
+        if _SUSPECT_ESCAPE.search(body) or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
             try:
                 inputs.append(json.loads(body))
-            except (ValueError, RecursionError):
-                pass  # not JSON (or too deep to read): the route's own validation answers
-    if any(_holds_nul(value) for value in inputs):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="text must not contain NUL (U+0000)"
-        )
+            except RecursionError:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT, detail=TOO_DEEP
+                ) from None
+            except ValueError:
+                pass  # not JSON: the route's own validation answers
+    for value in inputs:
+        if (reason := _unstorable(value)) is not None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=reason)
 
 
 # --- resources by path id -------------------------------------------------------------------
@@ -300,11 +317,27 @@ def stream_start(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> int:
     """Where a stream starts: after the client's Last-Event-ID (a reconnect) or `after_seq`.
-    A Last-Event-ID that is not a seq we could have sent is ignored."""
+    A Last-Event-ID that is not a number is ignored; one beyond any seq is MAX_SEQ + 1 (which
+    `resume_after` refuses)."""
     start = after_seq or 0
-    if last_event_id is not None and last_event_id.isdigit() and int(last_event_id) <= MAX_SEQ:
-        start = max(start, int(last_event_id))
+    if last_event_id is not None and last_event_id.isascii() and last_event_id.isdigit():
+        digits = last_event_id.lstrip("0") or "0"
+        start = max(start, int(digits) if len(digits) <= len(str(MAX_SEQ)) else MAX_SEQ + 1)
     return start
 
 
 StreamStart = Annotated[int, Depends(stream_start)]
+
+
+def resume_after(after_seq: int, *, newest: int) -> int:
+    """`after_seq`, if the log has reached it. One beyond the newest event was not sent from
+    this log (a database restored or replaced, a client's bug): going on from there would skip
+    the events still to come up to it, so it is refused, never followed silently."""
+    if after_seq > newest:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"after_seq or Last-Event-ID {after_seq} is beyond the newest event "
+            f"({newest}): it is not from this log; start again from 0 (everything) or "
+            f"{newest} (what comes next)",
+        )
+    return after_seq

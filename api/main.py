@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
-from api.deps import Services, refuse_nul_characters
+from api.deps import TOO_DEEP, Services, refuse_unstorable_input
 from api.engine import answer_engine_errors
 from api.observability import RequestContext, bind_path_ids, request_latency
 from api.routes import (
@@ -127,13 +127,13 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         version="0.1.0",
         summary="Customer-service conversations as durable Temporal workflows",
         lifespan=lifespan,
-        dependencies=[Depends(bind_path_ids), Depends(refuse_nul_characters)],
+        dependencies=[Depends(bind_path_ids), Depends(refuse_unstorable_input)],
         # What any operation may answer: these come from the middleware and app-wide handlers.
         responses=errors(
             {
                 413: f"Request body over {MAX_BODY_BYTES // 1024} KiB",
                 422: "Invalid input: a body or parameter that does not match this document, "
-                "or text with NUL (U+0000)",
+                "text with NUL (U+0000) or a lone surrogate, or a body nested too deeply",
                 **ENGINE_DOWN,
             }
         ),
@@ -174,11 +174,17 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     @app.exception_handler(StarletteHTTPException)
     async def unreadable_body_is_invalid(request: Request, exc: StarletteHTTPException) -> Response:
         # FastAPI answers 422 for a body that is not JSON but 400 for one it cannot even decode
-        # (not UTF-8): both are an invalid body, 422 as documented.
+        # (not UTF-8) or nest (too deep to parse): each is an invalid body, 422 as documented.
         if exc.status_code == status.HTTP_400_BAD_REQUEST and isinstance(exc.__cause__, ValueError):
             return JSONResponse(
                 {"detail": "the body is not valid JSON (UTF-8)"},
                 status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )
+        if exc.status_code == status.HTTP_400_BAD_REQUEST and isinstance(
+            exc.__cause__, RecursionError
+        ):
+            return JSONResponse(
+                {"detail": TOO_DEEP}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
             )
         return await http_exception_handler(request, exc)
 

@@ -4,15 +4,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from domain.types import AgentStatus, ConversationSnapshot, MessageType
 
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank (only whitespace)")
+    return text
+
+
+# Text a person writes: something besides whitespace.
+WrittenText = Annotated[str, AfterValidator(_not_blank)]
+
+# Image and video messages are shown by the other side's page: only a web address it may fetch
+# as such (javascript:, data: or http: ones never reach a page).
+_MEDIA_TYPES = frozenset({MessageType.IMAGE, MessageType.VIDEO})
+
+
+def _https_url(content: str) -> str:
+    parts = urlsplit(content)
+    if parts.scheme != "https" or not parts.hostname or not content.isprintable() or " " in content:
+        raise ValueError("an image or video is an https:// URL (no spaces)")
+    return content
 
 
 class ErrorBody(BaseModel):
@@ -53,6 +83,10 @@ def too_many_requests(text: str) -> dict[int | str, dict[str, Any]]:
 
 
 UNAUTHORIZED = {401: "Missing or invalid bearer token"}
+BEYOND_NEWEST = {
+    422: "Invalid parameter, or an after_seq or Last-Event-ID beyond the newest event "
+    "(not from this log: start again from 0)"
+}
 ENGINE_DOWN = {
     503: "Temporal or the database unreachable; nothing was lost, retry the same request"
 }
@@ -156,7 +190,14 @@ class MessageCreate(_Input):
         min_length=1, max_length=128, description="Chosen by the client; a retry reuses it"
     )
     type: MessageType = MessageType.TEXT
-    content: str = Field(min_length=1, description="Text, or a URL for image and video")
+    content: WrittenText = Field(
+        min_length=1, description="Text, or an https:// URL for image and video"
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _media_is_a_url(cls, content: str, info: ValidationInfo) -> str:
+        return _https_url(content) if info.data.get("type") in _MEDIA_TYPES else content
 
 
 class TransferCreate(_Input):
@@ -262,7 +303,7 @@ class ConversationSupervision(BaseModel):
 
 
 class LeftMessageCreate(_Input):
-    content: str = Field(min_length=1, max_length=4000)
+    content: WrittenText = Field(min_length=1, max_length=4000)
     contact: str | None = Field(
         default=None, max_length=200, description="How to reach the visitor, if not the app"
     )

@@ -58,9 +58,11 @@ def stream_keys(conversation_id: str, agent_id: str | None) -> list[str]:
 
 class Subscription:
     """One stream's hold on a key: whether it was woken since it last looked, and the live-only
-    signals (typing) handed to it, at most _LIVE_BUFFER (a slow stream skips the rest)."""
+    signals (typing) handed to it, at most _LIVE_BUFFER (a slow stream skips the rest). Its
+    `viewer` (who holds the stream) is never handed their own signals."""
 
-    def __init__(self) -> None:
+    def __init__(self, viewer: str | None = None) -> None:
+        self.viewer = viewer
         self.live: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_LIVE_BUFFER)
         self._woken = asyncio.Event()
 
@@ -88,8 +90,8 @@ class EventHints:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
 
-    def subscribe(self, key: str) -> Subscription:
-        subscription = Subscription()
+    def subscribe(self, key: str, viewer: str | None = None) -> Subscription:
+        subscription = Subscription(viewer)
         self._subscribers[key].add(subscription)
         return subscription
 
@@ -101,8 +103,10 @@ class EventHints:
                 del self._subscribers[key]
 
     def publish(self, key: str, signal: dict[str, Any]) -> None:
-        """Hand a live-only signal to the key's streams."""
+        """Hand a live-only signal to the key's streams, but those of its sender (`by_id`)."""
         for subscription in self._subscribers.get(key, ()):
+            if subscription.viewer is not None and subscription.viewer == signal.get("by_id"):
+                continue
             with contextlib.suppress(asyncio.QueueFull):
                 subscription.live.put_nowait(signal)
             subscription.wake()
@@ -292,11 +296,13 @@ def event_stream(
     read: LogReader,
     key: str,
     after_seq: int,
+    viewer: str,
     on_close: Callable[[], None] | None = None,
     access: AccessCheck | None = None,
 ) -> EventSourceResponse:
-    """The SSE response of one stream: the log from `after_seq`, then live (see `tail`);
-    `on_close` runs when the connection ends; `access` ends it when the caller's access does."""
+    """The SSE response of one stream held by `viewer` (a principal's id): the log from
+    `after_seq`, then live (see `tail`); `on_close` runs when the connection ends; `access` ends
+    it when the caller's access does."""
     stopping = anyio.Event()  # set when the server shuts down: end the stream cleanly
     return _StreamResponse(
         tail(
@@ -304,6 +310,7 @@ def event_stream(
             key=key,
             hints=hints,
             after_seq=after_seq,
+            viewer=viewer,
             poll_interval=settings.stream_poll_interval_seconds,
             max_age=settings.stream_max_age_seconds,
             stopping=stopping,
@@ -323,6 +330,7 @@ async def tail(
     key: str,
     hints: EventHints,
     after_seq: int,
+    viewer: str | None,
     poll_interval: float,
     max_age: float,
     stopping: anyio.Event,
@@ -332,11 +340,12 @@ async def tail(
     `max_age` old or the server stops (the client then reconnects with Last-Event-ID, to this
     process or another, and misses nothing), or until `access` says why the caller may read no
     more (then a last STREAM_ENDED event says it). `read(since)` pages the log; `key` is what
-    wakes this stream and what its live-only signals are published under."""
+    wakes this stream and what its live-only signals are published under (but the `viewer`'s
+    own)."""
     last = after_seq
     ends_at = time.monotonic() + max_age
     checked_at = time.monotonic()  # the route checked the caller's access just now
-    subscription = hints.subscribe(key)
+    subscription = hints.subscribe(key, viewer)
 
     def look(since: int, live: bool) -> tuple[list[ServerSentEvent], str | None]:
         """The next page, and why the caller's access ended (None: it has not, or no look)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import threading
 import tomllib
@@ -29,19 +30,28 @@ from pydantic import (
 from domain.hours import ServiceHours
 from domain.types import LEFT_MESSAGE, OnClosing
 
+log = logging.getLogger("switchboard.policy")
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Every duration of the policy: a timer shorter than a second is noise, and one beyond a year
+# puts its deadline past what a datetime holds (a close retried for ever on the overflow).
+SHORTEST_DURATION = timedelta(seconds=1)
+LONGEST_DURATION = timedelta(days=365)
 
 
 def parse_duration(value: Any) -> timedelta:
-    """'90s', '5m', '24h', '1.5h', '2d' → timedelta."""
+    """'90s', '5m', '24h', '1.5h', '2d' → timedelta, from 1 second to 365 days."""
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = value.total_seconds()
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        if seconds > 0:
-            return timedelta(seconds=seconds)
-    raise ValueError(f"invalid duration {value!r}: use a positive number with s, m, h or d (90s)")
+    else:
+        raise ValueError(f"invalid duration {value!r}: use a number with s, m, h or d (90s)")
+    # Compared as seconds: a timedelta of "99999999999999d" cannot even be made.
+    if not SHORTEST_DURATION.total_seconds() <= seconds <= LONGEST_DURATION.total_seconds():
+        raise ValueError(f"invalid duration {value!r}: it must be from 1s to 365d")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta) -> str:
@@ -280,6 +290,12 @@ def load_policy(path: Path) -> Policy:
     return policy
 
 
+def _one_line(error: PolicyError) -> str:
+    """'invalid policy file p: key: why (got value); key: …' for a log line."""
+    first, *problems = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join([first, "; ".join(problems)]).strip()
+
+
 class PolicySource:
     """The current policy, re-read when the file changes (looked at on every use, so no restart
     and no watcher thread); a bad edit keeps the last good one and says why in `last_error`."""
@@ -323,6 +339,8 @@ class PolicySource:
             policy = load_policy(self.path)
         except PolicyError as exc:
             self.last_error = str(exc)
+            # Ops' own file, never customer data: the key and the value, on one line.
+            log.warning("policy edit refused, the last good policy stays: %s", _one_line(exc))
             raise
         if policy.version != self._policy.version:
             self.loaded_at = datetime.now(UTC)

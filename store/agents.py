@@ -38,6 +38,12 @@ def _agent_view(session: Session, agent: Agent) -> AgentView:
     )
 
 
+def newest_feed_seq(db: Database, *, agent_id: str) -> int:
+    """The newest seq of the agent's feed (0 before the first)."""
+    with db.read() as session:
+        return agent_feed_seq(session, agent_id)
+
+
 def find_agent(db: Database, *, agent_id: str) -> Agent | None:
     with db.read() as session:
         return session.get(Agent, agent_id)

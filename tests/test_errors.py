@@ -6,7 +6,7 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from api.deps import stream_start
+from api.deps import MAX_SEQ, stream_start
 from tests.support.api import ADMIN, APP, bearer
 from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 
@@ -301,8 +301,8 @@ async def test_seqs_beyond_a_database_integer_are_refused_not_a_500(system: Syst
     ]:
         response = await system.http.get(url, headers=bearer(token))
         assert response.status_code == 422, (url, response.text)
-    # A Last-Event-ID no server could have sent is ignored (the stream starts after after_seq).
-    assert stream_start(after_seq=5, last_event_id=huge) == 5
+    # A Last-Event-ID beyond any seq is beyond the newest event (and refused as such).
+    assert stream_start(after_seq=5, last_event_id=huge) == MAX_SEQ + 1
     assert stream_start(after_seq=5, last_event_id="9") == 9
 
 

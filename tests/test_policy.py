@@ -17,16 +17,55 @@ from tests.support.policy import write_policy
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("5m", 300), ("24h", 86400), ("1.5h", 5400), ("2d", 172800), ("250ms", 0.25)],
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("24h", 86400),
+        ("1.5h", 5400),
+        ("2d", 172800),
+        ("1500ms", 1.5),
+        ("1s", 1),
+        ("365d", 365 * 86400),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "5x", "-3m", "0s", "m5", 90])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", "5", "5x", "-3m", "0s", "m5", 90),
+        *("250ms", "0.5s", "366d", "8761h", "5000000d", "99999999999999d", "9" * 400 + "s"),
+    ],
+)
 def test_bad_durations_are_refused(text: object) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+DURATION_KEYS = [
+    ("[timeouts]\nidle_warning_after = {}\n", "timeouts.idle_warning_after"),
+    ("[timeouts]\nidle_close_after = {}\n", "timeouts.idle_close_after"),
+    ("[timeouts]\nrating_window = {}\n", "timeouts.rating_window"),
+    ('[[skill_groups]]\nname = "general"\nmax_queue_wait = {}\n', "skill_groups.0.max_queue_wait"),
+    (
+        '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = {}\n',
+        "skill_groups.0.agent_first_reply_timeout",
+    ),
+]
+
+
+@pytest.mark.parametrize(("template", "key"), DURATION_KEYS)
+@pytest.mark.parametrize("value", ['"99999999999999d"', '"5000000d"', '"366d"', '"500ms"'])
+def test_every_duration_of_the_file_is_from_a_second_to_a_year(
+    tmp_path: Path, template: str, key: str, value: str
+) -> None:
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, template.format(value)))
+    assert f"{key}: invalid duration {value.replace(chr(34), chr(39))}" in str(error.value)
+    assert "from 1s to 365d" in str(error.value)
+    load_policy(_write(tmp_path, template.format('"365d"')))
 
 
 def test_durations_read_as_text_in_system_messages() -> None:
@@ -92,9 +131,45 @@ def test_a_changed_file_applies_and_a_bad_edit_keeps_the_last_good(tmp_path: Pat
     assert source.last_error is not None and "timeouts.idle_warning_after" in source.last_error
 
 
+def test_a_refused_edit_is_logged_once_as_a_warning_with_the_key_and_the_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_policy(tmp_path / "policy.toml", idle_warning_after="3m")
+    source = PolicySource(path)
+    caplog.set_level("INFO", logger="switchboard.policy")
+    path.write_text('[timeouts]\nidle_warning_after = "soon"\nidle_close_after = "400d"\n')
+    _touch_later(path)
+    for _ in range(3):  # looked at on every decision: said once per edit
+        assert source.current().timeouts.idle_warning_after == timedelta(minutes=3)
+    [refused] = [r for r in caplog.records if r.name == "switchboard.policy"]
+    assert refused.levelname == "WARNING"
+    line = refused.getMessage()
+    assert "\n" not in line
+    for said in ("timeouts.idle_warning_after", "'soon'", "timeouts.idle_close_after", "'400d'"):
+        assert said in line, line
+    with pytest.raises(PolicyError):
+        source.reload()  # asked for by an admin: said again
+    assert [r.levelname for r in caplog.records if r.name == "switchboard.policy"] == [
+        "WARNING",
+        "WARNING",
+    ]
+
+
 def test_a_bad_file_at_start_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyError):
         PolicySource(_write(tmp_path, "default_skill_group = 3\n"))
+
+
+def test_production_needs_three_different_secrets() -> None:
+    admin, app, secret = "a" * 32, "c" * 32, "d" * 32
+    for same in [
+        {"admin_token": admin, "app_key": admin, "secret_key": secret},
+        {"admin_token": admin, "app_key": app, "secret_key": app},
+        {"admin_token": secret, "app_key": app, "secret_key": secret},
+    ]:
+        with pytest.raises(ValidationError, match="a different value for each"):
+            Settings(env="production", **same)
+    Settings(env="test", admin_token=admin, app_key=admin)  # tests and development may share
 
 
 def test_production_refuses_development_secrets() -> None:

@@ -18,10 +18,12 @@ from api.deps import (
     hash_token,
     new_agent_token,
     require,
+    resume_after,
 )
 from api.routes import operation
 from api.routes.conversations import conversation_public
 from api.schemas import (
+    BEYOND_NEWEST,
     UNAUTHORIZED,
     AgentCreate,
     AgentCreated,
@@ -43,6 +45,7 @@ from store.agents import (
     agent_conversations,
     agent_feed,
     change_agent_status,
+    newest_feed_seq,
     register_agent,
     view_agent,
 )
@@ -50,7 +53,8 @@ from store.events import agent_stream_key
 
 router = APIRouter(prefix="/v1/agents")
 
-_AUTH_ERRORS = errors({**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"})
+_AUTH = {**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"}
+_AUTH_ERRORS = errors(_AUTH)
 
 
 _UNKNOWN_AGENT = "unknown agent"
@@ -184,7 +188,7 @@ async def list_agent_conversations(
     **operation("agents", "list_events"),
     response_model=AgentEventPage,
     summary="The agent's feed: every event of the agent's conversations, in feed order",
-    responses=_AUTH_ERRORS,
+    responses=errors({**_AUTH, **BEYOND_NEWEST}),
 )
 async def list_agent_events(
     agent: AgentSelfOrAdmin,
@@ -192,6 +196,8 @@ async def list_agent_events(
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ, description="A feed seq (agent_seq)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AgentEventPage:
+    newest = await run_in_threadpool(newest_feed_seq, services.db, agent_id=agent.id)
+    after_seq = resume_after(after_seq, newest=newest)
     # Mapped in the thread too: a page holds up to a thousand events.
     events = await run_in_threadpool(
         lambda: [
@@ -218,16 +224,18 @@ async def list_agent_events(
         "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`. "
         "A disabled agent's stream ends with a last `stream.ended` event (`reason`)."
     ),
-    responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
+    responses={200: {"content": {"text/event-stream": {}}}, **errors({**_AUTH, **BEYOND_NEWEST})},
 )
 async def stream_agent_events(
     agent: AgentOfStreamer, principal: StreamPrincipal, services: ServicesDep, start: StreamStart
 ) -> EventSourceResponse:
+    newest = await run_in_threadpool(newest_feed_seq, services.db, agent_id=agent.id)
     return event_stream(
         settings=services.settings,
         hints=services.hints,
         read=agent_log(services.db, agent.id),
         key=agent_stream_key(agent.id),
-        after_seq=start,
+        after_seq=resume_after(start, newest=newest),
+        viewer=principal.id,
         access=stream_access(services, principal),
     )

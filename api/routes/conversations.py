@@ -20,9 +20,11 @@ from api.deps import (
     conversation_of_caller,
     load_conversation,
     require,
+    resume_after,
 )
 from api.routes import operation
 from api.schemas import (
+    BEYOND_NEWEST,
     ENGINE_DOWN,
     UNAUTHORIZED,
     ConversationCreate,
@@ -365,7 +367,7 @@ async def typing(
     **operation("conversations", "list_events"),
     response_model=EventPage,
     summary="The conversation's events in seq order, after a given seq",
-    responses=errors(_ACCESS),
+    responses=errors({**_ACCESS, **BEYOND_NEWEST}),
 )
 async def list_events(
     conversation: ConversationOfCaller,
@@ -373,6 +375,7 @@ async def list_events(
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> EventPage:
+    after_seq = resume_after(after_seq, newest=conversation.last_seq)
     # Mapped in the thread too: a page holds up to a thousand events.
     events = await run_in_threadpool(
         lambda: [
@@ -402,7 +405,7 @@ async def list_events(
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},
-        **errors(_ACCESS),
+        **errors({**_ACCESS, **BEYOND_NEWEST}),
         **too_many_requests("The visitor holds the most streams allowed open already"),
     },
 )
@@ -412,6 +415,7 @@ async def stream_events(
     services: ServicesDep,
     start: StreamStart,
 ) -> EventSourceResponse:
+    after_seq = resume_after(start, newest=conversation.last_seq)
     release = None
     if principal.role == Role.VISITOR:
         release = services.visitor_streams.take(principal.id)
@@ -427,7 +431,8 @@ async def stream_events(
         hints=services.hints,
         read=conversation_log(services.db, conversation.id),
         key=conversation.id,
-        after_seq=start,
+        after_seq=after_seq,
+        viewer=principal.id,
         on_close=release,
         access=stream_access(services, principal, conversation_id=conversation.id),
     )
