@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import (
     MAX_SEQ,
     AgentSelfOrAdmin,
+    CurrentPrincipal,
     ServicesDep,
     StreamStart,
     hash_token,
@@ -28,6 +29,7 @@ from api.schemas import (
     AgentStatusUpdate,
     ConversationPublic,
     errors,
+    too_many_requests,
 )
 from api.streams import agent_event_public, agent_log, event_stream
 from dispatcher import assign_and_notify
@@ -213,10 +215,14 @@ async def list_agent_events(
         "`Last-Event-ID` (or `after_seq`; a new workbench starts from the agent's `feed_seq`). "
         "`conversation.typing` of the agent's conversations arrives live, without an id."
     ),
-    responses={200: {"content": {"text/event-stream": {}}}, **_AUTH_ERRORS},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **_AUTH_ERRORS,
+        **too_many_requests("The caller holds the most streams allowed open already"),
+    },
 )
 async def stream_agent_events(
-    agent: AgentSelfOrAdmin, services: ServicesDep, start: StreamStart
+    agent: AgentSelfOrAdmin, principal: CurrentPrincipal, services: ServicesDep, start: StreamStart
 ) -> EventSourceResponse:
     return event_stream(
         settings=services.settings,
@@ -224,4 +230,5 @@ async def stream_agent_events(
         read=agent_log(services.db, agent.id),
         key=agent_stream_key(agent.id),
         after_seq=start,
+        on_close=services.limits.streams.take(principal.role, principal.id),
     )

@@ -38,7 +38,6 @@ ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
 
 ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route(ANYONE),
-    ("GET", "/metrics"): Route(ANYONE),
     ("POST", "/v1/agents"): Route(
         ADMIN_ONLY,
         body={"id": "carol", "name": "C", "skill_groups": ["general"], "max_concurrent": 1},
