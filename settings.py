@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     max_messages_per_minute: int = Field(default=60, ge=1)
     # Concurrent streams of one visitor (429 beyond), counted per API process.
     max_streams_per_visitor: int = Field(default=3, ge=1)
+    # The other limits at the door (api/limits.py; 413, or 429 with Retry-After beyond). The
+    # body is counted as it arrives; requests, starts, streams and typing per API process; a
+    # customer's conversations in the database.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_requests_per_minute_per_address: int = Field(default=1200, ge=1)
+    max_requests_per_minute_per_caller: int = Field(default=600, ge=1)
+    max_conversations_per_minute: int = Field(default=300, ge=1)
+    max_conversations_per_customer_per_hour: int = Field(default=20, ge=1)
+    max_streams_per_agent: int = Field(default=5, ge=1)
+    max_streams_per_admin: int = Field(default=10, ge=1)
+    max_typing_per_minute: int = Field(default=30, ge=1)
+    # Where an API process serves /metrics for Prometheus ("" for nowhere): not the API's port.
+    metrics_address: str = Field(default="127.0.0.1:9465", pattern=r"^$|^.+:[0-9]{1,5}$")
     # Streams re-read the event log this often when nothing woke them (events from other
     # processes); and end after max_age so clients reconnect (and resume) now and then.
     stream_poll_interval_seconds: float = 0.5

@@ -14,7 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.credentials import same_secret, visitor_access_ended, visitor_of
-from api.streams import EventHints, StreamSlots
+from api.limits import Limits
+from api.streams import EventHints
 from api.tickets import MAX_TICKET_CHARS, read_ticket, verify_ticket
 from domain.policy import PolicySource
 from domain.types import Role
@@ -40,7 +41,7 @@ class Services:
     policy: PolicySource
     temporal: ConversationGateway
     hints: EventHints
-    visitor_streams: StreamSlots  # streams each visitor holds open in this process
+    limits: Limits  # this process's counts: requests, starts, streams, typing
     signalled: SignalledMarks  # messages told to their workflows, written in batches
 
 
@@ -108,7 +109,24 @@ async def get_principal(
     raise _unauthorized()
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+async def principal_at_door(request: Request) -> Principal:
+    """The caller, for api.limits.FrontDoor: before any body is read."""
+    return await get_principal(get_services(request), await _bearer(request))
+
+
+async def current_principal(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller: as the front door found it, or (no valid token there) 401 now."""
+    found = getattr(request.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
+    return await get_principal(services, credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 async def credential_hash(services: Services, principal: Principal) -> str | None:
@@ -144,7 +162,7 @@ async def stream_principal(
 ) -> Principal:
     """A stream's caller: by bearer token, or by a ticket issued for this very stream."""
     if ticket is None:
-        return await get_principal(services, credentials)
+        return await current_principal(request, services, credentials)
     claimed = read_ticket(ticket)
     if claimed is not None:
         principal = Principal(claimed.role, claimed.holder, claimed.conversation_id)

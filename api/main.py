@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, ProcessCollector
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
-from api.deps import TOO_DEEP, Services, refuse_unstorable_input
+from api.deps import TOO_DEEP, Services, principal_at_door, refuse_unstorable_input
 from api.engine import answer_engine_errors
+from api.limits import FrontDoor, Limits, answer_invalid_input
 from api.observability import RequestContext, bind_path_ids, request_latency
 from api.routes import (
     admin,
@@ -31,8 +31,8 @@ from api.routes import (
     stream_tickets,
     visitor_tokens,
 )
-from api.schemas import ENGINE_DOWN, errors
-from api.streams import EventHints, StreamSlots, listen_for_events, watch_sqlite_log
+from api.schemas import ENGINE_DOWN, errors, too_many_requests
+from api.streams import EventHints, listen_for_events, watch_sqlite_log
 from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import Settings, get_settings
@@ -41,29 +41,6 @@ from store.messages import SignalledMarks, mark_signalled
 from workflows.gateway import ConversationGateway
 
 log = logging.getLogger("switchboard.api")
-
-MAX_BODY_BYTES = 64 * 1024
-
-
-class BodySizeLimit:
-    """413 for a request body over the limit, before anything reads it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                response = JSONResponse(
-                    {"detail": f"request body over {self.max_bytes} bytes"},
-                    status_code=status.HTTP_413_CONTENT_TOO_LARGE,
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
 
 # How often an API process writes which messages it told workflows of (store.SignalledMarks).
 SIGNALLED_MARKS_INTERVAL = 0.5
@@ -103,7 +80,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             policy=PolicySource(settings.policy),
             temporal=ConversationGateway(temporal, settings=settings),
             hints=hints,
-            visitor_streams=StreamSlots(settings.max_streams_per_visitor),
+            limits=Limits.from_settings(settings),
             signalled=SignalledMarks(),
         )
         # Other processes' events wake our streams: LISTEN/NOTIFY on PostgreSQL, a look at
@@ -115,7 +92,9 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             else listen_for_events(settings.database_url, hints)
         )
         marks = asyncio.create_task(write_signalled_marks(db, app.state.services.signalled))
+        stop_metrics = monitor.serve_metrics(app.state.metrics, settings.metrics_address)
         yield
+        await asyncio.to_thread(stop_metrics)
         listener.cancel()
         marks.cancel()
         await asyncio.gather(marks, return_exceptions=True)
@@ -129,22 +108,30 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         lifespan=lifespan,
         dependencies=[Depends(bind_path_ids), Depends(refuse_unstorable_input)],
         # What any operation may answer: these come from the middleware and app-wide handlers.
-        responses=errors(
-            {
-                413: f"Request body over {MAX_BODY_BYTES // 1024} KiB",
-                422: "Invalid input: a body or parameter that does not match this document, "
-                "text with NUL (U+0000) or a lone surrogate, or a body nested too deeply",
-                **ENGINE_DOWN,
-            }
-        ),
+        responses={
+            **errors(
+                {
+                    413: f"Request body over {settings.max_body_bytes} bytes",
+                    422: "Invalid input: a body or parameter that does not match this document, "
+                    "text with NUL (U+0000) or a lone surrogate, or a body nested too deeply",
+                    **ENGINE_DOWN,
+                }
+            ),
+            **too_many_requests("Too many requests a minute from your address or your token"),
+        },
     )
     # Per app, not the process-wide default: each app (tests make many) counts its own.
     metrics = CollectorRegistry()
     metrics.register(monitor.MonitorGauges(app))
     ProcessCollector(registry=metrics)
     app.state.metrics = metrics
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
-    if settings.cors_origins:  # outside the limit: a browser may read its 413 too
+
+    def limits() -> Limits | None:
+        services: Services | None = getattr(app.state, "services", None)
+        return None if services is None else services.limits
+
+    app.add_middleware(FrontDoor, limits=limits, authenticate=principal_at_door)
+    if settings.cors_origins:  # outside the door: a browser may read its 401, 413 and 429 too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -156,6 +143,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         )
     app.add_middleware(RequestContext, latency=request_latency(metrics))  # outermost
     answer_engine_errors(app)
+    answer_invalid_input(app)
 
     # Every way of not reaching the database (a broken connection is an InterfaceError or an
     # invalidated DBAPIError, not only an OperationalError; a drained pool a TimeoutError).

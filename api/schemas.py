@@ -98,7 +98,9 @@ ENGINE_DOWN = {
 class AgentCreate(_Input):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["alice"])
     name: str = Field(min_length=1, max_length=200, examples=["Alice"])
-    skill_groups: list[str] = Field(min_length=1, max_length=20, examples=[["general"]])
+    skill_groups: list[Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=20, examples=[["general"]]
+    )
     max_concurrent: int = Field(ge=1, le=50, examples=[3])
 
 

@@ -166,6 +166,10 @@ class Stack:
             # The benchmarks measure throughput: the per-sender rate limit (60 a minute by
             # default) would answer 429 to their senders, who post far faster than people.
             "SWITCHBOARD_MAX_MESSAGES_PER_MINUTE": "1000000",
+            # Likewise the requests of one address and one token, and the app's starts.
+            "SWITCHBOARD_MAX_REQUESTS_PER_MINUTE_PER_ADDRESS": "1000000",
+            "SWITCHBOARD_MAX_REQUESTS_PER_MINUTE_PER_CALLER": "1000000",
+            "SWITCHBOARD_MAX_CONVERSATIONS_PER_MINUTE": "1000000",
         }
 
     async def __aenter__(self) -> Stack:

@@ -15,6 +15,10 @@ from store.assignment import estimated_wait, queue_position
 from store.db import Database
 from store.events import ConversationNotFound, append_event, events_after
 from store.models import Conversation, Event, QueueEntry, utcnow
+from store.rates import check_rate
+
+# Conversations a customer may start within this window (the API's limit per customer_id).
+CUSTOMER_START_WINDOW = timedelta(hours=1)
 
 
 class SeqNotReached(Exception):
@@ -60,6 +64,12 @@ def _open_of(db: Database, customer_id: str) -> Conversation | None:
         ).first()
 
 
+_RECENT_STARTS = sa.select(sa.func.count(), sa.func.min(col(Conversation.created_at))).where(
+    col(Conversation.customer_id) == sa.bindparam("of_customer"),
+    col(Conversation.created_at) > sa.bindparam("since"),
+)
+
+
 def open_conversation(
     db: Database,
     *,
@@ -69,9 +79,12 @@ def open_conversation(
     tier: str | None = None,
     language: str | None = None,
     order_id: str | None = None,
+    max_per_customer: int | None = None,
 ) -> OpenConversation:
     """The customer's open conversation, or a new queued one: at most one is open per
-    customer (a unique index), so of two concurrent starts one creates and the other gets it."""
+    customer (a unique index), so of two concurrent starts one creates and the other gets it.
+    A new one beyond `max_per_customer` started within CUSTOMER_START_WINDOW raises
+    RateLimited (the open one is still answered)."""
     if (existing := _open_of(db, customer_id)) is not None:
         return OpenConversation(existing, created=False)
     conversation = Conversation(
@@ -87,6 +100,14 @@ def open_conversation(
     )
     try:
         with db.write() as session:
+            if max_per_customer is not None:
+                check_rate(
+                    session.connection(),
+                    _RECENT_STARTS,
+                    {"of_customer": customer_id},
+                    limit=max_per_customer,
+                    window=CUSTOMER_START_WINDOW,
+                )
             session.add(conversation)
     except sa.exc.IntegrityError:
         if (existing := _open_of(db, customer_id)) is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +14,7 @@ from domain.types import ConversationState, EventType, Role
 from store.db import Database
 from store.events import ConversationNotFound, append_event
 from store.models import Conversation, Message, utcnow
+from store.rates import check_rate
 
 # Messages a sender may post in one conversation within this window (the API's rate limit).
 RATE_WINDOW = timedelta(minutes=1)
@@ -22,14 +22,6 @@ RATE_WINDOW = timedelta(minutes=1)
 
 class ConversationClosed(Exception):
     pass
-
-
-class RateLimited(Exception):
-    """The sender posted its limit of messages in this conversation within RATE_WINDOW."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"retry after {retry_after}s")
-        self.retry_after = retry_after
 
 
 class NotYourConversation(Exception):
@@ -102,7 +94,13 @@ def store_message(
         if sender_role == Role.AGENT and state != ConversationState.ACTIVE:
             raise ConversationNotActive(conversation_id)
         if max_per_minute is not None:
-            _check_rate(connection, conversation_id, sender_id, max_per_minute)
+            check_rate(
+                connection,
+                _RECENT,
+                {"of_conversation": conversation_id, "of_sender": sender_id},
+                limit=max_per_minute,
+                window=RATE_WINDOW,
+            )
         event = append_event(
             connection,
             conversation_id=conversation_id,
@@ -136,20 +134,6 @@ _RECENT = sa.select(sa.func.count(), sa.func.min(col(Message.created_at))).where
     col(Message.sender_id) == sa.bindparam("of_sender"),
     col(Message.created_at) > sa.bindparam("since"),
 )
-
-
-def _check_rate(
-    connection: sa.Connection, conversation_id: str, sender_id: str, limit: int
-) -> None:
-    now = utcnow()
-    recent, oldest = connection.execute(
-        _RECENT,
-        {"of_conversation": conversation_id, "of_sender": sender_id, "since": now - RATE_WINDOW},
-    ).one()
-    if recent >= limit:
-        # The oldest of them leaves the window first: then there is room for one more.
-        frees_in = (oldest + RATE_WINDOW - now).total_seconds()
-        raise RateLimited(retry_after=max(1, math.ceil(frees_in)))
 
 
 # --- telling the workflow -------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Real-time monitoring: the per skill group figures (store), /v1/monitor and /metrics over the
-real API with a real worker, and the worker's Temporal SDK metrics."""
+"""Real-time monitoring: the per skill group figures (store), /v1/monitor over the real API with
+a real worker and the API's /metrics (served on its own address), and the worker's Temporal SDK
+metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +18,7 @@ from sqlmodel import col, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from api.routes.monitor import serve_metrics
 from domain.policy import PolicySource
 from domain.types import EventType
 from store.db import Database
@@ -307,7 +310,13 @@ async def test_monitor_and_metrics_over_the_api(system: System, db: Database) ->
 
     before = await system.http.get("/v1/monitor", headers=ADMIN)
     assert before.status_code == 200, before.text
-    metrics = await system.http.get("/metrics")
+    address = f"127.0.0.1:{free_port()}"
+    stop_metrics = serve_metrics(system.app.state.metrics, address)
+    try:
+        async with httpx.AsyncClient() as scraper:
+            metrics = await scraper.get(f"http://{address}/metrics")
+    finally:
+        await asyncio.to_thread(stop_metrics)
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     after = (await system.http.get("/v1/monitor", headers=ADMIN)).json()

@@ -32,6 +32,7 @@ from api.schemas import (
     AgentStatusUpdate,
     ConversationPublic,
     errors,
+    too_many_requests,
 )
 from api.stream_access import stream_access
 from api.streams import agent_event_public, agent_log, event_stream
@@ -224,7 +225,11 @@ async def list_agent_events(
         "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`. "
         "A disabled agent's stream ends with a last `stream.ended` event (`reason`)."
     ),
-    responses={200: {"content": {"text/event-stream": {}}}, **errors({**_AUTH, **BEYOND_NEWEST})},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **errors({**_AUTH, **BEYOND_NEWEST}),
+        **too_many_requests("The caller holds the most streams allowed open already"),
+    },
 )
 async def stream_agent_events(
     agent: AgentOfStreamer, principal: StreamPrincipal, services: ServicesDep, start: StreamStart
@@ -238,4 +243,6 @@ async def stream_agent_events(
         after_seq=resume_after(start, newest=newest),
         viewer=principal.id,
         access=stream_access(services, principal),
+        # Taken last: a refused resume point holds no slot.
+        on_close=services.limits.streams.take(principal.role, principal.id),
     )

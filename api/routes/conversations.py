@@ -22,6 +22,7 @@ from api.deps import (
     require,
     resume_after,
 )
+from api.limits import too_many
 from api.routes import operation
 from api.schemas import (
     BEYOND_NEWEST,
@@ -78,18 +79,15 @@ from store.messages import (
     ConversationClosed,
     ConversationNotActive,
     NotYourConversation,
-    RateLimited,
     store_message,
 )
 from store.models import Conversation, Message, utcnow
+from store.rates import RateLimited
 
 NOT_ACTIVE = "the conversation is not active"
 
 router = APIRouter(prefix="/v1/conversations")
 conversation_router = router  # other modules add conversation sub-resources to it
-
-# A visitor over the stream limit closes one of its streams first; that is noticed at once.
-_STREAM_RETRY_AFTER_SECONDS = 5
 
 _ACCESS = {
     **UNAUTHORIZED,
@@ -144,22 +142,38 @@ async def conversation_view(db: Database, conversation_id: str) -> ConversationP
     responses={
         200: {"model": ConversationCreated, "description": "The customer's open conversation"},
         **errors({**UNAUTHORIZED, 403: "Only your app's backend (or an admin)", **ENGINE_DOWN}),
+        **too_many_requests(
+            "Too many conversations started in the last minute with your key, or by this "
+            "customer in the last hour"
+        ),
     },
     dependencies=[require(Role.APP, Role.ADMIN)],
 )
 async def start_conversation(
-    body: ConversationCreate, services: ServicesDep, response: Response
+    body: ConversationCreate, principal: CurrentPrincipal, services: ServicesDep, response: Response
 ) -> ConversationCreated:
-    opened = await run_in_threadpool(
-        open_conversation,
-        services.db,
-        customer_id=body.customer_id,
-        channel=body.channel,
-        entry=body.entry,
-        tier=body.tier,
-        language=body.language,
-        order_id=body.order_id,
+    services.limits.conversation_starts.take(
+        principal.role, principal.id, over="conversations a minute with your key"
     )
+    per_customer = services.settings.max_conversations_per_customer_per_hour
+    try:
+        opened = await run_in_threadpool(
+            lambda: open_conversation(
+                services.db,
+                customer_id=body.customer_id,
+                channel=body.channel,
+                entry=body.entry,
+                tier=body.tier,
+                language=body.language,
+                order_id=body.order_id,
+                max_per_customer=per_customer,
+            )
+        )
+    except RateLimited as limited:
+        raise too_many(
+            f"this customer started {per_customer} conversations in the last hour",
+            limited.retry_after,
+        ) from None
     conversation, created = opened.conversation, opened.created
     # If this fails (503), the reconciler starts it; so does the customer's retry.
     await services.temporal.start(
@@ -264,11 +278,9 @@ async def post_message(
     except ConversationNotActive:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=NOT_ACTIVE) from None
     except RateLimited as limited:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"more than {per_minute} messages a minute from you in this conversation; "
-            f"retry in {limited.retry_after} s",
-            headers={"Retry-After": str(limited.retry_after)},
+        raise too_many(
+            f"more than {per_minute} messages a minute from you in this conversation",
+            limited.retry_after,
         ) from None
     message = stored.message
     assert message.id is not None
@@ -340,13 +352,20 @@ async def mark_read(
     response_model=TypingPublic,
     summary="Say that you are typing: the other side's stream shows conversation.typing "
     "(live only: never stored, never replayed)",
-    responses=errors(_ACCESS),
+    responses={
+        **errors(_ACCESS),
+        **too_many_requests("Too many typing signals from your side of this conversation"),
+    },
 )
 async def typing(
     conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
 ) -> TypingPublic:
     if principal.role not in (Role.VISITOR, Role.AGENT):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    # Each one is a NOTIFY to every API process on PostgreSQL: a side's typing is kept to a pace.
+    services.limits.typing.take(
+        conversation.id, principal.role, over="typing signals a minute from your side"
+    )
     signal = TypingPublic(
         conversation_id=conversation.id, by_role=principal.role, by_id=principal.id, at=utcnow()
     )
@@ -406,7 +425,7 @@ async def list_events(
     responses={
         200: {"content": {"text/event-stream": {}}},
         **errors({**_ACCESS, **BEYOND_NEWEST}),
-        **too_many_requests("The visitor holds the most streams allowed open already"),
+        **too_many_requests("The caller holds the most streams allowed open already"),
     },
 )
 async def stream_events(
@@ -416,16 +435,7 @@ async def stream_events(
     start: StreamStart,
 ) -> EventSourceResponse:
     after_seq = resume_after(start, newest=conversation.last_seq)
-    release = None
-    if principal.role == Role.VISITOR:
-        release = services.visitor_streams.take(principal.id)
-        if release is None:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail=f"{services.visitor_streams.limit} streams of this visitor are open "
-                "already; close one first",
-                headers={"Retry-After": str(_STREAM_RETRY_AFTER_SECONDS)},
-            )
+    release = services.limits.streams.take(principal.role, principal.id)
     return event_stream(
         settings=services.settings,
         hints=services.hints,

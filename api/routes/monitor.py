@@ -1,13 +1,15 @@
 """Real-time monitoring: per skill group figures as JSON for supervisors (admin), and the same
-figures as Prometheus gauges at /metrics, with the API's request latencies."""
+figures as Prometheus gauges with the API's request latencies, served at /metrics on an address
+of their own (SWITCHBOARD_METRICS_ADDRESS, loopback by default), never on the API's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 
-from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import APIRouter, FastAPI
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +22,7 @@ from store.models import utcnow
 from store.monitor import FIGURES, day_start, read_skill_group_figures
 
 router = APIRouter()
+log = logging.getLogger("switchboard.api")
 
 GAUGE_PREFIX = "switchboard_"
 
@@ -49,18 +52,25 @@ async def get_monitor(services: ServicesDep) -> MonitorPublic:
     return await run_in_threadpool(read_figures, services)
 
 
-@router.get(
-    "/metrics",
-    **operation("monitoring", "get_metrics"),
-    response_class=Response,
-    summary="Prometheus metrics: the /v1/monitor figures as gauges by skill group, request "
-    "latency histograms by method, route and status, process figures",
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
-)
-async def get_metrics(request: Request) -> Response:
-    registry: CollectorRegistry = request.app.state.metrics
-    body = await run_in_threadpool(generate_latest, registry)
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+def serve_metrics(registry: CollectorRegistry, address: str) -> Callable[[], None]:
+    """Serve `registry` at http://<address>/metrics in a thread of its own ("" serves nothing);
+    answers the function that stops it. An address in use is logged, and the API runs on."""
+    if not address:
+        return lambda: None
+    host, _, port = address.rpartition(":")
+    try:
+        server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    except OSError as exc:
+        log.warning("no API metrics: %s (set SWITCHBOARD_METRICS_ADDRESS)", exc)
+        return lambda: None
+    log.info("API metrics at http://%s/metrics", address)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return stop
 
 
 def _gauge(figure: str) -> GaugeMetricFamily:

@@ -38,7 +38,6 @@ ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
 
 ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route(ANYONE),
-    ("GET", "/metrics"): Route(ANYONE),
     ("GET", "/docs"): Route(ANYONE),
     ("GET", "/docs/oauth2-redirect"): Route(ANYONE),
     ("GET", "/redoc"): Route(ANYONE),

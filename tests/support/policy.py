@@ -58,8 +58,18 @@ def write_policy(
     return path
 
 
+# The tests' waits poll 20 times a second from one address with one token, and some tests start
+# hundreds of conversations: these limits are tests/test_limits.py's own to lower.
+UNLIMITED_REQUESTS = {
+    "max_requests_per_minute_per_address": 1_000_000,
+    "max_requests_per_minute_per_caller": 1_000_000,
+    "max_conversations_per_minute": 1_000_000,
+}
+
+
 def test_settings(db: Database | str, policy_path: Path, task_queue: str, address: str) -> Settings:
-    """Settings for a test deployment (`db` is a Database or a database URL)."""
+    """Settings for a test deployment (`db` is a Database or a database URL): no metrics
+    address (tests run side by side), and requests not limited (UNLIMITED_REQUESTS)."""
     return Settings(
         env="test",
         database_url=db if isinstance(db, str) else db.url,
@@ -69,6 +79,8 @@ def test_settings(db: Database | str, policy_path: Path, task_queue: str, addres
         admin_token=ADMIN_TOKEN,
         app_key=APP_KEY,
         secret_key="test-secret-key-0123456789",
+        metrics_address="",
+        **UNLIMITED_REQUESTS,
     )
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from settings import PROJECT_ROOT, Settings
 from tests.support.api import ApiClient
-from tests.support.policy import DEFAULT_GROUPS, test_settings, write_policy
+from tests.support.policy import DEFAULT_GROUPS, UNLIMITED_REQUESTS, test_settings, write_policy
 
 # Nobody serves this group: after 2 seconds its conversations overflow to a left message.
 CALLBACK_GROUP = (
@@ -50,6 +50,11 @@ def environment(settings: Settings) -> dict[str, str]:
         "SWITCHBOARD_ADMIN_TOKEN": settings.admin_token,
         "SWITCHBOARD_APP_KEY": settings.app_key,
         "SWITCHBOARD_SECRET_KEY": settings.secret_key,
+        "SWITCHBOARD_METRICS_ADDRESS": settings.metrics_address,
+        **{
+            f"SWITCHBOARD_{name.upper()}": str(getattr(settings, name))
+            for name in UNLIMITED_REQUESTS
+        },
     }
 
 

@@ -1,0 +1,243 @@
+"""Limits on every door: each a clear 413, or a 429 with Retry-After.
+
+`FrontDoor` meets every request before routing: its client address's rate, then its caller
+(authenticated here, before any body is read: a request that may carry a body and has no valid
+token is answered 401 at once), its token's rate, and its body, counted as it arrives (413 past
+the limit, whatever `Content-Length` says or does not say). Routes take what is theirs from
+`Limits`: conversations started per caller, streams held per caller, typing per conversation.
+
+Rates are sliding windows of the `limits` library kept in this process's memory: behind a load
+balancer each API process allows its own. What is stored (messages, a customer's conversations)
+is counted in the database instead (store/rates.py).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from limits import RateLimitItem, RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.streams import StreamSlots
+from settings import Settings
+
+# A caller over its stream limit closes one of its streams first; that is noticed at once.
+STREAM_RETRY_AFTER_SECONDS = 5
+# How much of an invalid input a 422 repeats: enough to find it, never the input itself.
+ECHO_CHARS = 80
+# Methods whose requests may carry a body: their caller is authenticated before it is read.
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def too_many(detail: str, retry_after: int) -> HTTPException:
+    """The 429 a route raises, with the seconds to wait in Retry-After."""
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"{detail}; retry in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+class Rate:
+    """At most `item` (so many a minute, an hour) per key, in a sliding window."""
+
+    def __init__(self, limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem) -> None:
+        self.limiter = limiter
+        self.item = item
+
+    @property
+    def amount(self) -> int:
+        return self.item.amount
+
+    def take(self, *key: str, over: str) -> None:
+        """Count one for `key`, or (nothing counted) raise the 429 "more than <amount> <over>"
+        with the seconds until there is room."""
+        if self.limiter.hit(self.item, *key):
+            return
+        reset_at = self.limiter.get_window_stats(self.item, *key).reset_time
+        raise too_many(f"more than {self.amount} {over}", max(1, math.ceil(reset_at - time.time())))
+
+
+class StreamHolders:
+    """The streams each caller holds open in this process: a limit per role."""
+
+    def __init__(self, limits: Mapping[str, int], default: int) -> None:
+        self._slots = {role: StreamSlots(limit) for role, limit in limits.items()}
+        self._default = StreamSlots(default)
+
+    def take(self, role: str, holder: str) -> Callable[[], None]:
+        """One more stream for `holder`: the function that gives the slot back, or a 429."""
+        slots = self._slots.get(role, self._default)
+        release = slots.take(f"{role}:{holder}")
+        if release is None:
+            raise too_many(
+                f"{slots.limit} streams of this {role} are open already; close one first",
+                STREAM_RETRY_AFTER_SECONDS,
+            )
+        return release
+
+
+@dataclass
+class Limits:
+    """This API process's counts (the rates and the streams)."""
+
+    per_address: Rate  # requests of a client address
+    per_caller: Rate  # requests of a caller with a valid token
+    conversation_starts: Rate  # POST /v1/conversations of a caller (your app's key)
+    typing: Rate  # typing signals of a conversation's side
+    streams: StreamHolders
+    max_body_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+
+        def per_minute(name: str, amount: int) -> Rate:
+            return Rate(limiter, RateLimitItemPerMinute(amount, namespace=name))
+
+        return cls(
+            per_address=per_minute("address", settings.max_requests_per_minute_per_address),
+            per_caller=per_minute("caller", settings.max_requests_per_minute_per_caller),
+            conversation_starts=per_minute("starts", settings.max_conversations_per_minute),
+            typing=per_minute("typing", settings.max_typing_per_minute),
+            streams=StreamHolders(
+                {
+                    "visitor": settings.max_streams_per_visitor,
+                    "agent": settings.max_streams_per_agent,
+                },
+                default=settings.max_streams_per_admin,
+            ),
+            max_body_bytes=settings.max_body_bytes,
+        )
+
+
+# --- the front door -------------------------------------------------------------------------
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while the body is read, past the limit: the app answers it as any HTTPException."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status.HTTP_413_CONTENT_TOO_LARGE, detail=f"request body over {limit} bytes"
+        )
+
+
+# The request's caller (with `role` and `id`), or an HTTPException (401) for no or a bad token.
+Authenticate = Callable[[Request], Awaitable[Any]]
+
+
+class FrontDoor:
+    """Middleware: the limits every request meets before routing (see the module's docstring).
+    `authenticate(request)` answers the caller, kept in `request.state.principal` for the
+    routes; `limits()` are the process's counts (None before the app has started)."""
+
+    def __init__(
+        self, app: ASGIApp, *, limits: Callable[[], Limits | None], authenticate: Authenticate
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.authenticate = authenticate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limits = self.limits() if scope["type"] == "http" else None
+        if limits is None:  # not a request, or served before startup (no counts yet)
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self._admit(limits, scope)
+        except HTTPException as refused:
+            await _answer(refused, scope, receive, send)
+            return
+        await self._pass_counting(limits.max_body_bytes, scope, receive, send)
+
+    async def _admit(self, limits: Limits, scope: Scope) -> None:
+        """Raise the refusal of a request that may not come in (its body still unread)."""
+        address = scope["client"][0] if scope.get("client") else "unknown"
+        limits.per_address.take(address, over="requests a minute from your address")
+        request = Request(scope)
+        try:
+            principal = await self.authenticate(request)
+        except HTTPException:
+            if scope["method"] in _BODILESS:
+                return  # the route decides: some need no token
+            raise  # before a byte of its body is read
+        except Exception:  # not found out now (the database unreachable, say): the route's
+            return  # own look-up fails the same way, and the app answers it (503)
+        request.state.principal = principal
+        limits.per_caller.take(
+            principal.role, principal.id, over="requests a minute with your token"
+        )
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise BodyTooLarge(limits.max_body_bytes)
+
+    async def _pass_counting(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; its body raises BodyTooLarge once more than `limit` bytes of it
+        have arrived (chunked bodies have no Content-Length to look at first)."""
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge as too_large:  # read outside the app's own error handling
+            if started:
+                raise
+            await _answer(too_large, scope, receive, send)
+
+
+async def _answer(refusal: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse(
+        {"detail": refusal.detail}, status_code=refusal.status_code, headers=refusal.headers
+    )
+    await response(scope, receive, send)
+
+
+# --- what a refusal repeats -----------------------------------------------------------------
+
+
+def _slice(text: str) -> str:
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
+
+
+async def _invalid_input(_request: Request, exc: Exception) -> JSONResponse:
+    """422, one {loc, msg, type} per invalid field: never the input itself, and no more than a
+    slice of any key or message that repeats part of it."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": [part if isinstance(part, int) else _slice(str(part)) for part in error["loc"]],
+            "msg": _slice(str(error["msg"])),
+            "type": error["type"],
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def answer_invalid_input(app: FastAPI) -> None:
+    """Register the short 422 on the app."""
+    app.add_exception_handler(RequestValidationError, _invalid_input)
