@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -78,3 +79,41 @@ def visitor_access_ends(conversation: Conversation, *, rating_window: timedelta)
 def visitor_access_ended(conversation: Conversation, *, rating_window: timedelta) -> bool:
     ends = visitor_access_ends(conversation, rating_window=rating_window)
     return ends is not None and ends <= utcnow()
+
+
+class VisitorAccess:
+    """When each conversation's visitor access ends, as last read, so that a visitor's requests
+    (every message of a chat) do not each read the conversation to check their token. An open
+    conversation is read again after RECHECK seconds: it can close meanwhile, and its token still
+    works for a rating window after (at least a second, the policy's floor), so nothing that
+    ended is ever let in. A closed one's end is known and stays. This process's memory only."""
+
+    RECHECK = 1.0
+    _KEEP = 4096  # entries before those of conversations not asked about lately are dropped
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[float, datetime | None]] = {}
+
+    def ended(self, conversation_id: str) -> bool | None:
+        """Whether its access has ended, or None: not known (read the conversation)."""
+        known = self._known.get(conversation_id)
+        if known is None:
+            return None
+        read_at, ends = known
+        if ends is not None:
+            return ends <= utcnow()
+        return None if time.monotonic() - read_at > self.RECHECK else False
+
+    def remember(self, conversation_id: str, ends: datetime | None) -> None:
+        if len(self._known) >= self._KEEP:
+            self._forget()
+        self._known[conversation_id] = (time.monotonic(), ends)
+
+    def _forget(self) -> None:
+        stale = time.monotonic() - self.RECHECK
+        now = utcnow()
+        for key, (read_at, ends) in list(self._known.items()):
+            if (ends is None and read_at < stale) or (ends is not None and ends <= now):
+                del self._known[key]
+        if len(self._known) >= self._KEEP:  # all fresh: start afresh rather than grow
+            self._known.clear()

@@ -6,14 +6,14 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from api.credentials import same_secret, visitor_access_ended, visitor_of
+from api.credentials import VisitorAccess, same_secret, visitor_access_ends, visitor_of
 from api.limits import Limits
 from api.streams import EventHints
 from api.tickets import MAX_TICKET_CHARS, read_ticket, verify_ticket
@@ -43,6 +43,7 @@ class Services:
     hints: EventHints
     limits: Limits  # this process's counts: requests, starts, streams, typing
     signalled: SignalledMarks  # messages told to their workflows, written in batches
+    visitor_access: VisitorAccess = field(default_factory=VisitorAccess)  # when tokens end
 
 
 def get_services(request: Request) -> Services:
@@ -94,11 +95,18 @@ async def get_principal(
     conversation_id = visitor_of(settings, token)
     if conversation_id is not None:
         # Signed by us, and valid while its conversation is open and its rating window lasts.
-        conversation = await run_in_threadpool(
-            find_conversation, services.db, conversation_id=conversation_id
-        )
-        window = services.policy.current().timeouts.rating_window
-        if conversation is None or visitor_access_ended(conversation, rating_window=window):
+        ended = services.visitor_access.ended(conversation_id)
+        if ended is None:
+            conversation = await run_in_threadpool(
+                find_conversation, services.db, conversation_id=conversation_id
+            )
+            if conversation is None:
+                raise _unauthorized("the visitor token has expired")
+            window = services.policy.current().timeouts.rating_window
+            ends = visitor_access_ends(conversation, rating_window=window)
+            services.visitor_access.remember(conversation_id, ends)
+            ended = services.visitor_access.ended(conversation_id)
+        if ended:
             raise _unauthorized("the visitor token has expired")
         return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
     if token.startswith(AGENT_TOKEN_PREFIX):

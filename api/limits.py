@@ -6,8 +6,8 @@ token is answered 401 at once), its token's rate, and its body, counted as it ar
 the limit, whatever `Content-Length` says or does not say). Routes take what is theirs from
 `Limits`: conversations started per caller, streams held per caller, typing per conversation.
 
-Rates are sliding windows of the `limits` library kept in this process's memory: behind a load
-balancer each API process allows its own. What is stored (messages, a customer's conversations)
+Rates are sliding windows (`Rate`) kept in this process's memory: behind a load balancer each
+API process allows its own. What is stored (messages, a customer's conversations)
 is counted in the database instead (store/rates.py).
 """
 
@@ -22,9 +22,6 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from limits import RateLimitItem, RateLimitItemPerMinute
-from limits.storage import MemoryStorage
-from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.streams import StreamSlots
@@ -48,23 +45,47 @@ def too_many(detail: str, retry_after: int) -> HTTPException:
 
 
 class Rate:
-    """At most `item` (so many a minute, an hour) per key, in a sliding window."""
+    """At most `amount` per `period` seconds for each key, in a sliding window: this window's
+    count plus the last one's, weighted by how much of it the sliding minute still covers (the
+    usual approximation; no per-request timestamps kept). In this process's memory, on the
+    event loop (no lock): every request meets it, so it must cost next to nothing."""
 
-    def __init__(self, limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem) -> None:
-        self.limiter = limiter
-        self.item = item
-
-    @property
-    def amount(self) -> int:
-        return self.item.amount
+    def __init__(self, amount: int, period: float = 60.0) -> None:
+        self.amount = amount
+        self.period = period
+        # key → (window number, count in it, count in the one before)
+        self._counts: dict[tuple[str, ...], tuple[int, int, int]] = {}
+        self._taken = 0
 
     def take(self, *key: str, over: str) -> None:
         """Count one for `key`, or (nothing counted) raise the 429 "more than <amount> <over>"
         with the seconds until there is room."""
-        if self.limiter.hit(self.item, *key):
-            return
-        reset_at = self.limiter.get_window_stats(self.item, *key).reset_time
-        raise too_many(f"more than {self.amount} {over}", max(1, math.ceil(reset_at - time.time())))
+        window, into = divmod(time.time(), self.period)
+        number = int(window)
+        seen, current, previous = self._counts.get(key, (number, 0, 0))
+        if seen != number:  # a new window: the last one's count becomes the one before
+            previous = current if seen == number - 1 else 0
+            current = 0
+        remaining = 1 - into / self.period  # the share of the last window still in the minute
+        if current + previous * remaining >= self.amount:
+            raise too_many(f"more than {self.amount} {over}", self._wait(current, previous, into))
+        self._counts[key] = (number, current + 1, previous)
+        self._taken += 1
+        if self._taken % 4096 == 0:
+            self._forget(number)
+
+    def _wait(self, current: int, previous: int, into: float) -> int:
+        """Seconds until one more would be allowed, if nothing else came."""
+        if current >= self.amount:  # the next window, once the last one has faded enough
+            wait = self.period - into + self.period * (1 - self.amount / max(current, 1))
+        else:  # later in this window, as the last one fades
+            wait = self.period * (1 - (self.amount - current) / previous) - into
+        return max(1, math.ceil(wait))
+
+    def _forget(self, number: int) -> None:
+        """Drop keys not seen in this window or the last (they count nothing any more)."""
+        for key in [key for key, (seen, _, _) in self._counts.items() if seen < number - 1]:
+            del self._counts[key]
 
 
 class StreamHolders:
@@ -99,16 +120,11 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
-        limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
-
-        def per_minute(name: str, amount: int) -> Rate:
-            return Rate(limiter, RateLimitItemPerMinute(amount, namespace=name))
-
         return cls(
-            per_address=per_minute("address", settings.max_requests_per_minute_per_address),
-            per_caller=per_minute("caller", settings.max_requests_per_minute_per_caller),
-            conversation_starts=per_minute("starts", settings.max_conversations_per_minute),
-            typing=per_minute("typing", settings.max_typing_per_minute),
+            per_address=Rate(settings.max_requests_per_minute_per_address),
+            per_caller=Rate(settings.max_requests_per_minute_per_caller),
+            conversation_starts=Rate(settings.max_conversations_per_minute),
+            typing=Rate(settings.max_typing_per_minute),
             streams=StreamHolders(
                 {
                     "visitor": settings.max_streams_per_visitor,
