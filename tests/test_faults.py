@@ -226,7 +226,10 @@ class Clients:
             assert response.json()["client_message_id"] == message_id, response.text
             chat.acked.append(message_id)
         else:
-            assert response.status_code == 409, response.text
+            # Refused: closed (409), or, for a visitor, its token ended with the short rating
+            # window (401) on a machine slow enough for the window to pass first.
+            ended = role == "visitor" and response.status_code == 401
+            assert response.status_code == 409 or ended, response.text
             chat.refused.append(message_id)
         return response.status_code
 
@@ -499,7 +502,7 @@ async def test_a_worker_killed_with_100_active_conversations_loses_nothing(
             )
             deployment.kill("worker-0")
             for chat in idle[:10]:  # closed: refused, and never stored
-                assert await clients.say(chat, "visitor", "Anyone?") == 409
+                assert await clients.say(chat, "visitor", "Anyone?") in (401, 409)
             await until_past(max(row.rating_expires_at for row in rows.values()))
             deployment.restart("worker-0")
 
