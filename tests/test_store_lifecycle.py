@@ -17,7 +17,7 @@ from store.db import Database
 from store.events import ConversationNotFound, change_state, events_after
 from store.messages import store_message
 from store.models import Agent, Assignment, Conversation, Event, QueueEntry, QueueSkip, utcnow
-from tests.support.data import add_agent, enqueue_conversations, new_conversation
+from tests.support.data import add_agent, enqueue_conversations, new_conversation, store_unsignalled
 
 _GROUPS = [
     {"name": "general", "agent_first_reply_timeout": "1m"},
@@ -605,14 +605,8 @@ def test_a_close_for_silence_declines_when_a_newer_message_is_stored(db: Databas
 
 def _said(db: Database, conversation_id: str, role: str, sender: str, key: str) -> int:
     """Store a message as the API does (and signal nothing: as if the API died after commit)."""
-    return store_message(
-        db,
-        conversation_id=conversation_id,
-        sender_role=role,
-        sender_id=sender,
-        client_message_id=key,
-        type="text",
-        content="hello",
+    return store_unsignalled(
+        db, conversation_id=conversation_id, sender_role=role, sender_id=sender, content=key
     ).message.seq
 
 
