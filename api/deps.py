@@ -70,6 +70,11 @@ class Principal:
     id: str
     conversation_id: str | None = None  # visitors only
 
+    @property
+    def is_staff(self) -> bool:
+        """Reads what staff alone read of a conversation (its notes, its agents' ids)."""
+        return self.role in (Role.AGENT, Role.ADMIN)
+
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -158,7 +158,8 @@ class ConversationPublic(BaseModel):
     priority: int
     routing_rule: int | None = Field(description="Index of the matched [[routing]] rule")
     policy_version: str | None = Field(description="Policy version of its latest decision")
-    agent_id: str | None
+    agent_id: str | None = Field(description="Its agent's id (staff only: null for the visitor)")
+    agent_name: str | None = Field(default=None, description="Its agent's display name")
     queue_position: int | None = Field(description="1-based place in the queue while queued")
     estimated_wait: float | None = Field(
         description="While queued: expected wait in seconds, from how fast the group served lately"
@@ -212,6 +213,12 @@ class TransferCreate(_Input):
         if (self.to_agent_id is None) == (self.to_skill_group is None):
             raise ValueError("give exactly one of to_agent_id and to_skill_group")
         return self
+
+
+class NoteCreate(_Input):
+    content: WrittenText = Field(
+        min_length=1, max_length=2000, description="For staff: never shown to the visitor"
+    )
 
 
 class ReadReceipt(_Input):

@@ -30,12 +30,12 @@ from store.conversations import conversation_events
 from store.db import Database, unavailable
 from store.events import (
     NOTIFY_CHANNEL,
+    EventView,
     agent_stream_key,
     conversations_since,
     feed_positions,
     newest_event_id,
 )
-from store.models import Event
 
 log = logging.getLogger("switchboard.streams")
 
@@ -240,12 +240,13 @@ async def watch_sqlite_log(
         hints.wake(*keys)
 
 
-def event_public(event: Event) -> EventPublic:
-    """An event as GET /events and the conversation stream show it."""
+def event_public(event: EventView) -> EventPublic:
+    """An event as GET /events and the conversation stream show it (to staff, or to the
+    visitor: store/events.py reads it for one or the other)."""
     return EventPublic(seq=event.seq, type=event.type, at=event.at, data=event.data)
 
 
-def agent_event_public(agent_seq: int, event: Event) -> AgentEventPublic:
+def agent_event_public(agent_seq: int, event: EventView) -> AgentEventPublic:
     """An event of an agent's feed, as GET /v1/agents/{id}/events and its stream show it."""
     return AgentEventPublic(
         agent_seq=agent_seq,
@@ -257,12 +258,13 @@ def agent_event_public(agent_seq: int, event: Event) -> AgentEventPublic:
 LogReader = Callable[[int], list[ServerSentEvent]]
 
 
-def conversation_log(db: Database, conversation_id: str) -> LogReader:
-    """Pages of a conversation's log as SSE: `id:` is the event's seq."""
+def conversation_log(db: Database, conversation_id: str, *, staff: bool) -> LogReader:
+    """Pages of a conversation's log as SSE, as staff or as its visitor read it: `id:` is the
+    event's seq."""
 
     def read(since: int) -> list[ServerSentEvent]:
         rows = conversation_events(
-            db, conversation_id=conversation_id, after_seq=since, limit=_PAGE
+            db, conversation_id=conversation_id, after_seq=since, limit=_PAGE, staff=staff
         )
         return [
             ServerSentEvent(

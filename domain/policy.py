@@ -161,6 +161,9 @@ class Texts(_Strict):
         "Are you still there? This chat will close in {idle_close_after} if we don't hear from you."
     )
     rating_invite: str = "How did we do? Please rate this conversation from 1 to 5."
+    # What the visitor reads when the conversation passes to another agent (a transfer, or a
+    # first reply that never came): who and why stay with staff.
+    connecting: str = "Connecting you to another agent. Thank you for waiting."
     closing: ClosingTexts = ClosingTexts()
 
     @model_validator(mode="after")

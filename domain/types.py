@@ -114,6 +114,16 @@ class EventType(StrEnum):
     REQUEUED = "conversation.requeued"
     LEFT_MESSAGE_CREATED = "left_message.created"
     LEFT_MESSAGE_RESOLVED = "left_message.resolved"
+    NOTE_CREATED = "note.created"  # staff only: an internal note, or a transfer's note
+
+
+class Audience(StrEnum):
+    """Who reads an event: everyone who may read the conversation, or its staff alone (agents,
+    admins). Staff words (notes, transfer notes, requeue reasons, agents' ids) never reach a
+    customer."""
+
+    ALL = "all"
+    STAFF = "staff"
 
 
 class OnClosing(StrEnum):
@@ -181,6 +191,7 @@ class CloseRequest:
 class RatingSubmission:
     score: int
     resolved: bool | None = None
+    # Never sent (the API stores the comment itself): read from older histories only.
     comment: str | None = None
 
 
@@ -190,6 +201,7 @@ class TransferRequest:
     by_id: str
     to_agent_id: str | None = None
     to_skill_group: str | None = None
+    # Never sent (the API writes the note for the next agent itself): older histories only.
     note: str | None = None
 
 
@@ -241,10 +253,11 @@ class IdleCountdown:
 class ConversationFlow:
     """All workflow state in one place: the workflow's input, and what continue-as-new carries
     on. Its wire form outlives the code: a new field needs a default, and an old one stays
-    while conversations that older code wrote may be running (workflows/patches.py)."""
+    while conversations that older code wrote may be running (workflows/patches.py). Ids,
+    seqs and routing values only: no customer id or customer text (what the histories keep,
+    anyone who reads them reads)."""
 
     conversation_id: str
-    customer_id: str
     channel: str
     tier: str | None = None
     stage: Stage = Stage.ROUTING
@@ -285,6 +298,9 @@ class ConversationFlow:
     routed: bool = False
     agent_replied: bool = False
     assignment_recorded: bool = False
+    # Older code required it (the customer's id): written empty, so an older worker can still
+    # read the flow, and ignored when an older flow carries it (workflows/patches.py).
+    customer_id: str = ""
 
 
 # --- activity inputs and results ------------------------------------------------------------

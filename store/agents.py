@@ -11,8 +11,8 @@ from domain.types import AgentStatus, ConversationState
 from store.assignment import agent_skill_groups
 from store.conversations import ConversationView, view_in
 from store.db import Database
-from store.events import agent_events_after, agent_feed_seq
-from store.models import Agent, AgentSkill, Conversation, Event
+from store.events import EventView, agent_events_after, agent_feed_seq
+from store.models import Agent, AgentSkill, Conversation
 
 
 class AgentNotFound(LookupError):
@@ -121,7 +121,7 @@ def agent_conversations(
 
 def agent_feed(
     db: Database, *, agent_id: str, after_seq: int, limit: int
-) -> list[tuple[int, Event]]:
+) -> list[tuple[int, EventView]]:
     """Up to `limit` entries of the agent's feed after `after_seq`: (feed seq, event)."""
     with db.read() as session:
         return agent_events_after(session, agent_id=agent_id, after_seq=after_seq, limit=limit)

@@ -10,11 +10,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from domain.types import ConversationState, EventType, Role
+from domain.types import ConversationState, EventType, RatingStatus, Role
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
-from store.events import ConversationNotFound, append_event, events_after
-from store.models import Conversation, Event, QueueEntry, utcnow
+from store.events import ConversationNotFound, EventView, append_event, events_after
+from store.models import Agent, Conversation, QueueEntry, utcnow
 from store.rates import check_rate
 
 # Conversations a customer may start within this window (the API's limit per customer_id).
@@ -41,6 +41,7 @@ class ConversationView:
     """A conversation as its visitor, its agent or an admin sees it."""
 
     conversation: Conversation
+    agent_name: str | None = None  # its agent's display name (what a visitor sees of them)
     queue_position: int | None = None  # while queued: 1-based place in its group's queue
     estimated_wait: float | None = None  # while queued: seconds, from the group's recent pace
 
@@ -140,7 +141,8 @@ def unstarted_conversations(
 def view_in(session: Session, conversation: Conversation) -> ConversationView:
     """The view of a conversation read in the caller's transaction."""
     if conversation.state != ConversationState.QUEUED:
-        return ConversationView(conversation)
+        agent = session.get(Agent, conversation.agent_id) if conversation.agent_id else None
+        return ConversationView(conversation, agent_name=agent.name if agent else None)
     entry = session.exec(
         select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
     ).first()
@@ -164,12 +166,13 @@ def view_conversation(db: Database, *, conversation_id: str) -> ConversationView
 
 
 def conversation_events(
-    db: Database, *, conversation_id: str, after_seq: int, limit: int
-) -> list[Event]:
-    """Up to `limit` of the conversation's events after `after_seq`, in seq order."""
+    db: Database, *, conversation_id: str, after_seq: int, limit: int, staff: bool
+) -> list[EventView]:
+    """Up to `limit` of the conversation's events after `after_seq`, in seq order, as staff
+    or as its visitor read them."""
     with db.read() as session:
         return events_after(
-            session, conversation_id=conversation_id, after_seq=after_seq, limit=limit
+            session, conversation_id=conversation_id, after_seq=after_seq, limit=limit, staff=staff
         )
 
 
@@ -199,7 +202,8 @@ def record_read(
                 session,
                 conversation_id=conversation_id,
                 type=EventType.MESSAGE_READ,
-                data={"by_role": reader_role, "by_id": reader_id, "seq": seq},
+                data={"by_role": reader_role, "seq": seq},
+                staff_data={"by_id": reader_id},
             )
         session.refresh(conversation)
         return ReadMarks(
@@ -207,3 +211,21 @@ def record_read(
             visitor_read_seq=conversation.visitor_read_seq,
             agent_read_seq=conversation.agent_read_seq,
         )
+
+
+def keep_rating_comment(db: Database, *, conversation_id: str, comment: str) -> str | None:
+    """Store the comment of the conversation's rating, unless one is stored: answers the
+    stored one. Written by the API once the workflow took the rating (the workflow never
+    hears customer text)."""
+    with db.write() as session:
+        session.execute(
+            sa.update(Conversation)
+            .where(
+                col(Conversation.id) == conversation_id,
+                col(Conversation.rating_status) == RatingStatus.RATED,
+                col(Conversation.rating_comment).is_(None),
+            )
+            .values(rating_comment=comment)
+        )
+        conversation = session.get(Conversation, conversation_id)
+        return conversation.rating_comment if conversation is not None else None

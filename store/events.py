@@ -5,16 +5,17 @@ gapless seq, so the agent's stream resumes from one number)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
-from domain.types import ConversationState, EventType
-from store.models import AgentEvent, AgentFeed, Conversation, Event, utcnow
+from domain.types import Audience, ConversationState, EventType
+from store.models import AgentEvent, AgentFeed, Conversation, Event, Message, utcnow
 
 NOTIFY_CHANNEL = "switchboard_events"
 
@@ -79,14 +80,18 @@ def append_event(
     conversation_id: str,
     type: str,
     data: dict[str, Any] | None = None,
+    staff_data: dict[str, Any] | None = None,
+    audience: Audience = Audience.ALL,
     dedupe_key: str | None = None,
     at: datetime | None = None,
     also_to_agents: Iterable[str | None] = (),
 ) -> Event:
     """Write one event inside the caller's transaction; with a dedupe_key, at most once.
 
-    It goes into the feed of the conversation's agent as this transaction left it, and of
-    `also_to_agents` (an agent who just lost the conversation: transfer out, requeue)."""
+    `data` is what everyone who reads the event reads (the visitor too, unless the `audience`
+    is staff); `staff_data` what staff alone read of it. It goes into the feed of the
+    conversation's agent as this transaction left it, and of `also_to_agents` (an agent who
+    just lost the conversation: transfer out, requeue)."""
     # Core statements on the session's connection, not the ORM: the same rows for a fraction
     # of the CPU (every message comes through here).
     if isinstance(session, Session):
@@ -106,6 +111,8 @@ def append_event(
         "seq": seq,
         "type": type,
         "data": data or {},
+        "staff_data": staff_data or None,
+        "audience": audience,
         "dedupe_key": dedupe_key,
         "at": at or utcnow(),
     }
@@ -133,18 +140,24 @@ def change_state(
     conversation: Conversation,
     state: ConversationState,
     dedupe_key: str,
-    **details: Any,
+    close_reason: str | None = None,
+    **staff_details: Any,
 ) -> Event:
-    """Set the conversation's state and write its state-changed event (the state and
-    `details`), inside the caller's transaction; with its dedupe key the event is written once.
-    The only place a conversation's state changes."""
+    """Set the conversation's state and write its state-changed event (the state, the close
+    reason, and `staff_details` for staff alone: its group, its agent's id), inside the caller's
+    transaction; with its dedupe key the event is written once. The only place a
+    conversation's state changes."""
     conversation.state = state
     session.add(conversation)
+    data: dict[str, Any] = {"state": state}
+    if close_reason is not None:
+        data["close_reason"] = close_reason
     return append_event(
         session,
         conversation_id=conversation.id,
         type=EventType.STATE_CHANGED,
-        data={"state": state, **details},
+        data=data,
+        staff_data=staff_details,
         dedupe_key=dedupe_key,
     )
 
@@ -180,6 +193,8 @@ def append_events(
                 "seq": seq,
                 "type": type,
                 "data": data[conversation_id],
+                "staff_data": None,
+                "audience": Audience.ALL,
                 "dedupe_key": None,
                 "at": now,
             }
@@ -204,32 +219,64 @@ def append_events(
             connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "key": key})
 
 
+@dataclass(frozen=True)
+class EventView:
+    """An event as one reader reads it: staff read `data` with `staff_data` over it, everyone
+    else `data` alone; a message's event carries the message's text (stored once, in the
+    message's row)."""
+
+    conversation_id: str
+    seq: int
+    type: str
+    at: datetime
+    data: dict[str, Any]
+
+
+# The event and, for a message's event, the message's text.
+_EVENT_WITH_TEXT = sa.select(Event, col(Message.content)).outerjoin(
+    Message,
+    sa.and_(
+        col(Message.conversation_id) == col(Event.conversation_id),
+        col(Message.seq) == col(Event.seq),
+        col(Event.type) == EventType.MESSAGE_CREATED,
+    ),
+)
+
+
+def _view(event: Event, content: str | None, *, staff: bool) -> EventView:
+    data = {**event.data, **(event.staff_data or {})} if staff else event.data
+    if event.type == EventType.MESSAGE_CREATED and content is not None:
+        data = {**data, "content": content}
+    return EventView(event.conversation_id, event.seq, event.type, event.at, data)
+
+
 def events_after(
-    session: Session, *, conversation_id: str, after_seq: int, limit: int
-) -> list[Event]:
-    """A page of a conversation's events, in seq order."""
-    return list(
-        session.exec(
-            select(Event)
-            .where(Event.conversation_id == conversation_id, Event.seq > after_seq)
-            .order_by(Event.seq)  # type: ignore[arg-type]
-            .limit(limit)
-        )
+    session: Session, *, conversation_id: str, after_seq: int, limit: int, staff: bool
+) -> list[EventView]:
+    """A page of a conversation's events, in seq order, as staff or as the visitor reads them
+    (the visitor's has gaps where staff's events are: its seqs are the conversation's)."""
+    query = _EVENT_WITH_TEXT.where(
+        col(Event.conversation_id) == conversation_id, col(Event.seq) > after_seq
     )
+    if not staff:
+        query = query.where(col(Event.audience) == Audience.ALL)
+    rows = session.execute(query.order_by(col(Event.seq)).limit(limit))
+    return [_view(event, content, staff=staff) for event, content in rows]
 
 
 def agent_events_after(
     session: Session, *, agent_id: str, after_seq: int, limit: int
-) -> list[tuple[int, Event]]:
-    """A page of an agent's feed, in its seq order: (feed seq, the conversation's event)."""
-    rows = session.exec(
-        select(AgentEvent.seq, Event)
-        .join(Event, col(Event.id) == col(AgentEvent.event_id))
-        .where(AgentEvent.agent_id == agent_id, col(AgentEvent.seq) > after_seq)
+) -> list[tuple[int, EventView]]:
+    """A page of an agent's feed, in its seq order: (feed seq, the conversation's event, as
+    staff read it)."""
+    rows = session.execute(
+        _EVENT_WITH_TEXT.add_columns(col(AgentEvent.seq))
+        .join(AgentEvent, col(Event.id) == col(AgentEvent.event_id))
+        .where(col(AgentEvent.agent_id) == agent_id, col(AgentEvent.seq) > after_seq)
         .order_by(col(AgentEvent.seq))
         .limit(limit)
     )
-    return [(seq, event) for seq, event in rows]
+    return [(seq, _view(event, content, staff=True)) for event, content, seq in rows]
 
 
 def agent_feed_seq(session: Session, agent_id: str) -> int:

@@ -117,6 +117,7 @@ def record_resolution(
             session,
             conversation_id=message.conversation_id,
             type=EventType.LEFT_MESSAGE_RESOLVED,
-            data={"left_message_id": message.id, "resolved_by": by_id},
+            data={"left_message_id": message.id},
+            staff_data={"resolved_by": by_id},
         )
         return message

@@ -22,6 +22,7 @@ from domain.policy import Policy, SkillGroup
 from domain.types import (
     LEFT_MESSAGE,
     LEFT_MESSAGE_REASONS,
+    Audience,
     ConversationState,
     EventType,
     QueuePlacement,
@@ -50,6 +51,7 @@ from store.models import (
     QueueSkip,
     utcnow,
 )
+from store.notes import write_note
 
 T = TypeVar("T")
 
@@ -211,11 +213,13 @@ def route_conversation(
             conversation_id=conversation.id,
             type=EventType.ROUTED,
             data={
+                "open": is_open,
+                "next_opening": next_opening.isoformat() if next_opening else None,
+            },
+            staff_data={
                 "skill_group": group.name,
                 "priority": conversation.priority,
                 "routing_rule": conversation.routing_rule,
-                "open": is_open,
-                "next_opening": next_opening.isoformat() if next_opening else None,
             },
             dedupe_key="routed",
         )
@@ -322,6 +326,7 @@ def _overflowed(
         conversation_id=conversation_id,
         type=EventType.OVERFLOWED,
         data={"from": from_group, "to": to, "hop": hop},
+        audience=Audience.STAFF,  # the visitor sees their place in the queue, not its groups
         dedupe_key=f"overflow:{hop}",
     )
 
@@ -338,7 +343,8 @@ def record_assignment(*, db: Database, conversation_id: str, round: int) -> None
             session,
             conversation_id=conversation_id,
             type=EventType.ASSIGNED,
-            data={"agent_id": agent.id, "agent_name": agent.name},
+            data={"agent_name": agent.name},
+            staff_data={"agent_id": agent.id},
             dedupe_key=f"assigned:{round}",
         )
         if conversation.state != ConversationState.CLOSED:
@@ -388,7 +394,8 @@ def requeue_unanswered(
                 session,
                 conversation_id=conversation.id,
                 type=EventType.REQUEUED,
-                data={"agent_id": agent_id, "reason": "no_first_reply"},
+                data={"sender_role": Role.SYSTEM, "text": policy.texts.connecting},
+                staff_data={"agent_id": agent_id, "reason": "no_first_reply"},
                 dedupe_key=f"requeued:{round}",
                 also_to_agents=[agent_id],  # the agent who lost it
             )
@@ -448,6 +455,7 @@ def _hand_over(
         return Outcome(_transfer_result(session, conversation, policy, key))
     now = utcnow()
     from_agent = conversation.agent_id
+    to_agent_name: str | None = None
     if to_agent_id is not None:
         target = session.get(Agent, to_agent_id)
         if target is None:
@@ -457,6 +465,7 @@ def _hand_over(
                 TransferResult(ok=False, reason=f"agent {target.id} is not online with room")
             )
         release_agent(session, conversation.id, now)
+        to_agent_name = target.name
         conversation.agent_id = target.id
         conversation.assigned_at = now
         conversation.load_released = False
@@ -489,16 +498,26 @@ def _hand_over(
         session,
         conversation_id=conversation.id,
         type=EventType.TRANSFERRED,
-        data={
+        data={"sender_role": Role.SYSTEM, "text": policy.texts.connecting},
+        staff_data={
             "from_agent_id": from_agent,
             "to_agent_id": to_agent_id,
             "to_skill_group": to_skill_group,
             "by": by_id,
-            "note": note,
         },
         dedupe_key=key,
         also_to_agents=[from_agent],  # the agent it was transferred out from
     )
+    if note:  # from a request an older API sent with its note (the API writes it now)
+        write_note(
+            session,
+            conversation_id=conversation.id,
+            by_id=by_id,
+            text=note,
+            kind="transfer",
+            dedupe_key=f"{key}:note",
+            also_to_agents=[from_agent],
+        )
     if result.placement is not None:
         change_state(
             session,
@@ -512,7 +531,8 @@ def _hand_over(
             session,
             conversation_id=conversation.id,
             type=EventType.ASSIGNED,
-            data={"agent_id": result.agent_id, "transferred": True},
+            data={"agent_name": to_agent_name},
+            staff_data={"agent_id": result.agent_id, "transferred": True},
             dedupe_key=f"{key}:assigned",
         )
         result.handover_seq = assigned.seq
@@ -566,7 +586,7 @@ def transfer_took_effect(
         ).first()
     if last is None or last.type != EventType.TRANSFERRED:
         return False
-    data = last.data
+    data = {**last.data, **(last.staff_data or {})}  # staff_data: rows written since 0009
     return (data.get("by"), data.get("to_agent_id"), data.get("to_skill_group")) == (
         by_id,
         to_agent_id,
@@ -737,7 +757,8 @@ def record_rating(
         conversation.rating_status = RatingStatus.RATED
         conversation.rating_score = score
         conversation.rating_resolved = resolved
-        conversation.rating_comment = comment
+        if comment is not None:  # sent by older code only: the API stores it now
+            conversation.rating_comment = comment
         session.add(conversation)
         append_event(
             session,

@@ -105,13 +105,13 @@ def store_message(
             connection,
             conversation_id=conversation_id,
             type=EventType.MESSAGE_CREATED,
+            # The text is the message row's alone (stored once): readers join it in.
             data={
                 "sender_role": sender_role,
-                "sender_id": sender_id,
                 "client_message_id": client_message_id,
                 "message_type": type,
-                "content": content,
             },
+            staff_data={"sender_id": sender_id},
         )
         message = Message(
             conversation_id=conversation_id,

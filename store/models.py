@@ -129,7 +129,13 @@ class Event(SQLModel, table=True):
     seq: int
     type: str = Field(max_length=64)
     at: datetime = _at(default_factory=utcnow)
+    # What everyone who may read the event reads (`audience` all: the visitor too)...
     data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    # ...and what staff alone read of it (agents' ids, notes, reasons): never the visitor.
+    staff_data: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    audience: str = Field(
+        default="all", max_length=8, sa_column_kwargs={"server_default": sa.text("'all'")}
+    )
     dedupe_key: str | None = Field(default=None, max_length=128)
 
 

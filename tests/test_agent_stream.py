@@ -67,7 +67,7 @@ def test_a_feed_read_while_many_processes_write_misses_nothing_and_repeats_nothi
             finished = done.is_set()
             with reader.read() as session:
                 page = agent_events_after(session, agent_id="alice", after_seq=last, limit=50)
-            watched.extend((seq, event.id) for seq, event in page if event.id is not None)
+            watched.extend((seq, (event.conversation_id, event.seq)) for seq, event in page)
             last = page[-1][0] if page else last
             if finished and not page:
                 break
@@ -103,10 +103,12 @@ def test_a_feed_read_while_many_processes_write_misses_nothing_and_repeats_nothi
     assert [seq for seq, _ in feed] == list(range(1, len(feed) + 1)), "a gap in the feed"
     assert sorted(event_id for _, event_id in feed) == sorted(e.id for e in alices_events)
     assert len(bobs_feed) == 180 - len(feed), "bob's conversations went to the wrong feed"
-    # Resuming after any seq never misses an event that committed later with a lower seq.
-    assert watched == [tuple(row) for row in feed], "the tailing reader missed or repeated"
-    # Each conversation's own order is kept in the feed.
     by_id = {e.id: (e.conversation_id, e.seq) for e in alices_events}
+    # Resuming after any seq never misses an event that committed later with a lower seq.
+    assert watched == [(seq, by_id[event_id]) for seq, event_id in feed], (
+        "the tailing reader missed or repeated"
+    )
+    # Each conversation's own order is kept in the feed.
     for conversation_id in alices:
         seqs = [by_id[event_id][1] for _, event_id in feed if by_id[event_id][0] == conversation_id]
         assert seqs == sorted(seqs)
@@ -125,7 +127,7 @@ async def test_the_feed_shows_assignments_transfers_in_and_out_and_the_conversat
     bob, bob_token = await system.create_agent("bob", max_concurrent=2)
     assert (await system.agent("bob"))["feed_seq"] == 0
     cid, visitor = await system.start_conversation()
-    holder = (await system.wait_for_state(cid, visitor, "active"))["agent_id"]
+    holder = (await system.wait_for_state(cid, None, "active"))["agent_id"]
     (first, first_token), (second, second_token) = sorted(
         [(alice, alice_token), (bob, bob_token)], key=lambda agent: agent[0] != holder
     )
@@ -142,22 +144,25 @@ async def test_the_feed_shows_assignments_transfers_in_and_out_and_the_conversat
 
     old = await _feed(system, first, first_token)
     new = await eventually(transferred_in, what="the new agent's feed")
-    log = {e["seq"]: e for e in await system.events(cid, visitor)}
+    log = {e["seq"]: e for e in await system.events(cid)}  # as staff read it
     # Every entry is the conversation's event, with its conversation id and seq.
     for entry in old + new:
         assert entry["conversation_id"] == cid
         assert {k: entry[k] for k in ("seq", "type", "at", "data")} == log[entry["seq"]]
     old_types = [e["type"] for e in old]
     assert old_types[:2] == ["conversation.assigned", "conversation.state_changed"]
-    assert old_types[-1] == "conversation.transferred", "the old agent sees it go, no more"
+    assert old_types[-2:] == ["conversation.transferred", "note.created"], (
+        "the old agent sees it go with their note, no more"
+    )
+    assert old[-1]["data"] == {"kind": "transfer", "by": first, "text": "Courier question"}
     assert [e["data"].get("content") for e in old if e["type"] == "message.created"] == [
         "Where is my parcel?",
         "Let me look",
     ]
-    out = old[-1]["data"]
+    out = old[-2]["data"]
     assert (out["from_agent_id"], out["to_agent_id"]) == (first, second)
     new_types = [e["type"] for e in new]
-    assert new_types[:2] == ["conversation.transferred", "conversation.assigned"]
+    assert new_types[:3] == ["conversation.transferred", "conversation.assigned", "note.created"]
     assert [e["data"]["content"] for e in new if e["type"] == "message.created"] == [
         "Hello?",
         "Hi, here now",

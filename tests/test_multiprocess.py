@@ -74,7 +74,7 @@ async def test_a_message_to_one_api_reaches_a_stream_on_the_other_and_survives_a
     erin = await a.create_agent("erin", max_concurrent=2)
     cid, visitor = conversation = await a.start_conversation()
     await a.wait_for_state(cid, visitor, "active")
-    so_far = len(gapless(await a.events(cid, visitor)))
+    so_far = len(gapless(await a.events(cid)))
     seen = await _held_through_a_kill(
         two_of_each,
         a,
@@ -83,7 +83,7 @@ async def test_a_message_to_one_api_reaches_a_stream_on_the_other_and_survives_a
         conversation=conversation,
         replay=so_far,
     )
-    total = len(gapless(await a.events(cid, visitor)))
+    total = len(gapless(await a.events(cid)))
     assert [e["seq"] for e in seen] == list(range(1, total + 1)), "a gap or a repeat"
 
 
@@ -152,7 +152,7 @@ async def test_typing_reaches_the_other_api_live_and_is_never_stored(
     gus = await a.create_agent("gus", max_concurrent=1)
     cid, visitor = await a.start_conversation()
     await a.wait_for_state(cid, visitor, "active")
-    so_far = len(gapless(await a.events(cid, visitor)))
+    so_far = len(gapless(await a.events(cid)))
     async with b.conversation_stream(cid, gus.token) as stream:
         await stream.take(so_far)
         typed = await a.typing(cid, visitor)

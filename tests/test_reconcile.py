@@ -72,19 +72,19 @@ async def _unassigned(system: System, conversation_id: str) -> None:
 
 
 async def test_a_lost_trigger_is_repaired(system: System) -> None:
-    agent_id, conversation_id, visitor = await _queued(system)
+    agent_id, conversation_id, _visitor = await _queued(system)
     _online_without_trigger(system, agent_id)
     await _unassigned(system, conversation_id)
 
     repaired = await _reconciler(system).reconcile()
 
     assert repaired == Repairs(assignments=1)
-    body = await system.wait_for_state(conversation_id, visitor, "active")
+    body = await system.wait_for_state(conversation_id, None, "active")
     assert body["agent_id"] == agent_id
 
 
 async def test_a_lost_assignment_signal_is_sent_again(system: System) -> None:
-    agent_id, conversation_id, visitor = await _queued(system)
+    agent_id, conversation_id, _visitor = await _queued(system)
     _online_without_trigger(system, agent_id)
     # Assigned in the database, but the process died before signalling the workflow.
     made = dispatch(system.db, ["general"])
@@ -95,7 +95,7 @@ async def test_a_lost_assignment_signal_is_sent_again(system: System) -> None:
     repaired = await reconciler.reconcile()
 
     assert repaired == Repairs(assignment_signals=1)
-    body = await system.wait_for_state(conversation_id, visitor, "active")
+    body = await system.wait_for_state(conversation_id, None, "active")
     assert body["agent_id"] == agent_id
     # Nothing is assigned twice by the repair.
     assert (await system.agent(agent_id))["load"] == 1
@@ -115,9 +115,10 @@ async def test_an_agent_and_a_close_that_reach_the_workflow_together_close_as_as
     await system.start_worker()
     closed = await closing
     assert closed.status_code == 200, closed.text
-    assert (closed.json()["close_reason"], closed.json()["agent_id"]) == (
+    # The visitor reads their agent's name, never the id.
+    assert (closed.json()["close_reason"], closed.json()["agent_name"]) == (
         "visitor_closed",
-        agent_id,
+        agent_id.title(),
     )
     assert closed.json()["rating"]["status"] == "pending"
 
@@ -268,6 +269,6 @@ async def test_a_first_reply_whose_signal_was_lost_is_not_requeued(
 
     await eventually(counting_down, what="the countdown from the stored reply")
     assert "conversation.requeued" not in await _events_of(system, cid, visitor)
-    body = await system.conversation(cid, visitor)
+    body = await system.conversation(cid)
     assert (body["state"], body["agent_id"]) == ("active", agent_id)
     assert (await system.agent(agent_id))["load"] == 1

@@ -180,7 +180,7 @@ async def unanswered_then_requeued(system: System, skip: Skip) -> str:
     second_id, second = await system.create_agent(max_concurrent=1)
     await skip(130)  # the first reply was due after 2 minutes
     await system.wait_for_event(cid, visitor, "conversation.requeued")
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == second_id
+    assert (await system.wait_for_state(cid, None, "active"))["agent_id"] == second_id
     await system.post_message(cid, second, "Sorry for the wait!")
     await _post(system, f"/v1/conversations/{cid}/close", second, {})
     await _post(system, f"/v1/conversations/{cid}/rating", visitor, {"score": 4})
@@ -215,7 +215,7 @@ async def overflowed_to_a_left_message(system: System, skip: Skip) -> str:
     cid, visitor = await system.start_conversation()
     await system.wait_for_event(cid, visitor, "queue.position_changed")
     await skip(70)
-    await system.wait_for_event(cid, visitor, "conversation.overflowed")
+    await system.wait_for_event(cid, None, "conversation.overflowed")
     await skip(70)
     await system.wait_for_event(cid, visitor, "conversation.closed")
     return cid

@@ -96,10 +96,15 @@ def test_the_view_gives_a_queued_conversation_its_place(db: Database) -> None:
 
 def test_events_come_in_seq_order_after_a_seq(db: Database) -> None:
     conversation_id = _with_events(db, 5)
-    page = conversation_events(db, conversation_id=conversation_id, after_seq=1, limit=3)
+    page = conversation_events(
+        db, conversation_id=conversation_id, after_seq=1, limit=3, staff=True
+    )
     assert [(event.seq, event.data["n"]) for event in page] == [(2, 1), (3, 2), (4, 3)]
-    assert conversation_events(db, conversation_id=conversation_id, after_seq=5, limit=3) == []
-    assert conversation_events(db, conversation_id="nope", after_seq=0, limit=3) == []
+    assert (
+        conversation_events(db, conversation_id=conversation_id, after_seq=5, limit=3, staff=True)
+        == []
+    )
+    assert conversation_events(db, conversation_id="nope", after_seq=0, limit=3, staff=True) == []
 
 
 def test_a_read_mark_moves_forward_only_and_tells_the_news_once(db: Database) -> None:
@@ -109,10 +114,16 @@ def test_a_read_mark_moves_forward_only_and_tells_the_news_once(db: Database) ->
         db, conversation_id=conversation_id, reader_role=Role.VISITOR, reader_id="v", seq=3
     )
     assert (marks.visitor_read_seq, marks.agent_read_seq) == (3, 0)
-    told = conversation_events(db, conversation_id=conversation_id, after_seq=4, limit=10)
+    told = conversation_events(
+        db, conversation_id=conversation_id, after_seq=4, limit=10, staff=True
+    )
     assert [(event.type, event.data) for event in told] == [
         (EventType.MESSAGE_READ, {"by_role": "visitor", "by_id": "v", "seq": 3})
     ]
+    visitor_told = conversation_events(
+        db, conversation_id=conversation_id, after_seq=4, limit=10, staff=False
+    )
+    assert [event.data for event in visitor_told] == [{"by_role": "visitor", "seq": 3}]
 
     # The same seq again, or an older one: nothing changes, nothing is told.
     for seq in (3, 2):
@@ -120,7 +131,14 @@ def test_a_read_mark_moves_forward_only_and_tells_the_news_once(db: Database) ->
             db, conversation_id=conversation_id, reader_role=Role.VISITOR, reader_id="v", seq=seq
         )
         assert (marks.visitor_read_seq, marks.agent_read_seq) == (3, 0)
-    assert len(conversation_events(db, conversation_id=conversation_id, after_seq=4, limit=10)) == 1
+    assert (
+        len(
+            conversation_events(
+                db, conversation_id=conversation_id, after_seq=4, limit=10, staff=True
+            )
+        )
+        == 1
+    )
 
     marks = record_read(
         db, conversation_id=conversation_id, reader_role=Role.AGENT, reader_id="alice", seq=5
@@ -144,7 +162,10 @@ def test_a_read_mark_beyond_the_log_or_of_an_unknown_conversation_is_refused(
     assert str(beyond.value) == "seq 3 is beyond the newest event (2)"
     with pytest.raises(ConversationNotFound):
         record_read(db, conversation_id="nope", reader_role=Role.VISITOR, reader_id="v", seq=1)
-    assert conversation_events(db, conversation_id=conversation_id, after_seq=2, limit=10) == []
+    assert (
+        conversation_events(db, conversation_id=conversation_id, after_seq=2, limit=10, staff=True)
+        == []
+    )
 
 
 def test_a_reachable_database_and_one_that_is_not(db: Database) -> None:

@@ -47,13 +47,22 @@ def test_a_message_is_left_once_after_an_out_of_hours_or_overflow_close(db: Data
         "open",
         "555-0100",
     )
-    events = conversation_events(db, conversation_id=conversation_id, after_seq=0, limit=10)
+    events = conversation_events(
+        db, conversation_id=conversation_id, after_seq=0, limit=10, staff=True
+    )
     assert [(event.type, event.data) for event in events] == [
         (EventType.LEFT_MESSAGE_CREATED, {"left_message_id": message.id})
     ]
     with pytest.raises(LeftMessageExists):
         store_left_message(db, conversation_id=conversation_id, content="Again")
-    assert len(conversation_events(db, conversation_id=conversation_id, after_seq=0, limit=10)) == 1
+    assert (
+        len(
+            conversation_events(
+                db, conversation_id=conversation_id, after_seq=0, limit=10, staff=True
+            )
+        )
+        == 1
+    )
 
     overflowed = _closed(db, CloseReason.OVERFLOW)
     assert store_left_message(db, conversation_id=overflowed, content="Hi").contact is None
@@ -66,7 +75,12 @@ def test_no_message_is_left_elsewhere(db: Database) -> None:
     for conversation_id in (open_one, served):
         with pytest.raises(LeftMessageNotOffered):
             store_left_message(db, conversation_id=conversation_id, content="Hello")
-        assert conversation_events(db, conversation_id=conversation_id, after_seq=0, limit=5) == []
+        assert (
+            conversation_events(
+                db, conversation_id=conversation_id, after_seq=0, limit=5, staff=True
+            )
+            == []
+        )
     with pytest.raises(ConversationNotFound):
         store_left_message(db, conversation_id="nope", content="Hello")
     assert left_messages(db, status=None) == []
@@ -119,7 +133,9 @@ def test_resolving_checks_the_message_the_agents_group_and_that_it_is_open(
     assert resolved.resolved_at is not None
     with pytest.raises(LeftMessageResolved):
         record_resolution(db, left_message_id=left, by_role=Role.ADMIN, by_id="admin")
-    events = conversation_events(db, conversation_id=conversation_id, after_seq=0, limit=10)
+    events = conversation_events(
+        db, conversation_id=conversation_id, after_seq=0, limit=10, staff=True
+    )
     assert [(event.type, event.data) for event in events][1:] == [
         (EventType.LEFT_MESSAGE_RESOLVED, {"left_message_id": left, "resolved_by": "heidi"})
     ]

@@ -14,9 +14,9 @@ from domain.types import ConversationState, EventType, QueuePlacement, TransferR
 from store import lifecycle
 from store.assignment import dispatch
 from store.db import Database
-from store.events import ConversationNotFound, change_state, events_after
+from store.events import ConversationNotFound, EventView, change_state, events_after
 from store.messages import store_message
-from store.models import Agent, Assignment, Conversation, Event, QueueEntry, QueueSkip, utcnow
+from store.models import Agent, Assignment, Conversation, QueueEntry, QueueSkip, utcnow
 from tests.support.data import add_agent, enqueue_conversations, new_conversation, store_unsignalled
 
 _GROUPS = [
@@ -42,9 +42,14 @@ TUESDAY_NOON = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)  # the night group is clo
 NEXT_MONDAY_NINE = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
 
 
-def _events(db: Database, conversation_id: str, type: str) -> list[Event]:
+def _events(
+    db: Database, conversation_id: str, type: str, *, staff: bool = True
+) -> list[EventView]:
+    """The conversation's events of a type, as staff (or as its visitor) read them."""
     with db.read() as session:
-        found = events_after(session, conversation_id=conversation_id, after_seq=0, limit=1000)
+        found = events_after(
+            session, conversation_id=conversation_id, after_seq=0, limit=1000, staff=staff
+        )
     return [event for event in found if event.type == type]
 
 
@@ -242,7 +247,11 @@ def test_every_hop_has_its_event_once_into_a_full_or_closed_group_or_a_left_mess
     ]
     with db.read() as session:
         after = events_after(
-            session, conversation_id=conversation_id, after_seq=overflows[-1].seq - 1, limit=10
+            session,
+            conversation_id=conversation_id,
+            after_seq=overflows[-1].seq - 1,
+            limit=10,
+            staff=True,
         )
     assert [event.type for event in after] == [
         EventType.OVERFLOWED,
@@ -361,7 +370,13 @@ def test_an_unanswered_conversation_is_requeued_once_and_not_to_that_agent(db: D
         assert session.get(QueueSkip, (conversation_id, "alice")) is not None
     assert lifecycle.conversation_agent(db=db, conversation_id=conversation_id) is None
     requeued = _events(db, conversation_id, EventType.REQUEUED)
-    assert [event.data for event in requeued] == [{"agent_id": "alice", "reason": "no_first_reply"}]
+    connecting = {"sender_role": "system", "text": POLICY.texts.connecting}
+    assert [event.data for event in requeued] == [
+        {**connecting, "agent_id": "alice", "reason": "no_first_reply"}
+    ]
+    # The visitor reads that someone else will answer: not who, not why.
+    visitor_reads = _events(db, conversation_id, EventType.REQUEUED, staff=False)
+    assert [event.data for event in visitor_reads] == [connecting]
     assert _states(db, conversation_id)[1:] == [{"state": "queued", "skill_group": "general"}]
     add_agent(db, "bob", max_concurrent=1, active_count=1)  # online, full for now
     assert dispatch(db, ["general"]) == []  # alice is not given it again: it waits for bob
@@ -386,7 +401,17 @@ def test_a_transfer_to_an_agent_hands_over_once(db: Database) -> None:
     with db.read() as session:
         assert len(session.exec(select(Assignment)).all()) == 2
     transferred = _events(db, conversation_id, EventType.TRANSFERRED)
-    assert [event.data["note"] for event in transferred] == ["VIP"]
+    assert [event.data["to_agent_id"] for event in transferred] == ["bob"]
+    # A note an older API sent with the request: written once, for staff alone.
+    notes = _events(db, conversation_id, EventType.NOTE_CREATED)
+    assert [(note.data["kind"], note.data["text"]) for note in notes] == [("transfer", "VIP")]
+    assert _events(db, conversation_id, EventType.NOTE_CREATED, staff=False) == []
+    visitor_reads = _events(db, conversation_id, EventType.TRANSFERRED, staff=False)
+    assert [event.data for event in visitor_reads] == [
+        {"sender_role": "system", "text": POLICY.texts.connecting}
+    ]
+    (handover,) = _events(db, conversation_id, EventType.ASSIGNED, staff=False)[-1:]
+    assert handover.data == {"agent_name": "bob"}
 
 
 def test_a_transfer_to_a_group_queues_once_with_the_original_time(db: Database) -> None:

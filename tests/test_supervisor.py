@@ -90,8 +90,8 @@ async def floor(ui_env, make_system: StartSystem) -> Floor:
     await asyncio.sleep(1.2)
     waited_short, second = await system.start_conversation(entry="returns")
     await system.wait_for_event(waited_short, second, "queue.position_changed")
-    overflowed, over_visitor = await system.start_conversation(entry="callback")
-    await system.wait_for_event(overflowed, over_visitor, "conversation.overflowed")
+    overflowed, _over_visitor = await system.start_conversation(entry="callback")
+    await system.wait_for_event(overflowed, None, "conversation.overflowed")
     await system.wait_for_state(idle, idle_visitor, "closed")
     return Floor(
         system=system,

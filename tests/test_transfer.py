@@ -36,9 +36,13 @@ async def test_transfer_to_an_agent_within_capacity(system: System) -> None:
     # Any other transfer of hers is refused: it is not her conversation.
     elsewhere = await system.transfer(cid, alice_token, to_skill_group="general")
     assert elsewhere.status_code == 403, elsewhere.text
-    event = await system.wait_for_event(cid, visitor, "conversation.transferred")
+    event = await system.wait_for_event(cid, bob_token, "conversation.transferred")
     assert event["data"]["from_agent_id"] == alice and event["data"]["to_agent_id"] == bob
-    assert event["data"]["note"] == "Needs a refund approval"
+    notes = [e["data"] for e in await system.events(cid) if e["type"] == "note.created"]
+    assert notes == [{"kind": "transfer", "by": alice, "text": "Needs a refund approval"}]
+    # The visitor reads that someone else will answer, and their name (tests/test_audience.py).
+    told = await system.wait_for_event(cid, visitor, "conversation.transferred")
+    assert set(told["data"]) == {"sender_role", "text"}
     # The old agent is out, the new one is in.
     assert (await system.post_message(cid, alice_token, "still me?")).status_code == 403
     assert (await system.post_message(cid, bob_token, "Hi, Bob here")).status_code == 201
@@ -48,7 +52,7 @@ async def test_transfer_to_an_agent_within_capacity(system: System) -> None:
     await system.wait_for_state(other, other_visitor, "active")
     full = await system.transfer(other, to_agent_id=bob)
     assert full.status_code == 409, full.text
-    assert (await system.conversation(other, other_visitor))["agent_id"] == alice
+    assert (await system.conversation(other))["agent_id"] == alice
     assert (await _load(system, alice), await _load(system, bob)) == (1, 1)
 
 
@@ -82,7 +86,7 @@ async def test_transfer_to_a_group_queues_ahead_of_later_arrivals(system: System
     assert await _load(system, alice) == 0
 
     await system.set_status(carol, carol_token, "online")
-    body = await system.wait_for_state(cid, visitor, "active")
+    body = await system.wait_for_state(cid, None, "active")
     assert body["agent_id"] == carol
     types = [e["type"] for e in await system.events(cid, visitor)]
     assert types.count("conversation.assigned") == 2
@@ -96,13 +100,13 @@ async def test_a_transfer_to_a_group_goes_to_another_agent_not_back_to_who_hande
     cid, visitor = await system.start_conversation()
     await system.wait_for_state(cid, visitor, "active")
     bob, bob_token = await system.create_agent("bob", max_concurrent=2)
-    other, other_visitor = await system.start_conversation()
-    assert (await system.wait_for_state(other, other_visitor, "active"))["agent_id"] == bob
+    other, _other_visitor = await system.start_conversation()
+    assert (await system.wait_for_state(other, None, "active"))["agent_id"] == bob
 
     moved = await system.transfer(cid, alice_token, to_skill_group="general", note="Shift ends")
     assert moved.status_code == 200, moved.text
     # Alice is the least loaded once she hands it on, but she handed it on: bob takes it.
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == bob
+    assert (await system.wait_for_state(cid, None, "active"))["agent_id"] == bob
     assert (await _load(system, alice), await _load(system, bob)) == (0, 2)
 
     # With nobody else online it goes back to the agent who handed it on, never to no one.
@@ -111,7 +115,7 @@ async def test_a_transfer_to_a_group_goes_to_another_agent_not_back_to_who_hande
     await system.wait_for_state(alone, alone_visitor, "active")
     moved = await system.transfer(alone, alice_token, to_skill_group="general")
     assert moved.status_code == 200, moved.text
-    assert (await system.wait_for_state(alone, alone_visitor, "active"))["agent_id"] == alice
+    assert (await system.wait_for_state(alone, None, "active"))["agent_id"] == alice
     types = [e["type"] for e in await system.events(alone, alone_visitor)]
     assert types.count("conversation.assigned") == 2
 
@@ -123,7 +127,7 @@ async def _served_by_slow(system: System) -> Visit:
     """A conversation SLOW (capacity 1) serves, and will not answer."""
     await system.create_agent(SLOW, max_concurrent=1)
     visit = await system.start_conversation()
-    assert (await system.wait_for_state(*visit, "active"))["agent_id"] == SLOW
+    assert (await system.wait_for_state(visit.conversation_id, None, "active"))["agent_id"] == SLOW
     return visit
 
 
@@ -131,7 +135,9 @@ async def _busy_colleague(system: System, name: str) -> tuple[AgentLogin, Visit]
     """A colleague online with capacity 1, busy with another visitor (answered in time)."""
     colleague = await system.create_agent(name, max_concurrent=1)
     other = await system.start_conversation()
-    assert (await system.wait_for_state(*other, "active"))["agent_id"] == colleague.id
+    assert (await system.wait_for_state(other.conversation_id, None, "active"))[
+        "agent_id"
+    ] == colleague.id
     await system.say(other.conversation_id, colleague.token, "Hello, how can I help?")
     return colleague, other
 
@@ -146,8 +152,8 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     await time_env.sleep(100)
     assert (await system.pending_timer(cid, "first_reply_due_at"))["agent_id"] == SLOW
     await time_env.sleep(30)
-    requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
-    assert requeued["data"] == {"agent_id": SLOW, "reason": "no_first_reply"}
+    requeued = await system.wait_for_event(cid, None, "conversation.requeued")
+    assert (requeued["data"]["agent_id"], requeued["data"]["reason"]) == (SLOW, "no_first_reply")
     assert await _load(system, SLOW) == 0
     # Slow has room, but fast is online to serve it: it waits for fast, at the head.
     body = await system.conversation(cid, visitor)
@@ -161,7 +167,7 @@ async def test_an_agent_who_never_replies_loses_the_conversation_and_is_skipped(
     await eventually(listed_as_queued, what="queued with no AgentId in the search attributes")
 
     assert (await system.close(other, fast_token)).status_code == 200
-    body = await system.wait_for_state(cid, visitor, "active")
+    body = await system.wait_for_state(cid, None, "active")
     assert body["agent_id"] == fast  # not back to the slow one, though both have room
 
     async def listed_with_fast() -> bool:
@@ -182,7 +188,7 @@ async def test_the_groups_only_agent_online_gets_back_what_they_left_unanswered(
     await time_env.sleep(130)
     await system.wait_for_event(cid, visitor, "conversation.requeued")
     # Nobody else is online to serve it: back to slow rather than waiting for no one.
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == SLOW
+    assert (await system.wait_for_state(cid, None, "active"))["agent_id"] == SLOW
     types = [e["type"] for e in await system.events(cid, visitor)]
     assert types.count("conversation.assigned") == 2
 
@@ -198,7 +204,7 @@ async def test_a_skip_lapses_when_the_other_agent_online_leaves(
     assert (await system.conversation(cid, visitor))["state"] == "queued"  # waits for busy
 
     await system.set_status(*busy, "offline")  # the end of busy's shift
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == SLOW
+    assert (await system.wait_for_state(cid, None, "active"))["agent_id"] == SLOW
 
 
 async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_too(
@@ -213,10 +219,10 @@ async def test_the_agent_a_conversation_is_transferred_to_must_answer_in_time_to
     moved = await system.transfer(cid, alice_token, to_agent_id=bob)
     assert moved.status_code == 200, moved.text
     await time_env.sleep(130)  # bob never writes
-    requeued = await system.wait_for_event(cid, visitor, "conversation.requeued")
-    assert requeued["data"] == {"agent_id": bob, "reason": "no_first_reply"}
+    requeued = await system.wait_for_event(cid, None, "conversation.requeued")
+    assert (requeued["data"]["agent_id"], requeued["data"]["reason"]) == (bob, "no_first_reply")
     # Back with alice (she has room again); not with bob, who is skipped now.
-    assert (await system.wait_for_state(cid, visitor, "active"))["agent_id"] == alice
+    assert (await system.wait_for_state(cid, None, "active"))["agent_id"] == alice
 
 
 async def test_what_the_new_agent_writes_during_the_handover_keeps_its_countdown(
@@ -252,7 +258,7 @@ async def test_what_the_new_agent_writes_during_the_handover_keeps_its_countdown
     assert warning["data"]["sender_role"] == "system"
     types = [e["type"] for e in await system.events(cid, visitor)]
     assert "conversation.requeued" not in types
-    assert (await system.conversation(cid, visitor))["agent_id"] == bob
+    assert (await system.conversation(cid))["agent_id"] == bob
 
 
 async def test_transfer_errors(system: System) -> None:
@@ -272,4 +278,4 @@ async def test_transfer_errors(system: System) -> None:
         assert response.status_code == code, (body, response.text)
     visitor_try = await system.transfer(cid, visitor, to_skill_group="general")
     assert visitor_try.status_code == 403
-    assert (await system.conversation(cid, visitor))["agent_id"] == alice
+    assert (await system.conversation(cid))["agent_id"] == alice

@@ -173,7 +173,7 @@ def _worker(env: WorkflowEnvironment, stubs: StubActivities, task_queue: str) ->
 async def _start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Any, str]:
     return await env.client.start_workflow(
         ConversationWorkflow.run,
-        ConversationFlow(conversation_id="c1", customer_id="customer-1", channel="web"),
+        ConversationFlow(conversation_id="c1", channel="web"),
         id=f"conversation-{uuid.uuid4().hex[:12]}",
         task_queue=task_queue,
     )
@@ -499,7 +499,6 @@ def test_every_stage_survives_a_trip_through_the_older_flags(stage: Stage) -> No
     armed = stage in (Stage.COUNTING_DOWN, Stage.WARNED)
     flow = ConversationFlow(
         conversation_id="c1",
-        customer_id="customer-1",
         channel="web",
         stage=stage,
         state=stage.state,

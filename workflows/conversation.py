@@ -130,6 +130,7 @@ class ConversationWorkflow:
     @workflow.init
     def __init__(self, flow: ConversationFlow) -> None:
         read_older_flags(flow)
+        flow.customer_id = ""  # an older API's input named the customer: not carried on
         self.flow = flow
         self._transfer_result: TransferResult | None = None
 

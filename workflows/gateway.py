@@ -101,7 +101,6 @@ class ConversationGateway:
         client = await self.client()
         flow = ConversationFlow(
             conversation_id=conversation.id,
-            customer_id=conversation.customer_id,
             channel=conversation.channel,
             tier=conversation.tier,
         )

@@ -140,6 +140,21 @@ BRANCHES = (
             "and tests/histories/continued_as_new.v3.json)"
         ),
     ),
+    Compatibility(
+        "ConversationFlow.customer_id, RatingSubmission.comment, TransferRequest.note",
+        added="2026-12-01 (customer data out of the histories)",
+        older=(
+            "the flow carried the customer's id, the rating update its comment and the transfer "
+            "update its note: the flow's customer_id is written empty (older workers require "
+            "it) and whatever an older flow holds there is not used; a comment or note that "
+            "comes (from an older API) is still stored by the activities"
+        ),
+        retire_when=(
+            "no worker or API process older than this runs and no conversation started before "
+            "it was deployed is open (then drop the three fields; the customer ids in older "
+            "histories go with the namespace's retention)"
+        ),
+    ),
 )
 
 

@@ -67,7 +67,7 @@ async def conversation_snapshot(
     conversation: ConversationOfCaller, services: ServicesDep
 ) -> ConversationSupervision:
     snapshot = await services.temporal.snapshot(conversation.id)
-    view = await conversation_view(services.db, conversation.id)
+    view = await conversation_view(services.db, conversation.id, staff=True)
     return ConversationSupervision(
         workflow=snapshot, queue_position=view.queue_position, estimated_wait=view.estimated_wait
     )

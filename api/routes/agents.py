@@ -181,7 +181,7 @@ async def list_agent_conversations(
     views = await run_in_threadpool(
         agent_conversations, services.db, agent_id=agent.id, state=state, limit=limit
     )
-    return [conversation_public(view) for view in views]
+    return [conversation_public(view, staff=True) for view in views]
 
 
 @router.get(

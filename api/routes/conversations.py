@@ -1,4 +1,4 @@
-"""Conversations: start, look at, message, follow events, close, rate."""
+"""Conversations: start, look at, message, follow events, write notes, close, transfer, rate."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from api.deps import (
     ConversationOfCaller,
     ConversationOfStreamer,
     CurrentPrincipal,
+    Principal,
+    Services,
     ServicesDep,
     StreamPrincipal,
     StreamStart,
@@ -32,8 +34,10 @@ from api.schemas import (
     ConversationCreated,
     ConversationPublic,
     EventPage,
+    EventPublic,
     MessageCreate,
     MessagePublic,
+    NoteCreate,
     RatingCreate,
     RatingPublic,
     ReadReceipt,
@@ -68,6 +72,7 @@ from store.conversations import (
     ConversationView,
     SeqNotReached,
     conversation_events,
+    keep_rating_comment,
     open_conversation,
     record_read,
     view_conversation,
@@ -82,6 +87,7 @@ from store.messages import (
     store_message,
 )
 from store.models import Conversation, Message, utcnow
+from store.notes import add_note, add_transfer_note
 from store.rates import RateLimited
 
 NOT_ACTIVE = "the conversation is not active"
@@ -96,8 +102,11 @@ _ACCESS = {
 }
 
 
-def conversation_public(view: ConversationView) -> ConversationPublic:
+def conversation_public(view: ConversationView, *, staff: bool) -> ConversationPublic:
+    """The conversation as staff or as its visitor see it (a visitor sees the agent's display
+    name, not their id)."""
     conversation = view.conversation
+    serving = conversation.state != ConversationState.QUEUED
     return ConversationPublic(
         id=conversation.id,
         customer_id=conversation.customer_id,
@@ -108,7 +117,8 @@ def conversation_public(view: ConversationView) -> ConversationPublic:
         priority=conversation.priority,
         routing_rule=conversation.routing_rule,
         policy_version=conversation.policy_version,
-        agent_id=conversation.agent_id if conversation.state != ConversationState.QUEUED else None,
+        agent_id=conversation.agent_id if serving and staff else None,
+        agent_name=view.agent_name if serving else None,
         queue_position=view.queue_position,
         estimated_wait=view.estimated_wait,
         last_seq=conversation.last_seq,
@@ -125,12 +135,14 @@ def conversation_public(view: ConversationView) -> ConversationPublic:
     )
 
 
-async def conversation_view(db: Database, conversation_id: str) -> ConversationPublic:
+async def conversation_view(
+    db: Database, conversation_id: str, *, staff: bool
+) -> ConversationPublic:
     try:
         view = await run_in_threadpool(view_conversation, db, conversation_id=conversation_id)
     except ConversationNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
-    return conversation_public(view)
+    return conversation_public(view, staff=staff)
 
 
 @router.post(
@@ -181,7 +193,7 @@ async def start_conversation(
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    view = await conversation_view(services.db, conversation.id)
+    view = await conversation_view(services.db, conversation.id, staff=False)
     return ConversationCreated(
         **view.model_dump(), visitor_token=visitor_token(services.settings, conversation.id)
     )
@@ -195,9 +207,9 @@ async def start_conversation(
     responses=errors(_ACCESS),
 )
 async def get_conversation(
-    conversation: ConversationOfCaller, services: ServicesDep
+    conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
 ) -> ConversationPublic:
-    return await conversation_view(services.db, conversation.id)
+    return await conversation_view(services.db, conversation.id, staff=principal.is_staff)
 
 
 def _message_public(message: Message) -> MessagePublic:
@@ -390,6 +402,7 @@ async def typing(
 )
 async def list_events(
     conversation: ConversationOfCaller,
+    principal: CurrentPrincipal,
     services: ServicesDep,
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
@@ -400,7 +413,11 @@ async def list_events(
         lambda: [
             event_public(row)
             for row in conversation_events(
-                services.db, conversation_id=conversation.id, after_seq=after_seq, limit=limit + 1
+                services.db,
+                conversation_id=conversation.id,
+                after_seq=after_seq,
+                limit=limit + 1,
+                staff=principal.is_staff,
             )
         ]
     )
@@ -439,7 +456,7 @@ async def stream_events(
     return event_stream(
         settings=services.settings,
         hints=services.hints,
-        read=conversation_log(services.db, conversation.id),
+        read=conversation_log(services.db, conversation.id, staff=principal.is_staff),
         key=conversation.id,
         after_seq=after_seq,
         viewer=principal.id,
@@ -469,11 +486,11 @@ async def close_conversation(
             raise HTTPException(
                 status.HTTP_409_CONFLICT, detail="the conversation is already closed"
             )
-        return await conversation_view(services.db, conversation.id)
-    await services.temporal.close(
-        conversation.id, CloseRequest(by_role=principal.role, by_id=principal.id)
-    )
-    return await conversation_view(services.db, conversation.id)
+    else:
+        await services.temporal.close(
+            conversation.id, CloseRequest(by_role=principal.role, by_id=principal.id)
+        )
+    return await conversation_view(services.db, conversation.id, staff=principal.is_staff)
 
 
 @router.post(
@@ -508,7 +525,7 @@ async def transfer_conversation(
             to_skill_group=body.to_skill_group,
         )
     ):
-        return await conversation_view(services.db, conversation.id)
+        return await _with_transfer_note(services, conversation.id, principal, body.note)
     await conversation_of_caller(principal, conversation)
     # The workflow's validator does no I/O: the policy's groups and the agents are checked here.
     if body.to_skill_group is not None and (
@@ -533,11 +550,49 @@ async def transfer_conversation(
             by_id=principal.id,
             to_agent_id=body.to_agent_id,
             to_skill_group=body.to_skill_group,
-            note=body.note,
         ),
         assignment=(conversation.assigned_at or conversation.created_at).isoformat(),
     )
-    return await conversation_view(services.db, conversation.id)
+    return await _with_transfer_note(services, conversation.id, principal, body.note)
+
+
+async def _with_transfer_note(
+    services: Services, conversation_id: str, principal: Principal, note: str | None
+) -> ConversationPublic:
+    """The note for the next agent, written once the transfer took effect (a retried transfer
+    writes it if the first try did not get that far): staff's alone, and never through the
+    workflow's history."""
+    if note:
+        await run_in_threadpool(
+            lambda: add_transfer_note(
+                services.db, conversation_id=conversation_id, by_id=principal.id, text=note
+            )
+        )
+    return await conversation_view(services.db, conversation_id, staff=True)
+
+
+@router.post(
+    "/{conversation_id}/notes",
+    **operation("conversations", "add_note"),
+    status_code=status.HTTP_201_CREATED,
+    response_model=EventPublic,
+    summary="Write an internal note: a note.created event for staff alone (never the visitor)",
+    responses=errors({**_ACCESS, 403: "Only its agent or an admin"}),
+    dependencies=[require(Role.AGENT, Role.ADMIN)],
+)
+async def add_conversation_note(
+    body: NoteCreate,
+    conversation: ConversationOfCaller,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+) -> EventPublic:
+    note = await run_in_threadpool(
+        lambda: add_note(
+            services.db, conversation_id=conversation.id, by_id=principal.id, text=body.content
+        )
+    )
+    services.hints.wake(*stream_keys(conversation.id, conversation.agent_id))
+    return event_public(note)
 
 
 @router.post(
@@ -557,26 +612,36 @@ async def rate_conversation(
     # Rated, expired or never invited: the workflow may have ended, so the stored copy answers.
     # This rating sent again (its first answer lost) is answered as it was; another is refused.
     if conversation.rating_status == RatingStatus.RATED:
-        return _as_rated(body, conversation)
+        return await _as_rated(services, body, conversation)
     if conversation.rating_status != RatingStatus.PENDING:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="no rating invite is pending")
+    # The workflow hears the score, never the comment (customer text stays out of Temporal).
     await services.temporal.submit_rating(
-        conversation.id,
-        RatingSubmission(score=body.score, resolved=body.resolved, comment=body.comment),
+        conversation.id, RatingSubmission(score=body.score, resolved=body.resolved)
     )
     # Every rating of a conversation is one update: one sent at the same time as another may
     # have been answered with the other's outcome.
     rated = await load_conversation(services, conversation.id)
-    return _as_rated(body, rated)
+    return await _as_rated(services, body, rated)
 
 
-def _as_rated(body: RatingCreate, conversation: Conversation) -> RatingPublic:
-    """The stored rating, if it is this one."""
-    stored = (conversation.rating_score, conversation.rating_resolved, conversation.rating_comment)
-    if conversation.rating_status != RatingStatus.RATED or stored != (
-        body.score,
-        body.resolved,
-        body.comment,
-    ):
+async def _as_rated(
+    services: Services, body: RatingCreate, conversation: Conversation
+) -> RatingPublic:
+    """The stored rating, if it is this one; its comment is stored here, once the workflow
+    has taken the rating (a retry stores it if the first try did not get that far)."""
+    if conversation.rating_status != RatingStatus.RATED or (
+        conversation.rating_score,
+        conversation.rating_resolved,
+    ) != (body.score, body.resolved):
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
-    return conversation_public(ConversationView(conversation)).rating
+    comment = conversation.rating_comment
+    if comment is None and body.comment is not None:
+        comment = await run_in_threadpool(
+            lambda: keep_rating_comment(
+                services.db, conversation_id=conversation.id, comment=body.comment or ""
+            )
+        )
+    if comment != body.comment:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
+    return conversation_public(ConversationView(conversation), staff=False).rating

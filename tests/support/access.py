@@ -71,6 +71,9 @@ ACCESS: dict[tuple[str, str], Route] = {
         body={"to_skill_group": "general"},
         consumes=True,
     ),
+    ("POST", "/v1/conversations/{conversation_id}/notes"): Route(
+        frozenset({Caller.OWNER_AGENT, Caller.ADMIN}), body={"content": "Prefers email"}
+    ),
     ("POST", "/v1/conversations/{conversation_id}/rating"): Route(
         frozenset({Caller.OWN_VISITOR}),
         body={"score": 5},
