@@ -16,6 +16,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,48 +69,49 @@ def _writes_held(db: Database, table: str) -> Iterator[Callable[[str], Awaitable
             holder.rollback()
 
 
-async def _cut_while_writing(
-    proxy: TcpProxy,
-    deployment: Deployment,
-    db: Database,
-    *,
-    table: str,
-    statement: str,
-    request: Callable[[], Awaitable[httpx.Response]],
-) -> httpx.Response:
-    """Send `request`; once its write waits on `table` with `statement`, cut the database and
-    let the write go on the broken connection. The database is back once the write failed (the
-    API answered, a 503, or a worker's activity failed); answers the request's first answer."""
-
-    def activity_failures() -> int:
-        return deployment.log("worker-0").count(_ACTIVITY_FAILED)
-
-    failures = activity_failures()
-    with _writes_held(db, table) as waits:
-        answer = asyncio.ensure_future(request())
-        await eventually(lambda: waits(statement), what=f"a write waiting at {statement}")
-        proxy.cut()
-
-    async def failed() -> bool:
-        return answer.done() or activity_failures() > failures
-
-    try:
-        await eventually(failed, timeout=60, what=f"the write at {statement} failing")
-    finally:
-        proxy.restore()
-    return await answer  # once the database is back, for an activity's caller
+Request = Callable[[], Awaitable[httpx.Response]]
 
 
-async def _until_answered(
-    request: Callable[[], Awaitable[httpx.Response]], *codes: int
-) -> httpx.Response:
-    """Send `request` again, as a client does after a 503, until it answers one of `codes`."""
+@dataclass
+class _Outage:
+    """The database goes while a write is in flight, and comes back."""
 
-    async def answered() -> httpx.Response | None:
-        response = await request()
-        return response if response.status_code in codes else None
+    proxy: TcpProxy  # the processes' only way to the database
+    deployment: Deployment
+    db: Database  # the test's own way to it
 
-    return await eventually(answered, timeout=90, every=0.5, what=f"an answer in {codes}")
+    async def write(
+        self, request: Request, *, table: str, statement: str, until: tuple[int, ...]
+    ) -> httpx.Response:
+        """Send `request`; once its write waits on `table` with `statement`, cut the database
+        and let the write go on the broken connection. The database is back once the write
+        failed (the API answered, a 503, or a worker's activity failed); then the request is
+        sent again, as a client does after a 503, until it answers one of `until`. Answers
+        the first answer."""
+        failures = self._activity_failures()
+        with _writes_held(self.db, table) as waits:
+            answer = asyncio.ensure_future(request())
+            await eventually(lambda: waits(statement), what=f"a write waiting at {statement}")
+            self.proxy.cut()
+
+        async def failed() -> bool:
+            return answer.done() or self._activity_failures() > failures
+
+        try:
+            await eventually(failed, timeout=60, what=f"the write at {statement} failing")
+        finally:
+            self.proxy.restore()
+        first = await answer  # (an activity's caller is answered once the database is back)
+
+        async def answered() -> httpx.Response | None:
+            response = await request()
+            return response if response.status_code in until else None
+
+        await eventually(answered, timeout=90, every=0.5, what=f"an answer in {until}")
+        return first
+
+    def _activity_failures(self) -> int:
+        return self.deployment.log("worker-0").count(_ACTIVITY_FAILED)
 
 
 @pytest.mark.e2e
@@ -135,7 +137,8 @@ async def test_no_log_line_carries_customer_data_through_an_outage(
             )
             try:
                 async with deployment.client() as api:
-                    await _drive(api, deployment, proxy, postgres_db, canary, customer_id, secrets)
+                    outage = _Outage(proxy, deployment, postgres_db)
+                    await _drive(api, outage, canary, customer_id, secrets)
             finally:
                 deployment.stop(faults=True)
     finally:
@@ -158,14 +161,9 @@ async def test_no_log_line_carries_customer_data_through_an_outage(
 
 
 async def _drive(
-    api: ApiClient,
-    deployment: Deployment,
-    proxy: TcpProxy,
-    db: Database,
-    canary: str,
-    customer_id: str,
-    secrets: list[str],
+    api: ApiClient, outage: _Outage, canary: str, customer_id: str, secrets: list[str]
 ) -> None:
+    """Every customer field written through an outage; the credentials used join `secrets`."""
     first = await api.create_agent(max_concurrent=5)
     second = await api.create_agent(max_concurrent=5)
     secrets += [first.token, second.token]
@@ -178,16 +176,11 @@ async def _drive(
             json={"customer_id": customer_id, "channel": "web", "order_id": f"order-{canary}"},
         )
 
-    refused = await _cut_while_writing(
-        proxy,
-        deployment,
-        db,
-        table="conversation",
-        statement="INSERT INTO conversation",
-        request=start,
+    refused = await outage.write(
+        start, table="conversation", statement="INSERT INTO conversation", until=(200, 201)
     )
     assert refused.status_code == 503, refused.text
-    started = expect(await _until_answered(start, 200, 201))
+    started = expect(await start())
     conversation_id, visitor = started["id"], started["visitor_token"]
     secrets.append(visitor)
     held = await api.wait_for(conversation_id, timeout=60, state="active")
@@ -202,11 +195,10 @@ async def _drive(
             conversation_id, visitor, f"My address is 1 {canary} Road", message_id
         )
 
-    refused = await _cut_while_writing(
-        proxy, deployment, db, table="message", statement="INSERT INTO message", request=post
+    refused = await outage.write(
+        post, table="message", statement="INSERT INTO message", until=(200, 201)
     )
     assert refused.status_code == 503, refused.text
-    expect(await _until_answered(post, 201))
 
     # A transfer note: the worker's activity writes it, and fails as the database goes.
     def transfer() -> Awaitable[httpx.Response]:
@@ -214,15 +206,7 @@ async def _drive(
             conversation_id, holder.token, to_agent_id=other.id, note=f"Refund {canary}"
         )
 
-    await _cut_while_writing(
-        proxy,
-        deployment,
-        db,
-        table="event",
-        statement="INSERT INTO event",
-        request=transfer,
-    )
-    expect(await _until_answered(transfer, 200))
+    await outage.write(transfer, table="event", statement="INSERT INTO event", until=(200,))
     await api.wait_for(conversation_id, timeout=60, agent_id=other.id)
 
     # A rating comment, the same way.
@@ -237,15 +221,9 @@ async def _drive(
     def rate() -> Awaitable[httpx.Response]:
         return api.rate(conversation_id, visitor, 2, comment=f"Rude: {canary}")
 
-    await _cut_while_writing(
-        proxy,
-        deployment,
-        db,
-        table="conversation",
-        statement="UPDATE conversation SET%rating_comment",
-        request=rate,
+    await outage.write(
+        rate, table="conversation", statement="UPDATE conversation SET%rating_comment", until=(201,)
     )
-    expect(await _until_answered(rate, 201))
 
     # A left message and its contact: a callback conversation overflows to one (processes.py).
     callback = await api.start_conversation(f"{customer_id}-2", entry="callback_test")
@@ -260,16 +238,10 @@ async def _drive(
             contact=f"{canary}@example",
         )
 
-    refused = await _cut_while_writing(
-        proxy,
-        deployment,
-        db,
-        table="left_message",
-        statement="INSERT INTO left_message",
-        request=leave,
+    refused = await outage.write(
+        leave, table="left_message", statement="INSERT INTO left_message", until=(201,)
     )
     assert refused.status_code == 503, refused.text
-    expect(await _until_answered(leave, 201))
 
     # Paths: a customer's id in one (routed or not), a stream ticket in a query string.
     await api.http.get(f"/v1/customers/{customer_id}/conversations", headers=bearer(ADMIN_TOKEN))
