@@ -3,7 +3,7 @@
 The request id comes from the caller's `X-Request-ID` (when it is a sensible one) or is made
 here, and goes back in the response's `X-Request-ID`. It, and the ids in the path (conversation,
 agent) once the route is known, are bound with structlog's contextvars, so every line the
-request logs carries them.
+request logs carries them. A customer's id never is: the access line redacts it from the path.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _ACCEPTED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# Path parameters worth having on every log line of a request.
+# Path parameters worth having on every log line of a request (never a customer's id).
 PATH_IDS = ("conversation_id", "agent_id")
+# A path segment that is a customer's id (/v1/customers/{customer_id}/…), routed or not.
+_CUSTOMER_ID = re.compile(r"(?<=/customers/)[^/]+", re.IGNORECASE)
 UNMATCHED_ROUTE = "unmatched"
 
 log = structlog.stdlib.get_logger("switchboard.api.access")
@@ -51,6 +53,12 @@ def _route_template(scope: Scope) -> str:
         routes = getattr(scope.get("app"), "routes", [])
         route = next((r for r in routes if getattr(r, "endpoint", None) == scope["endpoint"]), None)
     return getattr(route, "path", None) or UNMATCHED_ROUTE
+
+
+def loggable_path(path: str) -> str:
+    """The path as the access line shows it: customer ids replaced, as customer data. (The
+    query, where stream tickets travel, is never logged: ASGI keeps it out of the path.)"""
+    return _CUSTOMER_ID.sub("{customer_id}", path)
 
 
 def _request_id(scope: Scope) -> str:
@@ -104,7 +112,7 @@ class RequestContext:
             log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=loggable_path(scope["path"]),
                 route=route,
                 status=status,
                 duration_ms=round(duration * 1000, 1),

@@ -695,17 +695,6 @@ async def activity_retries(client: Client, chats: list[Chat]) -> dict[str, int]:
     return retried
 
 
-def failed_attempts(deployment: Deployment, activity_type: str) -> int:
-    """Attempts of this activity the workers logged as failed (a local activity's retries
-    show nowhere else while they go on)."""
-    return sum(
-        line.count(f"'activity_type': '{activity_type}'")
-        for log in deployment.logs.glob("worker-*.log")
-        for line in log.read_text().splitlines()
-        if "Completing activity as failed" in line
-    )
-
-
 @pytest.mark.postgres
 async def test_a_database_outage_answers_503_and_loses_nothing(
     dev_env, tmp_path: Path, postgres_db: Database
@@ -776,7 +765,7 @@ async def test_a_database_outage_answers_503_and_loses_nothing(
                 await until_past(due)  # every idle warning came due: their activities fail...
 
                 async def warnings_failing() -> bool:
-                    return failed_attempts(deployment, "send_idle_warning") > 0
+                    return deployment.failed_attempts("send_idle_warning") > 0
 
                 await poll(warnings_failing, what="an activity failing while the database is down")
                 proxy.restore()  # ...and succeed on a retry once it is back

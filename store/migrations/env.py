@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 
 from settings import get_settings
 from store import models  # noqa: F401  (registers the tables)
+from store.db import create_engine
 
 
 def run(connection: sa.Connection) -> None:
@@ -26,5 +27,5 @@ given = context.config.attributes.get("connection")
 if given is not None:
     run(given)
 else:
-    with sa.create_engine(get_settings().database_url).begin() as connection:
+    with create_engine(get_settings().database_url).begin() as connection:
         run(connection)

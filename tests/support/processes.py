@@ -129,6 +129,16 @@ class Deployment:
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()
 
+    def failed_attempts(self, activity_type: str) -> int:
+        """Attempts of this activity the workers logged as failed (a local activity's retries
+        show nowhere else while they go on)."""
+        return sum(
+            line.count(f"'activity_type': '{activity_type}'")
+            for log in self.logs.glob("worker-*.log")
+            for line in log.read_text().splitlines()
+            if "Completing activity as failed" in line
+        )
+
     def _start(self, name: str, command: list[str]) -> None:
         self.commands[name] = command
         self.processes[name] = subprocess.Popen(
