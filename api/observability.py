@@ -23,6 +23,9 @@ _ACCEPTED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Path parameters worth having on every log line of a request.
 PATH_IDS = ("conversation_id", "agent_id")
 UNMATCHED_ROUTE = "unmatched"
+# A customer's id is personal data: a path that carries one is logged without it (refused
+# requests too, which never reach routing).
+_CUSTOMER_PATH = re.compile(r"^/v1/customers/[^/]*")
 
 log = structlog.stdlib.get_logger("switchboard.api.access")
 
@@ -104,7 +107,7 @@ class RequestContext:
             log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=_CUSTOMER_PATH.sub("/v1/customers/{customer_id}", scope["path"]),
                 route=route,
                 status=status,
                 duration_ms=round(duration * 1000, 1),
