@@ -5,7 +5,7 @@ An erase closes the customer's open conversation as an admin does, then leaves n
 any table or any workflow history, and the visitor's and the agent's events show the marker;
 it is recorded as an admin action, logged without the customer's id, and a retry erases
 nothing. The worker's retention schedule erases a conversation closed long enough ago, and not
-a recent one."""
+a recent one; a worker that starts again leaves it paused if ops paused it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from tests.support.canary import Canary, histories_holding, rows_holding
 from tests.support.data import closed_conversation
 from tests.support.policy import keep_transcripts
 from tests.support.processes import Deployment
-from workflows.schedules import RETENTION_SCHEDULE_ID
+from workflows.schedules import RETENTION_SCHEDULE_ID, ensure_retention_schedule
 
 pytestmark = pytest.mark.e2e
 
@@ -199,3 +199,27 @@ async def test_the_retention_schedule_erases_old_transcripts_and_not_recent_ones
     assert erased_at[old] is not None and erased_at[recent] is None
     kept = rows_holding(empty_db, canary.prefix)["message"]
     assert len(kept) == 1 and canary("recent") in kept[0]
+
+
+async def test_a_worker_that_starts_again_keeps_the_schedule_paused(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    schedule_id = f"retention-{uuid.uuid4().hex}"
+    await ensure_retention_schedule(
+        dev_env.client, task_queue="tq-first", every=timedelta(hours=1), schedule_id=schedule_id
+    )
+    handle = dev_env.client.get_schedule_handle(schedule_id)
+    try:
+        await handle.pause(note="an audit")
+
+        await ensure_retention_schedule(
+            dev_env.client, task_queue="tq-next", every=timedelta(hours=2), schedule_id=schedule_id
+        )
+
+        schedule = (await handle.describe()).schedule
+        assert schedule.state.paused and schedule.state.note == "an audit"
+        assert isinstance(schedule.action, ScheduleActionStartWorkflow)
+        assert schedule.action.task_queue == "tq-next"
+        assert [interval.every for interval in schedule.spec.intervals] == [timedelta(hours=2)]
+    finally:
+        await handle.delete()
