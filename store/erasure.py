@@ -113,6 +113,12 @@ def erase_conversation(db: Database, *, conversation_id: str) -> Erased:
     left message or a rating being stored commits first, or waits and finds it erased).
     Unknown → ConversationNotFound; not closed → ConversationOpen."""
     with db.write() as session:
+        # The left message's row before the conversation's, as its resolution takes them.
+        left = session.exec(
+            select(LeftMessage)
+            .where(LeftMessage.conversation_id == conversation_id)
+            .with_for_update()
+        ).all()
         conversation = session.get(Conversation, conversation_id, with_for_update=True)
         if conversation is None:
             raise ConversationNotFound(conversation_id)
@@ -124,9 +130,6 @@ def erase_conversation(db: Database, *, conversation_id: str) -> Erased:
             .values(content=ERASED)
         ).rowcount
         changed = messages + _erase_fields(conversation, _CONVERSATION_TEXT)
-        left = session.exec(
-            select(LeftMessage).where(LeftMessage.conversation_id == conversation_id)
-        ).all()
         for message in left:
             if _erase_fields(message, _LEFT_MESSAGE_TEXT):
                 session.add(message)
