@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     stream_keepalive_seconds: float = 15
     # Safety net for assignment triggers lost to a crash.
     reconcile_interval_seconds: float = 10.0
+    # How often the retention schedule erases expired transcripts (the policy says which).
+    retention_interval_seconds: int = Field(default=3600, ge=60)
     # Logs: JSON lines or readable console lines; unset means JSON in production only.
     log_format: LogFormat | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

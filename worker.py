@@ -24,15 +24,19 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import ConversationActivities
+from activities.retention import RetentionActivities
 from dispatcher import Reconciler
 from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import PROJECT_ROOT, Settings, get_settings
 from store.db import Database
 from workflows import ConversationWorkflow
+from workflows.retention import TranscriptRetention
+from workflows.schedules import ensure_retention_schedule
 
 log = logging.getLogger("switchboard.worker")
 
@@ -75,11 +79,12 @@ def cache_workflow_bytecode() -> None:
 
 def build_worker(*, client: Client, db: Database, policy: PolicySource, task_queue: str) -> Worker:
     activities = ConversationActivities(db=db, policy=policy, client=client)
+    retention = RetentionActivities(db=db, policy=policy)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ConversationWorkflow],
-        activities=activities.all(),
+        workflows=[ConversationWorkflow, TranscriptRetention],
+        activities=[*activities.all(), *retention.all()],
         # Bounded cache: idle conversations are evicted and replayed when they wake.
         max_cached_workflows=2000,
         graceful_shutdown_timeout=timedelta(seconds=10),
@@ -96,6 +101,14 @@ async def run_worker(settings: Settings) -> None:
         settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime
     )
     worker = build_worker(client=client, db=db, policy=policy, task_queue=settings.task_queue)
+    try:
+        await ensure_retention_schedule(
+            client,
+            task_queue=settings.task_queue,
+            every=timedelta(seconds=settings.retention_interval_seconds),
+        )
+    except RPCError as exc:  # conversations come first: the next worker to start tries again
+        log.warning("could not create or update the retention schedule: %s", exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

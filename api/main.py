@@ -25,6 +25,7 @@ from api.routes import (
     admin,
     agents,
     conversations,
+    customers,
     health,
     left_messages,
     monitor,
@@ -183,6 +184,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(visitor_tokens.router)
     app.include_router(monitor.router)
     app.include_router(admin.router)
+    app.include_router(customers.router)
     app.include_router(stream_tickets.router)
     return app
 

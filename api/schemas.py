@@ -388,3 +388,16 @@ class StreamTicketCreate(_Input):
 class StreamTicketPublic(BaseModel):
     ticket: str = Field(description="Goes in that stream's URL as `?ticket=`; opens nothing else")
     expires_in: int = Field(description="Seconds left to open the stream with it")
+
+
+# --- customers ------------------------------------------------------------------------------
+
+
+class ErasurePublic(BaseModel):
+    conversations: int = Field(
+        description="The customer's conversations this erase changed (0 for every one erased "
+        "before, or for a customer with none)"
+    )
+    messages: int = Field(description="Messages whose text it replaced with the marker")
+    closed: int = Field(description="Open conversations it closed first (`admin_closed`)")
+    erased_at: datetime = Field(description="When, as recorded in the admin action")

@@ -13,6 +13,7 @@ import re
 import threading
 import tomllib
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,25 +33,28 @@ from domain.types import LEFT_MESSAGE, OnClosing
 
 log = logging.getLogger("switchboard.policy")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|y)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "y": 365 * 86400}
 # Every duration of the policy: a timer shorter than a second is noise, and one beyond a year
 # puts its deadline past what a datetime holds (a close retried for ever on the overflow).
 SHORTEST_DURATION = timedelta(seconds=1)
 LONGEST_DURATION = timedelta(days=365)
+# How long transcripts are kept is no timer: years are asked for (the law may want several).
+LONGEST_RETENTION = timedelta(days=3650)
 
 
-def parse_duration(value: Any) -> timedelta:
-    """'90s', '5m', '24h', '1.5h', '2d' → timedelta, from 1 second to 365 days."""
+def parse_duration(value: Any, *, longest: timedelta = LONGEST_DURATION) -> timedelta:
+    """'90s', '5m', '24h', '1.5h', '2d', '1y' (365 days) → timedelta, from 1 second to
+    `longest` (365 days)."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError(f"invalid duration {value!r}: use a number with s, m, h or d (90s)")
+        raise ValueError(f"invalid duration {value!r}: use a number with s, m, h, d or y (90s)")
     # Compared as seconds: a timedelta of "99999999999999d" cannot even be made.
-    if not SHORTEST_DURATION.total_seconds() <= seconds <= LONGEST_DURATION.total_seconds():
-        raise ValueError(f"invalid duration {value!r}: it must be from 1s to 365d")
+    if not SHORTEST_DURATION.total_seconds() <= seconds <= longest.total_seconds():
+        raise ValueError(f"invalid duration {value!r}: it must be from 1s to {longest.days}d")
     return timedelta(seconds=seconds)
 
 
@@ -65,10 +69,10 @@ def format_duration(delta: timedelta) -> str:
     return " ".join(parts) or "0 seconds"
 
 
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    PlainSerializer(lambda d: f"{d.total_seconds():g}s", return_type=str),
+_AS_SECONDS = PlainSerializer(lambda d: f"{d.total_seconds():g}s", return_type=str)
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), _AS_SECONDS]
+RetentionDuration = Annotated[
+    timedelta, BeforeValidator(partial(parse_duration, longest=LONGEST_RETENTION)), _AS_SECONDS
 ]
 
 
@@ -177,9 +181,18 @@ class Texts(_Strict):
         return self
 
 
+class Retention(_Strict):
+    # A closed conversation's text is erased this long after its close (store/erasure.py);
+    # none: kept for ever.
+    transcripts: RetentionDuration | None = None
+    # Conversations the retention run erases per activity call (each in its own transaction).
+    batch_size: int = Field(default=100, ge=1, le=1000)
+
+
 class Policy(_Strict):
     default_skill_group: str = "general"
     timeouts: Timeouts = Timeouts()
+    retention: Retention = Retention()
     skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
     routing: list[RoutingRule] = []
     texts: Texts = Texts()

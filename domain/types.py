@@ -400,6 +400,24 @@ class RatingRecord:
 
 
 @dataclass
+class RetentionRun:
+    """What the transcript retention run erased so far: its input (from its schedule, none;
+    from continue-as-new, the totals carried on) and its result. Counts only."""
+
+    conversations: int = 0
+    messages: int = 0
+
+
+@dataclass
+class RetentionBatch:
+    """One batch the retention activity erased, and whether a full batch was due (more may be)."""
+
+    conversations: int
+    messages: int
+    more: bool
+
+
+@dataclass
 class ConversationSnapshot:
     """What the workflow knows now (the `snapshot` query): state, who, and its pending timers
     with when they fire (None: not pending)."""

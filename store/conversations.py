@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from domain.types import ConversationState, EventType, RatingStatus, Role
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
+from store.erasure import ERASED
 from store.events import ConversationNotFound, EventView, append_event, events_after
 from store.models import Agent, Conversation, QueueEntry, utcnow
 from store.rates import check_rate
@@ -225,7 +226,11 @@ def keep_rating_comment(db: Database, *, conversation_id: str, comment: str) -> 
                 col(Conversation.rating_status) == RatingStatus.RATED,
                 col(Conversation.rating_comment).is_(None),
             )
-            .values(rating_comment=comment)
+            .values(
+                rating_comment=sa.case(
+                    (col(Conversation.erased_at).is_(None), comment), else_=ERASED
+                )
+            )
         )
         conversation = session.get(Conversation, conversation_id)
         return conversation.rating_comment if conversation is not None else None

@@ -41,16 +41,19 @@ def store_left_message(
     db: Database, *, conversation_id: str, content: str, contact: str | None = None
 ) -> LeftMessage:
     """Store the visitor's message and its `left_message.created` event, once per
-    conversation. Unknown → ConversationNotFound; not closed out of hours or on overflow →
-    LeftMessageNotOffered; one left already → LeftMessageExists."""
+    conversation. Unknown → ConversationNotFound; not closed out of hours or on overflow, or
+    erased (its customer asked to be forgotten) → LeftMessageNotOffered; one left already →
+    LeftMessageExists."""
     try:
         with db.write() as session:
-            conversation = session.get(Conversation, conversation_id)
+            # Locked: an erase of the conversation (store/erasure.py) commits first, or after.
+            conversation = session.get(Conversation, conversation_id, with_for_update=True)
             if conversation is None:
                 raise ConversationNotFound(conversation_id)
             if (
                 conversation.state != ConversationState.CLOSED
                 or conversation.close_reason not in LEFT_MESSAGE_REASONS
+                or conversation.erased_at is not None
             ):
                 raise LeftMessageNotOffered(conversation_id)
             message = LeftMessage(

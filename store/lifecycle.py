@@ -40,6 +40,7 @@ from store.assignment import (
     take_capacity,
 )
 from store.db import Database
+from store.erasure import erased
 from store.events import ConversationNotFound, append_event, change_state
 from store.models import (
     Agent,
@@ -751,14 +752,16 @@ def record_rating(
     resolved: bool | None = None,
     comment: str | None = None,
 ) -> None:
-    """The visitor's rating."""
+    """The visitor's rating (the comment erased at once if the conversation was)."""
     with db.write() as session:
-        conversation = _conversation(session, conversation_id)
+        conversation = _conversation(session, conversation_id, lock=True)
         conversation.rating_status = RatingStatus.RATED
         conversation.rating_score = score
         conversation.rating_resolved = resolved
         if comment is not None:  # sent by older code only: the API stores it now
-            conversation.rating_comment = comment
+            conversation.rating_comment = (
+                comment if conversation.erased_at is None else erased(comment)
+            )
         session.add(conversation)
         append_event(
             session,

@@ -99,6 +99,9 @@ class Conversation(SQLModel, table=True):
     visitor_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     agent_read_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = _at(default_factory=utcnow)
+    # When its customer text was replaced by the marker (store/erasure.py): on request, or
+    # by the retention schedule.
+    erased_at: datetime | None = _at(nullable=True, default=None)
 
     def visitor_context(self) -> VisitorContext:
         """What routing looks at."""
@@ -230,3 +233,16 @@ class AgentEvent(SQLModel, table=True):
     agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=64)
     seq: int = Field(primary_key=True)
     event_id: int = Field(foreign_key="event.id")
+
+
+class AdminAction(SQLModel, table=True):
+    """What an admin did that leaves no other trace: an erasure, who asked and how much it
+    erased. Never whose data it was (the erased customer's id would outlive the erasure)."""
+
+    __tablename__ = "admin_action"
+    id: int | None = Field(default=None, primary_key=True)
+    action: str = Field(max_length=32)
+    by_id: str = Field(max_length=64)
+    at: datetime = _at(default_factory=utcnow, index=True)
+    conversations: int = 0
+    messages: int = 0

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from domain.types import Audience, EventType
 from store.db import Database
+from store.erasure import ERASED
 from store.events import ConversationNotFound, EventView, append_event
 from store.models import Conversation, Event
 
@@ -39,8 +40,11 @@ def write_note(
 def add_note(db: Database, *, conversation_id: str, by_id: str, text: str) -> EventView:
     """An internal note on the conversation. Unknown → ConversationNotFound."""
     with db.write() as session:
-        if session.get(Conversation, conversation_id) is None:
+        conversation = session.get(Conversation, conversation_id, with_for_update=True)
+        if conversation is None:
             raise ConversationNotFound(conversation_id)
+        if conversation.erased_at is not None:  # what is written about it is erased too
+            text = ERASED
         event = write_note(session, conversation_id=conversation_id, by_id=by_id, text=text)
         return EventView(conversation_id, event.seq, event.type, event.at, event.data)
 

@@ -68,6 +68,42 @@ def test_every_duration_of_the_file_is_from_a_second_to_a_year(
     load_policy(_write(tmp_path, template.format('"365d"')))
 
 
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ('"365d"', timedelta(days=365)),
+        ('"10y"', timedelta(days=3650)),
+        ('"90s"', timedelta(seconds=90)),
+    ],
+)
+def test_transcripts_are_kept_up_to_ten_years(tmp_path: Path, value: str, kept: timedelta) -> None:
+    policy = load_policy(_write(tmp_path, f"[retention]\ntranscripts = {value}\n"))
+    assert policy.retention.transcripts == kept
+
+
+def test_transcripts_are_kept_for_ever_without_retention(tmp_path: Path) -> None:
+    assert load_policy(_write(tmp_path, "")).retention.transcripts is None
+
+
+@pytest.mark.parametrize(
+    ("line", "refusal"),
+    [
+        (
+            'transcripts = "3651d"',
+            "retention.transcripts: invalid duration '3651d': it must be from 1s to 3650d",
+        ),
+        ('transcripts = "11y"', "retention.transcripts: invalid duration '11y'"),
+        ('transcripts = "0s"', "retention.transcripts: invalid duration '0s'"),
+        ("batch_size = 0", "retention.batch_size: Input should be greater than or equal to 1"),
+        ("batch_size = 1001", "retention.batch_size: Input should be less than or equal to 1000"),
+    ],
+)
+def test_a_bad_retention_is_refused_naming_the_key(tmp_path: Path, line: str, refusal: str) -> None:
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, f"[retention]\n{line}\n"))
+    assert refusal in str(error.value)
+
+
 def test_durations_read_as_text_in_system_messages() -> None:
     assert format_duration(timedelta(minutes=2)) == "2 minutes"
     assert format_duration(timedelta(seconds=90)) == "1 minute 30 seconds"
@@ -79,6 +115,7 @@ def test_the_shipped_policy_file_loads() -> None:
     assert policy.timeouts.idle_warning_after == timedelta(minutes=3)
     assert policy.default_skill_group in policy.skill_group_names
     assert "2 minutes" in policy.idle_warning_text(policy.timeouts.idle_close_after)
+    assert policy.retention.transcripts == timedelta(days=365)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -78,6 +78,7 @@ from store.conversations import (
     view_conversation,
 )
 from store.db import Database, notify
+from store.erasure import ERASED
 from store.events import ConversationNotFound
 from store.lifecycle import transfer_took_effect
 from store.messages import (
@@ -642,6 +643,6 @@ async def _as_rated(
                 services.db, conversation_id=conversation.id, comment=body.comment or ""
             )
         )
-    if comment != body.comment:
+    if comment not in (body.comment, ERASED):  # erased: taken, and kept as the marker
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
     return conversation_public(ConversationView(conversation), staff=False).rating

@@ -6,6 +6,8 @@
 - `temporal`: Temporal servers (time-skipping, dev server in memory or on a file: `DevServer`);
 - `policy` and `data`: builders of policy files, settings and database rows;
 - `callers` and `access`: every kind of caller and what each may call;
+- `canary`: a unique text for every free-text field, and every table row and workflow
+  history to look for it in;
 - `proxy` (a TCP link to cut) and `browser` (headless Chromium) for the fault and UI tests.
 
 This package imports nothing itself: bench/ takes `api` without the application's modules.

@@ -13,12 +13,13 @@ from tests.support.callers import OWNER, Caller, World
 
 
 class Subject(Enum):
-    """What the route's {conversation_id} or {left_message_id} is."""
+    """What the route's {conversation_id}, {left_message_id} or {customer_id} is."""
 
     ACTIVE = "a conversation Alice holds"
     RATING_PENDING = "a conversation closed and waiting for its rating"
     OVERFLOWED = "a conversation closed with overflow (a left message is offered)"
     LEFT_MESSAGE = "an open left message of Alice's group"
+    CUSTOMER = "the customer of a conversation Alice holds"
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
     ("POST", "/v1/admin/policy/reload"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/conversations/{conversation_id}/snapshot"): Route(ADMIN_ONLY),
+    ("POST", "/v1/customers/{customer_id}/erase"): Route(
+        ADMIN_ONLY, subject=Subject.CUSTOMER, consumes=True
+    ),
 }
 
 
@@ -107,6 +111,9 @@ async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, st
     if kind == Subject.LEFT_MESSAGE:
         owner = await world.active()  # a conversation only for the visitor's credentials
         return owner, {"left_message_id": str(await world.left_message())}
+    if kind == Subject.CUSTOMER:
+        conversation = await world.active()
+        return conversation, {"customer_id": (await world.view(conversation))["customer_id"]}
     maker = {
         Subject.ACTIVE: world.active,
         Subject.RATING_PENDING: world.rating_pending,

@@ -11,9 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
-from domain.types import MessageType
+from domain.policy import Policy
+from domain.types import MessageType, Role
 from store.assignment import join_queue
 from store.db import Database
+from store.lifecycle import close_conversation
 from store.messages import StoredMessage, store_message
 from store.models import Agent, AgentSkill, Conversation, QueueSkip, utcnow
 
@@ -125,3 +127,27 @@ def store_unsignalled(
         type=MessageType.TEXT,
         content=content,
     )
+
+
+def closed_conversation(db: Database, *, content: str, closed_ago: timedelta) -> str:
+    """A conversation of a new customer with one visitor message, closed by its visitor
+    `closed_ago` (written straight to the database: no workflow). Returns its id."""
+    with db.write() as session:
+        conversation_id = new_conversation(session).id
+    store_unsignalled(
+        db,
+        conversation_id=conversation_id,
+        sender_role=Role.VISITOR,
+        sender_id=f"visitor:{conversation_id}",
+        content=content,
+    )
+    close_conversation(
+        db=db, policy=Policy(), conversation_id=conversation_id, reason="visitor_closed"
+    )
+    with db.write() as session:
+        session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id) == conversation_id)
+            .values(closed_at=utcnow() - closed_ago)
+        )
+    return conversation_id

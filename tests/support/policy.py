@@ -58,6 +58,11 @@ def write_policy(
     return path
 
 
+def keep_transcripts(path: Path, transcripts: str) -> None:
+    """Add `[retention] transcripts` to the policy file at `path` (read again as it changes)."""
+    path.write_text(path.read_text() + f'[retention]\ntranscripts = "{transcripts}"\n')
+
+
 # The tests' waits poll 20 times a second from one address with one token, and some tests start
 # hundreds of conversations: these limits are tests/test_limits.py's own to lower.
 UNLIMITED_REQUESTS = {

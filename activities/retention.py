@@ -1,0 +1,49 @@
+"""The transcript retention run's activity: one batch of expired transcripts erased, as the
+policy says (how long transcripts are kept, how many a batch)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from temporalio import activity
+
+from domain.policy import PolicySource
+from domain.types import RetentionBatch
+from store.db import Database
+from store.erasure import erase_expired_transcripts
+
+log = logging.getLogger("switchboard.retention")
+
+
+class RetentionActivities:
+    def __init__(self, *, db: Database, policy: PolicySource) -> None:
+        self.db = db
+        self.policy = policy
+
+    @activity.defn(name="erase_expired_transcripts")
+    async def erase_expired_transcripts(self) -> RetentionBatch:
+        """Erase up to a batch of conversations closed longer ago than `retention.transcripts`
+        (none without it: transcripts are kept)."""
+        retention = self.policy.current().retention
+        if retention.transcripts is None:
+            return RetentionBatch(conversations=0, messages=0, more=False)
+        erased, full = await asyncio.to_thread(
+            erase_expired_transcripts,
+            self.db,
+            older_than=retention.transcripts,
+            limit=retention.batch_size,
+        )
+        if erased.conversations:
+            log.info(
+                "retention erased %d conversations (%d messages)",
+                erased.conversations,
+                erased.messages,
+            )
+        return RetentionBatch(
+            conversations=erased.conversations, messages=erased.messages, more=full
+        )
+
+    def all(self) -> list[Callable[..., object]]:
+        return [self.erase_expired_transcripts]

@@ -1,0 +1,205 @@
+"""store/erasure.py on SQLite and PostgreSQL, without Temporal: an erase replaces every customer
+text of a closed conversation with the marker (none is left in any table), keeps the policy's
+texts, is recorded once and changes nothing when repeated; text that comes after it is erased
+or refused; retention erases what closed long enough ago, in batches."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from domain.policy import Policy
+from domain.types import EventType, Role
+from store import lifecycle
+from store.db import Database
+from store.erasure import (
+    ERASED,
+    ConversationOpen,
+    Erased,
+    erase_conversation,
+    erase_expired_transcripts,
+)
+from store.events import ConversationNotFound, append_event, events_after
+from store.left_messages import LeftMessageNotOffered, record_resolution, store_left_message
+from store.models import Conversation, Event, LeftMessage, Message
+from tests.support.canary import Canary, rows_holding
+from tests.support.data import (
+    add_agent,
+    closed_conversation,
+    new_conversation,
+    store_unsignalled,
+)
+
+POLICY = Policy()
+
+
+def _conversation(db: Database, **fields: object) -> str:
+    with db.write() as session:
+        return new_conversation(session, **fields).id
+
+
+def _closed_with_every_text(db: Database, canary: Canary) -> str:
+    """A conversation closed with `overflow` holding a canary in each of its free-text fields:
+    both sides' messages, the order id, the left message (text, contact, the team's note), the
+    rating comment, a staff note and a transfer note."""
+    add_agent(db, "alice", max_concurrent=1)
+    conversation_id = _conversation(db, state="active", agent_id="alice", order_id=canary("order"))
+    for role, sender in ((Role.VISITOR, f"visitor:{conversation_id}"), (Role.AGENT, "alice")):
+        store_unsignalled(
+            db,
+            conversation_id=conversation_id,
+            sender_role=role,
+            sender_id=sender,
+            content=canary(f"{role} message"),
+        )
+    with db.write() as session:
+        append_event(
+            session,
+            conversation_id=conversation_id,
+            type="note.created",
+            data={"author_id": "alice", "text": canary("staff note")},
+        )
+        append_event(
+            session,
+            conversation_id=conversation_id,
+            type=EventType.TRANSFERRED,
+            data={"from_agent_id": "alice", "to_agent_id": None, "note": canary("transfer note")},
+        )
+    lifecycle.close_conversation(
+        db=db, policy=POLICY, conversation_id=conversation_id, reason="overflow"
+    )
+    left = store_left_message(
+        db,
+        conversation_id=conversation_id,
+        content=canary("left message"),
+        contact=canary("contact"),
+    )
+    assert left.id is not None
+    record_resolution(
+        db, left_message_id=left.id, by_role=Role.ADMIN, by_id="admin", note=canary("resolution")
+    )
+    lifecycle.record_rating(
+        db=db, conversation_id=conversation_id, score=4, comment=canary("rating comment")
+    )
+    return conversation_id
+
+
+def _events(db: Database, conversation_id: str) -> dict[str, Event]:
+    """The conversation's events by type (the latest of each)."""
+    with db.read() as session:
+        events = events_after(session, conversation_id=conversation_id, after_seq=0, limit=1000)
+    return {event.type: event for event in events}
+
+
+def test_an_erase_leaves_the_marker_in_every_text_and_keeps_the_policy_texts(
+    db: Database,
+) -> None:
+    canary = Canary()
+    conversation_id = _closed_with_every_text(db, canary)
+    assert rows_holding(db, canary.prefix)  # the canaries are where a reader would look
+
+    assert erase_conversation(db, conversation_id=conversation_id) == Erased(1, 2)
+
+    assert rows_holding(db, canary.prefix) == {}
+    with db.read() as session:
+        conversation = session.get(Conversation, conversation_id)
+        messages = session.exec(
+            select(Message.content).where(Message.conversation_id == conversation_id)
+        ).all()
+        left = session.exec(
+            select(LeftMessage).where(LeftMessage.conversation_id == conversation_id)
+        ).one()
+    assert conversation is not None and conversation.erased_at is not None
+    assert (conversation.rating_comment, conversation.order_id) == (ERASED, ERASED)
+    assert conversation.rating_score == 4  # the figures stay
+    assert messages == [ERASED, ERASED]
+    assert (left.content, left.contact, left.resolution_note) == (ERASED, ERASED, ERASED)
+    events = _events(db, conversation_id)
+    assert events["note.created"].data == {"author_id": "alice", "text": ERASED}
+    assert events[EventType.TRANSFERRED].data["note"] == ERASED
+    assert events[EventType.TRANSFERRED].data["from_agent_id"] == "alice"
+    # What the policy wrote is no customer's: it stays.
+    assert events[EventType.CLOSED].data["text"] == POLICY.closing_text("overflow")
+
+
+def test_an_erase_again_changes_nothing_and_keeps_when_it_was_first_erased(db: Database) -> None:
+    conversation_id = _closed_with_every_text(db, Canary())
+    erase_conversation(db, conversation_id=conversation_id)
+    before = rows_holding(db, conversation_id)
+
+    assert erase_conversation(db, conversation_id=conversation_id) == Erased()
+
+    assert rows_holding(db, conversation_id) == before
+
+
+def test_text_that_comes_after_the_erase_is_erased_or_refused(db: Database) -> None:
+    canary = Canary()
+    conversation_id = _conversation(db)
+    lifecycle.close_conversation(
+        db=db, policy=POLICY, conversation_id=conversation_id, reason="out_of_hours"
+    )
+    erase_conversation(db, conversation_id=conversation_id)
+
+    # The visitor's rating window and a left message's offer outlive the erase.
+    lifecycle.record_rating(
+        db=db, conversation_id=conversation_id, score=2, comment=canary("late comment")
+    )
+    with pytest.raises(LeftMessageNotOffered):
+        store_left_message(db, conversation_id=conversation_id, content=canary("late message"))
+    assert rows_holding(db, canary.prefix) == {}
+
+
+def test_only_a_closed_conversation_is_erased(db: Database) -> None:
+    canary = Canary()
+    conversation_id = _conversation(db)
+    store_unsignalled(
+        db,
+        conversation_id=conversation_id,
+        sender_role=Role.VISITOR,
+        sender_id="visitor",
+        content=canary("open"),
+    )
+    with pytest.raises(ConversationOpen):
+        erase_conversation(db, conversation_id=conversation_id)
+    with pytest.raises(ConversationNotFound):
+        erase_conversation(db, conversation_id="nobody")
+    assert rows_holding(db, canary.prefix)
+
+
+def _erased(db: Database, conversation_ids: list[str]) -> list[bool]:
+    with db.read() as session:
+        erased_at = dict(
+            session.execute(
+                sa.select(col(Conversation.id), col(Conversation.erased_at)).where(
+                    col(Conversation.id).in_(conversation_ids)
+                )
+            ).all()
+        )
+    return [erased_at[conversation_id] is not None for conversation_id in conversation_ids]
+
+
+def test_retention_erases_what_closed_long_enough_ago_in_batches(db: Database) -> None:
+    canary = Canary()
+    old = [
+        closed_conversation(
+            db, content=canary(f"closed {2 + index} days ago"), closed_ago=timedelta(days=2 + index)
+        )
+        for index in range(3)
+    ]
+    recent = closed_conversation(
+        db, content=canary("closed an hour ago"), closed_ago=timedelta(hours=1)
+    )
+    open_one = _conversation(db)
+    day = timedelta(days=1)
+
+    assert erase_expired_transcripts(db, older_than=day, limit=2) == (Erased(2, 2), True)
+    assert _erased(db, old) == [False, True, True]  # the longest closed first
+    assert erase_expired_transcripts(db, older_than=day, limit=2) == (Erased(1, 1), False)
+    assert erase_expired_transcripts(db, older_than=day, limit=2) == (Erased(), False)
+
+    assert _erased(db, [*old, recent, open_one]) == [True, True, True, False, False]
+    kept = rows_holding(db, canary.prefix)["message"]
+    assert len(kept) == 1 and "closed an hour ago" in kept[0]
