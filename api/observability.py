@@ -22,6 +22,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _ACCEPTED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Path parameters worth having on every log line of a request.
 PATH_IDS = ("conversation_id", "agent_id")
+# A credential in a path (the Temporal UI's codec ticket, api/routes/codec.py) is never logged.
+_TICKET_IN_PATH = re.compile(r"(?<=^/v1/codec/tickets/)[^/]+")
 UNMATCHED_ROUTE = "unmatched"
 
 log = structlog.stdlib.get_logger("switchboard.api.access")
@@ -104,7 +106,7 @@ class RequestContext:
             log.info(
                 "request",
                 method=scope["method"],
-                path=scope["path"],
+                path=_TICKET_IN_PATH.sub("{ticket}", scope["path"]),
                 route=route,
                 status=status,
                 duration_ms=round(duration * 1000, 1),

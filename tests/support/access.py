@@ -13,12 +13,13 @@ from tests.support.callers import OWNER, Caller, World
 
 
 class Subject(Enum):
-    """What the route's {conversation_id} or {left_message_id} is."""
+    """What the route's {conversation_id}, {left_message_id} or {ticket} is."""
 
     ACTIVE = "a conversation Alice holds"
     RATING_PENDING = "a conversation closed and waiting for its rating"
     OVERFLOWED = "a conversation closed with overflow (a left message is offered)"
     LEFT_MESSAGE = "an open left message of Alice's group"
+    CODEC_TICKET = "a codec ticket an admin asked for (the credential is in the path)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ ADMIN_ONLY = frozenset({Caller.ADMIN})
 AGENT_SELF_OR_ADMIN = frozenset({Caller.ADMIN, Caller.OWNER_AGENT})  # {agent_id} is Alice
 ITS_SIDES = frozenset({Caller.OWNER_AGENT, Caller.OWN_VISITOR})
 ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
+# A payload as the Temporal UI sends it to be decoded: "alice" as JSON, unencrypted.
+CODEC_BODY = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "ImFsaWNlIg=="}]}
 
 ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route(ANYONE),
@@ -96,6 +99,14 @@ ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
     ("POST", "/v1/admin/policy/reload"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/conversations/{conversation_id}/snapshot"): Route(ADMIN_ONLY),
+    ("POST", "/v1/codec/decode"): Route(ADMIN_ONLY, body=CODEC_BODY),
+    ("POST", "/v1/codec/encode"): Route(ADMIN_ONLY, body=CODEC_BODY),
+    ("POST", "/v1/codec/tickets"): Route(ADMIN_ONLY),
+    # The ticket in the path is the credential (the Temporal UI sends none of ours): whatever
+    # the Authorization header says. A bad or expired ticket: tests/test_codec.py.
+    ("POST", "/v1/codec/tickets/{ticket}/decode"): Route(
+        ANYONE, body=CODEC_BODY, subject=Subject.CODEC_TICKET
+    ),
 }
 
 
@@ -104,6 +115,11 @@ async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, st
     if kind == Subject.LEFT_MESSAGE:
         owner = await world.active()  # a conversation only for the visitor's credentials
         return owner, {"left_message_id": str(await world.left_message())}
+    if kind == Subject.CODEC_TICKET:
+        owner = await world.active()  # a conversation only for the visitor's credentials
+        asked = await world.api.codec_ticket()
+        assert asked.status_code == 201, asked.text
+        return owner, {"ticket": asked.json()["ticket"]}
     maker = {
         Subject.ACTIVE: world.active,
         Subject.RATING_PENDING: world.rating_pending,
