@@ -73,6 +73,19 @@ def _decode(settings: Settings, body: CodecPayloads) -> CodecPayloads:
     return _convert(body, None if codec is None else codec.decrypt)
 
 
+def codec_ticket(settings: Settings, *, seconds: int | None = None) -> str:
+    """A ticket to the decode endpoint for the admin, for `seconds` (a shift by default)."""
+    return issue_ticket(
+        settings,
+        stream=CODEC_DECODE,
+        role=Role.ADMIN,
+        holder="admin",
+        conversation_id=None,
+        credential_hash=hash_token(settings.admin_token),
+        seconds=settings.codec_ticket_seconds if seconds is None else seconds,
+    )
+
+
 _DECODE_SUMMARY = "Decode payloads for the Temporal UI or CLI (the codec server protocol)"
 
 
@@ -121,16 +134,7 @@ async def encode(body: CodecPayloads, services: ServicesDep) -> CodecPayloads:
 async def create_codec_ticket(
     request: Request, services: ServicesDep, response: Response
 ) -> CodecTicketPublic:
-    settings = services.settings
-    ticket = issue_ticket(
-        settings,
-        stream=CODEC_DECODE,
-        role=Role.ADMIN,
-        holder="admin",
-        conversation_id=None,
-        credential_hash=hash_token(settings.admin_token),
-        seconds=settings.codec_ticket_seconds,
-    )
+    ticket = codec_ticket(services.settings)
     claimed = read_ticket(ticket)
     assert claimed is not None
     response.headers["Cache-Control"] = "no-store"  # a credential: kept by no cache
