@@ -5,6 +5,7 @@ before a key pass; production refuses to start without one."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -21,11 +22,14 @@ from temporalio.testing import WorkflowEnvironment
 from api.credentials import visitor_token
 from api.routes.codec import codec_ticket
 from settings import PROJECT_ROOT, Settings
+from store.db import Database
 from temporal_client import ENCRYPTED, KEY_ID, PayloadCipher, payload_codec, payload_key_id
-from tests.support.api import APP_KEY
+from tests.support.api import ADMIN_TOKEN, APP_KEY, ApiClient
 from tests.support.histories import completed, payloads, plain_text, runs, sdk_bookkeeping
 from tests.support.policy import DEFAULT_GROUPS, NEW_PAYLOAD_KEY, PAYLOAD_KEY
+from tests.support.processes import Deployment
 from tests.support.system import StartSystem, System
+from tests.support.temporal import address, binary
 from workflows.gateway import workflow_id
 
 # Names that must never be read in plain text outside the search attributes.
@@ -79,7 +83,7 @@ async def _encrypted(system: System, conversation_id: str) -> list[WorkflowHisto
     return histories
 
 
-async def _lifecycle(system: System, *, agent: str = AGENT) -> tuple[str, str]:
+async def _lifecycle(system: ApiClient, *, agent: str = AGENT) -> tuple[str, str]:
     """A conversation served by `agent` in GROUP: messages both ways, closed by the agent."""
     alice = await system.create_agent(agent, skill_groups=[GROUP])
     cid, visitor = await system.start_conversation()
@@ -122,6 +126,50 @@ async def test_a_whole_conversation_leaves_only_ciphertext_in_temporal_and_the_c
     assert _json(assignment) == {"agent_id": AGENT}
     endpoint = (await system.codec_ticket()).json()["endpoint"]
     assert (await system.decode_with_ticket(endpoint, sent)).json() == decoded.json()
+
+
+@pytest.mark.e2e
+async def test_the_temporal_cli_reads_a_history_through_the_codec_endpoint(
+    empty_db: Database, deploy: Callable[..., Deployment], dev_env: WorkflowEnvironment
+) -> None:
+    """As deployed (worker and API processes with the key), read with the real `temporal` CLI:
+    ciphertext without the codec endpoint, the conversation's ids and names with it."""
+    keyed = {"SWITCHBOARD_PAYLOAD_KEY": PAYLOAD_KEY}
+    deployment = deploy(empty_db.url, extra_env=keyed, groups=GROUPS, routing=ROUTING)
+    async with deployment.client() as api:
+        cid, _visitor = await _lifecycle(api)
+    show = [
+        binary("temporal"),
+        *("workflow", "show", "--workflow-id", workflow_id(cid)),
+        *("--address", address(dev_env), "--output", "json"),
+    ]
+
+    async def cli(*options: str) -> tuple[int, str]:
+        shown = await asyncio.create_subprocess_exec(
+            *show, *options, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        output, _ = await shown.communicate()
+        return shown.returncode or 0, output.decode()
+
+    def assignment(output: str) -> dict[str, Any]:
+        """The agent_assigned signal's payload in the CLI's JSON."""
+        for event in json.loads(output)["events"]:
+            signaled = event.get("workflowExecutionSignaledEventAttributes", {})
+            if signaled.get("signalName") == "agent_assigned":
+                return signaled["input"]["payloads"][0]
+        raise AssertionError(f"no agent_assigned signal in {output[:2000]}")
+
+    code, plain = await cli()
+    assert code == 0, plain
+    encrypted = base64.b64encode(ENCRYPTED).decode()
+    assert assignment(plain)["metadata"]["encoding"] == encrypted
+    codec = ("--codec-endpoint", f"{deployment.urls[0]}/v1/codec")
+    code, decoded = await cli(*codec, "--codec-auth", f"Bearer {ADMIN_TOKEN}")
+    assert code == 0, decoded
+    assert _json(assignment(decoded)) == {"agent_id": AGENT}
+    assert encrypted not in decoded  # every payload read back
+    code, refused = await cli(*codec, "--codec-auth", "Bearer not-the-admin-token")
+    assert code != 0 or assignment(refused)["metadata"]["encoding"] == encrypted, refused
 
 
 async def test_a_rotated_key_decrypts_what_it_encrypted_while_the_new_one_encrypts(
