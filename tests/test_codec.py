@@ -235,7 +235,9 @@ async def test_payloads_from_before_the_key_pass_and_without_a_key_nothing_chang
         assert answered.json() == {"payloads": sent}
 
 
-async def test_the_codec_endpoint_is_for_signed_in_admins_only(system: System) -> None:
+async def test_the_codec_endpoint_is_for_signed_in_admins_only(
+    system: System, caplog: pytest.LogCaptureFixture
+) -> None:
     sent = [_plain("alice")]
     agent = await system.create_agent()
     cid, visitor = await system.start_conversation()
@@ -256,6 +258,9 @@ async def test_the_codec_endpoint_is_for_signed_in_admins_only(system: System) -
     ticket = asked.json()
     assert ticket["endpoint"] == f"http://switchboard/v1/codec/tickets/{ticket['ticket']}"
     assert (await system.decode_with_ticket(ticket["endpoint"], sent)).status_code == 200
+    logged = [str(record.msg) for record in caplog.records]
+    assert any("/v1/codec/tickets/{ticket}/decode" in line for line in logged)
+    assert not any(ticket["ticket"] in line for line in logged)  # a credential: never logged
 
     # A ticket decodes only; one altered, expired, of a stream, or of an admin token that has
     # since changed, opens nothing.
