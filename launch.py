@@ -16,13 +16,12 @@ import subprocess
 import sys
 import time
 
-from temporalio.client import Client
-
 from devserver import installed_binary, start_dev_command
 from domain.policy import PolicyError, load_policy
 from logging_setup import configure_logging
-from settings import DATA_DIR, PROJECT_ROOT, get_settings
+from settings import DATA_DIR, PROJECT_ROOT, Settings, get_settings
 from store.db import Database
+from temporal_client import connect
 from workflows.gateway import register_search_attributes
 
 log = logging.getLogger("switchboard.launch")
@@ -67,10 +66,11 @@ def _start(name: str, command: list[str]) -> subprocess.Popen[bytes]:
 
 
 async def _prepare_temporal(
-    address: str, namespace: str, dev_server: subprocess.Popen[bytes], deadline: float
+    settings: Settings, dev_server: subprocess.Popen[bytes], deadline: float
 ) -> None:
     """Wait for our dev server (never another one answering there), then make sure it knows
     our search attributes."""
+    address = settings.temporal_address
     while True:
         if dev_server.poll() is not None:
             raise LaunchError(
@@ -78,7 +78,7 @@ async def _prepare_temporal(
                 f"before serving {address}"
             )
         try:
-            client = await Client.connect(address, namespace=namespace)
+            client = await connect(settings)
             await client.service_client.check_health()
             break
         except Exception as exc:
@@ -155,14 +155,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        asyncio.run(
-            _prepare_temporal(
-                settings.temporal_address,
-                settings.temporal_namespace,
-                temporal,
-                time.monotonic() + 60,
-            )
-        )
+        asyncio.run(_prepare_temporal(settings, temporal, time.monotonic() + 60))
         log.info("Temporal UI at http://127.0.0.1:%s", settings.ui_port)
         children.append(("worker", _start("worker", [sys.executable, "worker.py"])))
         api = ["api.main:app", "--host", settings.api_host, "--port", str(settings.api_port)]

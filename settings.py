@@ -5,6 +5,8 @@ Development defaults work out of the box; production (SWITCHBOARD_ENV=production
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +21,9 @@ DATA_DIR = PROJECT_ROOT / ".data"
 DEV_ADMIN_TOKEN = "dev-admin-token"
 DEV_APP_KEY = "dev-app-key"
 DEV_SECRET_KEY = "dev-secret-key-change-me"
+# The payload codec's keys are AES-256 keys: 32 random bytes, written in base64.
+PAYLOAD_KEY_BYTES = 32
+MAKE_PAYLOAD_KEY = "openssl rand -base64 32"
 
 LogFormat = Literal["json", "console"]
 
@@ -28,7 +33,10 @@ LAUNCHER_ONLY = frozenset({"api_host", "api_port", "ui_port", "temporal_db"})
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+    # A refused setting is named in the error, never repeated: it may be a secret.
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Literal["development", "test", "production"] = "development"
     database_url: str = f"sqlite:///{DATA_DIR / 'switchboard.db'}"
@@ -42,6 +50,10 @@ class Settings(BaseSettings):
     # Signs visitor tokens (a visitor token is valid for one conversation only). Several keys,
     # comma-separated, while one is rotated out: the first signs, every one is still accepted.
     secret_key: str = DEV_SECRET_KEY
+    # Encrypts what Temporal keeps of conversations (temporal_client.py): none in development,
+    # required in production. Several keys, comma-separated, while one is rotated out: the
+    # first encrypts, every one still decrypts.
+    payload_key: str = ""
 
     max_message_chars: int = 4000
     # Messages one sender may post in one conversation per minute (429 beyond), counted in the
@@ -86,6 +98,10 @@ class Settings(BaseSettings):
     # and how long a stream ticket (an EventSource's credential, in its URL) stays valid.
     cors_origins: Annotated[list[str], NoDecode] = []
     stream_ticket_seconds: int = Field(default=60, ge=1, le=300)
+    # The codec endpoint (api/routes/codec.py): the largest page of payloads it takes, and how
+    # long a codec ticket (the Temporal UI's credential, in its endpoint URL) lasts: a shift.
+    max_codec_body_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024, le=16 * 1024 * 1024)
+    codec_ticket_seconds: int = Field(default=8 * 3600, ge=60, le=24 * 3600)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -117,6 +133,17 @@ class Settings(BaseSettings):
         """The visitor tokens' keys, the one that signs first."""
         return [key.strip() for key in self.secret_key.split(",")]
 
+    @field_validator("payload_key")
+    @classmethod
+    def _payload_keys_are_aes_keys(cls, value: str) -> str:
+        _payload_keys(value)  # a malformed key is refused at start, not at the first payload
+        return value
+
+    @property
+    def payload_keys(self) -> list[bytes]:
+        """The payload codec's keys, the one that encrypts first; none: payloads are plain."""
+        return _payload_keys(self.payload_key)
+
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:
         if not all(self.secret_keys):
@@ -138,12 +165,42 @@ class Settings(BaseSettings):
                 "production refuses development or short (<16 chars) secrets: " + ", ".join(weak)
             )
         # The same value twice would make the app's key (or the visitor tokens' key) an admin's.
-        secrets = [self.admin_token, self.app_key, *self.secret_keys]
+        payload_keys = [key.strip() for key in self.payload_key.split(",") if key.strip()]
+        secrets = [self.admin_token, self.app_key, *self.secret_keys, *payload_keys]
         if len(set(secrets)) < len(secrets):
             raise ValueError(
-                "production needs a different value for each of " + ", ".join(defaults)
+                "production needs a different value for each of "
+                + ", ".join([*defaults, "SWITCHBOARD_PAYLOAD_KEY"])
+            )
+        if not self.payload_key:
+            raise ValueError(
+                "production needs SWITCHBOARD_PAYLOAD_KEY (what Temporal keeps is encrypted "
+                f"with it): make one with `{MAKE_PAYLOAD_KEY}`"
             )
         return self
+
+
+def _payload_keys(setting: str) -> list[bytes]:
+    """SWITCHBOARD_PAYLOAD_KEY's keys as bytes (each in base64, standard or URL-safe), or the
+    error that says which one is wrong, without repeating it."""
+    keys = []
+    for number, text in enumerate(setting.split(",") if setting else [], 1):
+        if not text.strip():
+            raise ValueError("SWITCHBOARD_PAYLOAD_KEY has an empty key (a stray comma?)")
+        try:
+            key = base64.b64decode(text.strip().translate(_URL_SAFE), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != PAYLOAD_KEY_BYTES:
+            raise ValueError(
+                f"SWITCHBOARD_PAYLOAD_KEY: key {number} is not {PAYLOAD_KEY_BYTES} bytes in "
+                f"base64 (make one with `{MAKE_PAYLOAD_KEY}`)"
+            )
+        keys.append(key)
+    return keys
+
+
+_URL_SAFE = str.maketrans("-_", "+/")
 
 
 @lru_cache

@@ -34,6 +34,7 @@ from domain.policy import PolicySource
 from logging_setup import configure_logging
 from settings import PROJECT_ROOT, Settings, get_settings
 from store.db import Database
+from temporal_client import connect
 from workflows import ConversationWorkflow
 from workflows.retention import TranscriptRetention
 from workflows.schedules import ensure_retention_schedule
@@ -97,9 +98,7 @@ async def run_worker(settings: Settings) -> None:
     db = Database(settings.database_url)
     db.create_schema()
     runtime = sdk_runtime(metrics_address=settings.worker_metrics_address)
-    client = await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, runtime=runtime
-    )
+    client = await connect(settings, runtime=runtime)
     worker = build_worker(client=client, db=db, policy=policy, task_queue=settings.task_queue)
     try:
         await ensure_retention_schedule(

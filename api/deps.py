@@ -12,11 +12,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import compile_path
 
 from api.credentials import VisitorAccess, same_secret, visitor_access_ends, visitor_of
 from api.limits import Limits
 from api.streams import EventHints
-from api.tickets import MAX_TICKET_CHARS, read_ticket, verify_ticket
+from api.tickets import CODEC_DECODE, MAX_TICKET_CHARS, read_ticket, verify_ticket
 from domain.policy import PolicySource
 from domain.types import Role
 from settings import Settings
@@ -123,8 +124,12 @@ async def get_principal(
 
 
 async def principal_at_door(request: Request) -> Principal:
-    """The caller, for api.limits.FrontDoor: before any body is read."""
-    return await get_principal(get_services(request), await _bearer(request))
+    """The caller, for api.limits.FrontDoor: before any body is read. The Temporal UI's codec
+    requests carry a codec ticket in their path instead of a token."""
+    services = get_services(request)
+    if match := _CODEC_TICKET_ROUTE.match(request.url.path):
+        return await codec_ticket_holder(services, match["ticket"])
+    return await get_principal(services, await _bearer(request))
 
 
 async def current_principal(
@@ -176,18 +181,49 @@ async def stream_principal(
     """A stream's caller: by bearer token, or by a ticket issued for this very stream."""
     if ticket is None:
         return await current_principal(request, services, credentials)
-    claimed = read_ticket(ticket)
-    if claimed is not None:
-        principal = Principal(claimed.role, claimed.holder, claimed.conversation_id)
-        held = await credential_hash(services, principal)
-        if held is not None and verify_ticket(
-            services.settings, ticket, claimed, stream=request.url.path, credential_hash=held
-        ):
-            return principal
-    raise _unauthorized("stream ticket invalid, expired or for another stream: ask for a new one")
+    holder = await ticket_holder(services, ticket, opens=request.url.path)
+    if holder is None:
+        raise _unauthorized(
+            "stream ticket invalid, expired or for another stream: ask for a new one"
+        )
+    return holder
 
 
 StreamPrincipal = Annotated[Principal, Depends(stream_principal)]
+
+# The Temporal UI's codec endpoint with its ticket (it appends /decode to the URL it is given).
+CODEC_TICKET_PATH = "/v1/codec/tickets/{ticket}/decode"
+_CODEC_TICKET_ROUTE = compile_path(CODEC_TICKET_PATH)[0]
+
+
+async def ticket_holder(services: Services, ticket: str, *, opens: str) -> Principal | None:
+    """Who a ticket was issued to, if it was issued by us to open `opens`, has not expired, and
+    the credential that asked for it is still theirs; else None."""
+    claimed = read_ticket(ticket) if len(ticket) <= MAX_TICKET_CHARS else None
+    if claimed is None:
+        return None
+    principal = Principal(claimed.role, claimed.holder, claimed.conversation_id)
+    held = await credential_hash(services, principal)
+    if held is None or not verify_ticket(
+        services.settings, ticket, claimed, stream=opens, credential_hash=held
+    ):
+        return None
+    return principal
+
+
+async def codec_ticket_holder(
+    services: ServicesDep, ticket: Annotated[str, Path(max_length=MAX_TICKET_CHARS)]
+) -> Principal:
+    """The caller of the ticket's codec endpoint: the admin it was issued to, while it lasts."""
+    holder = await ticket_holder(services, ticket, opens=CODEC_DECODE)
+    if holder is None:
+        raise _unauthorized(
+            "codec ticket invalid or expired: ask for a new one (POST /v1/codec/tickets)"
+        )
+    return holder
+
+
+CodecTicketHolder = Annotated[Principal, Depends(codec_ticket_holder)]
 
 
 def require(*roles: Role) -> Any:

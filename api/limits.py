@@ -33,6 +33,8 @@ STREAM_RETRY_AFTER_SECONDS = 5
 ECHO_CHARS = 80
 # Methods whose requests may carry a body: their caller is authenticated before it is read.
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The codec endpoint's bodies are pages of payloads (api/routes/codec.py): a limit of their own.
+CODEC_PATHS = "/v1/codec/"
 
 
 def too_many(detail: str, retry_after: int) -> HTTPException:
@@ -117,6 +119,7 @@ class Limits:
     typing: Rate  # typing signals of a conversation's side
     streams: StreamHolders
     max_body_bytes: int
+    max_codec_body_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -133,7 +136,12 @@ class Limits:
                 default=settings.max_streams_per_admin,
             ),
             max_body_bytes=settings.max_body_bytes,
+            max_codec_body_bytes=settings.max_codec_body_bytes,
         )
+
+    def max_body(self, path: str) -> int:
+        """The body limit of a request to `path`."""
+        return self.max_codec_body_bytes if path.startswith(CODEC_PATHS) else self.max_body_bytes
 
 
 # --- the front door -------------------------------------------------------------------------
@@ -174,7 +182,7 @@ class FrontDoor:
         except HTTPException as refused:
             await _answer(refused, scope, receive, send)
             return
-        await self._pass_counting(limits.max_body_bytes, scope, receive, send)
+        await self._pass_counting(limits.max_body(scope["path"]), scope, receive, send)
 
     async def _admit(self, limits: Limits, scope: Scope) -> None:
         """Raise the refusal of a request that may not come in (its body still unread)."""
@@ -194,8 +202,9 @@ class FrontDoor:
             principal.role, principal.id, over="requests a minute with your token"
         )
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise BodyTooLarge(limits.max_body_bytes)
+        limit = limits.max_body(scope["path"])
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(limit)
 
     async def _pass_counting(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on; its body raises BodyTooLarge once more than `limit` bytes of it

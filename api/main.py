@@ -24,6 +24,7 @@ from api.observability import RequestContext, bind_path_ids, request_latency
 from api.routes import (
     admin,
     agents,
+    codec,
     conversations,
     customers,
     health,
@@ -138,7 +139,14 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             allow_origins=settings.cors_origins,
             allow_credentials=False,  # bearer tokens, never cookies
             allow_methods=["GET", "POST", "PUT"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            # X-Namespace: the Temporal UI's, calling the codec endpoint (api/routes/codec.py).
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "X-Request-ID",
+                "X-Namespace",
+            ],
             expose_headers=["Retry-After", "X-Request-ID", "WWW-Authenticate"],
             max_age=600,
         )
@@ -186,6 +194,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(admin.router)
     app.include_router(customers.router)
     app.include_router(stream_tickets.router)
+    app.include_router(codec.router)
     return app
 
 

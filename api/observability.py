@@ -24,6 +24,8 @@ _ACCEPTED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PATH_IDS = ("conversation_id", "agent_id")
 # A path segment that is a customer's id (/v1/customers/{customer_id}/…), routed or not.
 _CUSTOMER_ID = re.compile(r"(?<=/customers/)[^/]+", re.IGNORECASE)
+# A credential in a path (the Temporal UI's codec ticket, api/routes/codec.py) is never logged.
+_TICKET_IN_PATH = re.compile(r"(?<=^/v1/codec/tickets/)[^/]+")
 UNMATCHED_ROUTE = "unmatched"
 
 log = structlog.stdlib.get_logger("switchboard.api.access")
@@ -56,9 +58,10 @@ def _route_template(scope: Scope) -> str:
 
 
 def loggable_path(path: str) -> str:
-    """The path as the access line shows it: customer ids replaced, as customer data. (The
-    query, where stream tickets travel, is never logged: ASGI keeps it out of the path.)"""
-    return _CUSTOMER_ID.sub("{customer_id}", path)
+    """The path as the access line shows it: customer ids (customer data) and codec tickets
+    (credentials) replaced. (The query, where stream tickets travel, is never logged: ASGI
+    keeps it out of the path.)"""
+    return _TICKET_IN_PATH.sub("{ticket}", _CUSTOMER_ID.sub("{customer_id}", path))
 
 
 def _request_id(scope: Scope) -> str:

@@ -401,3 +401,39 @@ class ErasurePublic(BaseModel):
     messages: int = Field(description="Messages whose text it replaced with the marker")
     closed: int = Field(description="Open conversations it closed first (`admin_closed`)")
     erased_at: datetime = Field(description="When, as recorded in the admin action")
+
+
+# --- the payload codec ------------------------------------------------------------------------
+
+# Payloads in one codec request: a page of a history's (the UI and the CLI send one event's).
+MAX_CODEC_PAYLOADS = 1000
+
+
+# Bytes in protobuf JSON: base64, standard or URL-safe, padded or not.
+_BASE64 = r"^[A-Za-z0-9+/_-]*={0,2}$"
+Base64 = Annotated[str, Field(pattern=_BASE64)]
+
+
+class CodecPayload(_Input):
+    """A Temporal payload in protobuf JSON: its bytes in base64."""
+
+    metadata: dict[str, Base64] = Field(
+        default_factory=dict,
+        description="Each value in base64 (`encoding`: `json/plain`, `binary/encrypted`, …)",
+    )
+    data: Base64 = Field(default="", description="The payload's bytes in base64")
+
+
+class CodecPayloads(_Input):
+    """The Temporal codec server protocol's body, both ways."""
+
+    payloads: list[CodecPayload] = Field(default_factory=list, max_length=MAX_CODEC_PAYLOADS)
+
+
+class CodecTicketPublic(BaseModel):
+    endpoint: str = Field(
+        description="The Temporal UI's codec endpoint for this ticket: paste it into the UI's "
+        "Codec Server setting (it decodes only, until `expires_at`)"
+    )
+    ticket: str = Field(description="The ticket in that endpoint's path")
+    expires_at: datetime

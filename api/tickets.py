@@ -1,6 +1,8 @@
 """Stream tickets: a browser's EventSource cannot send an Authorization header, so a caller
 trades their bearer token for a ticket to one stream, short-lived, that goes in the stream's URL
-(`?ticket=`). A long-lived token never goes in a URL: URLs end up in logs and histories.
+(`?ticket=`). A long-lived token never goes in a URL: URLs end up in logs and histories. The
+Temporal UI's codec endpoint takes the same kind of ticket, for a shift, in its path
+(api/routes/codec.py): the UI sends no token of ours either.
 
 A ticket is signed, not stored (any API process takes it): the stream's path, who asked, when
 it expires, and a MAC over those and over the credential that asked (a hash of the bearer
@@ -24,6 +26,8 @@ from settings import Settings
 TICKET_PREFIX = "stk_"
 # A ticket's length: a stream's path and an id or two, signed (well under this).
 MAX_TICKET_CHARS = 1024
+# What a codec ticket opens (in its `stream`): the decode endpoint, whatever its URL.
+CODEC_DECODE = "/v1/codec/decode"
 # A MAC of tickets is never a MAC of anything else signed with the secret key.
 _PURPOSE = b"switchboard stream ticket\n"
 
@@ -31,7 +35,7 @@ _PURPOSE = b"switchboard stream ticket\n"
 class StreamTicket(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    stream: str  # the path it opens, e.g. /v1/conversations/{id}/stream
+    stream: str  # the path it opens, e.g. /v1/conversations/{id}/stream, or CODEC_DECODE
     role: Role
     holder: str  # the principal's id
     conversation_id: str | None  # a visitor's conversation
@@ -51,13 +55,16 @@ def issue_ticket(
     holder: str,
     conversation_id: str | None,
     credential_hash: str,
+    seconds: int | None = None,
 ) -> str:
+    """A ticket to `stream`, valid for `seconds` (a stream ticket's setting by default)."""
+    lifetime = settings.stream_ticket_seconds if seconds is None else seconds
     ticket = StreamTicket(
         stream=stream,
         role=role,
         holder=holder,
         conversation_id=conversation_id,
-        expires_at=math.ceil(time.time()) + settings.stream_ticket_seconds,  # at least that long
+        expires_at=math.ceil(time.time()) + lifetime,  # at least that long
     )
     payload = base64.urlsafe_b64encode(ticket.model_dump_json().encode()).decode().rstrip("=")
     return f"{TICKET_PREFIX}{payload}.{_mac(settings, payload, credential_hash)}"

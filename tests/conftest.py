@@ -154,8 +154,9 @@ async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
 async def make_system(db: Database, policy_file: Callable[..., Path]) -> AsyncIterator[StartSystem]:
     """`system = await make_system(env)`: worker + API started on `env` and `db`, on a fresh
     task queue (or `task_queue`), with the test policy (`settings` override its timeouts,
-    `groups`, `routing`) or the file `policy`; stopped after the test. Request `env` before
-    this fixture: the server must outlive the systems on it."""
+    `groups`, `routing`) or the file `policy`, payloads encrypted with `payload_key` if given;
+    stopped after the test. Request `env` before this fixture: the server must outlive the
+    systems on it."""
     async with AsyncExitStack() as running:
 
         async def start(
@@ -163,6 +164,7 @@ async def make_system(db: Database, policy_file: Callable[..., Path]) -> AsyncIt
             *,
             policy: Path | None = None,
             task_queue: str | None = None,
+            payload_key: str = "",
             **settings: str,
         ) -> System:
             system = System(
@@ -170,6 +172,7 @@ async def make_system(db: Database, policy_file: Callable[..., Path]) -> AsyncIt
                 db=db,
                 policy_path=policy or policy_file(**settings),
                 task_queue=task_queue or f"tq-{uuid.uuid4()}",
+                payload_key=payload_key,
             )
             return await running.enter_async_context(system)
 

@@ -14,6 +14,7 @@ What each group guards:
 
 from __future__ import annotations
 
+import base64
 import glob
 import os
 import re
@@ -87,9 +88,16 @@ def required_variables(text: str) -> set[str]:
 
 
 def dummy_environment() -> dict[str, str]:
-    """A value for every required variable: 32 URL-safe characters, none a development secret."""
+    """A value for every required variable: 32 URL-safe characters, none a development secret
+    (the payload key: 32 bytes in base64, as an AES-256 key is written)."""
     names = required_variables(COMPOSE_FILE.read_text())
-    return {name: (name.lower().replace("_", "") + "0123456789abcdef" * 2)[:32] for name in names}
+    dummies = {
+        name: (name.lower().replace("_", "") + "0123456789abcdef" * 2)[:32] for name in names
+    }
+    if "SWITCHBOARD_PAYLOAD_KEY" in dummies:
+        key = dummies["SWITCHBOARD_PAYLOAD_KEY"].encode()
+        dummies["SWITCHBOARD_PAYLOAD_KEY"] = base64.b64encode(key).decode()
+    return dummies
 
 
 def environment(service: Service) -> dict[str, str]:

@@ -9,6 +9,7 @@ Message size: tests/test_errors.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, suppress
 from datetime import timedelta
@@ -41,6 +42,7 @@ from tests.support.data import enqueue_conversations
 from tests.support.processes import Deployment, free_port
 
 PER_MINUTE: int = Settings.model_fields["max_messages_per_minute"].default
+CODEC_BODY_BYTES: int = Settings.model_fields["max_codec_body_bytes"].default
 STREAMS: int = Settings.model_fields["max_streams_per_visitor"].default
 
 
@@ -466,6 +468,31 @@ async def test_a_body_is_counted_as_it_arrives_after_its_caller_is_known(one_api
     assert await _post_without_end(url, path, bearer(mine.token), big) == 413
     assert (await world.view(mine))["last_seq"] == before  # nothing stored
     assert (await world.api.say(*mine, "and now a short one")) == before + 1
+
+
+async def test_the_codec_endpoint_takes_a_page_of_payloads_and_no_more(one_api: World) -> None:
+    """The Temporal UI's and CLI's pages of payloads are larger than the API's other bodies:
+    the codec routes have a limit of their own, counted as the body arrives, after the caller
+    (a token, or a codec ticket in the path) is known."""
+    world = one_api
+    url = str(world.api.http.base_url)
+    payload = {"metadata": {}, "data": base64.b64encode(b"x" * 3000).decode()}
+    page = [payload] * 100  # about 400 KB: past SWITCHBOARD_MAX_BODY_BYTES
+    decoded = await world.api.codec("decode", page)
+    assert decoded.status_code == 200, decoded.text[:500]
+    assert decoded.json()["payloads"] == page  # no key in this deployment: as they were
+
+    endpoint = (await world.api.codec_ticket()).json()["endpoint"]
+    ticketed = endpoint.removeprefix(url.rstrip("/")) + "/decode"
+    forged = ticketed.replace("/tickets/stk_", "/tickets/stk_x")
+    start = b'{"payloads": [{"data": "'
+    # No token, or a forged ticket: 401 before any of the body is read.
+    assert await _post_without_end(url, "/v1/codec/decode", {}, start) == 401
+    assert await _post_without_end(url, forged, {}, start) == 401
+    # The admin, or a ticket: 413 once more than the codec's limit has arrived.
+    big = start + b"A" * (CODEC_BODY_BYTES + 1024)
+    assert await _post_without_end(url, "/v1/codec/decode", ADMIN, big) == 413
+    assert await _post_without_end(url, ticketed, {}, big) == 413
 
 
 async def test_a_422_repeats_no_more_than_a_slice_of_its_input(one_api: World) -> None:

@@ -18,6 +18,7 @@ from logging_setup import configure_logging, log_format
 from settings import Settings
 from store.db import Database
 from tests.support.data import new_conversation
+from tests.support.policy import PAYLOAD_KEY
 from tests.support.processes import Deployment, free_port
 
 
@@ -99,6 +100,7 @@ def test_console_lines_in_development_and_json_in_production() -> None:
         admin_token="a-production-admin-token",
         app_key="a-production-app-key",
         secret_key="a-production-secret-key",
+        payload_key=PAYLOAD_KEY,
     )
     assert log_format(production) == "json"
     assert log_format(Settings(env="development")) == "console"

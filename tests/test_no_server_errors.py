@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from api.deps import MAX_JSON_DEPTH
-from tests.support.access import ACCESS, Route, Subject, make_subject
+from tests.support.access import ACCESS, ANYONE, Route, Subject, make_subject
 from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit, bearer
 from tests.support.callers import CALLBACK_GROUPS, CALLBACK_ROUTING, OWNER, Caller, World
 from tests.support.system import StartSystem, System
@@ -39,10 +39,12 @@ class Requests:
         if route.subject not in self.subjects:
             self.subjects[route.subject] = await make_subject(self.world, route.subject)
         subject, ids = self.subjects[route.subject]
-        caller = sorted(route.allowed)[0]
+        # A route open to anyone (its credential is in its path): no token.
+        caller = Caller.NOBODY if route.allowed == ANYONE else sorted(route.allowed)[0]
         token = (
             token
             or {
+                Caller.NOBODY: None,
                 Caller.ADMIN: ADMIN_TOKEN,
                 Caller.APP: APP_KEY,
                 Caller.OWNER_AGENT: self.world.tokens[OWNER],
@@ -52,7 +54,7 @@ class Requests:
         return await self.system.http.request(
             method,
             path.format(agent_id=OWNER, **ids),
-            headers={**bearer(token), "Content-Type": "application/json"},
+            headers={**(bearer(token) if token else {}), "Content-Type": "application/json"},
             content=body,
         )
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from domain.policy import PolicyError, PolicySource, format_duration, load_policy, parse_duration
 from settings import PROJECT_ROOT, Settings
-from tests.support.policy import write_policy
+from tests.support.policy import PAYLOAD_KEY, write_policy
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,8 @@ def test_production_refuses_development_secrets() -> None:
         Settings(env="production", app_key="a" * 32, secret_key="b" * 32)
     with pytest.raises(ValidationError, match="SWITCHBOARD_SECRET_KEY"):
         Settings(env="production", admin_token="a" * 32, app_key="c" * 32, secret_key="short")
-    ok = Settings(env="production", admin_token="a" * 32, app_key="c" * 32, secret_key="d" * 32)
+    strong = {"admin_token": "a" * 32, "app_key": "c" * 32, "secret_key": "d" * 32}
+    ok = Settings(env="production", payload_key=PAYLOAD_KEY, **strong)
     assert ok.env == "production"
     assert Settings().admin_token == "dev-admin-token"  # development works out of the box
 

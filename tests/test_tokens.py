@@ -19,6 +19,7 @@ from settings import Settings
 from store.db import Database
 from tests.support.api import APP_KEY, bearer, eventually, expect
 from tests.support.data import disable_agent
+from tests.support.policy import PAYLOAD_KEY
 from tests.support.processes import Deployment
 from tests.support.system import System
 
@@ -81,7 +82,7 @@ def test_a_visitor_token_is_read_with_the_key_it_names_while_that_key_is_held() 
 
 
 def test_production_refuses_a_weak_or_empty_key_among_the_keys() -> None:
-    strong = {"admin_token": "a" * 32, "app_key": "b" * 32}
+    strong = {"admin_token": "a" * 32, "app_key": "b" * 32, "payload_key": PAYLOAD_KEY}
     Settings(env="production", secret_key=f"{'n' * 32},{'o' * 32}", **strong)
     with pytest.raises(ValueError, match="SWITCHBOARD_SECRET_KEY"):
         Settings(env="production", secret_key=f"{'n' * 32},short", **strong)

@@ -8,6 +8,7 @@ Never imported by the workflow itself: the worker's sandbox has no use for the c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -44,6 +45,7 @@ from domain.types import (
 )
 from settings import Settings
 from store.models import Conversation
+from temporal_client import connect
 from workflows.conversation import ConversationWorkflow
 
 # A signal is one write on the server; an update waits for a worker to validate and carry it out.
@@ -80,10 +82,7 @@ class ConversationGateway:
             if self._client is None:
                 assert self._settings is not None
                 try:
-                    self._client = await Client.connect(
-                        self._settings.temporal_address,
-                        namespace=self._settings.temporal_namespace,
-                    )
+                    self._client = await connect(self._settings)
                 except Exception as exc:
                     raise EngineUnavailable() from exc
             return self._client
@@ -147,7 +146,7 @@ class ConversationGateway:
             conversation_id,
             ConversationWorkflow.close,
             request,
-            update_id=f"close:{request.by_role}:{request.by_id}",
+            update_id=f"close:{_opaque(request.by_role, request.by_id)}",
         )
 
     async def transfer(
@@ -161,7 +160,7 @@ class ConversationGateway:
             conversation_id,
             ConversationWorkflow.transfer,
             request,
-            update_id=f"transfer:{request.by_role}:{request.by_id}:{target}:{assignment}",
+            update_id=f"transfer:{_opaque(request.by_role, request.by_id, target, assignment)}",
         )
 
     async def submit_rating(self, conversation_id: str, rating: RatingSubmission) -> str:
@@ -217,6 +216,12 @@ class ConversationGateway:
             raise EngineUnavailable("the conversation engine did not answer in time") from exc
         except RPCError as exc:
             raise _refusal(conversation_id, exc) from exc
+
+
+def _opaque(*parts: str) -> str:
+    """An update id's caller and target: a history holds update ids in plain text (no codec
+    encodes them), so agent ids and group names go in as a hash, the same for the same ones."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def _refusal(conversation_id: str, exc: RPCError) -> Exception:

@@ -13,13 +13,14 @@ from tests.support.callers import OWNER, Caller, World
 
 
 class Subject(Enum):
-    """What the route's {conversation_id}, {left_message_id} or {customer_id} is."""
+    """What the route's {conversation_id}, {left_message_id}, {customer_id} or {ticket} is."""
 
     ACTIVE = "a conversation Alice holds"
     RATING_PENDING = "a conversation closed and waiting for its rating"
     OVERFLOWED = "a conversation closed with overflow (a left message is offered)"
     LEFT_MESSAGE = "an open left message of Alice's group"
     CUSTOMER = "the customer of a conversation Alice holds"
+    CODEC_TICKET = "a codec ticket an admin asked for (the credential is in the path)"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ ADMIN_ONLY = frozenset({Caller.ADMIN})
 AGENT_SELF_OR_ADMIN = frozenset({Caller.ADMIN, Caller.OWNER_AGENT})  # {agent_id} is Alice
 ITS_SIDES = frozenset({Caller.OWNER_AGENT, Caller.OWN_VISITOR})
 ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
+# A payload as the Temporal UI sends it to be decoded: "alice" as JSON, unencrypted.
+CODEC_BODY = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "ImFsaWNlIg=="}]}
 
 ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/healthz"): Route(ANYONE),
@@ -103,6 +106,14 @@ ACCESS: dict[tuple[str, str], Route] = {
     ("POST", "/v1/customers/{customer_id}/erase"): Route(
         ADMIN_ONLY, subject=Subject.CUSTOMER, consumes=True
     ),
+    ("POST", "/v1/codec/decode"): Route(ADMIN_ONLY, body=CODEC_BODY),
+    ("POST", "/v1/codec/encode"): Route(ADMIN_ONLY, body=CODEC_BODY),
+    ("POST", "/v1/codec/tickets"): Route(ADMIN_ONLY),
+    # The ticket in the path is the credential (the Temporal UI sends none of ours): whatever
+    # the Authorization header says. A bad or expired ticket: tests/test_codec.py.
+    ("POST", "/v1/codec/tickets/{ticket}/decode"): Route(
+        ANYONE, body=CODEC_BODY, subject=Subject.CODEC_TICKET
+    ),
 }
 
 
@@ -114,6 +125,11 @@ async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, st
     if kind == Subject.CUSTOMER:
         conversation = await world.active()
         return conversation, {"customer_id": (await world.view(conversation))["customer_id"]}
+    if kind == Subject.CODEC_TICKET:
+        owner = await world.active()  # a conversation only for the visitor's credentials
+        asked = await world.api.codec_ticket()
+        assert asked.status_code == 201, asked.text
+        return owner, {"ticket": asked.json()["ticket"]}
     maker = {
         Subject.ACTIVE: world.active,
         Subject.RATING_PENDING: world.rating_pending,

@@ -476,6 +476,31 @@ class ApiClient:
             "/v1/stream-tickets", headers=self._as(token), json={"stream": stream}
         )
 
+    # --- the codec endpoint (the Temporal UI's and CLI's) -----------------------------------
+
+    async def codec(
+        self, way: str, payloads: list[dict[str, Any]], token: str | None = None
+    ) -> httpx.Response:
+        """`POST /v1/codec/<way>` (decode or encode) of protobuf-JSON payloads, as the CLI
+        sends them with `--codec-auth "Bearer <token>"`."""
+        return await self.http.post(
+            f"/v1/codec/{way}", headers=self._as(token), json={"payloads": payloads}
+        )
+
+    async def codec_ticket(self, token: str | None = None) -> httpx.Response:
+        """Ask for a codec endpoint with a ticket, for the Temporal UI."""
+        return await self.http.post("/v1/codec/tickets", headers=self._as(token))
+
+    async def decode_with_ticket(
+        self, endpoint: str, payloads: list[dict[str, Any]]
+    ) -> httpx.Response:
+        """What the Temporal UI sends to the codec `endpoint` it was given: no token."""
+        return await self.http.post(
+            f"{endpoint}/decode",
+            headers={"X-Namespace": "default"},
+            json={"payloads": payloads},
+        )
+
     @asynccontextmanager
     async def ticketed_stream(self, stream: str, ticket: str) -> AsyncIterator[EventStream]:
         """`async with` it: the stream at path `stream` opened with `ticket` and no token, as

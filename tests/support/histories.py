@@ -1,12 +1,16 @@
 """A conversation's workflow as the server recorded it: every run of its continue-as-new chain,
 replayed against today's code; the updates each run accepted and finished; where the server
-first suggested continue-as-new; and what a workflow that stands still looks like."""
+first suggested continue-as-new; what a workflow that stands still looks like; and what a
+history holds besides its search attributes (payloads, text)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType, SuggestContinueAsNewReason
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.worker import Replayer
@@ -158,3 +162,61 @@ async def completed(handle: WorkflowHandle[Any, Any], *, timeout: float) -> Any:
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {await standing_still(handle)}") from None
     return await handle.result()
+
+
+# The SDK's own bookkeeping in its markers (which local activity ran and when, which patch):
+# JSON that its core writes and no codec encodes. It names activity types, never our data.
+_SDK_MARKER_DATA = frozenset({"data", "patch-data"})
+
+
+def _bookkeeping(message: Message, key: str) -> bool:
+    return message.DESCRIPTOR.name == "MarkerRecordedEventAttributes" and key in _SDK_MARKER_DATA
+
+
+def _parts(message: Message) -> Iterator[Message]:
+    """`message` and every message within it, but its search attributes' (Temporal indexes
+    those in plain text: no codec encodes them) and the SDK's marker bookkeeping."""
+    yield message
+    for field, value in message.ListFields():
+        if field.name == "search_attributes" or field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is None:
+                continue
+            children = [child for key, child in value.items() if not _bookkeeping(message, key)]
+        else:
+            children = list(value) if field.is_repeated else [value]
+        for child in children:
+            yield from _parts(child)
+
+
+def payloads(history: WorkflowHistory) -> list[Payload]:
+    """Every payload of the history's events (inputs, signals, updates, results, memos,
+    summaries, failures' encoded attributes), but its search attributes'."""
+    return [part for event in history.events for part in _parts(event) if isinstance(part, Payload)]
+
+
+def plain_text(history: WorkflowHistory) -> list[str]:
+    """Every text field of the history's events outside payloads and search attributes (ids,
+    names, failure messages): what anyone who reads the history reads as it is."""
+    texts: list[str] = []
+    for event in history.events:
+        for part in _parts(event):
+            if isinstance(part, Payload):
+                continue
+            for field, value in part.ListFields():
+                if field.type == field.TYPE_STRING:
+                    texts.extend(value if field.is_repeated else [value])
+    return texts
+
+
+def sdk_bookkeeping(history: WorkflowHistory) -> list[Payload]:
+    """The SDK's marker bookkeeping (see _SDK_MARKER_DATA): plain JSON, whatever the codec."""
+    return [
+        payload
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+        for key, entry in event.marker_recorded_event_attributes.details.items()
+        if key in _SDK_MARKER_DATA
+        for payload in entry.payloads
+    ]

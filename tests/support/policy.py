@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,11 @@ def keep_transcripts(path: Path, transcripts: str) -> None:
 
 # The tests' waits poll 20 times a second from one address with one token, and some tests start
 # hundreds of conversations: these limits are tests/test_limits.py's own to lower.
+# Payload keys (32 bytes in base64, as SWITCHBOARD_PAYLOAD_KEY takes them): production needs one;
+# a second for rotations.
+PAYLOAD_KEY = base64.b64encode(b"test-payload-key-0123456789abcde").decode()
+NEW_PAYLOAD_KEY = base64.b64encode(b"newer-payload-key-0123456789abcd").decode()
+
 UNLIMITED_REQUESTS = {
     "max_requests_per_minute_per_address": 1_000_000,
     "max_requests_per_minute_per_caller": 1_000_000,
@@ -72,9 +78,12 @@ UNLIMITED_REQUESTS = {
 }
 
 
-def test_settings(db: Database | str, policy_path: Path, task_queue: str, address: str) -> Settings:
+def test_settings(
+    db: Database | str, policy_path: Path, task_queue: str, address: str, *, payload_key: str = ""
+) -> Settings:
     """Settings for a test deployment (`db` is a Database or a database URL): no metrics
-    address (tests run side by side), and requests not limited (UNLIMITED_REQUESTS)."""
+    address (tests run side by side), requests not limited (UNLIMITED_REQUESTS), and payloads
+    encrypted with `payload_key` if given."""
     return Settings(
         env="test",
         database_url=db if isinstance(db, str) else db.url,
@@ -85,6 +94,7 @@ def test_settings(db: Database | str, policy_path: Path, task_queue: str, addres
         app_key=APP_KEY,
         secret_key="test-secret-key-0123456789",
         metrics_address="",
+        payload_key=payload_key,
         **UNLIMITED_REQUESTS,
     )
 

@@ -17,6 +17,7 @@ from api.main import create_app
 from domain.policy import PolicySource
 from store.db import Database
 from store.models import Conversation
+from temporal_client import with_data_converter
 from tests.support.api import AgentLogin, ApiClient, Visit, eventually
 from tests.support.policy import test_settings
 from tests.support.temporal import address
@@ -24,18 +25,28 @@ from worker import build_worker
 
 
 class System(ApiClient):
-    """Worker + API on `env` and `db`, on the task queue `task_queue`; the API client of the
+    """Worker + API on `env` and `db`, on the task queue `task_queue`, both with the settings'
+    data converter (payloads encrypted with `payload_key`, if given); the API client of the
     in-process API (`http` is its ASGI client)."""
 
     def __init__(
-        self, *, env: WorkflowEnvironment, db: Database, policy_path: Path, task_queue: str
+        self,
+        *,
+        env: WorkflowEnvironment,
+        db: Database,
+        policy_path: Path,
+        task_queue: str,
+        payload_key: str = "",
     ) -> None:
         self.env = env
         self.db = db
         self.policy_path = policy_path
         self.task_queue = task_queue
-        self.settings = test_settings(db, policy_path, task_queue, address(env))
-        self.app = create_app(self.settings, temporal=env.client)
+        self.settings = test_settings(
+            db, policy_path, task_queue, address(env), payload_key=payload_key
+        )
+        self.client = with_data_converter(env.client, self.settings)
+        self.app = create_app(self.settings, temporal=self.client)
         super().__init__(
             httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=self.app),
@@ -49,7 +60,7 @@ class System(ApiClient):
     async def start_worker(self) -> None:
         """A worker on this system's task queue (again, after `stop_worker`)."""
         self.worker = build_worker(
-            client=self.env.client,
+            client=self.client,
             db=self.db,
             policy=PolicySource(self.policy_path),
             task_queue=self.task_queue,
@@ -87,7 +98,7 @@ class System(ApiClient):
     async def another_api(self, **settings: Any) -> AsyncIterator[ApiClient]:
         """A second API of this system (its database, its Temporal) with `settings` changed, as
         a redeployment with a new secret key; stopped on leaving."""
-        app = create_app(self.settings.model_copy(update=settings), temporal=self.env.client)
+        app = create_app(self.settings.model_copy(update=settings), temporal=self.client)
         transport = httpx.ASGITransport(app=app)
         async with (
             app.router.lifespan_context(app),
@@ -116,7 +127,8 @@ class System(ApiClient):
 
 
 class StartSystem(Protocol):
-    """The `make_system` fixture: `await make_system(env, policy=…, task_queue=…, **settings)`."""
+    """The `make_system` fixture: `await make_system(env, policy=…, task_queue=…,
+    payload_key=…, **settings)`."""
 
     def __call__(
         self,
@@ -124,6 +136,7 @@ class StartSystem(Protocol):
         *,
         policy: Path | None = None,
         task_queue: str | None = None,
+        payload_key: str = "",
         **settings: str,
     ) -> Awaitable[System]: ...
 
