@@ -5,10 +5,13 @@ table's rows as text, and every run's history of a conversation's workflow as JS
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from temporalio.client import Client
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowHistory
 
 from store.db import Database
 from tests.support.histories import runs
@@ -43,10 +46,39 @@ def rows_holding(db: Database, text: str) -> dict[str, list[str]]:
     return {name: rows for name, rows in found.items() if rows}
 
 
+def _payload_texts(message: Message) -> Iterator[str]:
+    """The bytes of every payload anywhere in `message` (search attributes, memos, markers
+    included) as text: in the history's JSON they are base64, where no search finds a canary."""
+    if isinstance(message, Payload):
+        yield message.data.decode("utf-8", "replace")
+        yield from (value.decode("utf-8", "replace") for value in message.metadata.values())
+        return
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            children = (
+                list(value.values())
+                if field.message_type.fields_by_name["value"].message_type
+                else []
+            )
+        else:
+            children = list(value) if field.is_repeated else [value]
+        for child in children:
+            yield from _payload_texts(child)
+
+
+def history_text(history: WorkflowHistory) -> str:
+    """All a history holds, as text: its JSON (ids, names, failure messages) and what every
+    payload in it says."""
+    decoded = (text for event in history.events for text in _payload_texts(event))
+    return "\n".join([history.to_json(), *decoded])
+
+
 async def histories_as_json(client: Client, conversation_id: str) -> list[str]:
     """Every run of the conversation's workflow (continue-as-new chain included), each
-    history as the Temporal UI would download it."""
-    return [history.to_json() for history in await runs(client, conversation_id)]
+    history as text (history_text): its JSON and its payloads' contents."""
+    return [history_text(history) for history in await runs(client, conversation_id)]
 
 
 async def histories_holding(client: Client, conversation_ids: list[str], text: str) -> list[str]:
