@@ -221,8 +221,10 @@ async def _drive(
     def rate() -> Awaitable[httpx.Response]:
         return api.rate(conversation_id, visitor, 2, comment=f"Rude: {canary}")
 
+    # The worker records the score, then the API stores the comment: the first write that
+    # waits is cut (whichever it is), and the retried rating stores both.
     await outage.write(
-        rate, table="conversation", statement="UPDATE conversation SET%rating_comment", until=(201,)
+        rate, table="conversation", statement="UPDATE conversation SET%rating_", until=(201,)
     )
 
     # A left message and its contact: a callback conversation overflows to one (processes.py).

@@ -90,7 +90,9 @@ def _closed_with_every_text(db: Database, canary: Canary) -> str:
 def _events(db: Database, conversation_id: str) -> dict[str, Event]:
     """The conversation's events by type (the latest of each)."""
     with db.read() as session:
-        events = events_after(session, conversation_id=conversation_id, after_seq=0, limit=1000)
+        events = events_after(
+            session, conversation_id=conversation_id, after_seq=0, limit=1000, staff=True
+        )
     return {event.type: event for event in events}
 
 

@@ -53,17 +53,14 @@ def _payload_texts(message: Message) -> Iterator[str]:
         yield message.data.decode("utf-8", "replace")
         yield from (value.decode("utf-8", "replace") for value in message.metadata.values())
         return
-    for field, value in message.ListFields():
-        if field.message_type is None:
+    for descriptor, value in message.ListFields():
+        kind = descriptor.message_type
+        if kind is None:
             continue
-        if field.message_type.GetOptions().map_entry:
-            children = (
-                list(value.values())
-                if field.message_type.fields_by_name["value"].message_type
-                else []
-            )
+        if kind.GetOptions().map_entry:
+            children = list(value.values()) if kind.fields_by_name["value"].message_type else []
         else:
-            children = list(value) if field.is_repeated else [value]
+            children = list(value) if descriptor.is_repeated else [value]
         for child in children:
             yield from _payload_texts(child)
 

@@ -57,7 +57,7 @@ def wrong_decisions(log: Transcript) -> list[str]:
     countdown_from: int | None = None  # the agent message of the latest idle warning
     assigned_at: dict[str, int] = {}  # agent → seq of their latest assignment
     for event in log.events:
-        data: dict[str, Any] = event.data
+        data: dict[str, Any] = {**event.data, **(event.staff_data or {})}  # staff's view
         where = f"{log.conversation_id}: {event.type} at seq {event.seq}"
         if event.type == EventType.ASSIGNED:
             assigned_at[data["agent_id"]] = event.seq
