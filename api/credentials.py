@@ -84,35 +84,42 @@ def visitor_access_ended(conversation: Conversation, *, rating_window: timedelta
 class VisitorAccess:
     """When each conversation's visitor access ends, as last read, so that a visitor's requests
     (every message of a chat) do not each read the conversation to check their token. An open
-    conversation is read again after RECHECK seconds: it can close meanwhile, and its token still
-    works for a rating window after (at least a second, the policy's floor), so nothing that
-    ended is ever let in. A closed one's end is known and stays. This process's memory only."""
+    conversation is read again after a while: it can close meanwhile, but its token still works
+    for a rating window after the close, so a conversation open when read keeps its access for
+    at least that window. Read again within the window (and within MAX_RECHECK seconds),
+    nothing that ended is ever let in. A closed one's end is known and stays. This process's
+    memory only."""
 
-    RECHECK = 1.0
+    MAX_RECHECK = 10.0
     _KEEP = 4096  # entries before those of conversations not asked about lately are dropped
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[float, datetime | None]] = {}
+        # conversation → (read at, access ends (None: open), read again after this long)
+        self._known: dict[str, tuple[float, datetime | None, float]] = {}
 
     def ended(self, conversation_id: str) -> bool | None:
         """Whether its access has ended, or None: not known (read the conversation)."""
         known = self._known.get(conversation_id)
         if known is None:
             return None
-        read_at, ends = known
+        read_at, ends, recheck = known
         if ends is not None:
             return ends <= utcnow()
-        return None if time.monotonic() - read_at > self.RECHECK else False
+        return None if time.monotonic() - read_at > recheck else False
 
-    def remember(self, conversation_id: str, ends: datetime | None) -> None:
+    def remember(
+        self, conversation_id: str, ends: datetime | None, *, rating_window: timedelta
+    ) -> None:
+        """What was read: when access ends (None: open), under the policy's rating window."""
         if len(self._known) >= self._KEEP:
             self._forget()
-        self._known[conversation_id] = (time.monotonic(), ends)
+        recheck = min(rating_window.total_seconds(), self.MAX_RECHECK)
+        self._known[conversation_id] = (time.monotonic(), ends, recheck)
 
     def _forget(self) -> None:
-        stale = time.monotonic() - self.RECHECK
+        stale = time.monotonic() - self.MAX_RECHECK
         now = utcnow()
-        for key, (read_at, ends) in list(self._known.items()):
+        for key, (read_at, ends, _recheck) in list(self._known.items()):
             if (ends is None and read_at < stale) or (ends is not None and ends <= now):
                 del self._known[key]
         if len(self._known) >= self._KEEP:  # all fresh: start afresh rather than grow

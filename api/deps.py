@@ -110,7 +110,7 @@ async def get_principal(
                 raise _unauthorized("the visitor token has expired")
             window = services.policy.current().timeouts.rating_window
             ends = visitor_access_ends(conversation, rating_window=window)
-            services.visitor_access.remember(conversation_id, ends)
+            services.visitor_access.remember(conversation_id, ends, rating_window=window)
             ended = services.visitor_access.ended(conversation_id)
         if ended:
             raise _unauthorized("the visitor token has expired")
