@@ -235,7 +235,9 @@ class TypingPublic(BaseModel):
     type: str = "conversation.typing"
     conversation_id: str
     by_role: str
-    by_id: str
+    by_id: str | None = Field(
+        description="The visitor's id; null for the agent (a visitor never reads an agent's id)"
+    )
     at: datetime
 
 

@@ -38,6 +38,8 @@ from store.events import (
 )
 
 log = logging.getLogger("switchboard.streams")
+# Who sent a live signal: its own streams never get it back. Kept for that, never shown.
+SENDER = "_sender"
 
 _PAGE = 500
 _LIVE_BUFFER = 64
@@ -103,9 +105,10 @@ class EventHints:
                 del self._subscribers[key]
 
     def publish(self, key: str, signal: dict[str, Any]) -> None:
-        """Hand a live-only signal to the key's streams, but those of its sender (`by_id`)."""
+        """Hand a live-only signal to the key's streams, but those of its sender (its
+        `SENDER`, which no stream shows: a visitor reads no agent's id)."""
         for subscription in self._subscribers.get(key, ()):
-            if subscription.viewer is not None and subscription.viewer == signal.get("by_id"):
+            if subscription.viewer is not None and subscription.viewer == signal.get(SENDER):
                 continue
             with contextlib.suppress(asyncio.QueueFull):
                 subscription.live.put_nowait(signal)
@@ -385,7 +388,8 @@ async def tail(
                 yield event
                 last = int(event.id or last)
             for signal in live:  # no id: resuming never asks for them
-                yield ServerSentEvent(event=signal["type"], data=json.dumps(signal))
+                shown = {name: value for name, value in signal.items() if name != SENDER}
+                yield ServerSentEvent(event=signal["type"], data=json.dumps(shown))
             if len(batch) < _PAGE:
                 await subscription.woken_within(min(poll_interval, ends_at - time.monotonic()))
     finally:

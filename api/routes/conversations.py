@@ -50,6 +50,7 @@ from api.schemas import (
 from api.stream_access import stream_access
 from api.streams import (
     LIVE_CHANNEL,
+    SENDER,
     conversation_log,
     event_public,
     event_stream,
@@ -380,9 +381,12 @@ async def typing(
         conversation.id, principal.role, over="typing signals a minute from your side"
     )
     signal = TypingPublic(
-        conversation_id=conversation.id, by_role=principal.role, by_id=principal.id, at=utcnow()
+        conversation_id=conversation.id,
+        by_role=principal.role,
+        by_id=principal.id if principal.role == Role.VISITOR else None,
+        at=utcnow(),
     )
-    payload = signal.model_dump(mode="json")
+    payload = {**signal.model_dump(mode="json"), SENDER: principal.id}
     keys = stream_keys(conversation.id, conversation.agent_id)
     if services.db.is_sqlite:
         for key in keys:
