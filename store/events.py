@@ -243,7 +243,8 @@ _EVENT_WITH_TEXT = sa.select(Event, col(Message.content)).outerjoin(
 )
 
 
-def _view(event: Event, content: str | None, *, staff: bool) -> EventView:
+def event_view(event: Event, content: str | None = None, *, staff: bool) -> EventView:
+    """The event as staff (or everyone else) read it; `content`: its message's text."""
     data = {**event.data, **(event.staff_data or {})} if staff else event.data
     if event.type == EventType.MESSAGE_CREATED and content is not None:
         data = {**data, "content": content}
@@ -261,7 +262,7 @@ def events_after(
     if not staff:
         query = query.where(col(Event.audience) == Audience.ALL)
     rows = session.execute(query.order_by(col(Event.seq)).limit(limit))
-    return [_view(event, content, staff=staff) for event, content in rows]
+    return [event_view(event, content, staff=staff) for event, content in rows]
 
 
 def agent_events_after(
@@ -276,7 +277,7 @@ def agent_events_after(
         .order_by(col(AgentEvent.seq))
         .limit(limit)
     )
-    return [(seq, _view(event, content, staff=True)) for event, content, seq in rows]
+    return [(seq, event_view(event, content, staff=True)) for event, content, seq in rows]
 
 
 def agent_feed_seq(session: Session, agent_id: str) -> int:

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from domain.types import Audience, EventType
 from store.db import Database
 from store.erasure import ERASED
-from store.events import ConversationNotFound, EventView, append_event
+from store.events import ConversationNotFound, EventView, append_event, event_view
 from store.models import Conversation, Event
 
 
@@ -46,7 +46,7 @@ def add_note(db: Database, *, conversation_id: str, by_id: str, text: str) -> Ev
         if conversation.erased_at is not None:  # what is written about it is erased too
             text = ERASED
         event = write_note(session, conversation_id=conversation_id, by_id=by_id, text=text)
-        return EventView(conversation_id, event.seq, event.type, event.at, event.data)
+        return event_view(event, staff=True)
 
 
 def add_transfer_note(
@@ -74,5 +74,5 @@ def add_transfer_note(
                 dedupe_key=f"note:transfer:{transfer.seq}",
                 also_to_agents=[details.get("from_agent_id")],
             )
-            return EventView(conversation_id, event.seq, event.type, event.at, event.data)
+            return event_view(event, staff=True)
     return None
