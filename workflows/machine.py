@@ -1,0 +1,805 @@
+"""What the conversation workflow does: routing → queue → agent → idle countdown → close →
+rating. Its handlers (workflows/conversation.py) call in here.
+
+The workflow is the single authority on state transitions. It learns of messages and of its
+agent by signal, takes close, transfer and rating requests as validated updates, and does all
+I/O through activities (called by name, so this module never imports the database layer).
+
+The sandbox imports this module once, not afresh for every workflow run (each cached run
+would keep its own copy of every code object here: bench/ B4, the worker's memory). So it
+holds no state of its own, reads no clock or randomness but Temporal's, and imports only
+what is pure.
+
+Where it stands is its stage (`Stage`, in the flow; a client sees the stage's state: queued,
+active or closed). The run loop dispatches on the stage and waits for its timer; signals,
+updates and timers move it on, only thus:
+
+    stage                 event                                 next stage
+    ROUTING               in service hours, a group takes it    QUEUED (ASSIGNED: served at once)
+    ROUTING               out of hours, or no group takes it    CLOSED out_of_hours | overflow
+    ROUTING               agent_assigned                        ROUTING, its agent noted
+    QUEUED                agent_assigned                        ASSIGNED
+    QUEUED                queue overflow timer                  QUEUED in the next group
+                                                                | CLOSED overflow
+                                                                | ASSIGNED (served meanwhile)
+    QUEUED                the group closes (on_closing "close") CLOSED out_of_hours
+                                                                | ASSIGNED (served meanwhile)
+    QUEUED                close                                 CLOSED abandoned | admin_closed
+    ASSIGNED              the assignment recorded               AWAITING_FIRST_REPLY
+                                                                (COUNTING_DOWN: the agent wrote)
+    ASSIGNED              the agent's message (the same task)   ASSIGNED, the countdown armed
+    ASSIGNED              close                                 CLOSED by whoever asked
+    AWAITING_FIRST_REPLY  first-reply timer                     QUEUED | ASSIGNED (not to them)
+    AWAITING_FIRST_REPLY  first-reply timer, their reply stored COUNTING_DOWN | VISITOR_WROTE_LAST
+                          (the requeue declined)                (as the newest message says)
+    AWAITING_FIRST_REPLY  visitor message                       AWAITING_FIRST_REPLY
+    active *              agent message                         COUNTING_DOWN (afresh)
+    VISITOR_WROTE_LAST,
+    COUNTING_DOWN, WARNED visitor message                       VISITOR_WROTE_LAST
+    COUNTING_DOWN         idle warning timer                    WARNED, the warning pushed
+    COUNTING_DOWN         idle warning timer, a newer message   as that message's signal
+                          stored meanwhile (the warning declined)
+    WARNED                auto-close timer                      CLOSED idle_timeout
+    WARNED                auto-close timer, a newer message     as that message's signal
+                          stored meanwhile (the close declined)
+    active *              transfer to an agent                  AWAITING_FIRST_REPLY (the same
+                                                                if the new agent wrote already)
+    active *              transfer to a group                   QUEUED | ASSIGNED
+    active *              close                                 CLOSED agent_closed
+                                                                | visitor_closed | admin_closed
+    QUEUED, CLOSED        a transfer accepted while active      the same, the transfer refused
+    QUEUED, ASSIGNED,
+    active *              continue-as-new suggested             the same, in a new run, once
+                                                                every pending request is handled
+    CLOSED                rating invite, then rating | expiry   (the workflow completes)
+
+    * AWAITING_FIRST_REPLY, VISITOR_WROTE_LAST, COUNTING_DOWN, WARNED: the state is active.
+
+A signal moves the stage at once; a decision once its activity has written it, except the
+assignment's record: its stage begins as the record starts, so that a message meanwhile is
+taken as in an active conversation (the database says active once the record commits). A
+decision taken because nothing happened (the timers') is declined by its activity when
+something newer is stored (invariant 8): the workflow then goes on as that fact's lost signal
+would have had it (`_resume_from`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from domain.errors import (
+    ASSIGNED_MEANWHILE,
+    FORBIDDEN,
+    INVALID_INPUT,
+    INVALID_STATE,
+    NEWER_MESSAGE,
+)
+from domain.types import (
+    LEFT_MESSAGE,
+    MAX_OVERFLOW_HOPS,
+    AgentAssigned,
+    AssignmentRecord,
+    CloseInput,
+    CloseReason,
+    CloseRequest,
+    ConversationFlow,
+    ConversationSnapshot,
+    ConversationState,
+    IdleCountdown,
+    IdleWarningInput,
+    MessagePosted,
+    OnClosing,
+    QueuePlacement,
+    QueueRequest,
+    RatingInvite,
+    RatingRecord,
+    RatingStatus,
+    RatingSubmission,
+    RequeueInput,
+    Role,
+    RouteRequest,
+    RouteResult,
+    Stage,
+    Timeouts,
+    TransferInput,
+    TransferRequest,
+    TransferResult,
+)
+from workflows import supervision
+from workflows.patches import (
+    AGENT_WROTE_BEFORE_ACTIVE,
+    CLOSE_AT_CLOSING,
+    FIRST_REPLY_AFTER_TRANSFER,
+    LOCAL_ACTIVITIES,
+    REQUESTS_FIRST,
+    read_older_flags,
+    write_older_flags,
+)
+
+# Database outages must delay decisions, never drop them: retry without a limit.
+_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+_ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# What an activity found when it declined a decision taken because nothing happened.
+_DECLINED = (NEWER_MESSAGE, ASSIGNED_MEANWHILE)
+
+
+class ConversationMachine:
+    """The conversation's state machine: `flow` is all its state (what continue-as-new
+    carries on). The workflow class adds the handlers."""
+
+    flow: ConversationFlow
+    _transfer_result: TransferResult | None
+
+    def _begin(self, flow: ConversationFlow) -> None:
+        """The workflow's state from its input (a new conversation's, or the last run's)."""
+        read_older_flags(flow)
+        flow.customer_id = ""  # an older API's input named the customer: not carried on
+        self.flow = flow
+        self._transfer_result: TransferResult | None = None
+
+    async def _live(self) -> str:
+        """Every stage in turn, to the close and the rating: the close reason."""
+        while True:
+            self._refuse_transfer_out_of_turn()
+            match self.flow.stage:
+                case Stage.ROUTING:
+                    await self._route()
+                case Stage.QUEUED | Stage.ASSIGNED:
+                    await self._wait_in_queue()
+                case (
+                    Stage.AWAITING_FIRST_REPLY
+                    | Stage.VISITOR_WROTE_LAST
+                    | Stage.COUNTING_DOWN
+                    | Stage.WARNED
+                ):
+                    await self._attend()
+                case Stage.CLOSED:
+                    break
+        self._refuse_transfer_out_of_turn()
+        await self._rating_phase()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.flow.close_reason or ""
+
+    # --- stages ----------------------------------------------------------------------------
+
+    def _enter(self, stage: Stage) -> None:
+        self.flow.stage = stage
+        self.flow.state = stage.state
+
+    async def _route(self) -> None:
+        """ROUTING: the routing rule picks the group, the service hours say if it is open."""
+        flow = self.flow
+        route: RouteResult = await self._activity(
+            "route_conversation", RouteRequest(flow.conversation_id, workflow.now()), RouteResult
+        )
+        flow.skill_group = route.skill_group
+        flow.priority = route.priority
+        flow.routing_rule = route.rule
+        flow.policy_version = route.policy_version
+        if not route.is_open:
+            await self._close(CloseReason.OUT_OF_HOURS, next_opening=route.next_opening)
+            return
+        await self._join(route.skill_group)
+
+    async def _wait_in_queue(self) -> None:
+        """QUEUED or ASSIGNED: until the agent, a close, the overflow timer, the group's
+        closing (if it closes its queue) or continue-as-new, whichever comes first."""
+        flow = self.flow
+
+        def woken() -> bool:
+            return (
+                flow.stage == Stage.ASSIGNED
+                or flow.close_request is not None
+                or self._continue_as_new_due()
+            )
+
+        overflow_at = None
+        if flow.max_queue_wait_s is not None and flow.in_group_since is not None:
+            overflow_at = flow.in_group_since + timedelta(seconds=flow.max_queue_wait_s)
+        closing_at = self._closing_at()
+        deadline = min((at for at in (overflow_at, closing_at) if at is not None), default=None)
+        timed_out = False
+        if deadline is not None:
+            timed_out = not await self._sleep_until(deadline, woken)
+        else:
+            await workflow.wait_condition(woken)
+        if flow.close_request is not None and flow.stage == Stage.ASSIGNED:
+            # Its agent came in the same breath (the visitor may have seen them already): a
+            # close by whoever asked, not an abandoned wait.
+            await self._close(_reason_for(flow.close_request))
+        elif flow.close_request is not None:
+            by_admin = flow.close_request.by_role == Role.ADMIN
+            await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
+        elif flow.stage == Stage.ASSIGNED:
+            await self._take_assignment()
+        elif timed_out and deadline == closing_at:
+            await self._close_at_closing()
+        elif timed_out:
+            await self._overflow(flow.overflow_to)
+        else:
+            await self._continue_as_new()
+
+    def _closing_at(self) -> datetime | None:
+        """When the queue wait ends because its group closes (on_closing "close"), if it does."""
+        flow = self.flow
+        if flow.on_closing != OnClosing.CLOSE or flow.group_closes_at is None:
+            return None
+        # Conversations that queued before waited on through the closing.
+        return flow.group_closes_at if workflow.patched(CLOSE_AT_CLOSING) else None
+
+    async def _close_at_closing(self) -> None:
+        """QUEUED, its group's hours ended → CLOSED out_of_hours, with when it opens again and a
+        left message offered; unless an agent took it meanwhile (the close declined): then it
+        is theirs, as if their signal had come (invariant 8)."""
+        flow = self.flow
+        try:
+            await self._close(
+                CloseReason.OUT_OF_HOURS,
+                next_opening=flow.group_next_opening,
+                unless_assigned=True,
+            )
+        except (ActivityError, ApplicationError) as exc:
+            self._resume_from(_declined(exc))
+
+    async def _join(self, skill_group: str) -> None:
+        """Queue in this group, or overflow on along the policy's chain to a left message."""
+        flow = self.flow
+        from_group = flow.skill_group if flow.overflow_hops else None
+        while True:
+            placement: QueuePlacement = await self._activity(
+                "enter_queue",
+                QueueRequest(
+                    conversation_id=flow.conversation_id,
+                    skill_group=skill_group,
+                    priority=flow.priority,
+                    at=workflow.now(),
+                    hop=flow.overflow_hops,
+                    from_group=from_group,
+                ),
+                QueuePlacement,
+            )
+            if placement.agent_id is not None:
+                flow.agent_id = placement.agent_id  # served while it was being moved
+                self._enter(Stage.ASSIGNED)
+                return
+            if placement.accepted:
+                self._placed(placement)
+                return
+            if not self._may_overflow_to(placement.overflow_to):
+                await self._close_for_overflow(overflowed_from=skill_group)
+                return
+            flow.overflow_hops += 1
+            assert placement.overflow_to is not None
+            from_group, skill_group = skill_group, placement.overflow_to
+
+    def _placed(self, placement: QueuePlacement) -> None:
+        flow = self.flow
+        # Assigned already if its agent's signal came while the placement was being made.
+        self._enter(Stage.ASSIGNED if flow.agent_id is not None else Stage.QUEUED)
+        flow.skill_group = placement.skill_group
+        flow.queued_at = placement.queued_at
+        flow.in_group_since = workflow.now()
+        flow.max_queue_wait_s = placement.max_queue_wait_s
+        flow.overflow_to = placement.overflow_to
+        flow.group_closes_at = placement.closes_at
+        flow.on_closing = placement.on_closing
+        flow.group_next_opening = placement.next_opening
+        flow.first_reply_timeout_s = placement.first_reply_timeout_s
+        self._publish()
+
+    async def _overflow(self, target: str | None) -> None:
+        if not self._may_overflow_to(target):
+            await self._close_for_overflow(overflowed_from=self.flow.skill_group)
+            return
+        assert target is not None
+        self.flow.overflow_hops += 1
+        await self._join(target)
+
+    async def _close_for_overflow(self, *, overflowed_from: str | None) -> None:
+        """Nobody took it in time, and there is no group left to try: CLOSED overflow (a left
+        message is offered), unless an agent has taken it by the time the close is written."""
+        try:
+            await self._close(
+                CloseReason.OVERFLOW, overflowed_from=overflowed_from, unless_assigned=True
+            )
+        except (ActivityError, ApplicationError) as exc:
+            self._resume_from(_declined(exc))
+
+    def _may_overflow_to(self, target: str | None) -> bool:
+        return (
+            target is not None
+            and target != LEFT_MESSAGE
+            and self.flow.overflow_hops < MAX_OVERFLOW_HOPS
+        )
+
+    async def _take_assignment(self) -> None:
+        """ASSIGNED → active: record the assignment (its events, the database's state) and set
+        the first reply due. No fresh start: the way back to the queue made it, and the agent
+        may have written already (their message came with the assignment's signal)."""
+        flow = self.flow
+        wrote = flow.countdown.agent_message_seq > 0
+        self._enter(Stage.COUNTING_DOWN if wrote else Stage.AWAITING_FIRST_REPLY)
+        flow.assignment_round += 1
+        await self._activity(
+            "record_assignment", AssignmentRecord(flow.conversation_id, flow.assignment_round), None
+        )
+        if flow.first_reply_timeout_s:
+            flow.first_reply_due_at = workflow.now() + timedelta(seconds=flow.first_reply_timeout_s)
+        self._publish()
+
+    async def _attend(self) -> None:
+        """An active stage: what someone asked for first, then the stage's timer."""
+        flow = self.flow
+        if flow.close_request is not None:
+            await self._close(_reason_for(flow.close_request))
+            return
+        if self._continue_as_new_due() and not (
+            flow.transfer_request is not None and workflow.patched(REQUESTS_FIRST)
+        ):
+            await self._continue_as_new()
+        if flow.transfer_request is not None:
+            await self._transfer(flow.transfer_request)
+            return
+        countdown = flow.countdown
+
+        def moved(countdown: IdleCountdown = countdown) -> bool:
+            # A newer message replaces the countdown object; a request ends the wait.
+            return (
+                flow.countdown is not countdown
+                or flow.close_request is not None
+                or flow.transfer_request is not None
+                or self._continue_as_new_due()
+            )
+
+        match flow.stage:
+            case Stage.AWAITING_FIRST_REPLY if flow.first_reply_due_at is not None:
+                if not await self._sleep_until(flow.first_reply_due_at, moved):
+                    await self._requeue_unanswered()
+            case Stage.AWAITING_FIRST_REPLY | Stage.VISITOR_WROTE_LAST:
+                await workflow.wait_condition(moved)
+            case Stage.COUNTING_DOWN:
+                timeouts = await self._timeouts()
+                assert countdown.armed_at is not None
+                countdown.warning_at = countdown.armed_at + timedelta(
+                    seconds=timeouts.idle_warning_after_s
+                )
+                countdown.close_after_s = timeouts.idle_close_after_s
+                if not await self._sleep_until(countdown.warning_at, moved):
+                    await self._send_idle_warning(countdown)
+            case Stage.WARNED:
+                assert countdown.close_at is not None
+                if not await self._sleep_until(countdown.close_at, moved):
+                    await self._close_idle(countdown)
+
+    async def _close_idle(self, countdown: IdleCountdown) -> None:
+        """WARNED, auto-close timer → CLOSED idle_timeout, unless a message newer than the
+        countdown's was stored by the time the close is written (its signal lost or late):
+        then carry on from that message (invariant 8)."""
+        flow = self.flow
+        flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="idle_countdown")
+        try:
+            await self._close(
+                CloseReason.IDLE_TIMEOUT, silent_after_seq=countdown.agent_message_seq
+            )
+        except (ActivityError, ApplicationError) as exc:
+            failure = _declined(exc)
+            flow.close_request = None
+            self._resume_from(failure)
+
+    async def _requeue_unanswered(self) -> None:
+        """The agent never answered: back to the queue near its head, and not to them again."""
+        flow = self.flow
+        assert flow.agent_id is not None
+        try:
+            placement: QueuePlacement = await self._activity(
+                "requeue_unanswered",
+                RequeueInput(flow.conversation_id, flow.agent_id, flow.assignment_round),
+                QueuePlacement,
+            )
+        except (ActivityError, ApplicationError) as exc:
+            self._resume_from(_declined(exc))  # they did answer: its signal was lost or late
+            return
+        self._back_in_queue(placement)
+
+    async def _transfer(self, request: TransferRequest) -> None:
+        flow = self.flow
+        result: TransferResult = await self._activity(
+            "transfer_conversation",
+            TransferInput(flow.conversation_id, request, flow.assignment_round),
+            TransferResult,
+            requested=True,
+        )
+        self._transfer_result = result
+        flow.transfer_request = None
+        if not result.ok:
+            return
+        if result.agent_id is None:
+            assert result.placement is not None
+            self._back_in_queue(result.placement)
+            return
+        flow.agent_id = result.agent_id
+        flow.assignment_round += 1
+        # A message newer than the handover (a greater seq) is the new agent's or the
+        # visitor's: one the new agent wrote while the handover was being recorded keeps the
+        # countdown it started. Anything older is the past: a fresh start.
+        if not (result.handover_seq and flow.countdown.agent_message_seq > result.handover_seq):
+            self._enter(Stage.AWAITING_FIRST_REPLY)
+            flow.countdown = IdleCountdown()
+        flow.first_reply_due_at = None
+        # The new agent must answer in time too.
+        if (
+            flow.first_reply_timeout_s
+            and flow.stage == Stage.AWAITING_FIRST_REPLY
+            and workflow.patched(FIRST_REPLY_AFTER_TRANSFER)
+        ):
+            flow.first_reply_due_at = workflow.now() + timedelta(seconds=flow.first_reply_timeout_s)
+        self._publish()
+
+    def _back_in_queue(self, placement: QueuePlacement) -> None:
+        flow = self.flow
+        flow.first_reply_due_at = None
+        flow.countdown = IdleCountdown()
+        # Served again already? (An assignment signal sent meanwhile found us still active.)
+        flow.agent_id = placement.agent_id
+        self._placed(placement)
+
+    async def _send_idle_warning(self, countdown: IdleCountdown) -> None:
+        close_after_s = countdown.close_after_s
+        if close_after_s is None or not workflow.patched(LOCAL_ACTIVITIES):
+            # Conversations from before read the policy again here, a local activity of its own.
+            close_after_s = (await self._timeouts()).idle_close_after_s
+        close_at = workflow.now() + timedelta(seconds=close_after_s)
+        try:
+            told = await self._activity(
+                "send_idle_warning",
+                IdleWarningInput(
+                    conversation_id=self.flow.conversation_id,
+                    agent_message_seq=countdown.agent_message_seq,
+                    close_at=close_at,
+                    idle_close_after_s=close_after_s,
+                ),
+                None,
+            )
+        except (ActivityError, ApplicationError) as exc:
+            if self.flow.countdown is countdown:  # else a newer message's signal came meanwhile
+                self._resume_from(_declined(exc))
+            return
+        if self.flow.countdown is countdown:  # no newer message meanwhile
+            self._enter(Stage.WARNED)
+        # Close when the warning said: later than planned if it went out late (retried through
+        # a database outage), so the visitor gets the whole time. (None: an older worker.)
+        countdown.close_at = datetime.fromisoformat(told) if isinstance(told, str) else close_at
+
+    async def _close(
+        self,
+        reason: str,
+        next_opening: datetime | None = None,
+        *,
+        silent_after_seq: int | None = None,
+        overflowed_from: str | None = None,
+        unless_assigned: bool = False,
+    ) -> None:
+        """Close, with the closing message; an activity error if it was declined (the
+        silence or the wait it is for has ended: see `_resume_from`). `overflowed_from`: an
+        overflow into a left message from this group, a hop too."""
+        flow = self.flow
+        request = flow.close_request
+        hop = flow.overflow_hops + 1 if overflowed_from is not None else 0
+        # An agent served it: the rating invite goes out with the closing message (one write).
+        invite = flow.agent_id is not None and workflow.patched(LOCAL_ACTIVITIES)
+        rating_expires_at = await self._activity(
+            "close_conversation",
+            CloseInput(
+                conversation_id=flow.conversation_id,
+                reason=reason,
+                closed_by=request.by_id if request else None,
+                next_opening=next_opening,
+                invite_rating=invite,
+                silent_after_seq=silent_after_seq,
+                overflowed_from=overflowed_from,
+                overflow_hop=hop,
+                unless_assigned=unless_assigned,
+            ),
+            None,
+            requested=request is not None and request.by_role != Role.SYSTEM,
+        )
+        if overflowed_from is not None:
+            flow.overflow_hops = hop
+        # (None: an older worker, which did not invite; the rating phase does.)
+        if invite and isinstance(rating_expires_at, str):
+            flow.rating_expires_at = datetime.fromisoformat(rating_expires_at)
+            flow.rating_status = RatingStatus.PENDING
+        self._enter(Stage.CLOSED)
+        flow.close_reason = reason
+        flow.closed_at = workflow.now()
+        flow.countdown = IdleCountdown()
+        self._publish()
+
+    async def _rating_phase(self) -> None:
+        flow = self.flow
+        if flow.agent_id is None:
+            return  # nobody served it: nothing to rate (a left message may follow instead)
+        if flow.rating_status == RatingStatus.NONE:
+            timeouts = await self._timeouts()
+            expires_at = workflow.now() + timedelta(seconds=timeouts.rating_window_s)
+            await self._activity(
+                "invite_rating", RatingInvite(flow.conversation_id, expires_at), None
+            )
+            flow.rating_expires_at = expires_at
+            flow.rating_status = RatingStatus.PENDING
+        if flow.rating_status == RatingStatus.PENDING:
+            assert flow.rating_expires_at is not None
+            await self._sleep_until(flow.rating_expires_at, lambda: flow.rating is not None)
+            if flow.rating is not None:
+                await self._activity(
+                    "record_rating",
+                    RatingRecord(flow.conversation_id, flow.rating),
+                    None,
+                    requested=True,
+                )
+                flow.rating_status = RatingStatus.RATED
+            else:
+                await self._activity("expire_rating", flow.conversation_id, None)
+                flow.rating_status = RatingStatus.EXPIRED
+
+    # --- what the handlers do (workflows/conversation.py) --------------------------------
+
+    def _take_message(self, message: MessagePosted) -> None:
+        """A message was stored: the latest one decides what the idle countdown does."""
+        flow = self.flow
+        if message.seq <= flow.last_message_seq:
+            return  # a duplicate, or older than what we already know: the latest message decides
+        flow.last_message_seq = message.seq
+        flow.last_message_role = message.sender_role
+        flow.last_activity_at = workflow.now()
+        by_agent = message.sender_role == Role.AGENT
+        match flow.stage:
+            case (
+                Stage.AWAITING_FIRST_REPLY
+                | Stage.VISITOR_WROTE_LAST
+                | Stage.COUNTING_DOWN
+                | Stage.WARNED
+            ) if by_agent:
+                flow.countdown = IdleCountdown(
+                    agent_message_seq=message.seq, armed_at=workflow.now()
+                )
+                self._enter(Stage.COUNTING_DOWN)
+            case Stage.AWAITING_FIRST_REPLY:
+                # The agent still owes the first reply; a new countdown object wakes the wait,
+                # which waits again for the same deadline.
+                flow.countdown = IdleCountdown()
+            case Stage.VISITOR_WROTE_LAST | Stage.COUNTING_DOWN | Stage.WARNED:
+                flow.countdown = IdleCountdown()
+                self._enter(Stage.VISITOR_WROTE_LAST)
+            case Stage.ROUTING | Stage.QUEUED | Stage.ASSIGNED if (
+                by_agent
+                and flow.agent_id is not None
+                and workflow.patched(AGENT_WROTE_BEFORE_ACTIVE)
+            ):
+                # An agent's message proves the database has the conversation active with
+                # them, though this workflow has yet to take in its assignment (the signals of
+                # both came in one task: a task lost with a dead server, retried). Recording
+                # the assignment moves on to COUNTING_DOWN.
+                flow.countdown = IdleCountdown(
+                    agent_message_seq=message.seq, armed_at=workflow.now()
+                )
+        self._describe()
+
+    def _take_agent(self, assigned: AgentAssigned) -> None:
+        """The dispatcher gave the conversation an agent."""
+        flow = self.flow
+        match flow.stage:
+            case Stage.QUEUED:
+                flow.agent_id = assigned.agent_id
+                self._enter(Stage.ASSIGNED)
+            case Stage.ROUTING if flow.agent_id is None:
+                flow.agent_id = assigned.agent_id  # its placement, once made, says ASSIGNED
+
+    async def _closed_at_request(self, request: CloseRequest) -> str:
+        """A close asked for: answered once it is done."""
+        flow = self.flow
+        flow.close_request = request
+        # Answer once the closing message and (if an agent served it) the rating invite are out.
+        await workflow.wait_condition(
+            lambda: (
+                flow.stage == Stage.CLOSED
+                and (flow.agent_id is None or flow.rating_status != RatingStatus.NONE)
+            )
+        )
+        return flow.close_reason or ""
+
+    def _check_close(self, request: CloseRequest) -> None:
+        flow = self.flow
+        if flow.stage == Stage.CLOSED or flow.close_request is not None:
+            raise ApplicationError("the conversation is already closed", type=INVALID_STATE)
+        if request.by_role == Role.AGENT and request.by_id != flow.agent_id:
+            raise ApplicationError("not your conversation", type=FORBIDDEN)
+
+    async def _transferred_at_request(self, request: TransferRequest) -> str:
+        """A transfer asked for: the main loop carries it out between its decisions."""
+        self.flow.transfer_request = request
+        await workflow.wait_condition(lambda: self.flow.transfer_request is None)
+        result = self._transfer_result
+        if result is None or not result.ok:
+            reason = result.reason if result else "the transfer did not happen"
+            raise ApplicationError(reason or "the transfer did not happen", type=INVALID_STATE)
+        return result.agent_id or (result.placement.skill_group if result.placement else "")
+
+    def _check_transfer(self, request: TransferRequest) -> None:
+        flow = self.flow
+        if flow.stage.state != ConversationState.ACTIVE or flow.close_request is not None:
+            raise ApplicationError(
+                "only an active conversation can be transferred", type=INVALID_STATE
+            )
+        if flow.transfer_request is not None:
+            raise ApplicationError("a transfer is under way", type=INVALID_STATE)
+        if request.by_role == Role.AGENT and request.by_id != flow.agent_id:
+            raise ApplicationError("not your conversation", type=FORBIDDEN)
+        if (request.to_agent_id is None) == (request.to_skill_group is None):
+            raise ApplicationError("give to_agent_id or to_skill_group", type=INVALID_INPUT)
+        if request.to_agent_id is not None and request.to_agent_id == flow.agent_id:
+            raise ApplicationError(
+                "the conversation is with that agent already", type=INVALID_STATE
+            )
+
+    async def _rated_at_request(self, rating: RatingSubmission) -> str:
+        """A rating given: answered once the rating phase took (or refused) it."""
+        self.flow.rating = rating
+        await workflow.wait_condition(lambda: self.flow.rating_status != RatingStatus.PENDING)
+        if self.flow.rating_status != RatingStatus.RATED:
+            raise ApplicationError("the rating window has passed", type=INVALID_STATE)
+        return self.flow.rating_status
+
+    def _check_rating(self, rating: RatingSubmission) -> None:
+        flow = self.flow
+        if flow.rating_status == RatingStatus.RATED or flow.rating is not None:
+            raise ApplicationError("the conversation is already rated", type=INVALID_STATE)
+        if flow.rating_status != RatingStatus.PENDING:
+            raise ApplicationError("no rating invite is pending", type=INVALID_STATE)
+        if flow.rating_expires_at is not None and workflow.now() >= flow.rating_expires_at:
+            raise ApplicationError("the rating window has passed", type=INVALID_STATE)
+        if not 1 <= rating.score <= 5:
+            raise ApplicationError("score must be 1 to 5", type=INVALID_INPUT)
+
+    def _snapshot(self) -> ConversationSnapshot:
+        return supervision.snapshot(self.flow)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _activity(
+        self, name: str, arg: object, result_type: type | None, *, requested: bool = False
+    ) -> object:
+        """Run an activity; `requested`: it carries out an update.
+
+        Every activity is a short database write (and perhaps a signal to another
+        conversation). Those that follow from what history already holds (the start, a signal,
+        a timer that fired) run as local activities, inside the workflow task that needs them,
+        not as tasks of their own that go round the server: an idle auto-close with its rating
+        invite is one workflow task, not three (bench/ B3). If that task is lost (a worker or
+        the server dies), its retry runs them again, and they are idempotent. What follows from
+        an update (a close or transfer someone asked for) stays a regular activity: the update
+        is in history only once its workflow task completes, and a local activity would write
+        its effects before that; a lost task would leave the database ahead of the workflow."""
+        if not requested and workflow.patched(LOCAL_ACTIVITIES):
+            return await workflow.execute_local_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=_ACTIVITY_TIMEOUT,
+                retry_policy=_RETRY,
+            )
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=_ACTIVITY_TIMEOUT,
+            retry_policy=_RETRY,
+        )
+
+    async def _timeouts(self) -> Timeouts:
+        return await workflow.execute_local_activity(
+            "current_timeouts",
+            result_type=Timeouts,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=_RETRY,
+        )
+
+    async def _sleep_until(self, deadline: datetime, woken: Callable[[], bool]) -> bool:
+        """Wait for `woken()` or the deadline (a durable timer). True if woken first."""
+        self._describe()  # the supervisor sees the timer that is about to run
+        remaining = (deadline - workflow.now()).total_seconds()
+        if remaining <= 0:
+            return woken()
+        try:
+            await workflow.wait_condition(woken, timeout=remaining)
+        except TimeoutError:
+            return woken()
+        return True
+
+    def _resume_from(self, found: ApplicationError) -> None:
+        """A decision taken because nothing happened was declined: something newer is stored,
+        its signal lost or late. Carry on from what the activity found, as the signal would
+        have had it (invariant 8)."""
+        flow = self.flow
+        if found.type == ASSIGNED_MEANWHILE:
+            (agent_id,) = found.details
+            flow.agent_id = agent_id
+            self._enter(Stage.ASSIGNED)
+            return
+        # The newest message stored, and the agent has answered (a countdown ran, or their
+        # reply was found): the visitor's turn, or the visitor must answer the agent.
+        _message_id, seq, sender_role = found.details
+        flow.last_message_seq = max(flow.last_message_seq, seq)
+        flow.last_message_role = sender_role
+        if sender_role == Role.AGENT:
+            flow.countdown = IdleCountdown(agent_message_seq=seq, armed_at=workflow.now())
+            self._enter(Stage.COUNTING_DOWN)
+        else:
+            flow.countdown = IdleCountdown()
+            self._enter(Stage.VISITOR_WROTE_LAST)
+        self._describe()
+
+    def _refuse_transfer_out_of_turn(self) -> None:
+        """A transfer accepted while the conversation was active that finds it no longer is
+        (a requeue or a close came first): answered, never left waiting."""
+        flow = self.flow
+        if flow.transfer_request is None or flow.stage.state == ConversationState.ACTIVE:
+            return
+        if not workflow.patched(REQUESTS_FIRST):
+            return
+        gone = "closed" if flow.stage == Stage.CLOSED else "back in the queue"
+        self._transfer_result = TransferResult(
+            ok=False, reason=f"the conversation is {gone}: not transferred"
+        )
+        flow.transfer_request = None
+
+    def _continue_as_new_due(self) -> bool:
+        return workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_as_new(self) -> None:
+        """Carry on in a new run, once every request is answered. A request that comes while
+        the last ones finish is handled first: its handler waits for the run loop, so waiting
+        for it here would wait for ever."""
+        flow = self.flow
+        if workflow.patched(REQUESTS_FIRST):
+
+            def pending() -> bool:
+                return flow.close_request is not None or flow.transfer_request is not None
+
+            await workflow.wait_condition(lambda: pending() or workflow.all_handlers_finished())
+            if pending():
+                return
+        else:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        write_older_flags(flow)
+        workflow.continue_as_new(flow)
+
+    def _publish(self) -> None:
+        """Keep the supervisor's search attributes current."""
+        workflow.upsert_search_attributes(supervision.search_attributes(self.flow))
+        self._describe()
+
+    def _describe(self) -> None:
+        workflow.set_current_details(supervision.details(self.flow))
+
+
+def _declined(exc: ActivityError | ApplicationError) -> ApplicationError:
+    """What an activity found when it declined a decision; any other failure is raised on. (A
+    local activity's failure comes as it was raised, a regular one's as its cause.)"""
+    failure = exc.cause if isinstance(exc, ActivityError) else exc
+    if isinstance(failure, ApplicationError) and failure.type in _DECLINED:
+        return failure
+    raise exc
+
+
+def _reason_for(request: CloseRequest) -> str:
+    if request.by_role == Role.AGENT:
+        return CloseReason.AGENT_CLOSED
+    if request.by_role == Role.ADMIN:
+        return CloseReason.ADMIN_CLOSED
+    return CloseReason.VISITOR_CLOSED
