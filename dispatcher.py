@@ -57,6 +57,12 @@ async def assign_and_notify(
     if not groups:
         return []
     made = await asyncio.to_thread(dispatch, db, groups, announce_places=False)
+    await notify_assigned(db=db, client=client, made=made)
+    return made
+
+
+async def notify_assigned(*, db: Database, client: Client, made: list[NewAssignment]) -> None:
+    """Tell each workflow its new agent, then those still waiting their new places."""
     gateway = ConversationGateway(client)
     for assignment in made:
         log.info(
@@ -68,7 +74,6 @@ async def assign_and_notify(
         await _tell_assigned(gateway, assignment.conversation_id, assignment.agent_id)
     # The served first, then those still waiting hear their new places (bench/ B5).
     await asyncio.to_thread(announce, db, {assignment.skill_group for assignment in made})
-    return made
 
 
 @dataclass

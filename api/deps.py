@@ -21,14 +21,15 @@ from api.tickets import CODEC_DECODE, MAX_TICKET_CHARS, read_ticket, verify_tick
 from domain.policy import PolicySource
 from domain.types import Role
 from settings import Settings
-from store.agents import agent_with_token, find_agent
-from store.conversations import find_conversation
+from store.agents import agent_with_token, find_agent, skill_groups_of
+from store.conversations import find_conversation, serves_customer
 from store.db import Database
 from store.messages import SignalledMarks
 from store.models import Agent, Conversation
 from workflows.gateway import ConversationGateway
 
 AGENT_TOKEN_PREFIX = "agt_"
+STAFF = frozenset({Role.AGENT, Role.SUPERVISOR, Role.ADMIN})
 # The largest value of an INTEGER column (seqs, ids): PostgreSQL's is 32 bits, and a larger
 # number in a query is an error there, not an empty answer.
 MAX_INTEGER = 2**31 - 1
@@ -70,11 +71,17 @@ class Principal:
     role: Role
     id: str
     conversation_id: str | None = None  # visitors only
+    skill_groups: frozenset[str] = frozenset()  # supervisors only: the groups they oversee
 
     @property
     def is_staff(self) -> bool:
-        """Reads what staff alone read of a conversation (its notes, its agents' ids)."""
-        return self.role in (Role.AGENT, Role.ADMIN)
+        """Reads what staff alone read of a conversation (its notes, its agents' ids, what the
+        app told of the customer)."""
+        return self.role in STAFF
+
+    def oversees(self, skill_group: str | None) -> bool:
+        """A supervisor of this group (a conversation's group is where it is now)."""
+        return self.role == Role.SUPERVISOR and skill_group in self.skill_groups
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -117,9 +124,9 @@ async def get_principal(
         return Principal(Role.VISITOR, f"visitor:{conversation_id}", conversation_id)
     if token.startswith(AGENT_TOKEN_PREFIX):
         digest = hash_token(token)  # a disabled agent's token finds nobody
-        agent_id = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
-        if agent_id is not None:
-            return Principal(Role.AGENT, agent_id)
+        holder = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
+        if holder is not None:
+            return Principal(Role(holder.role), holder.agent_id, skill_groups=holder.skill_groups)
     raise _unauthorized()
 
 
@@ -159,7 +166,7 @@ async def credential_hash(services: Services, principal: Principal) -> str | Non
         # Visitor tokens are not stored: their access ends with the conversation's (checked
         # by every stream as it runs), whichever of its tokens asked.
         return hash_token(principal.id)
-    if principal.role == Role.AGENT:
+    if principal.role in (Role.AGENT, Role.SUPERVISOR):
         agent = await run_in_threadpool(find_agent, services.db, agent_id=principal.id)
         return None if agent is None else agent.token_hash
     return None
@@ -208,6 +215,9 @@ async def ticket_holder(services: Services, ticket: str, *, opens: str) -> Princ
         services.settings, ticket, claimed, stream=opens, credential_hash=held
     ):
         return None
+    if principal.role == Role.SUPERVISOR:  # the groups they oversee now
+        groups = await run_in_threadpool(skill_groups_of, services.db, agent_id=principal.id)
+        return Principal(principal.role, principal.id, skill_groups=frozenset(groups))
     return principal
 
 
@@ -313,23 +323,46 @@ async def load_conversation(
 
 
 def may_access(principal: Principal, conversation: Conversation) -> bool:
+    """Whether the caller acts on the conversation: its visitor, its agent, a supervisor of
+    the group it is in, or an admin."""
     if principal.role == Role.ADMIN:
         return True
     if principal.role == Role.VISITOR:
         return principal.conversation_id == conversation.id
     if principal.role == Role.AGENT:
         return conversation.agent_id == principal.id
-    return False
+    return principal.oversees(conversation.skill_group)
+
+
+def _not_yours() -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail="not your conversation")
 
 
 async def conversation_of_caller(
     principal: CurrentPrincipal,
     conversation: Annotated[Conversation, Depends(load_conversation)],
 ) -> Conversation:
-    """The conversation, if the caller is its visitor, its assigned agent, or an admin."""
+    """The conversation, if the caller is its visitor, its assigned agent, a supervisor of its
+    group, or an admin."""
     if not may_access(principal, conversation):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your conversation")
+        raise _not_yours()
     return conversation
+
+
+async def conversation_of_reader(
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    conversation: Annotated[Conversation, Depends(load_conversation)],
+) -> Conversation:
+    """conversation_of_caller, and besides, for reading alone: any conversation of the
+    customer an agent is serving now (their history, beside the chat)."""
+    if may_access(principal, conversation):
+        return conversation
+    if principal.role == Role.AGENT and await run_in_threadpool(
+        serves_customer, services.db, agent_id=principal.id, customer_id=conversation.customer_id
+    ):
+        return conversation
+    raise _not_yours()
 
 
 async def conversation_of_streamer(
@@ -341,6 +374,7 @@ async def conversation_of_streamer(
 
 
 ConversationOfCaller = Annotated[Conversation, Depends(conversation_of_caller)]
+ConversationOfReader = Annotated[Conversation, Depends(conversation_of_reader)]
 ConversationOfStreamer = Annotated[Conversation, Depends(conversation_of_streamer)]
 
 
@@ -357,8 +391,10 @@ async def agent_self_or_admin(
     agent_id: Annotated[str, Path(max_length=64)],
 ) -> Agent:
     # Who asks first, then whether the agent exists: anyone else gets the same 403 for an agent
-    # id that exists and one that does not.
-    if principal.role == Role.ADMIN or (principal.role == Role.AGENT and principal.id == agent_id):
+    # id that exists and one that does not. (A supervisor's record is theirs as an agent's is.)
+    if principal.role == Role.ADMIN or (
+        principal.role in (Role.AGENT, Role.SUPERVISOR) and principal.id == agent_id
+    ):
         return await load_agent(services, agent_id)
     raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only this agent or an admin")
 

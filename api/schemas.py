@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -12,12 +12,22 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from domain.types import AgentStatus, ConversationSnapshot, MessageType
+from domain.types import (
+    MAX_ATTRIBUTES_BYTES,
+    AgentStatus,
+    ConversationSnapshot,
+    MessageType,
+    attributes_size,
+)
 
 
 class _Input(BaseModel):
@@ -32,6 +42,21 @@ def _not_blank(text: str) -> str:
 
 # Text a person writes: something besides whitespace.
 WrittenText = Annotated[str, AfterValidator(_not_blank)]
+
+# What an app tells staff about its customer: a JSON object, flat or one level deep, of at most
+# MAX_ATTRIBUTES_BYTES encoded (name, membership level, order summary, links).
+AttributeKey = Annotated[str, Field(min_length=1, max_length=64)]
+AttributeScalar = StrictStr | StrictInt | StrictFloat | StrictBool | None
+AttributeValue = AttributeScalar | dict[AttributeKey, AttributeScalar] | list[AttributeScalar]
+
+
+def _small_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    if attributes_size(attributes) > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"attributes are larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
+    return attributes
+
+
+Attributes = Annotated[dict[AttributeKey, AttributeValue], AfterValidator(_small_attributes)]
 
 # Image and video messages are shown by the other side's page: only a web address it may fetch
 # as such (javascript:, data: or http: ones never reach a page).
@@ -95,6 +120,10 @@ ENGINE_DOWN = {
 # --- agents ---------------------------------------------------------------------------------
 
 
+# The staff an agent record is: agents serve conversations, supervisors oversee their groups.
+StaffRole = Literal["agent", "supervisor"]
+
+
 class AgentCreate(_Input):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["alice"])
     name: str = Field(min_length=1, max_length=200, examples=["Alice"])
@@ -102,11 +131,17 @@ class AgentCreate(_Input):
         min_length=1, max_length=20, examples=[["general"]]
     )
     max_concurrent: int = Field(ge=1, le=50, examples=[3])
+    role: StaffRole = Field(
+        default="agent",
+        description="agent (serves conversations) or supervisor (oversees its groups' "
+        "conversations: reads them, notes, transfers, closes, assigns; is never assigned one)",
+    )
 
 
 class AgentPublic(BaseModel):
     id: str
     name: str
+    role: StaffRole = "agent"
     skill_groups: list[str]
     status: AgentStatus
     load: int = Field(description="Conversations currently assigned")
@@ -139,6 +174,27 @@ class ConversationCreate(_Input):
     tier: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,32}$", examples=["vip"])
     language: str | None = Field(default=None, pattern=r"^[A-Za-z-]{2,16}$", examples=["zh-CN"])
     order_id: str | None = Field(default=None, min_length=1, max_length=64)
+    attributes: Attributes | None = Field(
+        default=None,
+        description="What your app vouches for about the customer, shown to staff alone: a "
+        "JSON object, flat or one level deep, at most 4 KiB (name, membership, order summary, "
+        "links). Given again for the customer's open conversation, it replaces the stored one",
+        examples=[{"name": "Li Lei", "membership": "gold", "order": {"total": "¥299"}}],
+    )
+
+
+class AttributesUpdate(_Input):
+    """A JSON merge patch of the attributes (RFC 7396, one level): a key with null is removed,
+    any other replaces its value."""
+
+    attributes: dict[AttributeKey, AttributeValue] = Field(
+        examples=[{"membership": "platinum", "coupon": None}]
+    )
+
+
+class AttributesPublic(BaseModel):
+    conversation_id: str
+    attributes: dict[str, Any]
 
 
 class RatingPublic(BaseModel):
@@ -170,6 +226,34 @@ class ConversationPublic(BaseModel):
     rating: RatingPublic
     created_at: datetime
     closed_at: datetime | None
+    # Staff alone read these (its agent, supervisors of its group, admins): null for the visitor.
+    entry: str | None = Field(default=None, description="Staff only: where the chat began")
+    tier: str | None = Field(default=None, description="Staff only")
+    language: str | None = Field(default=None, description="Staff only")
+    order_id: str | None = Field(default=None, description="Staff only: the app's order id")
+    attributes: dict[str, Any] | None = Field(
+        default=None, description="Staff only: what the app vouches for about the customer"
+    )
+
+
+class CustomerConversation(BaseModel):
+    """One of a customer's conversations, as staff list them (the transcript: /events)."""
+
+    id: str
+    channel: str
+    state: str
+    close_reason: str | None
+    skill_group: str | None
+    agent_id: str | None
+    agent_name: str | None
+    rating_score: int | None
+    rating_resolved: bool | None
+    created_at: datetime
+    closed_at: datetime | None
+
+
+class ConversationAssign(_Input):
+    agent_id: str = Field(min_length=1, max_length=64, examples=["alice"])
 
 
 class ConversationCreated(ConversationPublic):

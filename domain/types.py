@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
@@ -20,7 +23,7 @@ class ConversationState(StrEnum):
 
 class Stage(StrEnum):
     """Where the conversation workflow is in the lifecycle: its state, in finer steps
-    (workflows/conversation.py has the transitions)."""
+    (workflows/machine.py has the transitions)."""
 
     ROUTING = "routing"  # the routing rule and the service hours decide where it goes
     QUEUED = "queued"  # waiting in a skill group's queue
@@ -66,7 +69,10 @@ CLOSED_AT_REQUEST_OF: dict[str, frozenset[str]] = {
     "visitor": frozenset({CloseReason.VISITOR_CLOSED, CloseReason.ABANDONED}),
     "agent": frozenset({CloseReason.AGENT_CLOSED}),
     "admin": frozenset({CloseReason.ADMIN_CLOSED}),
+    "supervisor": frozenset({CloseReason.ADMIN_CLOSED}),
 }
+# Who closes for the service team (the visitor reads "closed by our service team").
+TEAM_ROLES = frozenset({"admin", "supervisor"})
 
 
 class RatingStatus(StrEnum):
@@ -79,6 +85,7 @@ class RatingStatus(StrEnum):
 class Role(StrEnum):
     VISITOR = "visitor"
     AGENT = "agent"
+    SUPERVISOR = "supervisor"  # an agent record that oversees its groups' conversations
     ADMIN = "admin"
     APP = "app"
     SYSTEM = "system"
@@ -115,6 +122,8 @@ class EventType(StrEnum):
     LEFT_MESSAGE_CREATED = "left_message.created"
     LEFT_MESSAGE_RESOLVED = "left_message.resolved"
     NOTE_CREATED = "note.created"  # staff only: an internal note, or a transfer's note
+    # Staff only: the app changed what it tells of the customer (its keys, never its values).
+    ATTRIBUTES_CHANGED = "conversation.attributes_changed"
 
 
 class Audience(StrEnum):
@@ -131,6 +140,15 @@ class OnClosing(StrEnum):
 
     KEEP = "keep"  # it waits on for the next opening
     CLOSE = "close"  # closed out_of_hours, with the next opening and a left message offered
+
+
+# What an app may tell staff of its customer, as stored (compact JSON, UTF-8).
+MAX_ATTRIBUTES_BYTES = 4096
+
+
+def attributes_size(attributes: Mapping[str, Any]) -> int:
+    """The attributes' size as they are stored: compact JSON, UTF-8."""
+    return len(json.dumps(attributes, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 # overflow_to may name a group or this: take a left message instead of queueing further.

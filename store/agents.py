@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from domain.types import AgentStatus, ConversationState
+from domain.types import AgentStatus, ConversationState, Role
 from store.assignment import agent_skill_groups
 from store.conversations import ConversationView, view_in
 from store.db import Database
@@ -44,17 +44,41 @@ def newest_feed_seq(db: Database, *, agent_id: str) -> int:
         return agent_feed_seq(session, agent_id)
 
 
+def skill_groups_of(db: Database, *, agent_id: str) -> list[str]:
+    """The agent's (or supervisor's) skill groups."""
+    with db.read() as session:
+        return agent_skill_groups(session, agent_id)
+
+
 def find_agent(db: Database, *, agent_id: str) -> Agent | None:
     with db.read() as session:
         return session.get(Agent, agent_id)
 
 
-def agent_with_token(db: Database, *, token_hash: str) -> str | None:
-    """The id of the agent whose token hashes to `token_hash`, if any and not disabled."""
+@dataclass(frozen=True)
+class TokenHolder:
+    """Whose agent token it is: an agent, or a supervisor with the groups they oversee."""
+
+    agent_id: str
+    role: str  # Role.AGENT or Role.SUPERVISOR
+    skill_groups: frozenset[str] = frozenset()  # a supervisor's (an agent's are not needed)
+
+
+def agent_with_token(db: Database, *, token_hash: str) -> TokenHolder | None:
+    """Who holds the agent token that hashes to `token_hash`, if anyone does and is not
+    disabled."""
     with db.read() as session:
-        return session.exec(
-            select(Agent.id).where(Agent.token_hash == token_hash, col(Agent.disabled).is_(False))
+        found = session.exec(
+            select(Agent.id, Agent.role).where(
+                Agent.token_hash == token_hash, col(Agent.disabled).is_(False)
+            )
         ).first()
+        if found is None:
+            return None
+        agent_id, role = found
+        if role != Role.SUPERVISOR:
+            return TokenHolder(agent_id, role)
+        return TokenHolder(agent_id, role, frozenset(agent_skill_groups(session, agent_id)))
 
 
 def register_agent(
@@ -65,12 +89,18 @@ def register_agent(
     token_hash: str,
     max_concurrent: int,
     skill_groups: list[str],
+    role: str = Role.AGENT,
 ) -> AgentView:
-    """A new agent, offline, in these skill groups. An id taken → AgentExists."""
+    """A new agent (or supervisor), offline, in these skill groups. An id taken →
+    AgentExists."""
     try:
         with db.write() as session:
             agent = Agent(
-                id=agent_id, name=name, token_hash=token_hash, max_concurrent=max_concurrent
+                id=agent_id,
+                name=name,
+                token_hash=token_hash,
+                max_concurrent=max_concurrent,
+                role=role,
             )
             session.add(agent)
             session.flush()

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from domain.types import AgentStatus, ConversationState, EventType
+from domain.types import AgentStatus, ConversationState, EventType, Role
 from store.db import Database
 from store.events import append_events
 from store.models import (
@@ -72,6 +72,7 @@ def _candidate_agent(session: Session, skill_group: str, conversation_id: str) -
     someone_else_online = sa.exists().where(
         other_skill.skill_group == skill_group,
         other_skill.agent_id == other.id,
+        other.role == Role.AGENT,
         other.status == AgentStatus.ONLINE,
         ~_skips(conversation_id, other.id),
     )
@@ -80,6 +81,7 @@ def _candidate_agent(session: Session, skill_group: str, conversation_id: str) -
         .join(AgentSkill, col(AgentSkill.agent_id) == col(Agent.id))
         .where(
             AgentSkill.skill_group == skill_group,
+            Agent.role == Role.AGENT,  # supervisors oversee; they are never assigned
             Agent.status == AgentStatus.ONLINE,
             col(Agent.active_count) < col(Agent.max_concurrent),
             sa.or_(~_skips(conversation_id, col(Agent.id)), ~someone_else_online),
@@ -200,25 +202,68 @@ def assign_next(db: Database, skill_group: str) -> NewAssignment | None:
             agent = next_agent
         else:
             return None  # lost every race for capacity; the next trigger tries again
-        session.delete(entry)
-        session.execute(
-            sa.update(Conversation)
-            .where(col(Conversation.id) == entry.conversation_id)
-            .values(agent_id=agent.id, assigned_at=now, load_released=False)
+        return _hand_over(session, entry, agent.id, now)
+
+
+def _hand_over(session: Session, entry: QueueEntry, agent_id: str, now: datetime) -> NewAssignment:
+    """The queued conversation leaves its queue for the agent whose capacity was just taken:
+    its row and the assignment log say so (its workflow is told after the commit)."""
+    session.delete(entry)
+    session.execute(
+        sa.update(Conversation)
+        .where(col(Conversation.id) == entry.conversation_id)
+        .values(agent_id=agent_id, assigned_at=now, load_released=False)
+    )
+    assert entry.id is not None
+    session.add(
+        Assignment(
+            conversation_id=entry.conversation_id,
+            agent_id=agent_id,
+            skill_group=entry.skill_group,
+            queue_ticket=entry.id,
+            priority=entry.priority,
+            enqueued_at=entry.enqueued_at,
+            assigned_at=now,
         )
-        assert entry.id is not None
-        session.add(
-            Assignment(
-                conversation_id=entry.conversation_id,
-                agent_id=agent.id,
-                skill_group=skill_group,
-                queue_ticket=entry.id,
-                priority=entry.priority,
-                enqueued_at=entry.enqueued_at,
-                assigned_at=now,
-            )
-        )
-        return NewAssignment(entry.conversation_id, agent.id, skill_group)
+    )
+    return NewAssignment(entry.conversation_id, agent_id, entry.skill_group)
+
+
+class NotWaiting(Exception):
+    """The conversation waits in no queue (served already, closed, or not yet routed)."""
+
+
+class CannotTake(Exception):
+    """The agent may not take the conversation now: the message says why."""
+
+
+def assign_to(db: Database, *, conversation_id: str, agent_id: str) -> NewAssignment:
+    """A supervisor's choice: the queued conversation goes to this agent of its group, if they
+    are online with room, whoever is ahead of it (those behind it keep their order). The
+    same transaction and lock order as assign_next. Unknown agent → LookupError."""
+    with db.write() as session:
+        waiting = session.exec(
+            select(QueueEntry.skill_group).where(QueueEntry.conversation_id == conversation_id)
+        ).first()
+        if waiting is None:
+            raise NotWaiting(conversation_id)
+        lock_queue(session, waiting)
+        entry = session.exec(
+            select(QueueEntry)
+            .where(QueueEntry.conversation_id == conversation_id)
+            .with_for_update()
+        ).first()
+        if entry is None:  # served while we waited for the queue
+            raise NotWaiting(conversation_id)
+        agent = session.get(Agent, agent_id)
+        if agent is None or agent.role != Role.AGENT:
+            raise LookupError(agent_id)
+        if agent.disabled or entry.skill_group not in agent_skill_groups(session, agent_id):
+            raise CannotTake(f"{agent_id} is not an agent of {entry.skill_group}")
+        now = utcnow()
+        if not take_capacity(session, agent_id, now):
+            raise CannotTake(f"{agent_id} is not online with room for another conversation")
+        return _hand_over(session, entry, agent_id, now)
 
 
 def _heads_by_urgency(db: Database, skill_groups: list[str]) -> list[str]:

@@ -6,11 +6,20 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from domain.types import ConversationState, EventType, RatingStatus, Role
+from domain.types import (
+    MAX_ATTRIBUTES_BYTES,
+    Audience,
+    ConversationState,
+    EventType,
+    RatingStatus,
+    Role,
+    attributes_size,
+)
 from store.assignment import estimated_wait, queue_position
 from store.db import Database
 from store.erasure import ERASED
@@ -81,14 +90,16 @@ def open_conversation(
     tier: str | None = None,
     language: str | None = None,
     order_id: str | None = None,
+    attributes: dict[str, Any] | None = None,
     max_per_customer: int | None = None,
 ) -> OpenConversation:
     """The customer's open conversation, or a new queued one: at most one is open per
     customer (a unique index), so of two concurrent starts one creates and the other gets it.
     A new one beyond `max_per_customer` started within CUSTOMER_START_WINDOW raises
-    RateLimited (the open one is still answered)."""
+    RateLimited (the open one is still answered). `attributes` given for the open one
+    replace its own (the app's newest word on its customer)."""
     if (existing := _open_of(db, customer_id)) is not None:
-        return OpenConversation(existing, created=False)
+        return _reopened(db, existing, attributes)
     conversation = Conversation(
         id=secrets.token_hex(8),
         customer_id=customer_id,
@@ -98,6 +109,7 @@ def open_conversation(
         tier=tier,
         language=language,
         order_id=order_id,
+        attributes=attributes,
         state=ConversationState.QUEUED,
     )
     try:
@@ -114,8 +126,107 @@ def open_conversation(
     except sa.exc.IntegrityError:
         if (existing := _open_of(db, customer_id)) is None:
             raise
-        return OpenConversation(existing, created=False)
+        return _reopened(db, existing, attributes)
     return OpenConversation(conversation, created=True)
+
+
+def _reopened(
+    db: Database, existing: Conversation, attributes: dict[str, Any] | None
+) -> OpenConversation:
+    if attributes is not None and attributes != existing.attributes:
+        existing = change_attributes(
+            db, conversation_id=existing.id, attributes=attributes, replace=True
+        )
+    return OpenConversation(existing, created=False)
+
+
+class ConversationErased(Exception):
+    """Its customer's text was erased: nothing about them is taken any more."""
+
+
+class AttributesTooLarge(ValueError):
+    """The attributes would be larger than MAX_ATTRIBUTES_BYTES."""
+
+
+def change_attributes(
+    db: Database, *, conversation_id: str, attributes: dict[str, Any], replace: bool = False
+) -> Conversation:
+    """Merge `attributes` into the conversation's (a JSON merge patch one level deep: a key
+    with None is removed), or with `replace` put them in its place; staff's feeds hear which
+    keys changed. Unknown → ConversationNotFound; erased → ConversationErased; the result
+    too large → AttributesTooLarge."""
+    with db.write() as session:
+        conversation = session.get(Conversation, conversation_id, with_for_update=True)
+        if conversation is None:
+            raise ConversationNotFound(conversation_id)
+        if conversation.erased_at is not None:
+            raise ConversationErased(conversation_id)
+        before = dict(conversation.attributes or {})
+        after = {} if replace else dict(before)
+        for key, value in attributes.items():
+            if value is None and not replace:
+                after.pop(key, None)
+            else:
+                after[key] = value
+        if attributes_size(after) > MAX_ATTRIBUTES_BYTES:
+            raise AttributesTooLarge(f"larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON")
+        changed = sorted(
+            key
+            for key in before.keys() | after.keys()
+            if before.get(key, _UNSET) != after.get(key, _UNSET)
+        )
+        if changed:
+            conversation.attributes = after or None
+            session.add(conversation)
+            append_event(
+                session,
+                conversation_id=conversation_id,
+                type=EventType.ATTRIBUTES_CHANGED,
+                data={"keys": changed},
+                audience=Audience.STAFF,
+            )
+            session.flush()
+            session.refresh(conversation)
+        return conversation
+
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class PastConversation:
+    """One of a customer's conversations, as staff list them."""
+
+    conversation: Conversation
+    agent_name: str | None
+
+
+def serves_customer(db: Database, *, agent_id: str, customer_id: str) -> bool:
+    """Whether the agent is serving the customer now (holds their active conversation)."""
+    with db.read() as session:
+        return (
+            session.exec(
+                select(Conversation.id).where(
+                    Conversation.customer_id == customer_id,
+                    Conversation.agent_id == agent_id,
+                    Conversation.state == ConversationState.ACTIVE,
+                )
+            ).first()
+            is not None
+        )
+
+
+def customer_history(db: Database, *, customer_id: str, limit: int) -> list[PastConversation]:
+    """The customer's conversations, the newest first, with their agents' names."""
+    with db.read() as session:
+        rows = session.exec(
+            select(Conversation, Agent.name)
+            .outerjoin(Agent, col(Agent.id) == col(Conversation.agent_id))
+            .where(Conversation.customer_id == customer_id)
+            .order_by(col(Conversation.created_at).desc(), col(Conversation.id).desc())
+            .limit(limit)
+        ).all()
+        return [PastConversation(conversation, name) for conversation, name in rows]
 
 
 def unstarted_conversations(

@@ -2,8 +2,8 @@
 per conversation, on request (a customer's erase) or with age (the retention schedule).
 
 What is erased: every message's text, the rating comment, what the app said of the customer
-(`order_id`), the left message (its text, contact and the team's note on it), and the text
-that events carry (a message's, a note's, a transfer note, a comment). What stays: the
+(`order_id`, `attributes`), the left message (its text, contact and the team's note on it),
+and the text that events carry (a message's, a note's, a transfer note, a comment). What stays: the
 conversation's shape (ids, states, times, seqs, scores, who served it), so the monitor's
 figures and the event log's order hold, and the texts the policy wrote (closing messages, idle
 warnings, rating invites), which are no customer's. An erase again finds nothing new.

@@ -107,7 +107,7 @@ def record_resolution(
         message = session.get(LeftMessage, left_message_id)
         if message is None:
             raise LeftMessageNotFound(left_message_id)
-        if by_role == Role.AGENT and message.skill_group not in agent_skill_groups(session, by_id):
+        if by_role != Role.ADMIN and message.skill_group not in agent_skill_groups(session, by_id):
             raise NotYourSkillGroup(left_message_id)
         if message.status == "resolved":
             raise LeftMessageResolved(left_message_id)

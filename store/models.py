@@ -44,6 +44,8 @@ class Agent(SQLModel, table=True):
     name: str = Field(max_length=200)
     token_hash: str = Field(max_length=64, index=True)
     status: str = Field(default="offline", max_length=16)
+    # "agent" (serves conversations) or "supervisor" (oversees its groups' conversations).
+    role: str = Field(default="agent", max_length=16, sa_column_kwargs={"server_default": "agent"})
     # A disabled agent's token is refused (401) and their open streams end.
     disabled: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     max_concurrent: int
@@ -71,6 +73,9 @@ class Conversation(SQLModel, table=True):
     tier: str | None = Field(default=None, max_length=32)
     language: str | None = Field(default=None, max_length=16)
     order_id: str | None = Field(default=None, max_length=64)
+    # What the app vouches for about the customer (name, membership, order summary): shown to
+    # staff alone, never to the visitor, never to Temporal.
+    attributes: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     state: str = Field(max_length=16, index=True)
     skill_group: str | None = Field(default=None, max_length=64)
     priority: int = 0

@@ -17,7 +17,15 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from store.assignment import dispatch, join_queue, queue_position, release_agent
+from store.assignment import (
+    CannotTake,
+    NotWaiting,
+    assign_to,
+    dispatch,
+    join_queue,
+    queue_position,
+    release_agent,
+)
 from store.db import Database
 from store.models import (
     Agent,
@@ -410,3 +418,66 @@ def test_several_groups_sharing_agents_with_priorities_under_200_arrivals(db: Da
             (-a.priority, a.enqueued_at, a.queue_ticket) for a in log if a.skill_group == group
         ]
         assert served == sorted(served), f"{group}: served out of priority/FIFO order"
+
+
+def test_a_supervisor_is_never_assigned_a_conversation(db: Database) -> None:
+    add_agent(db, "sue", max_concurrent=5, role="supervisor")
+    [waiting] = enqueue_conversations(db, 1)
+    assert dispatch(db, ["general"]) == []
+    add_agent(db, "alice", max_concurrent=1)
+    assert [(m.conversation_id, m.agent_id) for m in dispatch(db, ["general"])] == [
+        (waiting, "alice")
+    ]
+
+
+def _positions(db: Database, conversation_ids: list[str]) -> list[int | None]:
+    with db.read() as session:
+        entries = {
+            entry.conversation_id: entry
+            for entry in session.exec(
+                select(QueueEntry).where(col(QueueEntry.conversation_id).in_(conversation_ids))
+            )
+        }
+        return [
+            queue_position(session, entries[cid]) if cid in entries else None
+            for cid in conversation_ids
+        ]
+
+
+def test_a_supervisor_assigns_a_waiting_conversation_and_the_rest_keep_their_order(
+    db: Database,
+) -> None:
+    first, second, third = enqueue_conversations(db, 3)
+    add_agent(db, "alice", max_concurrent=1)  # online, with room: no dispatcher ran
+    add_agent(db, "bob", max_concurrent=1, skill_groups=["after_sales"])
+    add_agent(db, "resting", max_concurrent=1, status="away")
+    add_agent(db, "full", max_concurrent=1, active_count=1)
+    add_agent(db, "sue", max_concurrent=1, role="supervisor")
+    refused = {
+        "bob": "not an agent of general",
+        "resting": "not online with room",
+        "full": "not online with room",
+    }
+    for agent_id, why in refused.items():
+        with pytest.raises(CannotTake, match=why):
+            assign_to(db, conversation_id=second, agent_id=agent_id)
+    for nobody in ("sue", "nobody"):
+        with pytest.raises(LookupError):
+            assign_to(db, conversation_id=second, agent_id=nobody)
+    assert _positions(db, [first, second, third]) == [1, 2, 3]
+
+    made = assign_to(db, conversation_id=second, agent_id="alice")
+    assert (made.conversation_id, made.agent_id, made.skill_group) == (second, "alice", "general")
+    assert _positions(db, [first, second, third]) == [1, None, 2]
+    with db.read() as session:
+        conversation = session.get(Conversation, second)
+        alice = session.get(Agent, "alice")
+        logged = session.exec(select(Assignment).where(Assignment.conversation_id == second)).one()
+    assert conversation is not None and conversation.agent_id == "alice"
+    assert alice is not None and alice.active_count == 1
+    assert (logged.agent_id, logged.skill_group) == ("alice", "general")
+    with pytest.raises(NotWaiting):
+        assign_to(db, conversation_id=second, agent_id="alice")
+    # Alice is full now: the head waits for someone with room.
+    with pytest.raises(CannotTake, match="not online with room"):
+        assign_to(db, conversation_id=first, agent_id="alice")

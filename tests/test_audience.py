@@ -54,11 +54,7 @@ async def _staff_words_stay_with_staff(system: ApiClient) -> None:
 
     await eventually(with_fast, what="the conversation with fast")
     await system.say(cid, fast_token, "Sorry for the wait, let me look")
-    noted = await system.http.post(
-        f"/v1/conversations/{cid}/notes",
-        headers=bearer(fast_token),
-        json={"content": INTERNAL_NOTE},
-    )
+    noted = await system.add_note(cid, INTERNAL_NOTE, fast_token)
     assert noted.status_code == 201, noted.text
     assert noted.json()["data"] == {"kind": "note", "by": fast, "text": INTERNAL_NOTE}
     carol, carol_token = await system.create_agent("carol", max_concurrent=1)

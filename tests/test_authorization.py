@@ -29,7 +29,9 @@ from tests.support.callers import (
     DISABLED_AGENT,
     FORMER_AGENT,
     OTHER_AGENT,
+    OTHER_SUPERVISOR,
     OWNER,
+    SUPERVISOR,
     UNAUTHENTICATED,
     Caller,
     World,
@@ -42,7 +44,7 @@ from tests.support.processes import Deployment
 
 def expected_status(route: Route, caller: Caller) -> str:
     if caller in route.allowed:
-        return "2xx"
+        return route.allowed_answer
     if caller in UNAUTHENTICATED:
         return "401"
     return "403"
@@ -78,6 +80,8 @@ def credentials(
         Caller.OWN_VISITOR: subject.token,
         Caller.OTHER_VISITOR: other.token,
         Caller.FORMER_AGENT: world.tokens[FORMER_AGENT],
+        Caller.SUPERVISOR: world.tokens[SUPERVISOR],
+        Caller.OTHER_SUPERVISOR: world.tokens[OTHER_SUPERVISOR],
         Caller.EXPIRED_VISITOR: expired.token,
         Caller.DISABLED_AGENT: world.tokens[DISABLED_AGENT],
         Caller.UNSIGNED: subject.token.rsplit(".", 1)[0],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support.api import bearer, expect
+from tests.support.api import expect
 from tests.support.canary import Canary, histories_holding
 from tests.support.histories import runs
 from tests.support.policy import DEFAULT_GROUPS
@@ -39,11 +39,7 @@ async def test_no_free_text_reaches_any_history(
             201,
         )
         await system.say(cid, alice_token, canary(f"answer {index}"))
-    noted = await system.http.post(
-        f"/v1/conversations/{cid}/notes",
-        headers=bearer(alice_token),
-        json={"content": canary("internal note")},
-    )
+    noted = await system.add_note(cid, canary("internal note"), alice_token)
     assert noted.status_code == 201, noted.text
     bob, bob_token = await system.create_agent("bob", max_concurrent=1)
     moved = await system.transfer(cid, alice_token, to_agent_id=bob, note=canary("for bob"))

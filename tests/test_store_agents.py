@@ -11,6 +11,7 @@ from domain.types import AgentStatus, ConversationState, EventType
 from store.agents import (
     AgentExists,
     AgentNotFound,
+    TokenHolder,
     agent_conversations,
     agent_feed,
     agent_with_token,
@@ -63,7 +64,7 @@ def test_an_agent_is_found_by_id_and_by_token(db: Database) -> None:
     found = find_agent(db, agent_id="bob")
     assert found is not None and found.id == "bob"
     assert find_agent(db, agent_id="nobody") is None
-    assert agent_with_token(db, token_hash=found.token_hash) == "bob"
+    assert agent_with_token(db, token_hash=found.token_hash) == TokenHolder("bob", "agent")
     assert agent_with_token(db, token_hash="not-a-hash") is None
     with pytest.raises(AgentNotFound):
         view_agent(db, agent_id="nobody")
@@ -135,3 +136,18 @@ def test_the_agents_feed_in_feed_order_after_a_seq(db: Database) -> None:
     assert [seq for seq, _event in agent_feed(db, agent_id="frank", after_seq=1, limit=1)] == [2]
     assert view_agent(db, agent_id="frank").feed_seq == 3
     assert agent_feed(db, agent_id="frank", after_seq=3, limit=10) == []
+
+
+def test_a_supervisors_token_carries_the_groups_they_oversee(db: Database) -> None:
+    register_agent(
+        db,
+        agent_id="sue",
+        name="Sue",
+        token_hash="h-sue",
+        max_concurrent=1,
+        skill_groups=["vip", "general"],
+        role="supervisor",
+    )
+    assert agent_with_token(db, token_hash="h-sue") == TokenHolder(
+        "sue", "supervisor", frozenset({"general", "vip"})
+    )

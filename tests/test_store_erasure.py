@@ -43,10 +43,16 @@ def _conversation(db: Database, **fields: object) -> str:
 
 def _closed_with_every_text(db: Database, canary: Canary) -> str:
     """A conversation closed with `overflow` holding a canary in each of its free-text fields:
-    both sides' messages, the order id, the left message (text, contact, the team's note), the
-    rating comment, a staff note and a transfer note."""
+    both sides' messages, the order id and the app's attributes, the left message (text,
+    contact, the team's note), the rating comment, a staff note and a transfer note."""
     add_agent(db, "alice", max_concurrent=1)
-    conversation_id = _conversation(db, state="active", agent_id="alice", order_id=canary("order"))
+    conversation_id = _conversation(
+        db,
+        state="active",
+        agent_id="alice",
+        order_id=canary("order"),
+        attributes={"name": canary("name"), "order": {"total": canary("total")}},
+    )
     for role, sender in ((Role.VISITOR, f"visitor:{conversation_id}"), (Role.AGENT, "alice")):
         store_unsignalled(
             db,
@@ -116,6 +122,7 @@ def test_an_erase_leaves_the_marker_in_every_text_and_keeps_the_policy_texts(
         ).one()
     assert conversation is not None and conversation.erased_at is not None
     assert (conversation.rating_comment, conversation.order_id) == (ERASED, ERASED)
+    assert conversation.attributes == {"name": ERASED, "order": {"total": ERASED}}
     assert conversation.rating_score == 4  # the figures stay
     assert messages == [ERASED, ERASED]
     assert (left.content, left.contact, left.resolution_note) == (ERASED, ERASED, ERASED)

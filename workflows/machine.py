@@ -82,6 +82,7 @@ from domain.errors import (
 from domain.types import (
     LEFT_MESSAGE,
     MAX_OVERFLOW_HOPS,
+    TEAM_ROLES,
     AgentAssigned,
     AssignmentRecord,
     CloseInput,
@@ -213,8 +214,8 @@ class ConversationMachine:
             # close by whoever asked, not an abandoned wait.
             await self._close(_reason_for(flow.close_request))
         elif flow.close_request is not None:
-            by_admin = flow.close_request.by_role == Role.ADMIN
-            await self._close(CloseReason.ADMIN_CLOSED if by_admin else CloseReason.ABANDONED)
+            by_team = flow.close_request.by_role in TEAM_ROLES
+            await self._close(CloseReason.ADMIN_CLOSED if by_team else CloseReason.ABANDONED)
         elif flow.stage == Stage.ASSIGNED:
             await self._take_assignment()
         elif timed_out and deadline == closing_at:
@@ -800,6 +801,6 @@ def _declined(exc: ActivityError | ApplicationError) -> ApplicationError:
 def _reason_for(request: CloseRequest) -> str:
     if request.by_role == Role.AGENT:
         return CloseReason.AGENT_CLOSED
-    if request.by_role == Role.ADMIN:
+    if request.by_role in TEAM_ROLES:
         return CloseReason.ADMIN_CLOSED
     return CloseReason.VISITOR_CLOSED

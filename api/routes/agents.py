@@ -66,6 +66,7 @@ def _public(view: AgentView) -> AgentPublic:
     return AgentPublic(
         id=agent.id,
         name=agent.name,
+        role=agent.role,
         skill_groups=view.skill_groups,
         status=AgentStatus(agent.status),
         load=agent.active_count,
@@ -110,6 +111,7 @@ async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated
             token_hash=hash_token(token),
             max_concurrent=body.max_concurrent,
             skill_groups=body.skill_groups,
+            role=body.role,
         )
     except AgentExists:
         raise HTTPException(

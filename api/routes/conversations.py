@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from sse_starlette import EventSourceResponse
@@ -12,6 +12,7 @@ from api.credentials import visitor_token
 from api.deps import (
     MAX_SEQ,
     ConversationOfCaller,
+    ConversationOfReader,
     ConversationOfStreamer,
     CurrentPrincipal,
     Principal,
@@ -30,6 +31,9 @@ from api.schemas import (
     BEYOND_NEWEST,
     ENGINE_DOWN,
     UNAUTHORIZED,
+    AttributesPublic,
+    AttributesUpdate,
+    ConversationAssign,
     ConversationCreate,
     ConversationCreated,
     ConversationPublic,
@@ -57,7 +61,8 @@ from api.streams import (
     live_signal_payload,
     stream_keys,
 )
-from domain.errors import ConversationEnded
+from dispatcher import notify_assigned
+from domain.errors import ConversationEnded, EngineUnavailable
 from domain.types import (
     CLOSED_AT_REQUEST_OF,
     CloseRequest,
@@ -69,9 +74,13 @@ from domain.types import (
     TransferRequest,
 )
 from store.agents import find_agent
+from store.assignment import CannotTake, NotWaiting, assign_to
 from store.conversations import (
+    AttributesTooLarge,
+    ConversationErased,
     ConversationView,
     SeqNotReached,
+    change_attributes,
     conversation_events,
     keep_rating_comment,
     open_conversation,
@@ -134,7 +143,20 @@ def conversation_public(view: ConversationView, *, staff: bool) -> ConversationP
         ),
         created_at=conversation.created_at,
         closed_at=conversation.closed_at,
+        **(_staff_context(conversation) if staff else {}),
     )
+
+
+def _staff_context(conversation: Conversation) -> dict[str, Any]:
+    """What staff alone read of a conversation: where it began and what the app told of the
+    customer."""
+    return {
+        "entry": conversation.entry,
+        "tier": conversation.tier,
+        "language": conversation.language,
+        "order_id": conversation.order_id,
+        "attributes": conversation.attributes,
+    }
 
 
 async def conversation_view(
@@ -180,6 +202,7 @@ async def start_conversation(
                 tier=body.tier,
                 language=body.language,
                 order_id=body.order_id,
+                attributes=body.attributes,
                 max_per_customer=per_customer,
             )
         )
@@ -209,7 +232,7 @@ async def start_conversation(
     responses=errors(_ACCESS),
 )
 async def get_conversation(
-    conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
+    conversation: ConversationOfReader, principal: CurrentPrincipal, services: ServicesDep
 ) -> ConversationPublic:
     return await conversation_view(services.db, conversation.id, staff=principal.is_staff)
 
@@ -406,7 +429,7 @@ async def typing(
     responses=errors({**_ACCESS, **BEYOND_NEWEST}),
 )
 async def list_events(
-    conversation: ConversationOfCaller,
+    conversation: ConversationOfReader,
     principal: CurrentPrincipal,
     services: ServicesDep,
     after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
@@ -480,8 +503,8 @@ async def stream_events(
 async def close_conversation(
     conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
 ) -> ConversationPublic:
-    if principal.role not in (Role.VISITOR, Role.AGENT, Role.ADMIN):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its agent")
+    if principal.role == Role.APP:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only its visitor or its staff")
     # Closed is final and stored by the workflow: answered here, even once the workflow ended.
     # A caller's close is one close: their retry (its first answer lost, say to a 503) gets
     # that close's answer; anyone else's is refused.
@@ -511,7 +534,7 @@ async def close_conversation(
             **ENGINE_DOWN,
         }
     ),
-    dependencies=[require(Role.AGENT, Role.ADMIN)],
+    dependencies=[require(Role.AGENT, Role.SUPERVISOR, Role.ADMIN)],
 )
 async def transfer_conversation(
     body: TransferCreate,
@@ -541,9 +564,13 @@ async def transfer_conversation(
             detail=f"unknown skill group {body.to_skill_group!r}",
         )
     if body.to_agent_id is not None:
-        if await run_in_threadpool(find_agent, services.db, agent_id=body.to_agent_id) is None:
+        to_agent = await run_in_threadpool(find_agent, services.db, agent_id=body.to_agent_id)
+        if to_agent is None or to_agent.role != Role.AGENT:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.to_agent_id!r}"
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail=f"unknown agent {body.to_agent_id!r}"
+                if to_agent is None
+                else f"{body.to_agent_id!r} is a supervisor, not an agent who serves",
             )
     # A requeue or close is stored before the workflow moves on (its validator sees it active).
     if conversation.state != ConversationState.ACTIVE:
@@ -582,8 +609,8 @@ async def _with_transfer_note(
     status_code=status.HTTP_201_CREATED,
     response_model=EventPublic,
     summary="Write an internal note: a note.created event for staff alone (never the visitor)",
-    responses=errors({**_ACCESS, 403: "Only its agent or an admin"}),
-    dependencies=[require(Role.AGENT, Role.ADMIN)],
+    responses=errors({**_ACCESS, 403: "Only its agent, a supervisor of its group or an admin"}),
+    dependencies=[require(Role.AGENT, Role.SUPERVISOR, Role.ADMIN)],
 )
 async def add_conversation_note(
     body: NoteCreate,
@@ -650,3 +677,85 @@ async def _as_rated(
     if comment not in (body.comment, ERASED):  # erased: taken, and kept as the marker
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the conversation is already rated")
     return conversation_public(ConversationView(conversation), staff=False).rating
+
+
+@router.patch(
+    "/{conversation_id}/attributes",
+    **operation("conversations", "update_attributes"),
+    response_model=AttributesPublic,
+    summary="Change what your app tells staff about the customer (a JSON merge patch: null "
+    "removes a key); staff's streams get conversation.attributes_changed",
+    responses=errors(
+        {
+            **UNAUTHORIZED,
+            403: "Only your app's backend (or an admin)",
+            404: "Unknown conversation",
+            409: "The conversation's customer text was erased",
+            422: "Invalid body, or the attributes would be larger than 4 KiB",
+        }
+    ),
+    dependencies=[require(Role.APP, Role.ADMIN)],
+)
+async def update_attributes(
+    body: AttributesUpdate,
+    conversation: Annotated[Conversation, Depends(load_conversation)],
+    services: ServicesDep,
+) -> AttributesPublic:
+    try:
+        changed = await run_in_threadpool(
+            lambda: change_attributes(
+                services.db, conversation_id=conversation.id, attributes=body.attributes
+            )
+        )
+    except ConversationErased:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail="the conversation's customer text was erased"
+        ) from None
+    except AttributesTooLarge as large:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"the attributes would be {large}"
+        ) from None
+    services.hints.wake(*stream_keys(changed.id, changed.agent_id))
+    return AttributesPublic(conversation_id=changed.id, attributes=changed.attributes or {})
+
+
+@router.post(
+    "/{conversation_id}/assign",
+    **operation("conversations", "assign"),
+    response_model=ConversationPublic,
+    summary="Give a waiting conversation to an online agent of its group with room (a "
+    "supervisor of its group or an admin); those behind it keep their order",
+    responses=errors(
+        {
+            **_ACCESS,
+            409: "Not waiting in a queue, or the agent is not online in its group with room",
+            422: "Invalid body, or unknown agent",
+        }
+    ),
+    dependencies=[require(Role.SUPERVISOR, Role.ADMIN)],
+)
+async def assign_conversation(
+    body: ConversationAssign, conversation: ConversationOfCaller, services: ServicesDep
+) -> ConversationPublic:
+    try:
+        made = await run_in_threadpool(
+            lambda: assign_to(services.db, conversation_id=conversation.id, agent_id=body.agent_id)
+        )
+    except LookupError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"unknown agent {body.agent_id!r}"
+        ) from None
+    except NotWaiting:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail="the conversation is not waiting in a queue"
+        ) from None
+    except CannotTake as refused:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(refused)) from None
+    # Stored: its workflow is told now, or (Temporal unreachable) by the reconciliation pass.
+    try:
+        client = await services.temporal.client()
+    except EngineUnavailable:
+        client = None
+    if client is not None:
+        await notify_assigned(db=services.db, client=client, made=[made])
+    return await conversation_view(services.db, conversation.id, staff=True)

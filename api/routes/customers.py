@@ -1,4 +1,5 @@
-"""Customers: erase everything a customer wrote (admin), as the law lets them ask.
+"""Customers: their conversations, for staff beside the chat; and erasing everything a
+customer wrote (admin), as the law lets them ask.
 
 The customer's open conversations are closed first, through their workflows (`admin_closed`,
 as an admin's close), so no new text can come in; then each conversation is erased in its own
@@ -17,18 +18,24 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentPrincipal, Services, ServicesDep, require
 from api.routes import operation
-from api.schemas import ENGINE_DOWN, UNAUTHORIZED, ErasurePublic, errors
+from api.schemas import (
+    ENGINE_DOWN,
+    UNAUTHORIZED,
+    CustomerConversation,
+    ErasurePublic,
+    errors,
+)
 from domain.errors import ConversationEnded, EngineUnavailable, UpdateRejected
 from domain.types import CloseRequest, ConversationState, Role
-from store.conversations import find_conversation
+from store.conversations import customer_history, find_conversation, serves_customer
 from store.erasure import Erased, customer_conversations, erase_conversation, record_erasure
 
-router = APIRouter(prefix="/v1/customers", dependencies=[require(Role.ADMIN)])
+router = APIRouter(prefix="/v1/customers")
 log = logging.getLogger("switchboard.api")
 
 # A close someone else asked for at the same time is stored within this (or the erase answers
@@ -65,6 +72,57 @@ async def _close_for_erasure(services: Services, conversation_id: str, by_id: st
         await asyncio.sleep(_CLOSE_POLL_SECONDS)
 
 
+@router.get(
+    "/{customer_id}/conversations",
+    **operation("customers", "list_conversations"),
+    response_model=list[CustomerConversation],
+    summary="The customer's conversations, the newest first (each transcript: its /events), "
+    "for the agent serving the customer now, supervisors of their groups and admins",
+    responses=errors(
+        {
+            **UNAUTHORIZED,
+            403: "Not the customer's agent now, nor a supervisor of a group they were served in",
+        }
+    ),
+    dependencies=[require(Role.AGENT, Role.SUPERVISOR, Role.ADMIN)],
+)
+async def list_customer_conversations(
+    customer_id: CustomerId,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[CustomerConversation]:
+    # Whether a customer ever talked to the service is theirs to keep: who may not read their
+    # history gets the same 403 whether they exist or not.
+    if principal.role == Role.AGENT and not await run_in_threadpool(
+        serves_customer, services.db, agent_id=principal.id, customer_id=customer_id
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not a customer you are serving")
+    history = await run_in_threadpool(
+        customer_history, services.db, customer_id=customer_id, limit=limit
+    )
+    if principal.role == Role.SUPERVISOR and not any(
+        principal.oversees(past.conversation.skill_group) for past in history
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not a customer of your groups")
+    return [
+        CustomerConversation(
+            id=past.conversation.id,
+            channel=past.conversation.channel,
+            state=past.conversation.state,
+            close_reason=past.conversation.close_reason,
+            skill_group=past.conversation.skill_group,
+            agent_id=past.conversation.agent_id,
+            agent_name=past.agent_name,
+            rating_score=past.conversation.rating_score,
+            rating_resolved=past.conversation.rating_resolved,
+            created_at=past.conversation.created_at,
+            closed_at=past.conversation.closed_at,
+        )
+        for past in history
+    ]
+
+
 @router.post(
     "/{customer_id}/erase",
     **operation("customers", "erase"),
@@ -72,6 +130,7 @@ async def _close_for_erasure(services: Services, conversation_id: str, by_id: st
     summary="Erase the customer's text: messages, rating comments, left messages, notes and "
     "what the app gave; open conversations are closed first (admin_closed)",
     responses=errors({**UNAUTHORIZED, 403: "Admins only", **ENGINE_DOWN}),
+    dependencies=[require(Role.ADMIN)],
 )
 async def erase_customer(
     customer_id: CustomerId, principal: CurrentPrincipal, services: ServicesDep

@@ -40,6 +40,8 @@ from store.left_messages import (
 from store.models import LeftMessage
 
 router = APIRouter(prefix="/v1/left-messages")
+# Who calls visitors back: agents and supervisors, of the message's group; admins, of any.
+_STAFF_OF_GROUPS = (Role.ADMIN, Role.AGENT, Role.SUPERVISOR)
 
 
 def _public(message: LeftMessage) -> LeftMessagePublic:
@@ -92,8 +94,8 @@ async def leave_message(
     "",
     **operation("left_messages", "list"),
     response_model=list[LeftMessagePublic],
-    summary="Left messages to call back (an agent sees those of their skill groups)",
-    responses=errors({**UNAUTHORIZED, 403: "Admins and agents only"}),
+    summary="Left messages to call back (agents and supervisors see those of their groups)",
+    responses=errors({**UNAUTHORIZED, 403: "Staff only"}),
 )
 async def list_left_messages(
     principal: CurrentPrincipal,
@@ -102,15 +104,15 @@ async def list_left_messages(
     skill_group: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[LeftMessagePublic]:
-    if principal.role not in (Role.ADMIN, Role.AGENT):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admins and agents only")
+    if principal.role not in _STAFF_OF_GROUPS:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="staff only")
 
     messages = await run_in_threadpool(
         left_messages,
         services.db,
         status=status_,
         skill_group=skill_group,
-        agent_id=principal.id if principal.role == Role.AGENT else None,
+        agent_id=None if principal.role == Role.ADMIN else principal.id,
         limit=limit,
     )
     return [_public(message) for message in messages]
@@ -124,7 +126,7 @@ async def list_left_messages(
     responses=errors(
         {
             **UNAUTHORIZED,
-            403: "Admins and agents of its skill group only",
+            403: "Admins, and agents and supervisors of its skill group only",
             404: "Unknown left message",
             409: "Resolved already",
         }
@@ -136,8 +138,8 @@ async def resolve_left_message(
     principal: CurrentPrincipal,
     services: ServicesDep,
 ) -> LeftMessagePublic:
-    if principal.role not in (Role.ADMIN, Role.AGENT):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admins and agents only")
+    if principal.role not in _STAFF_OF_GROUPS:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="staff only")
 
     try:
         message = await run_in_threadpool(

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Services, ServicesDep, require
+from api.deps import CurrentPrincipal, Services, ServicesDep, require
 from api.routes import operation
 from api.schemas import UNAUTHORIZED, MonitorPublic, SkillGroupMonitor, errors
 from domain.types import Role
@@ -27,10 +27,15 @@ log = logging.getLogger("switchboard.api")
 GAUGE_PREFIX = "switchboard_"
 
 
-def read_figures(services: Services) -> MonitorPublic:
-    """Every policy group's figures, now. The one source of /v1/monitor and the gauges."""
+def read_figures(services: Services, only: frozenset[str] | None = None) -> MonitorPublic:
+    """Every policy group's figures (or those of `only`), now. The one source of /v1/monitor
+    and the gauges."""
     now = utcnow()
-    groups = [group.name for group in services.policy.current().skill_groups]
+    groups = [
+        group.name
+        for group in services.policy.current().skill_groups
+        if only is None or group.name in only
+    ]
     figures = read_skill_group_figures(services.db, skill_groups=groups, now=now)
     return MonitorPublic(
         at=now,
@@ -45,11 +50,13 @@ def read_figures(services: Services) -> MonitorPublic:
     response_model=MonitorPublic,
     summary="Per skill group, now: waiting, agents, load; last 15 minutes: average wait and "
     "handling time; today: overflows, abandons, auto-closes, ratings",
-    responses=errors({**UNAUTHORIZED, 403: "Admins only"}),
-    dependencies=[require(Role.ADMIN)],
+    description="A supervisor sees the groups they oversee; an admin every group.",
+    responses=errors({**UNAUTHORIZED, 403: "Admins and supervisors only"}),
+    dependencies=[require(Role.SUPERVISOR, Role.ADMIN)],
 )
-async def get_monitor(services: ServicesDep) -> MonitorPublic:
-    return await run_in_threadpool(read_figures, services)
+async def get_monitor(services: ServicesDep, principal: CurrentPrincipal) -> MonitorPublic:
+    only = principal.skill_groups if principal.role == Role.SUPERVISOR else None
+    return await run_in_threadpool(read_figures, services, only)
 
 
 def serve_metrics(registry: CollectorRegistry, address: str) -> Callable[[], None]:

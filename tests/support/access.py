@@ -30,6 +30,9 @@ class Route:
     subject: Subject = Subject.ACTIVE
     # The call changes its subject (closes it, moves it): each allowed caller gets a fresh one.
     consumes: bool = False
+    # What an allowed caller gets: 2xx, unless the row says why a subject that serves every
+    # caller must refuse them after their rights were checked (its test shows the 2xx).
+    allowed_answer: str = "2xx"
 
 
 ANYONE = frozenset(Caller)
@@ -37,6 +40,9 @@ ADMIN_ONLY = frozenset({Caller.ADMIN})
 AGENT_SELF_OR_ADMIN = frozenset({Caller.ADMIN, Caller.OWNER_AGENT})  # {agent_id} is Alice
 ITS_SIDES = frozenset({Caller.OWNER_AGENT, Caller.OWN_VISITOR})
 ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
+ITS_STAFF = frozenset({Caller.OWNER_AGENT, Caller.SUPERVISOR, Caller.ADMIN})
+ITS_SIDES_OR_STAFF = ITS_SIDES | ITS_STAFF
+SUPERVISORS = frozenset({Caller.SUPERVISOR, Caller.OTHER_SUPERVISOR})
 # A payload as the Temporal UI sends it to be decoded: "alice" as JSON, unencrypted.
 CODEC_BODY = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "ImFsaWNlIg=="}]}
 
@@ -60,23 +66,31 @@ ACCESS: dict[tuple[str, str], Route] = {
     ("POST", "/v1/conversations"): Route(
         frozenset({Caller.APP, Caller.ADMIN}), body={"customer_id": "matrix"}
     ),
-    ("GET", "/v1/conversations/{conversation_id}"): Route(ITS_SIDES_OR_ADMIN),
+    ("GET", "/v1/conversations/{conversation_id}"): Route(ITS_SIDES_OR_STAFF),
+    ("PATCH", "/v1/conversations/{conversation_id}/attributes"): Route(
+        frozenset({Caller.APP, Caller.ADMIN}), body={"attributes": {"membership": "gold"}}
+    ),
+    # Alice holds the conversation: its supervisor's right is checked, then 409 (not queued).
+    # tests/test_staff.py assigns a waiting one.
+    ("POST", "/v1/conversations/{conversation_id}/assign"): Route(
+        frozenset({Caller.SUPERVISOR, Caller.ADMIN}), body={"agent_id": OWNER}, allowed_answer="409"
+    ),
     ("POST", "/v1/conversations/{conversation_id}/visitor-token"): Route(frozenset({Caller.APP})),
     ("POST", "/v1/conversations/{conversation_id}/messages"): Route(
         ITS_SIDES, body={"client_message_id": "matrix-1", "content": "hello"}
     ),
     ("POST", "/v1/conversations/{conversation_id}/read"): Route(ITS_SIDES, body={"seq": 1}),
     ("POST", "/v1/conversations/{conversation_id}/typing"): Route(ITS_SIDES),
-    ("GET", "/v1/conversations/{conversation_id}/events"): Route(ITS_SIDES_OR_ADMIN),
-    ("GET", "/v1/conversations/{conversation_id}/stream"): Route(ITS_SIDES_OR_ADMIN),
-    ("POST", "/v1/conversations/{conversation_id}/close"): Route(ITS_SIDES_OR_ADMIN, consumes=True),
+    ("GET", "/v1/conversations/{conversation_id}/events"): Route(ITS_SIDES_OR_STAFF),
+    ("GET", "/v1/conversations/{conversation_id}/stream"): Route(ITS_SIDES_OR_STAFF),
+    ("POST", "/v1/conversations/{conversation_id}/close"): Route(ITS_SIDES_OR_STAFF, consumes=True),
     ("POST", "/v1/conversations/{conversation_id}/transfer"): Route(
-        frozenset({Caller.OWNER_AGENT, Caller.ADMIN}),
+        ITS_STAFF,
         body={"to_skill_group": "general"},
         consumes=True,
     ),
     ("POST", "/v1/conversations/{conversation_id}/notes"): Route(
-        frozenset({Caller.OWNER_AGENT, Caller.ADMIN}), body={"content": "Prefers email"}
+        ITS_STAFF, body={"content": "Prefers email"}
     ),
     ("POST", "/v1/conversations/{conversation_id}/rating"): Route(
         frozenset({Caller.OWN_VISITOR}),
@@ -92,17 +106,21 @@ ACCESS: dict[tuple[str, str], Route] = {
     ),
     ("GET", "/v1/left-messages"): Route(
         frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
+        | SUPERVISORS
     ),
     ("POST", "/v1/left-messages/{left_message_id}/resolve"): Route(
-        AGENT_SELF_OR_ADMIN,  # Alice is an agent of its group, Bob is not
+        ITS_STAFF,  # Alice is an agent of its group and Sue its supervisor; Bob and Oscar not
         body={"note": "Called back"},
         subject=Subject.LEFT_MESSAGE,
         consumes=True,
     ),
-    ("GET", "/v1/monitor"): Route(ADMIN_ONLY),
+    ("GET", "/v1/monitor"): Route(ADMIN_ONLY | SUPERVISORS),  # each their groups' figures
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
     ("POST", "/v1/admin/policy/reload"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/conversations/{conversation_id}/snapshot"): Route(ADMIN_ONLY),
+    ("GET", "/v1/customers/{customer_id}/conversations"): Route(
+        ITS_STAFF, subject=Subject.CUSTOMER
+    ),
     ("POST", "/v1/customers/{customer_id}/erase"): Route(
         ADMIN_ONLY, subject=Subject.CUSTOMER, consumes=True
     ),

@@ -186,9 +186,10 @@ class ApiClient:
         skill_groups: list[str] | None = None,
         max_concurrent: int = 2,
         online: bool = True,
+        role: str = "agent",
     ) -> AgentLogin:
         """Created by the admin and, unless `online` is False, put online with their own token,
-        as their workbench does."""
+        as their workbench does. `role`: agent or supervisor."""
         agent_id = agent_id or f"agent-{uuid.uuid4().hex[:8]}"
         created = await self.http.post(
             "/v1/agents",
@@ -198,6 +199,7 @@ class ApiClient:
                 "name": agent_id.title(),
                 "skill_groups": skill_groups or ["general"],
                 "max_concurrent": max_concurrent,
+                "role": role,
             },
         )
         agent = AgentLogin(agent_id, expect(created, 201)["token"])
@@ -240,10 +242,10 @@ class ApiClient:
     # --- conversations ---------------------------------------------------------------------
 
     async def start_conversation(
-        self, customer_id: str | None = None, channel: str = "web", **attributes: str
+        self, customer_id: str | None = None, channel: str = "web", **attributes: Any
     ) -> Visit:
         """Started by the app's backend. `attributes`: entry, tier, language, order_id (what
-        routing looks at)."""
+        routing looks at), and `attributes` (what staff read of the customer)."""
         response = await self.http.post(
             "/v1/conversations",
             headers=bearer(self.app_key),
@@ -372,10 +374,45 @@ class ApiClient:
             json={} if note is None else {"note": note},
         )
 
+    async def customer_conversations(
+        self, customer_id: str, token: str | None = None
+    ) -> httpx.Response:
+        return await self.http.get(
+            f"/v1/customers/{customer_id}/conversations", headers=self._as(token)
+        )
+
+    async def update_attributes(
+        self, conversation_id: str, attributes: dict[str, Any], token: str | None = None
+    ) -> httpx.Response:
+        """As the app's backend (or `token`) changes what staff read of the customer."""
+        return await self.http.patch(
+            f"/v1/conversations/{conversation_id}/attributes",
+            headers=bearer(self.app_key if token is None else token),
+            json={"attributes": attributes},
+        )
+
+    async def assign(
+        self, conversation_id: str, agent_id: str, token: str | None = None
+    ) -> httpx.Response:
+        return await self.http.post(
+            f"/v1/conversations/{conversation_id}/assign",
+            headers=self._as(token),
+            json={"agent_id": agent_id},
+        )
+
+    async def add_note(
+        self, conversation_id: str, content: str, token: str | None = None
+    ) -> httpx.Response:
+        return await self.http.post(
+            f"/v1/conversations/{conversation_id}/notes",
+            headers=self._as(token),
+            json={"content": content},
+        )
+
     # --- admin -----------------------------------------------------------------------------
 
-    async def monitor(self) -> dict[str, Any]:
-        return expect(await self.http.get("/v1/monitor", headers=self._as(None)), 200)
+    async def monitor(self, token: str | None = None) -> dict[str, Any]:
+        return expect(await self.http.get("/v1/monitor", headers=self._as(token)), 200)
 
     async def snapshot(self, conversation_id: str) -> dict[str, Any]:
         """What the conversation's workflow knows now (`workflow`: its state and pending

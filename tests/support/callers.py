@@ -22,6 +22,8 @@ OWNER = "alice"  # holds every conversation, and is an agent of the left message
 OTHER_AGENT = "bob"  # online in another group: holds nothing the tests look at
 FORMER_AGENT = "frank"  # online in another group: held Alice's conversations, handed them back
 DISABLED_AGENT = "dave"  # disabled: his token no longer works
+SUPERVISOR = "sue"  # supervises `general` and `callback`: Alice's groups
+OTHER_SUPERVISOR = "oscar"  # supervises `after_sales`
 
 
 class Caller(StrEnum):
@@ -34,6 +36,8 @@ class Caller(StrEnum):
     OWN_VISITOR = "its visitor"
     OTHER_VISITOR = "another conversation's visitor"
     FORMER_AGENT = "the agent who handed it back to its agent"
+    SUPERVISOR = "a supervisor of its group"
+    OTHER_SUPERVISOR = "a supervisor of another group"
     EXPIRED_VISITOR = "a visitor whose rating window has ended"
     DISABLED_AGENT = "a disabled agent"
     UNSIGNED = "a visitor token without its signature"
@@ -59,8 +63,9 @@ UNAUTHENTICATED = frozenset(
 
 class World:
     """Alice (online, in `general` and `callback`), Bob and Frank (online, in `after_sales`),
-    and the conversations and left messages the tests act on, all made through `api`. With
-    `handed_over`, each conversation Alice holds was handed to Frank and back first."""
+    Sue (supervisor of Alice's groups) and Oscar (of `after_sales`), and the conversations and
+    left messages the tests act on, all made through `api`. With `handed_over`, each
+    conversation Alice holds was handed to Frank and back first."""
 
     def __init__(self, api: ApiClient, *, handed_over: bool = False) -> None:
         self.api = api
@@ -76,6 +81,12 @@ class World:
         for agent_id, groups in agents:
             agent = await self.api.create_agent(agent_id, skill_groups=groups, max_concurrent=50)
             self.tokens[agent_id] = agent.token
+        supervisors = ((SUPERVISOR, ["general", "callback"]), (OTHER_SUPERVISOR, ["after_sales"]))
+        for supervisor_id, groups in supervisors:
+            supervisor = await self.api.create_agent(
+                supervisor_id, skill_groups=groups, role="supervisor", online=False
+            )
+            self.tokens[supervisor_id] = supervisor.token
         return self
 
     async def set_status(self, agent_id: str, status: str) -> None:

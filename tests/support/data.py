@@ -28,8 +28,10 @@ def add_agent(
     skill_groups: list[str] | None = None,
     status: str = "online",
     active_count: int = 0,
+    role: str = "agent",
 ) -> None:
-    """An agent of these groups (general by default); `active_count`: the load they carry."""
+    """An agent of these groups (general by default); `active_count`: the load they carry;
+    `role` supervisor: one who oversees the groups."""
     with db.write() as session:
         session.add(
             Agent(
@@ -39,6 +41,7 @@ def add_agent(
                 status=status,
                 max_concurrent=max_concurrent,
                 active_count=active_count,
+                role=role,
             )
         )
         session.flush()
