@@ -49,6 +49,12 @@ def find_agent(db: Database, *, agent_id: str) -> Agent | None:
         return session.get(Agent, agent_id)
 
 
+def skill_groups_of(db: Database, *, agent_id: str) -> list[str]:
+    """The agent's skill groups (none for an unknown agent)."""
+    with db.read() as session:
+        return agent_skill_groups(session, agent_id)
+
+
 def agent_with_token(db: Database, *, token_hash: str) -> str | None:
     """The id of the agent whose token hashes to `token_hash`, if any and not disabled."""
     with db.read() as session:

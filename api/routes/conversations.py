@@ -42,6 +42,8 @@ from api.schemas import (
     RatingPublic,
     ReadReceipt,
     ReadState,
+    SopPublic,
+    SopStepPublic,
     TransferCreate,
     TypingPublic,
     errors,
@@ -58,6 +60,7 @@ from api.streams import (
     stream_keys,
 )
 from domain.errors import ConversationEnded
+from domain.policy import Policy, Sop
 from domain.types import (
     CLOSED_AT_REQUEST_OF,
     CloseRequest,
@@ -104,11 +107,23 @@ _ACCESS = {
 }
 
 
-def conversation_public(view: ConversationView, *, staff: bool) -> ConversationPublic:
+def _sop_public(sop: Sop | None) -> SopPublic | None:
+    if sop is None:
+        return None
+    return SopPublic(
+        title=sop.title,
+        steps=[SopStepPublic(text=step.text, canned_reply=step.canned_reply) for step in sop.steps],
+    )
+
+
+def conversation_public(
+    view: ConversationView, *, staff: bool, policy: Policy | None = None
+) -> ConversationPublic:
     """The conversation as staff or as its visitor see it (a visitor sees the agent's display
-    name, not their id)."""
+    name, not their id). With `policy`, staff read the SOP it has for the conversation."""
     conversation = view.conversation
     serving = conversation.state != ConversationState.QUEUED
+    sop = policy.sop_for(conversation.visitor_context()) if staff and policy else None
     return ConversationPublic(
         id=conversation.id,
         customer_id=conversation.customer_id,
@@ -134,17 +149,18 @@ def conversation_public(view: ConversationView, *, staff: bool) -> ConversationP
         ),
         created_at=conversation.created_at,
         closed_at=conversation.closed_at,
+        sop=_sop_public(sop),
     )
 
 
 async def conversation_view(
-    db: Database, conversation_id: str, *, staff: bool
+    db: Database, conversation_id: str, *, staff: bool, policy: Policy | None = None
 ) -> ConversationPublic:
     try:
         view = await run_in_threadpool(view_conversation, db, conversation_id=conversation_id)
     except ConversationNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
-    return conversation_public(view, staff=staff)
+    return conversation_public(view, staff=staff, policy=policy)
 
 
 @router.post(
@@ -205,13 +221,18 @@ async def start_conversation(
     "/{conversation_id}",
     **operation("conversations", "get"),
     response_model=ConversationPublic,
-    summary="A conversation's state, agent, queue position and rating",
+    summary="A conversation's state, agent, queue position and rating; for staff, its SOP",
     responses=errors(_ACCESS),
 )
 async def get_conversation(
     conversation: ConversationOfCaller, principal: CurrentPrincipal, services: ServicesDep
 ) -> ConversationPublic:
-    return await conversation_view(services.db, conversation.id, staff=principal.is_staff)
+    return await conversation_view(
+        services.db,
+        conversation.id,
+        staff=principal.is_staff,
+        policy=services.policy.current(),
+    )
 
 
 def _message_public(message: Message) -> MessagePublic:

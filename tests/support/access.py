@@ -30,6 +30,8 @@ class Route:
     subject: Subject = Subject.ACTIVE
     # The call changes its subject (closes it, moves it): each allowed caller gets a fresh one.
     consumes: bool = False
+    # Its query string; `{conversation_id}` in a value is the subject's.
+    query: dict[str, str] | None = None
 
 
 ANYONE = frozenset(Caller)
@@ -98,6 +100,11 @@ ACCESS: dict[tuple[str, str], Route] = {
         body={"note": "Called back"},
         subject=Subject.LEFT_MESSAGE,
         consumes=True,
+    ),
+    # Any agent lists their groups' canned replies; filled for a conversation, its agent alone.
+    ("GET", "/v1/canned-replies"): Route(
+        frozenset({Caller.OWNER_AGENT, Caller.ADMIN}),
+        query={"q": "hello", "conversation_id": "{conversation_id}"},
     ),
     ("GET", "/v1/monitor"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
