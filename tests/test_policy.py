@@ -377,3 +377,25 @@ def test_bad_canned_replies_and_sops_are_refused_naming_the_key(
     tmp_path: Path, change: tuple[str, str], named: str
 ) -> None:
     assert named in _refusal(tmp_path, ASSISTED, change)
+
+
+def test_a_canned_reply_is_filled_as_written_and_a_missing_value_by_its_fallback(
+    tmp_path: Path,
+) -> None:
+    policy = load_policy(
+        _write(
+            tmp_path,
+            '[canned_reply_fallbacks]\ncustomer_name = "亲"\n'
+            '[[canned_replies]]\nshortcut = "hi"\ntitle = "Hi"\n'
+            'text = "{customer_name}, {{not a placeholder}} {order_id} / {order_id}"\n',
+        )
+    )
+    [reply] = policy.canned_replies
+    named = reply.filled(
+        {"customer_name": "Li {order_id}", "order_id": "SO-1"}, policy.canned_reply_fallbacks
+    )
+    assert named.text == "Li {order_id}, {not a placeholder} SO-1 / SO-1"  # a value stays a value
+    assert named.unfilled == []
+    unnamed = reply.filled({"customer_name": None}, policy.canned_reply_fallbacks)
+    assert unnamed.text == "亲, {not a placeholder} your order / your order"
+    assert unnamed.unfilled == ["customer_name", "order_id"]

@@ -43,7 +43,6 @@ from api.schemas import (
     ReadReceipt,
     ReadState,
     SopPublic,
-    SopStepPublic,
     TransferCreate,
     TypingPublic,
     errors,
@@ -60,7 +59,7 @@ from api.streams import (
     stream_keys,
 )
 from domain.errors import ConversationEnded
-from domain.policy import Policy, Sop
+from domain.policy import Policy
 from domain.types import (
     CLOSED_AT_REQUEST_OF,
     CloseRequest,
@@ -107,15 +106,6 @@ _ACCESS = {
 }
 
 
-def _sop_public(sop: Sop | None) -> SopPublic | None:
-    if sop is None:
-        return None
-    return SopPublic(
-        title=sop.title,
-        steps=[SopStepPublic(text=step.text, canned_reply=step.canned_reply) for step in sop.steps],
-    )
-
-
 def conversation_public(
     view: ConversationView, *, staff: bool, policy: Policy | None = None
 ) -> ConversationPublic:
@@ -123,7 +113,7 @@ def conversation_public(
     name, not their id). With `policy`, staff read the SOP it has for the conversation."""
     conversation = view.conversation
     serving = conversation.state != ConversationState.QUEUED
-    sop = policy.sop_for(conversation.visitor_context()) if staff and policy else None
+    sop = policy.sop_for(conversation.visitor_context()) if staff and policy is not None else None
     return ConversationPublic(
         id=conversation.id,
         customer_id=conversation.customer_id,
@@ -149,7 +139,7 @@ def conversation_public(
         ),
         created_at=conversation.created_at,
         closed_at=conversation.closed_at,
-        sop=_sop_public(sop),
+        sop=None if sop is None else SopPublic.model_validate(sop, from_attributes=True),
     )
 
 
@@ -231,7 +221,7 @@ async def get_conversation(
         services.db,
         conversation.id,
         staff=principal.is_staff,
-        policy=services.policy.current(),
+        policy=services.policy.current() if principal.is_staff else None,
     )
 
 
