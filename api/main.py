@@ -24,6 +24,7 @@ from api.observability import RequestContext, bind_path_ids, request_latency
 from api.routes import (
     admin,
     agents,
+    assist,
     codec,
     conversations,
     customers,
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(admin.router)
     app.include_router(customers.router)
     app.include_router(stream_tickets.router)
+    app.include_router(assist.router)
     app.include_router(codec.router)
     return app
 

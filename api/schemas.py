@@ -204,6 +204,21 @@ class RatingPublic(BaseModel):
     expires_at: datetime | None = None
 
 
+class SopStepPublic(BaseModel):
+    text: str
+    canned_reply: str | None = Field(
+        description="The shortcut of the canned reply for this step (GET /v1/canned-replies)"
+    )
+
+
+class SopPublic(BaseModel):
+    """The standard operating procedure for a conversation: the policy's first [[sop]] whose
+    `when` matches it."""
+
+    title: str
+    steps: list[SopStepPublic]
+
+
 class ConversationPublic(BaseModel):
     id: str
     customer_id: str
@@ -226,6 +241,11 @@ class ConversationPublic(BaseModel):
     rating: RatingPublic
     created_at: datetime
     closed_at: datetime | None
+    sop: SopPublic | None = Field(
+        default=None,
+        description="Staff only (null for the visitor, and where no [[sop]] matches): the steps "
+        "to follow with this conversation",
+    )
     # Staff alone read these (its agent, supervisors of its group, admins): null for the visitor.
     entry: str | None = Field(default=None, description="Staff only: where the chat began")
     tier: str | None = Field(default=None, description="Staff only")
@@ -373,6 +393,28 @@ class Health(BaseModel):
     status: str
     database: str
     temporal: str
+
+
+# --- staff assist ---------------------------------------------------------------------------
+
+
+class CannedReplyPublic(BaseModel):
+    shortcut: str
+    title: str
+    text: str = Field(
+        description="With conversation_id: its placeholders filled for that conversation; "
+        "without: as written ({customer_name}, {agent_name}, {order_id})"
+    )
+    skill_groups: list[str] | None = Field(description="The groups it is for; null: every group")
+    unfilled: list[str] = Field(
+        description="Placeholders the conversation had no value for, filled with the policy's "
+        "canned_reply_fallbacks: worth a look before sending"
+    )
+
+
+class CannedReplyPage(BaseModel):
+    canned_replies: list[CannedReplyPublic] = Field(description="In the policy file's order")
+    has_more: bool = Field(description="More matched than a page holds: narrow the query")
 
 
 # --- admin ----------------------------------------------------------------------------------

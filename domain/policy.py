@@ -10,8 +10,12 @@ import contextlib
 import hashlib
 import logging
 import re
+import string
 import threading
 import tomllib
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -25,6 +29,7 @@ from pydantic import (
     PlainSerializer,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -111,11 +116,17 @@ class SkillGroup(_Strict):
 
 
 class RoutingMatch(_Strict):
+    """`when` of a routing rule or an SOP: every key given must match; `{}` matches all."""
+
     channel: str | None = None
     entry: str | None = None
     tier: str | None = None
     language: str | None = None
     has_order: bool | None = None
+
+    def matches(self, visitor: VisitorContext) -> bool:
+        wanted = self.model_dump(exclude_none=True)
+        return all(getattr(visitor, key) == value for key, value in wanted.items())
 
 
 class RoutingRule(_Strict):
@@ -124,8 +135,7 @@ class RoutingRule(_Strict):
     priority: int = 0
 
     def matches(self, visitor: VisitorContext) -> bool:
-        wanted = self.when.model_dump(exclude_none=True)
-        return all(getattr(visitor, key) == value for key, value in wanted.items())
+        return self.when.matches(visitor)
 
 
 class VisitorContext(BaseModel):
@@ -181,6 +191,106 @@ class Texts(_Strict):
         return self
 
 
+# What a canned reply's text may say in braces, filled from the conversation it is used in.
+PLACEHOLDERS = ("customer_name", "agent_name", "order_id")
+_PLACEHOLDER_LIST = ", ".join(f"{{{name}}}" for name in PLACEHOLDERS)
+
+
+def _refuse_unknown_placeholders(text: str) -> None:
+    """Only the known placeholders, bare: a format spec or a conversion (`{order_id:>9}`) is
+    Python's language, not ops'."""
+    try:
+        pieces = list(string.Formatter().parse(text))
+    except ValueError as exc:  # a lone { or }
+        raise ValueError(f"{exc} (write {{{{ or }}}} for a brace)") from None
+    for _literal, name, spec, conversion in pieces:
+        if name is not None and (name not in PLACEHOLDERS or spec or conversion):
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise ValueError(
+                f"unknown placeholder {{{shown}}}: only {_PLACEHOLDER_LIST} may be used"
+            )
+
+
+def folded(text: str) -> str:
+    """Text as a search compares it: case folded, full-width letters and digits as their usual
+    forms (a Chinese input method may type them full-width)."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+class CannedReply(_Strict):
+    """A reply staff insert by its shortcut (快捷回复), its placeholders filled for the
+    conversation at hand."""
+
+    shortcut: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
+    title: str = Field(min_length=1, max_length=100)
+    text: str = Field(min_length=1, max_length=2000)
+    # The groups whose agents see it; none: every group.
+    skill_groups: list[str] | None = Field(default=None, min_length=1, max_length=50)
+
+    @field_validator("text")
+    @classmethod
+    def _placeholders_known(cls, text: str) -> str:
+        _refuse_unknown_placeholders(text)
+        return text
+
+    def seen_by(self, groups: frozenset[str] | None) -> bool:
+        """Whether staff of `groups` see it (None: all of them, an admin)."""
+        return (
+            self.skill_groups is None or groups is None or not groups.isdisjoint(self.skill_groups)
+        )
+
+    def found_by(self, query: str) -> bool:
+        """`query` (folded) in its shortcut, title or text: "" finds every reply."""
+        return any(query in folded(field) for field in (self.shortcut, self.title, self.text))
+
+    def filled(self, values: Mapping[str, str | None], fallbacks: PlaceholderFallbacks) -> Filled:
+        """The text with each placeholder filled from `values`, or where a value is missing
+        from the policy's fallback (named in `unfilled`, for staff to check before sending).
+        Values are inserted as they are: braces in a customer's name are not placeholders."""
+        parts: list[str] = []
+        unfilled: list[str] = []
+        for literal, name, _spec, _conversion in string.Formatter().parse(self.text):
+            parts.append(literal)
+            if name is None:
+                continue
+            value = values.get(name)
+            if not value:
+                value = getattr(fallbacks, name)
+                if name not in unfilled:
+                    unfilled.append(name)
+            parts.append(value)
+        return Filled(text="".join(parts), unfilled=unfilled)
+
+
+@dataclass(frozen=True)
+class Filled:
+    text: str
+    unfilled: list[str]  # placeholders the conversation had no value for: filled by fallbacks
+
+
+class PlaceholderFallbacks(_Strict):
+    """What fills a placeholder the conversation has no value for (no name given, no order,
+    nobody assigned): words that still read in a sentence, never an empty gap."""
+
+    customer_name: str = Field(default="customer", min_length=1, max_length=100)
+    agent_name: str = Field(default="your agent", min_length=1, max_length=100)
+    order_id: str = Field(default="your order", min_length=1, max_length=100)
+
+
+class SopStep(_Strict):
+    text: str = Field(min_length=1, max_length=500)
+    # The shortcut of the canned reply this step sends, if any.
+    canned_reply: str | None = None
+
+
+class Sop(_Strict):
+    """A standard operating procedure shown to staff with the conversations it matches."""
+
+    title: str = Field(min_length=1, max_length=100)
+    when: RoutingMatch = RoutingMatch()
+    steps: list[SopStep] = Field(min_length=1, max_length=30)
+
+
 class Retention(_Strict):
     # A closed conversation's text is erased this long after its close (store/erasure.py);
     # none: kept for ever.
@@ -196,6 +306,9 @@ class Policy(_Strict):
     skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
     routing: list[RoutingRule] = []
     texts: Texts = Texts()
+    canned_replies: list[CannedReply] = Field(default=[], max_length=1000)
+    canned_reply_fallbacks: PlaceholderFallbacks = PlaceholderFallbacks()
+    sop: list[Sop] = Field(default=[], max_length=200)
     # Which file content this is (a hash of it): what each conversation records it ran under.
     _version: str = PrivateAttr(default="builtin")
 
@@ -229,6 +342,31 @@ class Policy(_Strict):
         self._refuse_overflow_cycles()
         return self
 
+    @model_validator(mode="after")
+    def _staff_assist_consistent(self) -> Policy:
+        groups = self.skill_group_names
+        first_at: dict[str, int] = {}
+        for index, reply in enumerate(self.canned_replies):
+            if reply.shortcut in first_at:
+                raise ValueError(
+                    f"canned_replies.{index}.shortcut: duplicate shortcut {reply.shortcut!r} "
+                    f"(canned_replies.{first_at[reply.shortcut]} has it)"
+                )
+            first_at[reply.shortcut] = index
+            for group in reply.skill_groups or ():
+                if group not in groups:
+                    raise ValueError(
+                        f"canned_replies.{index}.skill_groups: unknown skill group {group!r}"
+                    )
+        for index, sop in enumerate(self.sop):
+            for number, step in enumerate(sop.steps):
+                if step.canned_reply is not None and step.canned_reply not in first_at:
+                    raise ValueError(
+                        f"sop.{index}.steps.{number}.canned_reply: unknown canned reply "
+                        f"{step.canned_reply!r} (not a shortcut of canned_replies)"
+                    )
+        return self
+
     def _refuse_overflow_cycles(self) -> None:
         targets = {group.name: group.overflow_to for group in self.skill_groups}
         for start in targets:
@@ -251,6 +389,20 @@ class Policy(_Strict):
             if rule.matches(visitor):
                 return Route(skill_group=rule.skill_group, priority=rule.priority, rule=index)
         return Route(skill_group=self.default_skill_group, priority=0, rule=None)
+
+    def canned_replies_for(self, groups: frozenset[str] | None, query: str) -> list[CannedReply]:
+        """The canned replies staff of `groups` see (None: every one, for an admin) that hold
+        `query` in their shortcut, title or text, in the file's order."""
+        wanted = folded(query.strip())
+        return [
+            reply
+            for reply in self.canned_replies
+            if reply.seen_by(groups) and reply.found_by(wanted)
+        ]
+
+    def sop_for(self, visitor: VisitorContext) -> Sop | None:
+        """The first [[sop]] whose `when` matches, as routing's first rule wins; None: none."""
+        return next((sop for sop in self.sop if sop.when.matches(visitor)), None)
 
     @property
     def skill_group_names(self) -> set[str]:

@@ -138,6 +138,7 @@ async def test_every_route_for_every_caller(world: World, empty_db: Database) ->
                 method,
                 path.format(agent_id=OWNER, **ids),
                 headers=credentials(world, caller, subject, other, expired),
+                params={key: value.format(**ids) for key, value in (route.query or {}).items()},
                 json=route.body,
             )
             expected = expected_status(route, caller)

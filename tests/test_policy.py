@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from domain.policy import PolicyError, PolicySource, format_duration, load_policy, parse_duration
 from settings import PROJECT_ROOT, Settings
-from tests.support.policy import PAYLOAD_KEY, write_policy
+from tests.support.policy import DEFAULT_GROUPS, PAYLOAD_KEY, STAFF_ASSIST, write_policy
 
 
 @pytest.mark.parametrize(
@@ -116,6 +116,7 @@ def test_the_shipped_policy_file_loads() -> None:
     assert policy.default_skill_group in policy.skill_group_names
     assert "2 minutes" in policy.idle_warning_text(policy.timeouts.idle_close_after)
     assert policy.retention.transcripts == timedelta(days=365)
+    assert policy.canned_replies and policy.sop
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -305,8 +306,96 @@ def test_routing_first_match_wins(tmp_path: Path) -> None:
 def test_bad_routing_and_groups_are_refused(
     tmp_path: Path, change: tuple[str, str], named: str
 ) -> None:
+    assert named in _refusal(tmp_path, ROUTED, change)
+
+
+def _refusal(tmp_path: Path, policy: str, change: tuple[str, str]) -> str:
+    """Why the policy, with `change` (old, new) made once, is refused at load."""
     old, new = change
-    assert old in ROUTED
+    assert old in policy
     with pytest.raises(PolicyError) as error:
-        load_policy(_write(tmp_path, ROUTED.replace(old, new, 1)))
-    assert named in str(error.value)
+        load_policy(_write(tmp_path, policy.replace(old, new, 1)))
+    return str(error.value)
+
+
+# The shipped test groups, their canned replies and SOPs, and a second SOP for any order.
+ASSISTED = (
+    DEFAULT_GROUPS
+    + STAFF_ASSIST
+    + '[[sop]]\ntitle = "Orders"\nwhen = { has_order = true }\nsteps = [{ text = "Look it up" }]\n'
+)
+
+
+def test_canned_replies_and_sops_load_and_the_first_matching_sop_wins(tmp_path: Path) -> None:
+    from domain.policy import VisitorContext
+
+    policy = load_policy(_write(tmp_path, ASSISTED))
+    every = policy.canned_replies_for(None, "")  # an admin's
+    assert [reply.shortcut for reply in every] == ["hello", "refund", "label"]
+    after_sales = policy.canned_replies_for(frozenset({"after_sales"}), "")
+    assert [reply.shortcut for reply in after_sales] == ["hello", "label"]
+    refund = policy.sop_for(VisitorContext(channel="web", entry="refund", has_order=True))
+    assert refund is not None and refund.title == "Refund request"
+    order = policy.sop_for(VisitorContext(channel="web", has_order=True))
+    assert order is not None and order.title == "Orders"
+    assert policy.sop_for(VisitorContext(channel="web")) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            ('shortcut = "refund"', 'shortcut = "hello"'),
+            "canned_replies.1.shortcut: duplicate shortcut 'hello' (canned_replies.0 has it)",
+        ),
+        (
+            ('skill_groups = ["after_sales"]', 'skill_groups = ["after_sales", "billing"]'),
+            "canned_replies.2.skill_groups: unknown skill group 'billing'",
+        ),
+        (
+            ("this is {agent_name}", "this is {agent}"),
+            "canned_replies.0.text: unknown placeholder {agent}: only {customer_name}, "
+            "{agent_name}, {order_id} may be used",
+        ),
+        (
+            ("order {order_id}", "order {order_id:>12}"),
+            "canned_replies.1.text: unknown placeholder {order_id:>12}",
+        ),
+        (("this is {agent_name}", "this is {agent_name"), "canned_replies.0.text: expected '}'"),
+        (
+            ('canned_reply = "refund"', 'canned_reply = "refunds"'),
+            "sop.0.steps.1.canned_reply: unknown canned reply 'refunds'",
+        ),
+        (('shortcut = "hello"', 'shortcut = "Hello there"'), "canned_replies.0.shortcut"),
+        (('title = "Greeting"', 'title = ""'), "canned_replies.0.title"),
+        (('title = "Refund request"', f'title = "{"x" * 101}"'), "sop.0.title"),
+        (('steps = [{ text = "Look it up" }]', "steps = []"), "sop.1.steps"),
+        (("when = { has_order = true }", "when = { has_parcel = true }"), "has_parcel"),
+    ],
+)
+def test_bad_canned_replies_and_sops_are_refused_naming_the_key(
+    tmp_path: Path, change: tuple[str, str], named: str
+) -> None:
+    assert named in _refusal(tmp_path, ASSISTED, change)
+
+
+def test_a_canned_reply_is_filled_as_written_and_a_missing_value_by_its_fallback(
+    tmp_path: Path,
+) -> None:
+    policy = load_policy(
+        _write(
+            tmp_path,
+            '[canned_reply_fallbacks]\ncustomer_name = "亲"\n'
+            '[[canned_replies]]\nshortcut = "hi"\ntitle = "Hi"\n'
+            'text = "{customer_name}, {{not a placeholder}} {order_id} / {order_id}"\n',
+        )
+    )
+    [reply] = policy.canned_replies
+    named = reply.filled(
+        {"customer_name": "Li {order_id}", "order_id": "SO-1"}, policy.canned_reply_fallbacks
+    )
+    assert named.text == "Li {order_id}, {not a placeholder} SO-1 / SO-1"  # a value stays a value
+    assert named.unfilled == []
+    unnamed = reply.filled({"customer_name": None}, policy.canned_reply_fallbacks)
+    assert unnamed.text == "亲, {not a placeholder} your order / your order"
+    assert unnamed.unfilled == ["customer_name", "order_id"]

@@ -46,6 +46,7 @@ from api.schemas import (
     RatingPublic,
     ReadReceipt,
     ReadState,
+    SopPublic,
     TransferCreate,
     TypingPublic,
     errors,
@@ -63,6 +64,7 @@ from api.streams import (
 )
 from dispatcher import notify_assigned
 from domain.errors import ConversationEnded, EngineUnavailable
+from domain.policy import Policy
 from domain.types import (
     CLOSED_AT_REQUEST_OF,
     CloseRequest,
@@ -113,11 +115,14 @@ _ACCESS = {
 }
 
 
-def conversation_public(view: ConversationView, *, staff: bool) -> ConversationPublic:
+def conversation_public(
+    view: ConversationView, *, staff: bool, policy: Policy | None = None
+) -> ConversationPublic:
     """The conversation as staff or as its visitor see it (a visitor sees the agent's display
-    name, not their id)."""
+    name, not their id). With `policy`, staff read the SOP it has for the conversation."""
     conversation = view.conversation
     serving = conversation.state != ConversationState.QUEUED
+    sop = policy.sop_for(conversation.visitor_context()) if staff and policy is not None else None
     return ConversationPublic(
         id=conversation.id,
         customer_id=conversation.customer_id,
@@ -144,6 +149,7 @@ def conversation_public(view: ConversationView, *, staff: bool) -> ConversationP
         created_at=conversation.created_at,
         closed_at=conversation.closed_at,
         **(_staff_context(conversation) if staff else {}),
+        sop=None if sop is None else SopPublic.model_validate(sop, from_attributes=True),
     )
 
 
@@ -160,13 +166,13 @@ def _staff_context(conversation: Conversation) -> dict[str, Any]:
 
 
 async def conversation_view(
-    db: Database, conversation_id: str, *, staff: bool
+    db: Database, conversation_id: str, *, staff: bool, policy: Policy | None = None
 ) -> ConversationPublic:
     try:
         view = await run_in_threadpool(view_conversation, db, conversation_id=conversation_id)
     except ConversationNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
-    return conversation_public(view, staff=staff)
+    return conversation_public(view, staff=staff, policy=policy)
 
 
 @router.post(
@@ -228,13 +234,18 @@ async def start_conversation(
     "/{conversation_id}",
     **operation("conversations", "get"),
     response_model=ConversationPublic,
-    summary="A conversation's state, agent, queue position and rating",
+    summary="A conversation's state, agent, queue position and rating; for staff, its SOP",
     responses=errors(_ACCESS),
 )
 async def get_conversation(
     conversation: ConversationOfReader, principal: CurrentPrincipal, services: ServicesDep
 ) -> ConversationPublic:
-    return await conversation_view(services.db, conversation.id, staff=principal.is_staff)
+    return await conversation_view(
+        services.db,
+        conversation.id,
+        staff=principal.is_staff,
+        policy=services.policy.current() if principal.is_staff else None,
+    )
 
 
 def _message_public(message: Message) -> MessagePublic:

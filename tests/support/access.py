@@ -33,6 +33,8 @@ class Route:
     # What an allowed caller gets: 2xx, unless the row says why a subject that serves every
     # caller must refuse them after their rights were checked (its test shows the 2xx).
     allowed_answer: str = "2xx"
+    # Its query string; `{conversation_id}` in a value is the subject's.
+    query: dict[str, str] | None = None
 
 
 ANYONE = frozenset(Caller)
@@ -113,6 +115,11 @@ ACCESS: dict[tuple[str, str], Route] = {
         body={"note": "Called back"},
         subject=Subject.LEFT_MESSAGE,
         consumes=True,
+    ),
+    # Any agent lists their groups' canned replies; filled for a conversation, its staff alone.
+    ("GET", "/v1/canned-replies"): Route(
+        ITS_STAFF,
+        query={"q": "hello", "conversation_id": "{conversation_id}"},
     ),
     ("GET", "/v1/monitor"): Route(ADMIN_ONLY | SUPERVISORS),  # each their groups' figures
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),

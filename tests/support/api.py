@@ -422,6 +422,17 @@ class ApiClient:
         )
         return expect(response, 200)
 
+    async def canned_replies(
+        self, token: str | None = None, *, q: str | None = None, conversation_id: str | None = None
+    ) -> httpx.Response:
+        """The canned replies the caller sees, holding `q`, filled for `conversation_id`."""
+        params = {"q": q, "conversation_id": conversation_id}
+        return await self.http.get(
+            "/v1/canned-replies",
+            headers=self._as(token),
+            params={key: value for key, value in params.items() if value is not None},
+        )
+
     async def reload_policy(self) -> httpx.Response:
         return await self.http.post("/v1/admin/policy/reload", headers=self._as(None))
 

@@ -19,6 +19,35 @@ DEFAULT_TIMEOUTS = {"idle_warning_after": "3m", "idle_close_after": "2m", "ratin
 
 DEFAULT_GROUPS = '[[skill_groups]]\nname = "general"\n[[skill_groups]]\nname = "after_sales"\n'
 
+# Canned replies for every group, for `general` and for `after_sales` (in English and Chinese),
+# and an SOP for conversations that came in through the `refund` entry.
+STAFF_ASSIST = """
+[[canned_replies]]
+shortcut = "hello"
+title = "Greeting"
+text = "Hello {customer_name}, this is {agent_name}. How can I help?"
+
+[[canned_replies]]
+shortcut = "refund"
+title = "Refund started"
+text = "The refund of order {order_id} is on its way. 退款已提交。"
+skill_groups = ["general"]
+
+[[canned_replies]]
+shortcut = "label"
+title = "退货标签"
+text = "{agent_name} 已为您发送退货标签。"
+skill_groups = ["after_sales"]
+
+[[sop]]
+title = "Refund request"
+when = { entry = "refund" }
+steps = [
+  { text = "Check the order's payment and delivery state" },
+  { text = "Tell the customer the refund has started", canned_reply = "refund" },
+]
+"""
+
 # A group's service hours that end at 23:59 UTC every day, opening again at midnight: it closes
 # within a day of any test (`the_next_closing` says when, on the server's clock).
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -59,9 +88,14 @@ def write_policy(
     return path
 
 
+def add_to_policy(path: Path, toml: str) -> None:
+    """Add tables to the policy file at `path` (read again as it changes)."""
+    path.write_text(path.read_text() + toml)
+
+
 def keep_transcripts(path: Path, transcripts: str) -> None:
     """Add `[retention] transcripts` to the policy file at `path` (read again as it changes)."""
-    path.write_text(path.read_text() + f'[retention]\ntranscripts = "{transcripts}"\n')
+    add_to_policy(path, f'[retention]\ntranscripts = "{transcripts}"\n')
 
 
 # The tests' waits poll 20 times a second from one address with one token, and some tests start
