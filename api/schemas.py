@@ -226,9 +226,13 @@ class ConversationPublic(BaseModel):
     state: str = Field(description="bot | queued | active | closed")
     close_reason: str | None
     skill_group: str | None
-    priority: int
-    routing_rule: int | None = Field(description="Index of the matched [[routing]] rule")
-    policy_version: str | None = Field(description="Policy version of its latest decision")
+    priority: int | None = Field(description="Staff only: higher is served first")
+    routing_rule: int | None = Field(
+        description="Staff only: index of the matched [[routing]] rule (null: the default group)"
+    )
+    policy_version: str | None = Field(
+        description="Staff only: policy version of its latest decision"
+    )
     agent_id: str | None = Field(description="Its agent's id (staff only: null for the visitor)")
     agent_name: str | None = Field(default=None, description="Its agent's display name")
     queue_position: int | None = Field(description="1-based place in the queue while queued")

@@ -130,9 +130,10 @@ def conversation_public(
         state=conversation.state,
         close_reason=conversation.close_reason,
         skill_group=conversation.skill_group,
-        priority=conversation.priority,
-        routing_rule=conversation.routing_rule,
-        policy_version=conversation.policy_version,
+        # How routing decided is staff's (a visitor would read their tier in a priority).
+        priority=conversation.priority if staff else None,
+        routing_rule=conversation.routing_rule if staff else None,
+        policy_version=conversation.policy_version if staff else None,
         agent_id=conversation.agent_id if serving and staff else None,
         agent_name=view.agent_name if serving else None,
         queue_position=view.queue_position,
