@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
@@ -70,6 +70,9 @@ class Principal:
     role: Role
     id: str
     conversation_id: str | None = None  # visitors only
+    # Agents only: the hash of the token they came with (or that asked for their ticket), so a
+    # stream they opened ends once that token is replaced.
+    token_hash: str | None = None
 
     @property
     def is_staff(self) -> bool:
@@ -119,7 +122,7 @@ async def get_principal(
         digest = hash_token(token)  # a disabled agent's token finds nobody
         agent_id = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
         if agent_id is not None:
-            return Principal(Role.AGENT, agent_id)
+            return Principal(Role.AGENT, agent_id, token_hash=digest)
     raise _unauthorized()
 
 
@@ -208,6 +211,8 @@ async def ticket_holder(services: Services, ticket: str, *, opens: str) -> Princ
         services.settings, ticket, claimed, stream=opens, credential_hash=held
     ):
         return None
+    if principal.role == Role.AGENT:
+        return replace(principal, token_hash=held)
     return principal
 
 

@@ -29,7 +29,6 @@ from tests.support.callers import (
     DISABLED_AGENT,
     FORMER_AGENT,
     OTHER_AGENT,
-    OWNER,
     UNAUTHENTICATED,
     Caller,
     World,
@@ -45,6 +44,8 @@ def expected_status(route: Route, caller: Caller) -> str:
         return "2xx"
     if caller in UNAUTHENTICATED:
         return "401"
+    if caller == Caller.OWNER_AGENT and route.subject == Subject.DEACTIVATED_AGENT:
+        return "401"  # a deactivated agent's own token is nobody's
     return "403"
 
 
@@ -63,17 +64,22 @@ def test_every_route_has_a_row_in_the_matrix() -> None:
 
 
 def credentials(
-    world: World, caller: Caller, subject: Visit, other: Visit, expired: Visit
+    world: World,
+    caller: Caller,
+    subject: Visit,
+    ids: dict[str, str],
+    other: Visit,
+    expired: Visit,
 ) -> dict[str, bytes]:
-    """The caller's Authorization header for a request about `subject` (`other`: another
-    conversation; `expired`: one whose rating window has ended)."""
+    """The caller's Authorization header for a request about `subject` and `ids` (`other`:
+    another conversation; `expired`: one whose rating window has ended)."""
     unknown_key = Settings(env="test", secret_key="a-key-this-deployment-never-held")
     token = {
         Caller.NOBODY: None,
         Caller.BAD_TOKEN: forged_visitor_token(subject),
         Caller.ADMIN: ADMIN_TOKEN,
         Caller.APP: APP_KEY,
-        Caller.OWNER_AGENT: world.tokens[OWNER],
+        Caller.OWNER_AGENT: world.its_agent_token(ids),
         Caller.OTHER_AGENT: world.tokens[OTHER_AGENT],
         Caller.OWN_VISITOR: subject.token,
         Caller.OTHER_VISITOR: other.token,
@@ -132,8 +138,8 @@ async def test_every_route_for_every_caller(world: World, empty_db: Database) ->
             status = await _status(
                 world.api.http,
                 method,
-                path.format(agent_id=OWNER, **ids),
-                headers=credentials(world, caller, subject, other, expired),
+                world.path(path, ids),
+                headers=credentials(world, caller, subject, ids, other, expired),
                 json=route.body,
             )
             expected = expected_status(route, caller)
