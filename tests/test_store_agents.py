@@ -8,7 +8,8 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
+import sqlalchemy as sa
+from sqlmodel import col, select
 
 from domain.policy import Policy
 from domain.types import AgentStatus, ConversationState, EventType
@@ -29,12 +30,17 @@ from store.agents import (
     replace_agent_token,
     view_agent,
 )
-from store.assignment import dispatch
+from store.assignment import dispatch, take_capacity
 from store.db import Database
 from store.events import append_event
 from store.lifecycle import close_conversation
 from store.models import Conversation, utcnow
-from tests.support.data import add_agent, enqueue_conversations, new_conversation
+from tests.support.data import (
+    add_agent,
+    enqueue_conversations,
+    new_conversation,
+    wait_until_blocked_by,
+)
 
 
 def test_a_registered_agent_starts_offline_with_its_groups_once(db: Database) -> None:
@@ -273,37 +279,38 @@ def test_the_list_of_agents_pages_in_id_order_with_groups_and_feeds(db: Database
     assert listed["agent-1"].skill_groups == ["general", "vip"]
 
 
-@pytest.mark.parametrize("round_", range(5))
-def test_a_deactivation_racing_an_assignment_leaves_nothing_with_a_deactivated_agent(
-    db: Database, round_: int
+def test_a_deactivation_waits_for_an_assignment_in_flight_and_counts_it(
+    postgres_db: Database,
 ) -> None:
-    """Whichever commits first, a deactivated agent never holds a conversation: the count and
-    the deactivation under the agent's row lock, the assignment's capacity check under it."""
+    """An assignment that has taken the agent's capacity and not yet committed: the
+    deactivation waits for it (the agent's row lock, taken before it counts) and then counts
+    what it assigned. Counted first, it would deactivate an agent about to hold a conversation.
+    (SQLite serialises whole write transactions: nothing can come in between there.)"""
+    db = postgres_db
     add_agent(db, "lena", max_concurrent=1)
     [waiting] = enqueue_conversations(db, 1)
-    start = threading.Barrier(2)
     outcome: dict[str, object] = {}
 
-    def assign() -> None:
-        start.wait()
-        outcome["assigned"] = dispatch(db, ["general"])
-
     def deactivate() -> None:
-        start.wait()
         try:
             outcome["deactivated"] = deactivate_agent(db, agent_id="lena")
         except AgentHoldsConversations as refused:
             outcome["refused"] = refused.held
 
-    threads = [threading.Thread(target=assign), threading.Thread(target=deactivate)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    deactivation = threading.Thread(target=deactivate)
+    with db.write() as session:
+        # What an assignment writes (store/assignment.py: assign_next), held open.
+        now = utcnow()
+        assert take_capacity(session, "lena", now)
+        session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id) == waiting)
+            .values(agent_id="lena", assigned_at=now)
+        )
+        deactivation.start()
+        wait_until_blocked_by(db, session)
+    deactivation.join()
+    assert outcome == {"refused": 1}
     agent = view_agent(db, agent_id="lena").agent
-    if agent.disabled:
-        assert outcome["assigned"] == [] and _held(db, "lena") == set()
-        assert agent.active_count == 0
-    else:
-        assert outcome == {"assigned": outcome["assigned"], "refused": 1}
-        assert _held(db, "lena") == {waiting}
+    assert (agent.disabled, agent.active_count) == (False, 1)
+    assert _held(db, "lena") == {waiting}
