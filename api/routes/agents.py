@@ -244,8 +244,9 @@ async def update_agent(
         )
     except AgentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
-    # A group added or a higher capacity: what waits may be theirs now.
-    await _dispatch(services, view.skill_groups)
+    if body.skill_groups is not None or body.max_concurrent is not None:
+        # A group added or a higher capacity: what waits may be theirs now.
+        await _dispatch(services, view.skill_groups)
     return await _agent_view(services, agent_id)
 
 

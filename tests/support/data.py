@@ -50,7 +50,8 @@ def add_agent(
 
 
 def disable_agent(db: Database, agent_id: str) -> None:
-    """The agent is disabled, as staff administration will do it (its token stops working)."""
+    """The agent is disabled (its token stops working) even while they hold conversations,
+    which POST /v1/agents/{id}/deactivate refuses: what the tests of ending access need."""
     with db.write() as session:
         session.execute(sa.update(Agent).where(col(Agent.id) == agent_id).values(disabled=True))
 
