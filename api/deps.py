@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
@@ -72,6 +72,9 @@ class Principal:
     id: str
     conversation_id: str | None = None  # visitors only
     skill_groups: frozenset[str] = frozenset()  # supervisors only: the groups they oversee
+    # Agents only: the hash of the token they came with (or that asked for their ticket), so a
+    # stream they opened ends once that token is replaced.
+    token_hash: str | None = None
 
     @property
     def is_staff(self) -> bool:
@@ -126,7 +129,12 @@ async def get_principal(
         digest = hash_token(token)  # a disabled agent's token finds nobody
         holder = await run_in_threadpool(agent_with_token, services.db, token_hash=digest)
         if holder is not None:
-            return Principal(Role(holder.role), holder.agent_id, skill_groups=holder.skill_groups)
+            return Principal(
+                Role(holder.role),
+                holder.agent_id,
+                skill_groups=holder.skill_groups,
+                token_hash=digest,
+            )
     raise _unauthorized()
 
 
@@ -217,7 +225,9 @@ async def ticket_holder(services: Services, ticket: str, *, opens: str) -> Princ
         return None
     if principal.role == Role.SUPERVISOR:  # the groups they oversee now
         groups = await run_in_threadpool(skill_groups_of, services.db, agent_id=principal.id)
-        return Principal(principal.role, principal.id, skill_groups=frozenset(groups))
+        return replace(principal, token_hash=held, skill_groups=frozenset(groups))
+    if principal.role == Role.AGENT:
+        return replace(principal, token_hash=held)
     return principal
 
 

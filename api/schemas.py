@@ -122,20 +122,44 @@ ENGINE_DOWN = {
 
 # The staff an agent record is: agents serve conversations, supervisors oversee their groups.
 StaffRole = Literal["agent", "supervisor"]
+AgentName = Annotated[str, Field(min_length=1, max_length=200, examples=["Alice"])]
+SkillGroupNames = Annotated[
+    list[Annotated[str, Field(max_length=64)]],
+    Field(min_length=1, max_length=20, examples=[["general"]]),
+]
+Capacity = Annotated[int, Field(ge=1, le=50, examples=[3])]
 
 
 class AgentCreate(_Input):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["alice"])
-    name: str = Field(min_length=1, max_length=200, examples=["Alice"])
-    skill_groups: list[Annotated[str, Field(max_length=64)]] = Field(
-        min_length=1, max_length=20, examples=[["general"]]
-    )
-    max_concurrent: int = Field(ge=1, le=50, examples=[3])
+    name: AgentName
+    skill_groups: SkillGroupNames
+    max_concurrent: Capacity
     role: StaffRole = Field(
         default="agent",
         description="agent (serves conversations) or supervisor (oversees its groups' "
         "conversations: reads them, notes, transfers, closes, assigns; is never assigned one)",
     )
+
+
+class AgentUpdate(_Input):
+    """What an admin changes of an agent: any of these (one at least); what is left out stays."""
+
+    name: AgentName | None = None
+    skill_groups: SkillGroupNames | None = Field(
+        default=None, description="The agent's groups from now on, instead of theirs"
+    )
+    max_concurrent: Capacity | None = Field(
+        default=None,
+        description="Below the agent's load, nothing is taken from them: they get no new "
+        "conversation until the load is below it",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> AgentUpdate:
+        if self.name is None and self.skill_groups is None and self.max_concurrent is None:
+            raise ValueError("give name, skill_groups or max_concurrent")
+        return self
 
 
 class AgentPublic(BaseModel):
@@ -150,10 +174,16 @@ class AgentPublic(BaseModel):
     feed_seq: int = Field(
         description="Newest seq of the agent's feed: stream from here to miss nothing after now"
     )
+    active: bool = Field(description="False once deactivated: their token is refused")
 
 
 class AgentCreated(AgentPublic):
     token: str = Field(description="The agent's bearer token; shown once")
+
+
+class AgentPage(BaseModel):
+    agents: list[AgentPublic]
+    has_more: bool = Field(description="More after the last: ask again with `after` its id")
 
 
 class AgentStatusUpdate(_Input):

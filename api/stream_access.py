@@ -19,6 +19,7 @@ class StreamEnd(StrEnum):
     ACCESS_LOST = "access_lost"  # the conversation is no longer the caller's: transferred away
     TOKEN_EXPIRED = "token_expired"  # the visitor's token ended with the rating window
     AGENT_DISABLED = "agent_disabled"
+    TOKEN_REPLACED = "token_replaced"  # the agent's token was rotated: reconnect with the new one
 
 
 def stream_access(
@@ -31,10 +32,12 @@ def stream_access(
     db, policy = services.db, services.policy
 
     def check() -> StreamEnd | None:
-        if principal.role == Role.AGENT:
+        if principal.role in (Role.AGENT, Role.SUPERVISOR):
             agent = find_agent(db, agent_id=principal.id)
             if agent is None or agent.disabled:
                 return StreamEnd.AGENT_DISABLED
+            if agent.token_hash != principal.token_hash:
+                return StreamEnd.TOKEN_REPLACED
         if conversation_id is None:
             return None
         conversation = find_conversation(db, conversation_id=conversation_id)

@@ -1,18 +1,24 @@
-"""Agents: created by an admin, their status, their conversations and their feed."""
+"""Agents: created, changed, deactivated and given new tokens by an admin; their status, their
+conversations and their feed.
+
+A change that must not race an assignment (deactivation, a lower or higher capacity, other
+groups) locks the agent's row first, as an assignment's capacity check does (store/assignment.py:
+the agent's row before the conversation's); what it then reads of the conversations it does
+not lock."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from domain.types import AgentStatus, ConversationState, Role
 from store.assignment import agent_skill_groups
 from store.conversations import ConversationView, view_in
 from store.db import Database
 from store.events import EventView, agent_events_after, agent_feed_seq
-from store.models import Agent, AgentSkill, Conversation
+from store.models import Agent, AgentFeed, AgentSkill, Conversation
 
 
 class AgentNotFound(LookupError):
@@ -23,6 +29,18 @@ class AgentExists(Exception):
     """An agent with this id exists already."""
 
 
+class AgentDeactivated(Exception):
+    """The agent is deactivated: their status stays offline until an admin activates them."""
+
+
+class AgentHoldsConversations(Exception):
+    """The agent still holds conversations that are not closed (`held` of them)."""
+
+    def __init__(self, agent_id: str, held: int) -> None:
+        super().__init__(agent_id, held)
+        self.held = held
+
+
 @dataclass(frozen=True)
 class AgentView:
     agent: Agent
@@ -30,12 +48,41 @@ class AgentView:
     feed_seq: int  # the newest seq of the agent's feed (0 before the first)
 
 
-def _agent_view(session: Session, agent: Agent) -> AgentView:
-    return AgentView(
-        agent=agent,
-        skill_groups=sorted(agent_skill_groups(session, agent.id)),
-        feed_seq=agent_feed_seq(session, agent.id),
+def _agent_views(session: Session, agents: list[Agent]) -> list[AgentView]:
+    """The agents with their groups and feed seqs: two queries, however many agents."""
+    ids = [agent.id for agent in agents]
+    groups: dict[str, list[str]] = {agent_id: [] for agent_id in ids}
+    for agent_id, group in session.exec(
+        select(AgentSkill.agent_id, AgentSkill.skill_group)
+        .where(col(AgentSkill.agent_id).in_(ids))
+        .order_by(col(AgentSkill.skill_group))
+    ):
+        groups[agent_id].append(group)
+    feeds = dict(
+        session.exec(
+            select(AgentFeed.agent_id, AgentFeed.last_seq).where(col(AgentFeed.agent_id).in_(ids))
+        ).all()
     )
+    return [
+        AgentView(agent=agent, skill_groups=groups[agent.id], feed_seq=feeds.get(agent.id, 0))
+        for agent in agents
+    ]
+
+
+def _agent_view(session: Session, agent: Agent) -> AgentView:
+    session.flush()  # what this transaction changed, read back
+    [view] = _agent_views(session, [agent])
+    return view
+
+
+def _locked_agent(session: Session, agent_id: str) -> Agent:
+    """The agent's row, locked to the end of the transaction (PostgreSQL; SQLite serialises
+    write transactions): an assignment's capacity check waits for it, and sees what it wrote.
+    Unknown → AgentNotFound."""
+    agent = session.get(Agent, agent_id, with_for_update=True)
+    if agent is None:
+        raise AgentNotFound(agent_id)
+    return agent
 
 
 def newest_feed_seq(db: Database, *, agent_id: str) -> int:
@@ -125,14 +172,106 @@ def view_agent(db: Database, *, agent_id: str) -> AgentView:
 
 def change_agent_status(db: Database, *, agent_id: str, status: AgentStatus) -> list[str]:
     """Change the agent's status; returns the agent's skill groups (where an agent who comes
-    online may take waiting conversations). Unknown → AgentNotFound."""
+    online may take waiting conversations). Unknown → AgentNotFound; deactivated →
+    AgentDeactivated (checked in the UPDATE itself: a request of theirs that passed before the
+    deactivation cannot bring them back online after it)."""
     with db.write() as session:
         changed = session.execute(
-            sa.update(Agent).where(col(Agent.id) == agent_id).values(status=status)
+            sa.update(Agent)
+            .where(col(Agent.id) == agent_id, col(Agent.disabled).is_(False))
+            .values(status=status)
         ).rowcount
         if not changed:
-            raise AgentNotFound(agent_id)
+            if session.get(Agent, agent_id) is None:
+                raise AgentNotFound(agent_id)
+            raise AgentDeactivated(agent_id)
         return agent_skill_groups(session, agent_id)
+
+
+def change_agent(
+    db: Database,
+    *,
+    agent_id: str,
+    name: str | None = None,
+    skill_groups: list[str] | None = None,
+    max_concurrent: int | None = None,
+) -> AgentView:
+    """Rename the agent, give them these skill groups instead of theirs, or another capacity
+    (None: unchanged). Nothing they hold is taken from them: a capacity below their load only
+    stops new assignments until the load is below it, and a group removed keeps the
+    conversations they hold from it. Unknown → AgentNotFound."""
+    with db.write() as session:
+        agent = _locked_agent(session, agent_id)
+        if name is not None:
+            agent.name = name
+        if max_concurrent is not None:
+            agent.max_concurrent = max_concurrent
+        session.add(agent)
+        if skill_groups is not None:
+            wanted, held = set(skill_groups), set(agent_skill_groups(session, agent_id))
+            session.execute(
+                sa.delete(AgentSkill).where(
+                    col(AgentSkill.agent_id) == agent_id,
+                    col(AgentSkill.skill_group).in_(held - wanted),
+                )
+            )
+            session.add_all(
+                AgentSkill(agent_id=agent_id, skill_group=group) for group in sorted(wanted - held)
+            )
+        return _agent_view(session, agent)
+
+
+def deactivate_agent(db: Database, *, agent_id: str) -> AgentView:
+    """The agent deactivated: offline, never assigned again, their token refused. Refused with
+    AgentHoldsConversations while a conversation assigned to them is not closed; counted under
+    the agent's row lock, which an assignment takes before it assigns (take_capacity), so none
+    can slip in between the count and the deactivation. Unknown → AgentNotFound."""
+    with db.write() as session:
+        agent = _locked_agent(session, agent_id)
+        held = session.exec(
+            select(func.count())
+            .select_from(Conversation)
+            .where(
+                Conversation.agent_id == agent_id,
+                Conversation.state != ConversationState.CLOSED,
+            )
+        ).one()
+        if held:
+            raise AgentHoldsConversations(agent_id, held)
+        agent.disabled = True
+        agent.status = AgentStatus.OFFLINE
+        session.add(agent)
+        return _agent_view(session, agent)
+
+
+def replace_agent_token(
+    db: Database, *, agent_id: str, token_hash: str, activate: bool = False
+) -> AgentView:
+    """The agent's token replaced by the one hashing to `token_hash`: the old one finds nobody
+    from the commit on, in every API process (tokens are looked up per request), and the
+    stream tickets bound to it no longer verify. With `activate`, a deactivated agent is
+    active again (offline until they go online). Unknown → AgentNotFound."""
+    with db.write() as session:
+        agent = _locked_agent(session, agent_id)
+        agent.token_hash = token_hash
+        if activate:
+            agent.disabled = False
+        session.add(agent)
+        return _agent_view(session, agent)
+
+
+def list_agents(
+    db: Database, *, include_inactive: bool, after: str | None, limit: int
+) -> list[AgentView]:
+    """Up to `limit` agents in id order, after the id `after`; active ones only unless
+    `include_inactive`."""
+    query = select(Agent).order_by(col(Agent.id)).limit(limit)
+    if not include_inactive:
+        query = query.where(col(Agent.disabled).is_(False))
+    if after is not None:
+        query = query.where(col(Agent.id) > after)
+    with db.read() as session:
+        return _agent_views(session, list(session.exec(query).all()))
 
 
 def agent_conversations(

@@ -30,7 +30,6 @@ from tests.support.callers import (
     FORMER_AGENT,
     OTHER_AGENT,
     OTHER_SUPERVISOR,
-    OWNER,
     SUPERVISOR,
     UNAUTHENTICATED,
     Caller,
@@ -47,6 +46,8 @@ def expected_status(route: Route, caller: Caller) -> str:
         return route.allowed_answer
     if caller in UNAUTHENTICATED:
         return "401"
+    if caller == Caller.OWNER_AGENT and route.subject == Subject.DEACTIVATED_AGENT:
+        return "401"  # a deactivated agent's own token is nobody's
     return "403"
 
 
@@ -65,17 +66,22 @@ def test_every_route_has_a_row_in_the_matrix() -> None:
 
 
 def credentials(
-    world: World, caller: Caller, subject: Visit, other: Visit, expired: Visit
+    world: World,
+    caller: Caller,
+    subject: Visit,
+    ids: dict[str, str],
+    other: Visit,
+    expired: Visit,
 ) -> dict[str, bytes]:
-    """The caller's Authorization header for a request about `subject` (`other`: another
-    conversation; `expired`: one whose rating window has ended)."""
+    """The caller's Authorization header for a request about `subject` and `ids` (`other`:
+    another conversation; `expired`: one whose rating window has ended)."""
     unknown_key = Settings(env="test", secret_key="a-key-this-deployment-never-held")
     token = {
         Caller.NOBODY: None,
         Caller.BAD_TOKEN: forged_visitor_token(subject),
         Caller.ADMIN: ADMIN_TOKEN,
         Caller.APP: APP_KEY,
-        Caller.OWNER_AGENT: world.tokens[OWNER],
+        Caller.OWNER_AGENT: world.its_agent_token(ids),
         Caller.OTHER_AGENT: world.tokens[OTHER_AGENT],
         Caller.OWN_VISITOR: subject.token,
         Caller.OTHER_VISITOR: other.token,
@@ -136,8 +142,8 @@ async def test_every_route_for_every_caller(world: World, empty_db: Database) ->
             status = await _status(
                 world.api.http,
                 method,
-                path.format(agent_id=OWNER, **ids),
-                headers=credentials(world, caller, subject, other, expired),
+                world.path(path, ids),
+                headers=credentials(world, caller, subject, ids, other, expired),
                 params={key: value.format(**ids) for key, value in (route.query or {}).items()},
                 json=route.body,
             )

@@ -203,7 +203,7 @@ async def test_generated_requests_keep_the_contract(system: System) -> None:
             Caller.NOBODY: None,
             Caller.ADMIN: ADMIN_TOKEN,
             Caller.APP: APP_KEY,
-            Caller.OWNER_AGENT: world.tokens[OWNER],
+            Caller.OWNER_AGENT: world.its_agent_token(ids),
             Caller.OWN_VISITOR: subject.token,
         }[caller]
         real = {"agent_id": OWNER, **ids}

@@ -47,13 +47,13 @@ class Requests:
                 Caller.NOBODY: None,
                 Caller.ADMIN: ADMIN_TOKEN,
                 Caller.APP: APP_KEY,
-                Caller.OWNER_AGENT: self.world.tokens[OWNER],
+                Caller.OWNER_AGENT: self.world.its_agent_token(ids),
                 Caller.OWN_VISITOR: subject.token,
             }[caller]
         )
         return await self.system.http.request(
             method,
-            path.format(agent_id=OWNER, **ids),
+            self.world.path(path, ids),
             headers={**(bearer(token) if token else {}), "Content-Type": "application/json"},
             content=body,
         )

@@ -1,29 +1,47 @@
 """store/agents.py on SQLite and PostgreSQL, without Temporal: registering an agent, finding one
-by id or token, status changes, the agent's conversations and feed."""
+by id or token, status changes, the agent's conversations and feed; an admin's changes (name,
+groups, capacity), deactivation, new tokens, the list of agents."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
+from sqlmodel import col, select
 
+from domain.policy import Policy
 from domain.types import AgentStatus, ConversationState, EventType
 from store.agents import (
+    AgentDeactivated,
     AgentExists,
+    AgentHoldsConversations,
     AgentNotFound,
     TokenHolder,
     agent_conversations,
     agent_feed,
     agent_with_token,
+    change_agent,
     change_agent_status,
+    deactivate_agent,
     find_agent,
+    list_agents,
     register_agent,
+    replace_agent_token,
     view_agent,
 )
+from store.assignment import dispatch, take_capacity
 from store.db import Database
 from store.events import append_event
+from store.lifecycle import close_conversation
 from store.models import Conversation, utcnow
-from tests.support.data import add_agent, enqueue_conversations, new_conversation
+from tests.support.data import (
+    add_agent,
+    enqueue_conversations,
+    new_conversation,
+    wait_until_blocked_by,
+)
 
 
 def test_a_registered_agent_starts_offline_with_its_groups_once(db: Database) -> None:
@@ -151,3 +169,164 @@ def test_a_supervisors_token_carries_the_groups_they_oversee(db: Database) -> No
     assert agent_with_token(db, token_hash="h-sue") == TokenHolder(
         "sue", "supervisor", frozenset({"general", "vip"})
     )
+
+
+def _held(db: Database, agent_id: str) -> set[str]:
+    """The conversations assigned to the agent (in the database) and not closed."""
+    with db.read() as session:
+        return {
+            conversation.id
+            for conversation in session.exec(
+                select(Conversation).where(
+                    Conversation.agent_id == agent_id, Conversation.state != "closed"
+                )
+            )
+        }
+
+
+def _close(db: Database, conversation_id: str) -> None:
+    close_conversation(
+        db=db, policy=Policy(), conversation_id=conversation_id, reason="agent_closed"
+    )
+
+
+def test_a_changed_agent_keeps_what_they_hold_and_takes_only_what_fits(db: Database) -> None:
+    add_agent(db, "gina", max_concurrent=3, skill_groups=["general", "vip"])
+    waiting = enqueue_conversations(db, 5)
+    assert len(dispatch(db, ["general"])) == 3
+    held = _held(db, "gina")
+
+    lowered = change_agent(db, agent_id="gina", max_concurrent=1, name="Gina B.")
+    assert (lowered.agent.name, lowered.agent.max_concurrent, lowered.agent.active_count) == (
+        "Gina B.",
+        1,
+        3,
+    )
+    assert lowered.skill_groups == ["general", "vip"]  # not given: unchanged
+    assert _held(db, "gina") == held, "a lower capacity drops nothing"
+    # Closing one leaves a load of 2, still not below 1: nothing new.
+    _close(db, sorted(held)[0])
+    assert dispatch(db, ["general"]) == []
+    for conversation_id in sorted(held)[1:]:
+        _close(db, conversation_id)
+    # Below the capacity again: one, and only one.
+    [assigned] = dispatch(db, ["general"])
+    assert (assigned.agent_id, assigned.conversation_id) == ("gina", waiting[3])
+    assert dispatch(db, ["general"]) == []
+
+    regrouped = change_agent(db, agent_id="gina", skill_groups=["after_sales", "general"])
+    assert regrouped.skill_groups == ["after_sales", "general"]
+    assert view_agent(db, agent_id="gina") == regrouped
+    with pytest.raises(AgentNotFound):
+        change_agent(db, agent_id="nobody", name="Nobody")
+
+
+def test_an_agent_holding_conversations_is_not_deactivated(db: Database) -> None:
+    add_agent(db, "hank", max_concurrent=2)
+    enqueue_conversations(db, 2)
+    dispatch(db, ["general"])  # assigned in the database, queued still for their workflows
+    with pytest.raises(AgentHoldsConversations) as refused:
+        deactivate_agent(db, agent_id="hank")
+    assert refused.value.held == 2
+    agent = view_agent(db, agent_id="hank").agent
+    assert (agent.disabled, agent.status) == (False, AgentStatus.ONLINE)
+
+    first, _second = sorted(_held(db, "hank"))
+    _close(db, first)
+    with pytest.raises(AgentHoldsConversations) as refused:
+        deactivate_agent(db, agent_id="hank")
+    assert refused.value.held == 1  # a closed one is not held
+    with pytest.raises(AgentNotFound):
+        deactivate_agent(db, agent_id="nobody")
+
+
+def test_a_deactivated_agent_is_offline_refused_and_never_assigned(db: Database) -> None:
+    add_agent(db, "iris", max_concurrent=2)
+    add_agent(db, "jack", max_concurrent=2, status="offline")
+    token_hash = find_agent(db, agent_id="iris").token_hash  # type: ignore[union-attr]
+    view = deactivate_agent(db, agent_id="iris")
+    assert (view.agent.disabled, view.agent.status) == (True, AgentStatus.OFFLINE)
+    assert deactivate_agent(db, agent_id="iris") == view  # again: nothing more to do
+    assert agent_with_token(db, token_hash=token_hash) is None
+    with pytest.raises(AgentDeactivated):
+        change_agent_status(db, agent_id="iris", status=AgentStatus.ONLINE)
+    enqueue_conversations(db, 1)
+    assert dispatch(db, ["general"]) == []
+    assert [v.agent.id for v in list_agents(db, include_inactive=False, after=None, limit=10)] == [
+        "jack"
+    ]
+    everyone = list_agents(db, include_inactive=True, after=None, limit=10)
+    assert [(v.agent.id, v.agent.disabled) for v in everyone] == [("iris", True), ("jack", False)]
+
+
+def test_a_new_token_replaces_the_old_and_can_bring_an_agent_back(db: Database) -> None:
+    add_agent(db, "kate", max_concurrent=1)
+    old = find_agent(db, agent_id="kate").token_hash  # type: ignore[union-attr]
+    replace_agent_token(db, agent_id="kate", token_hash="h-new")
+    assert agent_with_token(db, token_hash=old) is None
+    assert agent_with_token(db, token_hash="h-new") == TokenHolder("kate", "agent")
+
+    deactivate_agent(db, agent_id="kate")
+    replace_agent_token(db, agent_id="kate", token_hash="h-newer")
+    assert agent_with_token(db, token_hash="h-newer") is None  # still deactivated
+    back = replace_agent_token(db, agent_id="kate", token_hash="h-back", activate=True)
+    assert (back.agent.disabled, back.agent.status) == (False, AgentStatus.OFFLINE)
+    assert agent_with_token(db, token_hash="h-back") == TokenHolder("kate", "agent")
+    assert agent_with_token(db, token_hash="h-newer") is None
+    with pytest.raises(AgentNotFound):
+        replace_agent_token(db, agent_id="nobody", token_hash="h")
+
+
+def test_the_list_of_agents_pages_in_id_order_with_groups_and_feeds(db: Database) -> None:
+    for n in range(5):
+        add_agent(db, f"agent-{n}", max_concurrent=1, skill_groups=["vip", "general"][: n % 2 + 1])
+    enqueue_conversations(db, 1)
+    dispatch(db, ["general"])
+    pages, after = [], None
+    while page := list_agents(db, include_inactive=False, after=after, limit=2):
+        pages.append([view.agent.id for view in page])
+        after = page[-1].agent.id
+    assert pages == [["agent-0", "agent-1"], ["agent-2", "agent-3"], ["agent-4"]]
+    listed = {
+        view.agent.id: view
+        for view in list_agents(db, include_inactive=False, after=None, limit=10)
+    }
+    assert listed == {agent_id: view_agent(db, agent_id=agent_id) for agent_id in listed}
+    assert listed["agent-1"].skill_groups == ["general", "vip"]
+
+
+def test_a_deactivation_waits_for_an_assignment_in_flight_and_counts_it(
+    postgres_db: Database,
+) -> None:
+    """An assignment that has taken the agent's capacity and not yet committed: the
+    deactivation waits for it (the agent's row lock, taken before it counts) and then counts
+    what it assigned. Counted first, it would deactivate an agent about to hold a conversation.
+    (SQLite serialises whole write transactions: nothing can come in between there.)"""
+    db = postgres_db
+    add_agent(db, "lena", max_concurrent=1)
+    [waiting] = enqueue_conversations(db, 1)
+    outcome: dict[str, object] = {}
+
+    def deactivate() -> None:
+        try:
+            outcome["deactivated"] = deactivate_agent(db, agent_id="lena")
+        except AgentHoldsConversations as refused:
+            outcome["refused"] = refused.held
+
+    deactivation = threading.Thread(target=deactivate)
+    with db.write() as session:
+        # What an assignment writes (store/assignment.py: assign_next), held open.
+        now = utcnow()
+        assert take_capacity(session, "lena", now)
+        session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id) == waiting)
+            .values(agent_id="lena", assigned_at=now)
+        )
+        deactivation.start()
+        wait_until_blocked_by(db, session)
+    deactivation.join()
+    assert outcome == {"refused": 1}
+    agent = view_agent(db, agent_id="lena").agent
+    assert (agent.disabled, agent.active_count) == (False, 1)
+    assert _held(db, "lena") == {waiting}

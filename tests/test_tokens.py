@@ -1,8 +1,9 @@
 """Tokens that end, and access that ends with them (invariant 11): a visitor token works while
 its conversation is open and until its rating window ends, names the key that signed it so the
-key can rotate, and the app can have a fresh one; a disabled agent's token is refused; an open
-stream ends, with a last event saying why, once its caller's access has; and whoever may not
-look at an agent cannot tell whether the agent exists."""
+key can rotate, and the app can have a fresh one; a disabled agent's token is refused, and a
+replaced one by every API process, with the stream tickets it asked for; an open stream ends,
+with a last event saying why, once its caller's access has; and whoever may not look at an
+agent cannot tell whether the agent exists."""
 
 from __future__ import annotations
 
@@ -233,3 +234,50 @@ async def test_an_agents_open_streams_end_when_their_access_does(
         refused = await api.post_message(other.conversation_id, alice.token, "Still there?")
         assert refused.status_code == 401, refused.text
         expect(await api.http.get("/v1/agents/bob", headers=bearer(bob.token)), 200)
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+async def test_a_replaced_agent_token_is_refused_by_every_api_process_with_its_tickets_and_streams(
+    postgres_db: Database, deploy: Callable[..., Deployment]
+) -> None:
+    deployment = deploy(postgres_db.url, apis=2)
+    async with deployment.client(0) as a, deployment.client(1) as b:
+        mia = await a.create_agent("mia")
+        visit = await a.start_conversation()
+        await a.wait_for(visit.conversation_id, state="active", agent_id="mia")
+        feed = "/v1/agents/mia/stream"
+        ticket = expect(await b.stream_ticket(feed, mia.token), 201)["ticket"]
+        expect(await b.http.get("/v1/agents/mia", headers=bearer(mia.token)), 200)
+        async with (
+            b.agent_stream("mia", mia.token) as by_token,
+            b.ticketed_stream(feed, ticket) as by_ticket,
+            b.conversation_stream(visit.conversation_id, mia.token) as conversation,
+        ):
+            assert by_ticket.response.status_code == 200
+            await by_token.until("conversation.assigned")
+            await by_ticket.until("conversation.assigned")
+            await conversation.take(1)
+            # Asked on A by the agent, with the token it replaces.
+            new = expect(await a.rotate_token("mia", mia.token), 200)["token"]
+            for stream in (by_token, by_ticket, conversation):
+                assert ended_because(await stream.rest()) == "token_replaced"
+
+        for api in (a, b):
+            refused = await api.http.get("/v1/agents/mia", headers=bearer(mia.token))
+            assert refused.status_code == 401, refused.text
+            expect(await api.http.get("/v1/agents/mia", headers=bearer(new)), 200)
+        async with b.ticketed_stream(feed, ticket) as stale:
+            assert stale.response.status_code == 401
+        refused = await b.post_message(visit.conversation_id, mia.token, "With the old token")
+        assert refused.status_code == 401, refused.text
+        await b.say(visit.conversation_id, new, "With the new one")
+        fresh = expect(await b.stream_ticket(feed, new), 201)["ticket"]
+        async with b.ticketed_stream(feed, fresh) as opened:
+            assert opened.response.status_code == 200
+
+        # The admin replaces it too (say, for an agent who lost it).
+        newer = expect(await b.rotate_token("mia"), 200)["token"]
+        refused = await a.http.get("/v1/agents/mia", headers=bearer(new))
+        assert refused.status_code == 401, refused.text
+        expect(await a.http.get("/v1/agents/mia", headers=bearer(newer)), 200)

@@ -1,10 +1,11 @@
-"""Agents: created by an admin, set their own status, see their conversations."""
+"""Agents: created, changed, deactivated and listed by an admin; set their own status, see their
+conversations, take a new token."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -28,8 +29,10 @@ from api.schemas import (
     AgentCreate,
     AgentCreated,
     AgentEventPage,
+    AgentPage,
     AgentPublic,
     AgentStatusUpdate,
+    AgentUpdate,
     ConversationPublic,
     errors,
     too_many_requests,
@@ -40,14 +43,20 @@ from dispatcher import assign_and_notify
 from domain.errors import EngineUnavailable
 from domain.types import AgentStatus, ConversationState, Role
 from store.agents import (
+    AgentDeactivated,
     AgentExists,
+    AgentHoldsConversations,
     AgentNotFound,
     AgentView,
     agent_conversations,
     agent_feed,
+    change_agent,
     change_agent_status,
+    deactivate_agent,
+    list_agents,
     newest_feed_seq,
     register_agent,
+    replace_agent_token,
     view_agent,
 )
 from store.events import agent_stream_key
@@ -56,9 +65,12 @@ router = APIRouter(prefix="/v1/agents")
 
 _AUTH = {**UNAUTHORIZED, 403: "Only this agent or an admin", 404: "Unknown agent"}
 _AUTH_ERRORS = errors(_AUTH)
+_ADMIN_ONLY = {**UNAUTHORIZED, 403: "Admins only"}
+_ADMIN_ON_AGENT = {**_ADMIN_ONLY, 404: "Unknown agent"}
 
 
 _UNKNOWN_AGENT = "unknown agent"
+_DEACTIVATED = "the agent is deactivated: an admin activates them again"
 
 
 def _public(view: AgentView) -> AgentPublic:
@@ -73,7 +85,56 @@ def _public(view: AgentView) -> AgentPublic:
         max_concurrent=agent.max_concurrent,
         last_assigned_at=agent.last_assigned_at,
         feed_seq=view.feed_seq,
+        active=not agent.disabled,
     )
+
+
+def _refuse_unknown_groups(services: ServicesDep, skill_groups: list[str]) -> None:
+    """422 for a skill group the policy does not have."""
+    known = services.policy.current().skill_group_names
+    unknown = sorted(set(skill_groups) - known)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"unknown skill group(s) {', '.join(unknown)}; the policy has "
+            f"{', '.join(sorted(known))}",
+        )
+
+
+async def _dispatch(services: ServicesDep, skill_groups: list[str]) -> None:
+    """Assign what waits in these groups to whoever has room now, and tell the workflows (with
+    Temporal unreachable: at the worker's next reconciliation pass)."""
+    try:
+        client = await services.temporal.client()
+    except EngineUnavailable:
+        return
+    await assign_and_notify(db=services.db, client=client, skill_groups=skill_groups)
+
+
+@router.get(
+    "",
+    **operation("agents", "list"),
+    response_model=AgentPage,
+    summary="The agents in id order, active ones unless `include_inactive`, a page at a time",
+    responses=errors(_ADMIN_ONLY),
+    dependencies=[require(Role.ADMIN)],
+)
+async def list_all_agents(
+    services: ServicesDep,
+    include_inactive: Annotated[bool, Query(description="Deactivated agents too")] = False,
+    after: Annotated[
+        str | None, Query(max_length=64, description="The last id of the page before")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AgentPage:
+    views = await run_in_threadpool(
+        list_agents,
+        services.db,
+        include_inactive=include_inactive,
+        after=after,
+        limit=limit + 1,
+    )
+    return AgentPage(agents=[_public(view) for view in views[:limit]], has_more=len(views) > limit)
 
 
 @router.post(
@@ -93,14 +154,7 @@ def _public(view: AgentView) -> AgentPublic:
     dependencies=[require(Role.ADMIN)],
 )
 async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated:
-    known = services.policy.current().skill_group_names
-    unknown = sorted(set(body.skill_groups) - known)
-    if unknown:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"unknown skill group(s) {', '.join(unknown)}; the policy has "
-            f"{', '.join(sorted(known))}",
-        )
+    _refuse_unknown_groups(services, body.skill_groups)
     token = new_agent_token()
     try:
         view = await run_in_threadpool(
@@ -117,6 +171,10 @@ async def create_agent(body: AgentCreate, services: ServicesDep) -> AgentCreated
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"agent {body.id!r} already exists"
         ) from None
+    return _with_token(view, token)
+
+
+def _with_token(view: AgentView, token: str) -> AgentCreated:
     return AgentCreated(**_public(view).model_dump(), token=token)
 
 
@@ -144,7 +202,7 @@ async def get_agent(agent: AgentSelfOrAdmin, services: ServicesDep) -> AgentPubl
     **operation("agents", "set_status"),
     response_model=AgentPublic,
     summary="Go online (waiting conversations are assigned at once), away or offline",
-    responses=_AUTH_ERRORS,
+    responses=errors({**_AUTH, 409: "The agent is deactivated"}),
 )
 async def set_agent_status(
     body: AgentStatusUpdate, agent: AgentSelfOrAdmin, services: ServicesDep
@@ -155,16 +213,112 @@ async def set_agent_status(
         )
     except AgentNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
+    except AgentDeactivated:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=_DEACTIVATED) from None
     # Going offline keeps active conversations with the agent; online takes new ones now, and
-    # leaving may let a waiting one go to an agent it skips, now nobody else is online for it
-    # (with Temporal unreachable: at the worker's next reconciliation pass).
-    try:
-        client = await services.temporal.client()
-    except EngineUnavailable:
-        client = None
-    if client is not None:
-        await assign_and_notify(db=services.db, client=client, skill_groups=groups)
+    # leaving may let a waiting one go to an agent it skips, now nobody else is online for it.
+    await _dispatch(services, groups)
     return await _agent_view(services, agent.id)
+
+
+@router.patch(
+    "/{agent_id}",
+    **operation("agents", "update"),
+    response_model=AgentPublic,
+    summary="Rename an agent, give them other skill groups or another capacity; a group added "
+    "or room made takes waiting conversations at once, and nothing they hold is taken away",
+    responses=errors({**_ADMIN_ON_AGENT, 422: "Invalid body or unknown skill group"}),
+    dependencies=[require(Role.ADMIN)],
+)
+async def update_agent(
+    body: AgentUpdate, services: ServicesDep, agent_id: Annotated[str, Path(max_length=64)]
+) -> AgentPublic:
+    if body.skill_groups is not None:
+        _refuse_unknown_groups(services, body.skill_groups)
+    try:
+        view = await run_in_threadpool(
+            change_agent,
+            services.db,
+            agent_id=agent_id,
+            name=body.name,
+            skill_groups=body.skill_groups,
+            max_concurrent=body.max_concurrent,
+        )
+    except AgentNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
+    if body.skill_groups is not None or body.max_concurrent is not None:
+        # A group added or a higher capacity: what waits may be theirs now.
+        await _dispatch(services, view.skill_groups)
+    return await _agent_view(services, agent_id)
+
+
+@router.post(
+    "/{agent_id}/deactivate",
+    **operation("agents", "deactivate"),
+    response_model=AgentPublic,
+    summary="Deactivate an agent who holds no conversation: offline, never assigned, their "
+    "token refused and their streams ended",
+    responses=errors(
+        {**_ADMIN_ON_AGENT, 409: "The agent holds conversations not closed (the detail counts)"}
+    ),
+    dependencies=[require(Role.ADMIN)],
+)
+async def deactivate(
+    services: ServicesDep, agent_id: Annotated[str, Path(max_length=64)]
+) -> AgentPublic:
+    try:
+        view = await run_in_threadpool(deactivate_agent, services.db, agent_id=agent_id)
+    except AgentNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
+    except AgentHoldsConversations as holds:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"agent {agent_id!r} holds {holds.held} conversation(s) not closed: "
+            "transfer or close them first",
+        ) from None
+    return _public(view)
+
+
+@router.post(
+    "/{agent_id}/activate",
+    **operation("agents", "activate"),
+    response_model=AgentCreated,
+    summary="Activate a deactivated agent again, with a new token (shown once; the token they "
+    "had stays refused); offline until they go online",
+    responses=errors(_ADMIN_ON_AGENT),
+    dependencies=[require(Role.ADMIN)],
+)
+async def activate(
+    services: ServicesDep, agent_id: Annotated[str, Path(max_length=64)]
+) -> AgentCreated:
+    return await _new_token(services, agent_id, activate=True)
+
+
+@router.post(
+    "/{agent_id}/token",
+    **operation("agents", "rotate_token"),
+    response_model=AgentCreated,
+    summary="A new token for the agent (shown once): the one they had is refused from now on, "
+    "with the stream tickets it asked for",
+    responses=_AUTH_ERRORS,
+)
+async def rotate_token(agent: AgentSelfOrAdmin, services: ServicesDep) -> AgentCreated:
+    return await _new_token(services, agent.id, activate=False)
+
+
+async def _new_token(services: ServicesDep, agent_id: str, *, activate: bool) -> AgentCreated:
+    token = new_agent_token()
+    try:
+        view = await run_in_threadpool(
+            replace_agent_token,
+            services.db,
+            agent_id=agent_id,
+            token_hash=hash_token(token),
+            activate=activate,
+        )
+    except AgentNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=_UNKNOWN_AGENT) from None
+    return _with_token(view, token)
 
 
 @router.get(
@@ -225,7 +379,8 @@ async def list_agent_events(
         "`Last-Event-ID` (or `after_seq`; a new workbench starts from the agent's `feed_seq`). "
         "`conversation.typing` of the agent's conversations arrives live, without an id. "
         "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`. "
-        "A disabled agent's stream ends with a last `stream.ended` event (`reason`)."
+        "A deactivated agent's stream, or one opened with a token since replaced, ends with a "
+        "last `stream.ended` event (`reason`)."
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},

@@ -477,7 +477,8 @@ async def list_events(
         "Comments keep the connection alive; it ends after a while and the client reconnects. "
         "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`. "
         "When the caller's access ends (the conversation transferred away, the visitor's token "
-        "expired, the agent disabled) a last `stream.ended` event says why in `reason`."
+        "expired, the agent deactivated or their token replaced) a last `stream.ended` event "
+        "says why in `reason`."
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},

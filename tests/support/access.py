@@ -13,7 +13,8 @@ from tests.support.callers import OWNER, Caller, World
 
 
 class Subject(Enum):
-    """What the route's {conversation_id}, {left_message_id}, {customer_id} or {ticket} is."""
+    """What the route's {conversation_id}, {left_message_id}, {customer_id}, {ticket} or
+    {agent_id} is (an {agent_id} is Alice's unless the subject names another agent)."""
 
     ACTIVE = "a conversation Alice holds"
     RATING_PENDING = "a conversation closed and waiting for its rating"
@@ -21,6 +22,8 @@ class Subject(Enum):
     LEFT_MESSAGE = "an open left message of Alice's group"
     CUSTOMER = "the customer of a conversation Alice holds"
     CODEC_TICKET = "a codec ticket an admin asked for (the credential is in the path)"
+    IDLE_AGENT = "an agent of `general`, offline, who holds nothing (its agent: that agent)"
+    DEACTIVATED_AGENT = "an agent an admin deactivated"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,22 @@ ACCESS: dict[tuple[str, str], Route] = {
     ),
     ("GET", "/v1/agents/{agent_id}"): Route(AGENT_SELF_OR_ADMIN),
     ("PUT", "/v1/agents/{agent_id}/status"): Route(AGENT_SELF_OR_ADMIN, body={"status": "online"}),
+    ("GET", "/v1/agents"): Route(ADMIN_ONLY),
+    ("PATCH", "/v1/agents/{agent_id}"): Route(
+        ADMIN_ONLY,
+        body={"name": "Renamed", "skill_groups": ["general"], "max_concurrent": 2},
+        subject=Subject.IDLE_AGENT,
+    ),
+    ("POST", "/v1/agents/{agent_id}/deactivate"): Route(
+        ADMIN_ONLY, subject=Subject.IDLE_AGENT, consumes=True
+    ),
+    ("POST", "/v1/agents/{agent_id}/activate"): Route(
+        ADMIN_ONLY, subject=Subject.DEACTIVATED_AGENT, consumes=True
+    ),
+    # Its agent asks with the token it replaces: a fresh agent for each caller allowed.
+    ("POST", "/v1/agents/{agent_id}/token"): Route(
+        AGENT_SELF_OR_ADMIN, subject=Subject.IDLE_AGENT, consumes=True
+    ),
     ("GET", "/v1/agents/{agent_id}/conversations"): Route(AGENT_SELF_OR_ADMIN),
     ("GET", "/v1/agents/{agent_id}/events"): Route(AGENT_SELF_OR_ADMIN),
     ("GET", "/v1/agents/{agent_id}/stream"): Route(AGENT_SELF_OR_ADMIN),
@@ -143,13 +162,20 @@ ACCESS: dict[tuple[str, str], Route] = {
 
 
 async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, str]]:
-    """A new subject of this kind and the path ids that name it."""
+    """A new subject of this kind and the path ids that name it (`World.path` fills them in)."""
     if kind == Subject.LEFT_MESSAGE:
         owner = await world.active()  # a conversation only for the visitor's credentials
         return owner, {"left_message_id": str(await world.left_message())}
     if kind == Subject.CUSTOMER:
         conversation = await world.active()
         return conversation, {"customer_id": (await world.view(conversation))["customer_id"]}
+    if kind in (Subject.IDLE_AGENT, Subject.DEACTIVATED_AGENT):
+        owner = await world.active()  # a conversation only for the visitor's credentials
+        agent_id = await world.idle_agent()
+        if kind == Subject.DEACTIVATED_AGENT:
+            deactivated = await world.api.deactivate_agent(agent_id)
+            assert deactivated.status_code == 200, deactivated.text
+        return owner, {"agent_id": agent_id}
     if kind == Subject.CODEC_TICKET:
         owner = await world.active()  # a conversation only for the visitor's credentials
         asked = await world.api.codec_ticket()

@@ -217,6 +217,25 @@ class ApiClient:
         """The agent's view: status, load, feed_seq."""
         return expect(await self.http.get(f"/v1/agents/{agent_id}", headers=self._as(token)), 200)
 
+    async def update_agent(self, agent_id: str, **changes: Any) -> httpx.Response:
+        """An admin's change: any of name, skill_groups, max_concurrent."""
+        return await self.http.patch(f"/v1/agents/{agent_id}", headers=self._as(None), json=changes)
+
+    async def deactivate_agent(self, agent_id: str) -> httpx.Response:
+        return await self.http.post(f"/v1/agents/{agent_id}/deactivate", headers=self._as(None))
+
+    async def activate_agent(self, agent_id: str) -> httpx.Response:
+        """Active again, with a new token (in the answer)."""
+        return await self.http.post(f"/v1/agents/{agent_id}/activate", headers=self._as(None))
+
+    async def rotate_token(self, agent_id: str, token: str | None = None) -> httpx.Response:
+        """A new token for the agent (in the answer), asked by the agent or (None) the admin."""
+        return await self.http.post(f"/v1/agents/{agent_id}/token", headers=self._as(token))
+
+    async def agents(self, **params: Any) -> dict[str, Any]:
+        """A page of the list of agents (`include_inactive`, `after`, `limit`)."""
+        return expect(await self.http.get("/v1/agents", headers=self._as(None), params=params), 200)
+
     async def agent_conversations(
         self, agent_id: str, token: str | None = None, *, limit: int | None = None
     ) -> list[dict[str, Any]]:

@@ -89,6 +89,22 @@ class World:
             self.tokens[supervisor_id] = supervisor.token
         return self
 
+    async def idle_agent(self) -> str:
+        """A new agent of `general`, offline (nothing is assigned to them); their token is
+        kept in `tokens`."""
+        agent = await self.api.create_agent(online=False)
+        self.tokens[agent.id] = agent.token
+        return agent.id
+
+    def path(self, template: str, ids: dict[str, str]) -> str:
+        """A route's path about a subject's `ids` (its {agent_id}: Alice, unless they name
+        another agent)."""
+        return template.format(**{"agent_id": OWNER, **ids})
+
+    def its_agent_token(self, ids: dict[str, str]) -> str:
+        """The token of the subject's agent: the agent the ids name, or Alice."""
+        return self.tokens[ids.get("agent_id", OWNER)]
+
     async def set_status(self, agent_id: str, status: str) -> None:
         await self.api.set_status(agent_id, None, status)
 

@@ -4,6 +4,7 @@ the database where the API has no way (yet) to make them."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,9 +53,30 @@ def add_agent(
 
 
 def disable_agent(db: Database, agent_id: str) -> None:
-    """The agent is disabled, as staff administration will do it (its token stops working)."""
+    """The agent is disabled (its token stops working) even while they hold conversations,
+    which POST /v1/agents/{id}/deactivate refuses: what the tests of ending access need."""
     with db.write() as session:
         session.execute(sa.update(Agent).where(col(Agent.id) == agent_id).values(disabled=True))
+
+
+def wait_until_blocked_by(db: Database, session: Session, *, timeout: float = 30) -> None:
+    """Until another PostgreSQL connection waits for a lock that `session`'s open transaction
+    holds (a concurrent write has reached the point where it must wait for this one)."""
+    holder = session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.read() as reader:
+            blocked = reader.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": holder},
+            ).scalar_one()
+        if blocked:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing waited for a lock of backend {holder}")
+        time.sleep(0.02)
 
 
 def end_rating_window(db: Database, conversation_id: str) -> None:
