@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from playwright.async_api import Browser
 from temporalio.testing import WorkflowEnvironment
 
 from store.db import Database
+from tests.support.pages import launch_chromium
 from tests.support.policy import write_policy
 from tests.support.processes import Deployment
 from tests.support.system import StartSystem, System
@@ -205,3 +207,11 @@ def deploy(dev_env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Callable[..
     yield start
     for deployment in started:
         deployment.stop()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium (Debian's) for the session; each test opens its own contexts
+    (tests/support/pages.py)."""
+    async with launch_chromium() as running:
+        yield running
