@@ -21,6 +21,7 @@ from api.deps import TOO_DEEP, Services, principal_at_door, refuse_unstorable_in
 from api.engine import answer_engine_errors
 from api.limits import FrontDoor, Limits, answer_invalid_input
 from api.observability import RequestContext, bind_path_ids, request_latency
+from api.pages import WEB_ROOT, PageFiles, demo_headers, widget_headers
 from api.routes import (
     admin,
     agents,
@@ -28,6 +29,7 @@ from api.routes import (
     codec,
     conversations,
     customers,
+    demo,
     health,
     left_messages,
     monitor,
@@ -133,7 +135,12 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         services: Services | None = getattr(app.state, "services", None)
         return None if services is None else services.limits
 
-    app.add_middleware(FrontDoor, limits=limits, authenticate=principal_at_door)
+    app.add_middleware(
+        FrontDoor,
+        limits=limits,
+        authenticate=principal_at_door,
+        open_paths=frozenset({demo.DEMO_CONVERSATIONS}),
+    )
     if settings.cors_origins:  # outside the door: a browser may read its 401, 413 and 429 too
         app.add_middleware(
             CORSMiddleware,
@@ -197,6 +204,13 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(stream_tickets.router)
     app.include_router(assist.router)
     app.include_router(codec.router)
+    # The web pages (web/, static files with a strict CSP): the visitor's widget; outside
+    # production, the demo site that embeds it and its backend.
+    app.mount("/shared", PageFiles(WEB_ROOT / "shared", widget_headers(settings)), name="shared")
+    app.mount("/widget", PageFiles(WEB_ROOT / "widget", widget_headers(settings)), name="widget")
+    if settings.env != "production":
+        app.include_router(demo.router)
+        app.mount("/demo", PageFiles(WEB_ROOT / "demo", demo_headers()), name="demo")
     return app
 
 

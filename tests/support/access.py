@@ -153,6 +153,10 @@ ACCESS: dict[tuple[str, str], Route] = {
     ("POST", "/v1/codec/decode"): Route(ADMIN_ONLY, body=CODEC_BODY),
     ("POST", "/v1/codec/encode"): Route(ADMIN_ONLY, body=CODEC_BODY),
     ("POST", "/v1/codec/tickets"): Route(ADMIN_ONLY),
+    # The demo's backend (development only): it plays an app's backend, whose own sign-in is
+    # not ours, so anyone may start the named customer's conversation (production has no such
+    # route: tests/test_widget.py).
+    ("POST", "/demo/conversations"): Route(ANYONE, body={"customer_id": "demo-matrix"}),
     # The ticket in the path is the credential (the Temporal UI sends none of ours): whatever
     # the Authorization header says. A bad or expired ticket: tests/test_codec.py.
     ("POST", "/v1/codec/tickets/{ticket}/decode"): Route(

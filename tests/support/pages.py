@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Frame, Page, async_playwright
+from playwright.async_api import expect as expect_on_page
 
 # The impacts a page may not have a single violation of.
 BLOCKING_IMPACTS = frozenset({"serious", "critical"})
@@ -57,8 +58,9 @@ async def new_context(
         await context.close()
 
 
-async def accessibility_problems(page: Page) -> list[str]:
-    """The page's serious and critical accessibility violations, one line each (none: [])."""
+async def accessibility_problems(page: Page | Frame) -> list[str]:
+    """The page's (or a frame's: an embedded widget's) serious and critical accessibility
+    violations, one line each (none: [])."""
     results = await Axe().run(page)
     return [
         f"{violation['id']} ({violation['impact']}): {violation['help']}"
@@ -66,3 +68,45 @@ async def accessibility_problems(page: Page) -> list[str]:
         for violation in results.response["violations"]
         if violation.get("impact") in BLOCKING_IMPACTS
     ]
+
+
+# How long a page may take to show what the API did (a loaded machine, a stream reconnecting).
+SHOWN_WITHIN_MS = 30_000
+# The widget's iframe, as web/widget/embed.js adds it to the app's page.
+WIDGET_FRAME = "#switchboard-widget iframe"
+
+
+async def shows(where: Page | Frame, selector: str, text: str) -> None:
+    """Wait until the element at `selector` shows `text` (fails after SHOWN_WITHIN_MS)."""
+    await expect_on_page(where.locator(selector)).to_contain_text(text, timeout=SHOWN_WITHIN_MS)
+
+
+async def widget_frame(page: Page) -> Frame:
+    """The widget embedded in `page` by its embed script, once it has loaded."""
+    element = await page.wait_for_selector(WIDGET_FRAME, state="attached")
+    frame = await element.content_frame()
+    assert frame is not None
+    await frame.wait_for_selector("#status")
+    return frame
+
+
+async def start_demo_chat(
+    page: Page, api: str, customer_id: str, *, entry: str | None = None
+) -> Frame:
+    """On the demo shop's page (the app's site and backend), start a chat for `customer_id`:
+    the page embeds the widget, opened. Answers the widget's frame."""
+    await page.goto(f"{api}/demo/")
+    await page.fill("#customer-id", customer_id)
+    if entry is not None:
+        await page.fill("#entry", entry)
+    await page.click("#start button[type=submit]")
+    return await widget_frame(page)
+
+
+async def scrolls_sideways(where: Page | Frame) -> bool:
+    """Whether the page (or frame) is wider than its window: a 360 px phone would scroll."""
+    return bool(
+        await where.evaluate(
+            "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+        )
+    )

@@ -1,0 +1,149 @@
+"""The visitor's widget in a real browser: started from the demo shop's page (the app's site and
+backend, as an integrator's would be), embedded with its one script tag, on the real API,
+worker and dev server. The agent's side is driven over the API.
+
+Each scenario covers a lot: a whole conversation to a rating on a phone's screen; a network drop
+and a reload in the middle of a chat, then the idle warning and the auto-close; out of hours to
+a left message, in Chinese. Every state the visitor sees passes the accessibility check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Frame
+
+from store.db import Database
+from store.models import Conversation
+from tests.support.api import ApiClient, eventually, expect
+from tests.support.pages import (
+    accessibility_problems,
+    new_context,
+    scrolls_sideways,
+    shows,
+    start_demo_chat,
+)
+from tests.support.processes import Deployment
+
+pytestmark = pytest.mark.e2e
+
+# Timers that stay out of the way until a test shortens them.
+CALM = {"idle_warning_after": "1h", "idle_close_after": "1h", "rating_window": "1h"}
+
+
+async def conversation_of(api: ApiClient, customer_id: str) -> str:
+    """The id of the customer's newest conversation (the demo's backend started it)."""
+
+    async def newest() -> str | None:
+        listed = expect(await api.customer_conversations(customer_id), 200)
+        return listed[0]["id"] if listed else None
+
+    return await eventually(newest, what=f"a conversation of {customer_id}")
+
+
+async def no_accessibility_problems(where: Any, state: str) -> None:
+    problems = await accessibility_problems(where)
+    assert not problems, f"{state}: {problems}"
+
+
+async def transcript(frame: Frame) -> list[str]:
+    """The texts of the widget's messages, in order (own and the agent's)."""
+    return await frame.locator("#transcript .message .text").all_inner_texts()
+
+
+async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
+    empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
+) -> None:
+    deployment = deploy(empty_db.url, timeouts=CALM)
+    site = deployment.urls[0]
+    async with deployment.client() as api, new_context(browser, width=360, height=740) as phone:
+        alice = await api.create_agent("alice", online=False)  # nobody online: it queues
+        page = await phone.new_page()
+        await page.goto(f"{site}/demo/")
+        await no_accessibility_problems(page, "the demo page")
+        widget = await start_demo_chat(page, site, "customer-phone")
+        cid = await conversation_of(api, "customer-phone")
+
+        await shows(widget, "#status", "You are number 1 in the queue")
+        await no_accessibility_problems(widget, "queued")
+        assert not await scrolls_sideways(widget) and not await scrolls_sideways(page)
+
+        await api.set_status(alice.id, alice.token, "online")
+        await shows(widget, "#status", "You are chatting with Alice")
+        await shows(widget, "#transcript", "Alice joined the chat.")
+
+        # The visitor writes; while she types, the agent's stream shows it.
+        async with api.conversation_stream(cid, alice.token) as agent_side:
+            await agent_side.take(1)  # the stream is following: the live signal will reach it
+            await widget.fill("#message", "Where is my parcel? 📦")
+            await widget.press("#message", "Enter")
+            typed = await agent_side.until("conversation.typing")
+            assert typed[-1]["by_role"] == "visitor"
+        asked = await api.wait_for_event(cid, alice.token, "message.created")
+        assert asked["data"]["content"] == "Where is my parcel? 📦"
+        assert asked["data"]["client_message_id"].startswith("w-")
+
+        # The agent types, then answers with text, an emoji and a picture (a link, never an image).
+        expect(await api.typing(cid, alice.token), 202)
+        await shows(widget, "#typing", "Alice is typing…")
+        await api.say(cid, alice.token, "It ships tomorrow.")
+        await api.say(cid, alice.token, "👍")
+        picture = "https://shop.example.com/parcel.png?size=large&x=<b>"
+        shown_last = expect(
+            await api.http.post(
+                f"/v1/conversations/{cid}/messages",
+                headers={"Authorization": f"Bearer {alice.token}"},
+                json={"client_message_id": "a-picture", "type": "image", "content": picture},
+            ),
+            201,
+        )["seq"]
+        await shows(widget, "#transcript", "👍")
+        link = widget.locator("#transcript a")
+        assert await link.get_attribute("href") == picture
+        assert await widget.locator("#transcript img, #transcript b").count() == 0
+        assert await transcript(widget) == [
+            "Where is my parcel? 📦",
+            "It ships tomorrow.",
+            "👍",
+            f"Image: {picture}",
+        ]
+        await shows(widget, "#typing", "")  # a message ends the typing
+
+        # The widget marks what the visitor saw; the agent's read mark shows as a tick.
+        async def read_all() -> bool:
+            return (await api.conversation(cid, alice.token))["visitor_read_seq"] >= shown_last
+
+        await eventually(read_all, what="the visitor's read mark")
+        expect(await api.mark_read(cid, alice.token, asked["seq"]), 200)
+        tick = widget.locator("#transcript .message.own .tick")
+        await shows(widget, "#transcript .message.own", "✓✓")
+        assert await tick.get_attribute("aria-label") == "Read"
+        await no_accessibility_problems(widget, "chatting")
+        assert not await scrolls_sideways(widget)
+        await page.screenshot(path="/tmp/widget-phone-chatting.png")
+
+        # The agent closes: the closing text, then the rating.
+        expect(await api.close(cid, alice.token), 200)
+        await shows(widget, "#transcript", "Solved, thank you.")
+        await shows(widget, "#status", "This chat has ended.")
+        await shows(widget, "#panel", "How did we do?")
+        await no_accessibility_problems(widget, "rating")
+        assert not await scrolls_sideways(widget)
+        await page.screenshot(path="/tmp/widget-phone-rating.png")
+        await widget.click("#panel .star:nth-of-type(5)")
+        await widget.check("#panel input[name=resolved][value=yes]")
+        await widget.fill("#rating-comment", "Quick and kind")
+        await widget.click("#panel button[type=submit]")
+        await shows(widget, "#panel", "Thank you for your rating!")
+
+    rating = (await _conversation(deployment, cid))["rating"]
+    assert (rating["status"], rating["score"], rating["resolved"]) == ("rated", 5, True)
+    with empty_db.read() as session:
+        stored = session.get(Conversation, cid)
+        assert stored is not None and stored.rating_comment == "Quick and kind"
+
+
+async def _conversation(deployment: Deployment, cid: str) -> dict[str, Any]:
+    async with deployment.client() as api:
+        return await api.conversation(cid)

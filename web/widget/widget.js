@@ -1,0 +1,614 @@
+// The visitor's chat: one conversation, on the public API with the visitor token the app's
+// backend handed over (by postMessage, never in a URL), kept in sessionStorage so a reload
+// resumes. The transcript comes from the conversation's events; new ones arrive on its stream.
+
+import { Api, ApiError, newClientMessageId } from "../shared/api.js";
+import { el, safeLink } from "../shared/dom.js";
+import { formatClock, formatWhen, language, t } from "./texts.js";
+
+const SESSION_KEY = "switchboard.widget.session";
+const OUTBOX_KEY = "switchboard.widget.outbox";
+// The API allows 30 typing signals a minute from a side: one every 4 seconds at most.
+const TYPING_EVERY_MS = 4000;
+const TYPING_SHOWN_MS = 5000;
+const STREAMED = [
+  "conversation.routed",
+  "conversation.state_changed",
+  "queue.position_changed",
+  "conversation.assigned",
+  "conversation.transferred",
+  "conversation.requeued",
+  "message.created",
+  "message.read",
+  "conversation.typing",
+  "conversation.idle_warning",
+  "conversation.closed",
+  "rating.invited",
+  "rating.submitted",
+  "rating.expired",
+  "left_message.created",
+];
+
+const $ = (id) => document.getElementById(id);
+
+const view = {
+  state: null, // queued | active | closed | bot
+  agentName: null,
+  position: null,
+  wait: null,
+  online: navigator.onLine,
+  nextOpening: null,
+  leftMessageOffered: false,
+  leftMessageSent: false,
+  rating: "none", // none | pending | rated | expired
+  ratingText: null,
+  agentReadSeq: 0,
+};
+
+let api = null;
+let conversationId = null;
+let stream = null;
+let typingTimer = null;
+let lastTypingSent = 0;
+let readSent = 0;
+let newestAgentSeq = 0;
+let panelShown = null;
+const outbox = []; // {clientMessageId, type, content, state, item}
+let sending = false;
+
+// --- the page's frame -----------------------------------------------------------------------
+
+function translatePage() {
+  document.documentElement.lang = language === "zh" ? "zh-CN" : "en";
+  document.title = t.title;
+  $("title").textContent = t.title;
+  $("transcript-title").textContent = t.transcript;
+}
+
+function showStatus() {
+  let text = t.connecting;
+  if (view.state === "queued") {
+    const place = view.position ? t.queued(view.position) : t.queuedNoPosition;
+    const wait =
+      view.wait === null || view.wait === undefined
+        ? ""
+        : view.wait < 30
+          ? t.waitSoon
+          : t.wait(Math.round(view.wait / 60));
+    text = `${place} ${wait}`.trim();
+  } else if (view.state === "active" && view.agentName) {
+    text = t.chattingWith(view.agentName);
+  } else if (view.state === "closed") {
+    text = t.closed;
+  }
+  $("status").textContent = text;
+  const notice = $("notice");
+  notice.hidden = view.online;
+  notice.textContent = view.online ? "" : t.offline;
+  showPanel();
+}
+
+// --- the transcript -------------------------------------------------------------------------
+
+/** Put an item where its seq belongs: after every shown seq below it, before pending ones. */
+function place(item) {
+  const list = $("transcript");
+  const seq = Number(item.dataset.seq);
+  for (const other of list.children) {
+    if (other === item) continue;
+    const otherSeq = other.dataset.seq ? Number(other.dataset.seq) : Infinity;
+    if (otherSeq > seq) {
+      list.insertBefore(item, other);
+      return;
+    }
+  }
+  list.append(item);
+  scrollToEnd();
+}
+
+function scrollToEnd() {
+  const scroller = $("transcript").parentElement;
+  scroller.scrollTop = scroller.scrollHeight;
+}
+
+function seqShown(seq) {
+  return $("transcript").querySelector(`[data-seq="${seq}"]`) !== null;
+}
+
+function messageBody(type, content) {
+  if (type === "image" || type === "video") {
+    const link = safeLink(content, `${type === "image" ? t.image : t.video}: ${content}`);
+    return el("p", { class: "text" }, link ?? content);
+  }
+  return el("p", { class: "text" }, content);
+}
+
+function messageItem({ own, type, content, at, name }) {
+  const item = el(
+    "li",
+    { class: own ? "message own" : "message theirs" },
+    el("span", { class: "visually-hidden" }, `${own ? t.you : name || t.agent}: `),
+    messageBody(type, content),
+    el(
+      "p",
+      { class: "meta" },
+      el("time", {}, at ? formatClock(at) : ""),
+      own ? el("span", { class: "tick" }) : null,
+    ),
+  );
+  return item;
+}
+
+function setTick(item, state) {
+  const tick = item.querySelector(".tick");
+  if (!tick) return;
+  item.dataset.delivery = state;
+  const label = { pending: t.sending, retrying: t.retrying, failed: t.failed, sent: t.sent, read: t.read }[
+    state
+  ];
+  tick.textContent = { pending: "…", retrying: "↻", failed: "!", sent: "✓", read: "✓✓" }[state];
+  tick.setAttribute("title", label);
+  tick.setAttribute("aria-label", label);
+}
+
+function markRead() {
+  for (const item of $("transcript").querySelectorAll(".message.own[data-seq]")) {
+    if (Number(item.dataset.seq) <= view.agentReadSeq) setTick(item, "read");
+  }
+}
+
+function systemLine(seq, text, kind = "") {
+  if (!text) return;
+  const item = el("li", { class: `system ${kind}`.trim(), "data-seq": seq }, el("p", {}, text));
+  place(item);
+}
+
+function shownMessage(seq, data, at) {
+  const own = data.sender_role === "visitor";
+  const pending = own && outbox.find((entry) => entry.clientMessageId === data.client_message_id);
+  if (pending) {
+    confirm(pending, seq);
+    return;
+  }
+  const item = messageItem({ own, type: data.message_type, content: data.content, at, name: view.agentName });
+  item.dataset.seq = seq;
+  place(item);
+  if (own) setTick(item, seq <= view.agentReadSeq ? "read" : "sent");
+  else newestAgentSeq = Math.max(newestAgentSeq, seq);
+}
+
+// --- events ---------------------------------------------------------------------------------
+
+function onEvent(type, event) {
+  const data = event.data ?? {};
+  const seq = event.seq;
+  if (type === "conversation.typing") {
+    // Live only: the signal itself, not an event of the log.
+    if (event.by_role === "agent") showTyping();
+    return;
+  }
+  if (seq !== undefined && seqShown(seq)) return;
+  switch (type) {
+    case "conversation.routed":
+      if (data.open === false && data.next_opening) view.nextOpening = data.next_opening;
+      break;
+    case "conversation.state_changed":
+      view.state = data.state;
+      if (data.state === "queued") view.agentName = null;
+      break;
+    case "queue.position_changed":
+      view.position = data.position;
+      view.wait = data.estimated_wait;
+      break;
+    case "conversation.assigned":
+      view.agentName = data.agent_name ?? view.agentName;
+      view.state = "active";
+      if (view.agentName) systemLine(seq, t.joined(view.agentName));
+      break;
+    case "conversation.transferred":
+    case "conversation.requeued":
+      systemLine(seq, data.text);
+      break;
+    case "message.created":
+      hideTyping();
+      shownMessage(seq, data, event.at);
+      break;
+    case "message.read":
+      if (data.by_role === "agent") {
+        view.agentReadSeq = Math.max(view.agentReadSeq, data.seq);
+        markRead();
+      }
+      break;
+    case "conversation.idle_warning":
+      systemLine(seq, data.text, "warning");
+      break;
+    case "conversation.closed":
+      hideTyping();
+      view.state = "closed";
+      view.leftMessageOffered = Boolean(data.left_message);
+      systemLine(seq, data.text, "closing");
+      break;
+    case "rating.invited":
+      view.rating = view.rating === "rated" ? "rated" : "pending";
+      view.ratingText = data.text;
+      break;
+    case "rating.submitted":
+      view.rating = "rated";
+      break;
+    case "rating.expired":
+      if (view.rating !== "rated") view.rating = "expired";
+      break;
+    case "left_message.created":
+      view.leftMessageSent = true;
+      break;
+  }
+  showStatus();
+  sendReadMark();
+}
+
+function showTyping() {
+  $("typing").textContent = t.typing(view.agentName || t.agent);
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(hideTyping, TYPING_SHOWN_MS);
+}
+
+function hideTyping() {
+  clearTimeout(typingTimer);
+  $("typing").textContent = "";
+}
+
+/** Tell the agent what the visitor has seen: the newest agent message, while the page shows. */
+async function sendReadMark() {
+  if (document.visibilityState !== "visible" || newestAgentSeq <= readSent || !api) return;
+  const seq = newestAgentSeq;
+  readSent = seq;
+  try {
+    await api.post(`/v1/conversations/${conversationId}/read`, { seq });
+  } catch {
+    readSent = Math.min(readSent, seq - 1); // tried again with the next event or visibility
+  }
+}
+
+// --- sending --------------------------------------------------------------------------------
+
+function saveOutbox() {
+  const kept = outbox
+    .filter((entry) => entry.state !== "failed")
+    .map(({ clientMessageId, type, content }) => ({ clientMessageId, type, content }));
+  sessionStorage.setItem(OUTBOX_KEY, JSON.stringify(kept));
+}
+
+function queueMessage(content, clientMessageId = newClientMessageId(), type = "text") {
+  const item = messageItem({ own: true, type, content, at: new Date().toISOString() });
+  const entry = { clientMessageId, type, content, state: "pending", item };
+  setTick(item, "pending");
+  $("transcript").append(item);
+  outbox.push(entry);
+  saveOutbox();
+  scrollToEnd();
+  flush();
+}
+
+function confirm(entry, seq) {
+  if (!outbox.includes(entry)) return;
+  outbox.splice(outbox.indexOf(entry), 1);
+  saveOutbox();
+  entry.item.dataset.seq = seq;
+  place(entry.item);
+  setTick(entry.item, seq <= view.agentReadSeq ? "read" : "sent");
+}
+
+/** Send what waits, in order, one at a time; the same client_message_id on every try, so a
+ * message the API stored before the answer was lost is stored once. */
+async function flush() {
+  if (sending || !api) return;
+  sending = true;
+  try {
+    while (outbox.some((entry) => entry.state !== "failed")) {
+      const entry = outbox.find((candidate) => candidate.state !== "failed");
+      try {
+        const { body } = await api.post(`/v1/conversations/${conversationId}/messages`, {
+          client_message_id: entry.clientMessageId,
+          type: entry.type,
+          content: entry.content,
+        });
+        confirm(entry, body.seq); // unless the stream showed it first
+      } catch (error) {
+        if (!(error instanceof ApiError) || !error.retriable) {
+          entry.state = "failed";
+          setTick(entry.item, "failed");
+          saveOutbox();
+          continue;
+        }
+        entry.state = "retrying";
+        setTick(entry.item, "retrying");
+        await new Promise((resolve) => setTimeout(resolve, Math.max(error.retryAfter * 1000, 2000)));
+      }
+    }
+  } finally {
+    sending = false;
+  }
+}
+
+function sendTyping() {
+  const now = Date.now();
+  if (now - lastTypingSent < TYPING_EVERY_MS || view.state !== "active") return;
+  lastTypingSent = now;
+  api.post(`/v1/conversations/${conversationId}/typing`).catch(() => {});
+}
+
+// --- the panel under the transcript: composer, rating, left message -------------------------
+
+function showPanel() {
+  const which =
+    view.state === null
+      ? "none"
+      : view.state !== "closed"
+        ? "composer"
+        : view.rating === "pending"
+          ? "rating"
+          : view.rating === "rated"
+            ? "rated"
+            : view.leftMessageOffered && !view.leftMessageSent
+              ? "leave"
+              : view.leftMessageSent
+                ? "left"
+                : view.rating === "expired"
+                  ? "expired"
+                  : "none";
+  if (which === panelShown) return;
+  panelShown = which;
+  const panel = $("panel");
+  const builders = { composer, rating: ratingForm, rated, leave: leaveForm, left, expired, none: () => [] };
+  panel.replaceChildren(...[builders[which]()].flat());
+}
+
+function composer() {
+  const input = el("textarea", {
+    id: "message",
+    rows: 2,
+    maxlength: 4000,
+    placeholder: t.placeholder,
+    autocomplete: "off",
+    on: {
+      input: () => sendTyping(),
+      keydown: (event) => {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          form.requestSubmit();
+        }
+      },
+    },
+  });
+  const form = el(
+    "form",
+    {
+      class: "composer",
+      on: {
+        submit: (event) => {
+          event.preventDefault();
+          const content = input.value;
+          if (!content.trim()) return;
+          input.value = "";
+          queueMessage(content);
+        },
+      },
+    },
+    el("label", { for: "message", class: "visually-hidden" }, t.messageLabel),
+    input,
+    el("button", { type: "submit", class: "primary" }, t.send),
+  );
+  return form;
+}
+
+function ratingForm() {
+  const error = el("p", { class: "error", role: "alert" });
+  const stars = el(
+    "fieldset",
+    { class: "stars" },
+    el("legend", { class: "visually-hidden" }, t.yourRating),
+    ...[1, 2, 3, 4, 5].map((score) =>
+      el(
+        "label",
+        { class: "star" },
+        el("input", { type: "radio", name: "score", value: score, required: score === 1 }),
+        el("span", { "aria-hidden": "true" }, "★"),
+        el("span", { class: "visually-hidden" }, t.stars(score)),
+      ),
+    ),
+  );
+  const resolved = el(
+    "fieldset",
+    { class: "resolved" },
+    el("legend", {}, t.resolvedQuestion),
+    el("label", {}, el("input", { type: "radio", name: "resolved", value: "yes" }), " ", t.yes),
+    el("label", {}, el("input", { type: "radio", name: "resolved", value: "no" }), " ", t.no),
+  );
+  const comment = el("textarea", { id: "rating-comment", name: "comment", rows: 2, maxlength: 1000 });
+  const form = el(
+    "form",
+    {
+      class: "rating",
+      on: {
+        submit: async (event) => {
+          event.preventDefault();
+          const fields = new FormData(form);
+          const score = Number(fields.get("score"));
+          if (!score) {
+            error.textContent = t.chooseStars;
+            return;
+          }
+          const answer = fields.get("resolved");
+          const body = { score, ...(answer ? { resolved: answer === "yes" } : {}) };
+          if (comment.value.trim()) body.comment = comment.value.trim();
+          await submitOnce(form, error, `/v1/conversations/${conversationId}/rating`, body, () => {
+            view.rating = "rated";
+          });
+        },
+      },
+    },
+    el("h2", {}, view.ratingText || t.rateTitle),
+    stars,
+    resolved,
+    el("label", { for: "rating-comment" }, t.comment),
+    comment,
+    error,
+    el("button", { type: "submit", class: "primary" }, t.submitRating),
+  );
+  return form;
+}
+
+function leaveForm() {
+  const error = el("p", { class: "error", role: "alert" });
+  const content = el("textarea", { id: "left-content", rows: 3, maxlength: 4000, required: true });
+  const contact = el("input", { id: "left-contact", type: "text", maxlength: 200, autocomplete: "email" });
+  const form = el(
+    "form",
+    {
+      class: "leave",
+      on: {
+        submit: async (event) => {
+          event.preventDefault();
+          if (!content.value.trim()) return;
+          const body = { content: content.value };
+          if (contact.value.trim()) body.contact = contact.value.trim();
+          await submitOnce(form, error, `/v1/conversations/${conversationId}/left-message`, body, () => {
+            view.leftMessageSent = true;
+          });
+        },
+      },
+    },
+    el("h2", {}, t.leaveTitle),
+    view.nextOpening ? el("p", { class: "opening" }, t.nextOpening(formatWhen(view.nextOpening))) : null,
+    el("label", { for: "left-content" }, t.leaveMessage),
+    content,
+    el("label", { for: "left-contact" }, t.contact),
+    contact,
+    error,
+    el("button", { type: "submit", class: "primary" }, t.submitLeft),
+  );
+  return form;
+}
+
+/** Post a form's body; a 409 means it was taken already (a retry after a lost answer). */
+async function submitOnce(form, error, path, body, done) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  error.textContent = "";
+  try {
+    await api.post(path, body);
+    done();
+  } catch (failure) {
+    if (failure.status === 409) done();
+    else error.textContent = t.tryAgain;
+  } finally {
+    button.disabled = false;
+  }
+  showStatus();
+}
+
+const rated = () => el("p", { class: "thanks", role: "status" }, t.thanksRating);
+const left = () => el("p", { class: "thanks", role: "status" }, t.thanksLeft);
+const expired = () => el("p", { class: "thanks" }, t.ratingExpired);
+
+// --- the session ----------------------------------------------------------------------------
+
+function storedSession() {
+  try {
+    return JSON.parse(sessionStorage.getItem(SESSION_KEY));
+  } catch {
+    return null;
+  }
+}
+
+async function begin(session) {
+  if (conversationId === session.conversationId && api?.token === session.visitorToken) return;
+  if (conversationId && conversationId !== session.conversationId) {
+    // Another conversation (the app started a new one): what waited was for the old one.
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    sessionStorage.removeItem(OUTBOX_KEY);
+    location.reload();
+    return;
+  }
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  conversationId = session.conversationId;
+  api = new Api("", session.visitorToken);
+  stream?.close();
+  showStatus();
+  let after = 0;
+  try {
+    after = await replay();
+  } catch (error) {
+    if (error.status === 401 || error.status === 403 || error.status === 404) return ended();
+  }
+  for (const entry of JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || "[]")) {
+    if (!outbox.some((waiting) => waiting.clientMessageId === entry.clientMessageId)) {
+      queueMessage(entry.content, entry.clientMessageId, entry.type);
+    }
+  }
+  stream = api.follow(`/v1/conversations/${conversationId}/stream`, {
+    afterSeq: after,
+    types: STREAMED,
+    onEvent,
+    onStatus: (live) => {
+      view.online = navigator.onLine;
+      if (live) flush();
+      showStatus();
+    },
+    onEnded: ended,
+  });
+  scrollToEnd();
+}
+
+/** The transcript so far, from the conversation's events: answers the newest seq read. */
+async function replay() {
+  let after = 0;
+  for (;;) {
+    const { body } = await api.get(`/v1/conversations/${conversationId}/events?after_seq=${after}&limit=200`);
+    for (const event of body.events) {
+      onEvent(event.type, event);
+      after = event.seq;
+    }
+    if (!body.has_more) return after;
+  }
+}
+
+function ended() {
+  if (view.state === "closed") return; // the rating or left-message form stays
+  $("status").textContent = t.ended;
+}
+
+function listen() {
+  window.addEventListener("message", (event) => {
+    const fromHost = (window.parent !== window && event.source === window.parent) || event.source === window.opener;
+    const data = event.data;
+    if (!fromHost || !data || data.type !== "switchboard:session") return;
+    if (typeof data.conversationId !== "string" || typeof data.visitorToken !== "string") return;
+    begin({ conversationId: data.conversationId, visitorToken: data.visitorToken });
+  });
+  window.addEventListener("online", () => {
+    view.online = true;
+    showStatus();
+    stream?.reconnect();
+    flush();
+  });
+  window.addEventListener("offline", () => {
+    view.online = false;
+    showStatus();
+  });
+  document.addEventListener("visibilitychange", sendReadMark);
+}
+
+function start() {
+  translatePage();
+  if (window.parent !== window) document.body.classList.add("embedded");
+  listen();
+  const host = window.parent !== window ? window.parent : window.opener;
+  // The host (the embed script, or the page that opened this one) answers with the session.
+  host?.postMessage({ type: "switchboard:ready" }, "*");
+  const session = storedSession();
+  if (session) begin(session);
+  else if (!host) $("status").textContent = t.noSession;
+}
+
+start();
