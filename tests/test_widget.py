@@ -23,8 +23,10 @@ from tests.support.pages import (
     scrolls_sideways,
     shows,
     start_demo_chat,
+    widget_frame,
 )
-from tests.support.processes import Deployment
+from tests.support.policy import DEFAULT_GROUPS, write_policy
+from tests.support.processes import CALLBACK_GROUP, CALLBACK_ROUTING, Deployment
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +149,88 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
 async def _conversation(deployment: Deployment, cid: str) -> dict[str, Any]:
     async with deployment.client() as api:
         return await api.conversation(cid)
+
+
+async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat_idles_out(
+    empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
+) -> None:
+    deployment = deploy(empty_db.url, timeouts=CALM)
+    site = deployment.urls[0]
+    async with deployment.client() as api, new_context(browser) as visitor:
+        alice = await api.create_agent("alice")
+        page = await visitor.new_page()
+        widget = await start_demo_chat(page, site, "customer-train")
+        cid = await conversation_of(api, "customer-train")
+        await shows(widget, "#status", "You are chatting with Alice")
+        await widget.fill("#message", "Hello")
+        await widget.press("#message", "Enter")
+        await expect_delivered(widget, 1)
+        await api.say(cid, alice.token, "Hi, what can I do for you?")
+        await shows(widget, "#transcript", "Hi, what can I do for you?")
+
+        # The train enters a tunnel: what the visitor sends waits, what the agent sends comes.
+        await visitor.set_offline(True)
+        await shows(widget, "#notice", "You are offline")
+        for text in ("My order is late", "It is SO-1001"):
+            await widget.fill("#message", text)
+            await widget.press("#message", "Enter")
+        await api.say(cid, alice.token, "Let me look.")
+        await shows(widget, "#transcript .message.own:last-of-type", "It is SO-1001")
+        assert await widget.locator(".message.own[data-seq]").count() == 1  # only "Hello"
+        await visitor.set_offline(False)
+        await shows(widget, "#transcript", "Let me look.")
+        await expect_delivered(widget, 3)
+
+        # A reload: the transcript once, and the stream goes on from where it was.
+        await page.reload()
+        widget = await widget_frame(page)
+        await shows(widget, "#transcript", "Let me look.")
+        await api.say(cid, alice.token, "Found it: it ships today.")
+        await shows(widget, "#transcript", "Found it: it ships today.")
+        await expect_delivered(widget, 3)
+        # Both sides hold each message once, in the same order (the log's: the agent's
+        # "Let me look." was stored while the visitor's two waited).
+        stored = [
+            event["data"]["content"]
+            for event in await api.events(cid, alice.token)
+            if event["type"] == "message.created"
+        ]
+        assert stored == [
+            "Hello",
+            "Hi, what can I do for you?",
+            "Let me look.",
+            "My order is late",
+            "It is SO-1001",
+            "Found it: it ships today.",
+        ]
+        assert await transcript(widget) == stored
+
+        # The visitor goes quiet: the idle warning, then the auto-close (shorter timers now).
+        write_policy(
+            deployment.settings.policy,
+            idle_warning_after="2s",
+            idle_close_after="2s",
+            rating_window="1h",
+            groups=DEFAULT_GROUPS + CALLBACK_GROUP,
+            routing=CALLBACK_ROUTING,
+        )
+        expect(await api.reload_policy(), 200)
+        await api.say(cid, alice.token, "Anything else?")
+        await shows(widget, "#transcript .system.warning", "Still there? This chat closes in")
+        await shows(widget, "#transcript .system.closing", "Closed for inactivity.")
+        await shows(widget, "#status", "This chat has ended.")
+        await shows(widget, "#panel", "How did we do?")
+        await page.screenshot(path="/tmp/widget-desktop-idle.png")
+
+
+async def expect_delivered(widget: Frame, count: int) -> None:
+    """The visitor's `count` messages are all stored (each with its seq): none pending."""
+    delivered = widget.locator(".message.own[data-seq]")
+    await eventually(
+        lambda: _counted(delivered, count), what=f"{count} of the visitor's messages delivered"
+    )
+    assert await widget.locator(".message.own").count() == count
+
+
+async def _counted(locator: Any, count: int) -> bool:
+    return await locator.count() == count

@@ -109,24 +109,14 @@ export const language = (navigator.languages?.[0] ?? navigator.language ?? "en")
 
 export const t = TEXTS[language];
 
-/** A time as the visitor reads it, in their language and time zone. */
-export function formatWhen(iso) {
+const LOCALE = language === "zh" ? "zh-CN" : "en";
+const CLOCK = { hour: "2-digit", minute: "2-digit" };
+
+/** A time as the visitor reads it, in their language and time zone (with its day, or not). */
+function formatted(iso, options) {
   const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return "";
-  return new Intl.DateTimeFormat(language === "zh" ? "zh-CN" : "en", {
-    weekday: "short",
-    month: "short",
-    day: "numeric",
-    hour: "2-digit",
-    minute: "2-digit",
-  }).format(date);
+  return Number.isNaN(date.getTime()) ? "" : new Intl.DateTimeFormat(LOCALE, options).format(date);
 }
 
-export function formatClock(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return "";
-  return new Intl.DateTimeFormat(language === "zh" ? "zh-CN" : "en", {
-    hour: "2-digit",
-    minute: "2-digit",
-  }).format(date);
-}
+export const formatWhen = (iso) => formatted(iso, { weekday: "short", month: "short", day: "numeric", ...CLOCK });
+export const formatClock = (iso) => formatted(iso, CLOCK);

@@ -322,7 +322,8 @@ async function flush() {
         }
         entry.state = "retrying";
         setTick(entry.item, "retrying");
-        await new Promise((resolve) => setTimeout(resolve, Math.max(error.retryAfter * 1000, 2000)));
+        if (!navigator.onLine) return; // tried again when the browser is back online
+        await new Promise((resolve) => setTimeout(resolve, Math.max((error.retryAfter || 0) * 1000, 2000)));
       }
     }
   } finally {
@@ -361,6 +362,7 @@ function showPanel() {
   const panel = $("panel");
   const builders = { composer, rating: ratingForm, rated, leave: leaveForm, left, expired, none: () => [] };
   panel.replaceChildren(...[builders[which]()].flat());
+  scrollToEnd(); // the panel took its room from the transcript: keep its end in sight
 }
 
 function composer() {
