@@ -9,11 +9,15 @@ a left message, in Chinese. Every state the visitor sees passes the accessibilit
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Frame
 
+from api.main import create_app
+from settings import Settings
 from store.db import Database
 from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
@@ -25,7 +29,7 @@ from tests.support.pages import (
     start_demo_chat,
     widget_frame,
 )
-from tests.support.policy import DEFAULT_GROUPS, write_policy
+from tests.support.policy import DEFAULT_GROUPS, PAYLOAD_KEY, write_policy
 from tests.support.processes import CALLBACK_GROUP, CALLBACK_ROUTING, Deployment
 
 pytestmark = pytest.mark.e2e
@@ -234,3 +238,77 @@ async def expect_delivered(widget: Frame, count: int) -> None:
 
 async def _counted(locator: Any, count: int) -> bool:
     return await locator.count() == count
+
+
+def _closed_today() -> str:
+    """`night`, open every day all day but today (UTC): a special day without hours."""
+    today = datetime.now(UTC).date().isoformat()
+    days = ", ".join(f'{day} = ["00:00-24:00"]' for day in ("mon", "tue", "wed", "thu", "fri"))
+    return (
+        '[[skill_groups]]\nname = "night"\n[skill_groups.hours]\ntimezone = "UTC"\n'
+        f'weekly = {{ {days}, sat = ["00:00-24:00"], sun = ["00:00-24:00"] }}\n'
+        f'special = {{ "{today}" = [] }}\n'
+    )
+
+
+async def test_out_of_hours_the_visitor_leaves_a_message_for_the_team_in_chinese(
+    empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
+) -> None:
+    deployment = deploy(
+        empty_db.url,
+        timeouts=CALM,
+        groups=DEFAULT_GROUPS + _closed_today(),
+        routing='[[routing]]\nwhen = { entry = "after_hours" }\nskill_group = "night"\n',
+    )
+    site = deployment.urls[0]
+    async with deployment.client() as api, new_context(browser, locale="zh-CN") as visitor:
+        page = await visitor.new_page()
+        widget = await start_demo_chat(page, site, "customer-night", entry="after_hours")
+        cid = await conversation_of(api, "customer-night")
+
+        # The closing message names the next opening; the form says it in the visitor's words.
+        await shows(widget, "#transcript .system.closing", "we open again")
+        await shows(widget, "#status", "会话已结束")
+        await shows(widget, "#panel h2", "给我们留言")
+        await shows(widget, "#panel .opening", "我们将于")
+        assert await widget.evaluate("document.documentElement.lang") == "zh-CN"
+        await no_accessibility_problems(widget, "the left-message form")
+        await page.screenshot(path="/tmp/widget-zh-left-message.png")
+
+        await widget.fill("#left-content", "请明天给我回电 订单 SO-1001")
+        await widget.fill("#left-contact", "138 0000 0000")
+        await widget.click("#panel button[type=submit]")
+        await shows(widget, "#panel", "感谢留言")
+
+        listed = [left for left in await api.left_messages() if left["conversation_id"] == cid]
+        assert [(left["content"], left["contact"], left["skill_group"]) for left in listed] == [
+            ("请明天给我回电 订单 SO-1001", "138 0000 0000", "night")
+        ]
+
+
+async def test_the_demo_and_its_backend_are_not_served_in_production() -> None:
+    production = Settings(
+        env="production",
+        admin_token="production-admin-token",
+        app_key="production-app-key-0",
+        secret_key="production-secret-key",
+        payload_key=PAYLOAD_KEY,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(production)), base_url="http://sb"
+    ) as http:
+        assert (await http.get("/demo/")).status_code == 404
+        assert (await http.get("/demo/demo.js")).status_code == 404
+        for headers in ({}, {"Authorization": "Bearer production-app-key-0"}):
+            started = await http.post(
+                "/demo/conversations", json={"customer_id": "c-1"}, headers=headers
+            )
+            assert started.status_code == 404, started.text
+        # The widget is served, with its strict policy: scripts of its own origin only.
+        widget = await http.get("/widget/")
+        assert widget.status_code == 200 and "widget.js" in widget.text
+        policy = widget.headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "unsafe" not in policy
+        assert "frame-ancestors 'self'" in policy
+        assert widget.headers["x-content-type-options"] == "nosniff"
+        assert widget.headers["referrer-policy"] == "no-referrer"
