@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Frame
+from playwright.async_api import Browser, Frame, Page
 
 from api.main import create_app
 from settings import Settings
@@ -53,7 +53,7 @@ async def no_accessibility_problems(where: Any, state: str) -> None:
     assert not problems, f"{state}: {problems}"
 
 
-async def transcript(frame: Frame) -> list[str]:
+async def transcript(frame: Frame | Page) -> list[str]:
     """The texts of the widget's messages, in order (own and the agent's)."""
     return await frame.locator("#transcript .message .text").all_inner_texts()
 
@@ -142,6 +142,18 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
         await widget.fill("#rating-comment", "Quick and kind")
         await widget.click("#panel button[type=submit]")
         await shows(widget, "#panel", "Thank you for your rating!")
+
+        # The same chat as a full page (a phone's way): it asks the page that opened it for
+        # the session, then shows the conversation from its events.
+        await page.click("#switchboard-widget button")  # the embed's close button
+        async with page.expect_popup() as opening:
+            await page.click("#full-page")
+        full_page = await opening.value
+        await shows(full_page, "#panel", "Thank you for your rating!")
+        await shows(full_page, "#transcript", "Solved, thank you.")
+        assert await transcript(full_page) == await transcript(widget)
+        assert not await scrolls_sideways(full_page)
+        await no_accessibility_problems(full_page, "the full page, rated")
 
     rating = (await _conversation(deployment, cid))["rating"]
     assert (rating["status"], rating["score"], rating["resolved"]) == ("rated", 5, True)
