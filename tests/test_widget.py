@@ -221,6 +221,21 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
         ]
         assert await transcript(widget) == stored
 
+        # The visitor closes the chat's panel: the agent's next message waits on its button,
+        # unread, until the panel opens again.
+        await page.click("#switchboard-widget button")  # the embed's close button
+        unseen = await api.say(cid, alice.token, "Are you still with me?")
+        await shows(page, "body > button", "Chat with us (1)")
+        assert (await api.conversation(cid, alice.token))["visitor_read_seq"] < unseen
+        await page.click("body > button")
+        await shows(widget, "#transcript", "Are you still with me?")
+
+        async def read() -> bool:
+            return (await api.conversation(cid, alice.token))["visitor_read_seq"] >= unseen
+
+        await eventually(read, what="the visitor's read mark once the panel is open")
+        assert await page.inner_text("body > button") == "Chat with us"
+
         # The visitor goes quiet: the idle warning, then the auto-close (shorter timers now).
         write_policy(
             deployment.settings.policy,

@@ -93,8 +93,11 @@
   fit();
   phone.addEventListener("change", fit);
 
+  const label = launcher.textContent;
+  const tell = (message) => frame.contentWindow?.postMessage(message, widgetOrigin);
   const show = (open) => {
     panel.hidden = !open;
+    tell({ type: "switchboard:visibility", open }); // nothing is read while it is closed
     launcher.setAttribute("aria-expanded", String(open));
     launcher.hidden = open && phone.matches;
     if (!open) launcher.focus();
@@ -102,11 +105,16 @@
   launcher.addEventListener("click", () => show(panel.hidden));
   closer.addEventListener("click", () => show(false));
 
-  // The widget says it is ready; it gets the session, to its own origin only.
+  // The widget says it is ready; it gets the session, to its own origin only. It counts the
+  // agent's messages that came while its panel was closed: the button shows them.
   const answer = (event) => {
     if (event.origin !== widgetOrigin || event.source !== frame.contentWindow) return;
-    if (event.data && event.data.type === "switchboard:ready" && session.visitorToken) {
-      frame.contentWindow.postMessage(session, widgetOrigin);
+    const data = event.data || {};
+    if (data.type === "switchboard:ready") {
+      tell({ type: "switchboard:visibility", open: !panel.hidden });
+      if (session.visitorToken) tell(session);
+    } else if (data.type === "switchboard:unread" && Number.isInteger(data.count)) {
+      launcher.textContent = data.count > 0 ? `${label} (${data.count})` : label;
     }
   };
   window.addEventListener("message", answer);

@@ -53,6 +53,11 @@ let lastTypingSent = 0;
 let readSent = 0;
 let newestAgentSeq = 0;
 let panelShown = null;
+// In an embed's iframe the host says whether its panel is open (closed: nothing is read, and
+// the agent's new messages are counted for its button); a full page is always shown.
+let shownByHost = window.parent === window;
+let unread = 0;
+let replaying = false;
 const outbox = []; // {clientMessageId, type, content, state, item}
 let sending = false;
 
@@ -174,7 +179,10 @@ function shownMessage(seq, data, at) {
   item.dataset.seq = seq;
   place(item);
   if (own) setTick(item, seq <= view.agentReadSeq ? "read" : "sent");
-  else newestAgentSeq = Math.max(newestAgentSeq, seq);
+  else {
+    newestAgentSeq = Math.max(newestAgentSeq, seq);
+    if (!replaying && !seen()) reportUnread(unread + 1);
+  }
 }
 
 // --- events ---------------------------------------------------------------------------------
@@ -258,8 +266,17 @@ function hideTyping() {
 }
 
 /** Tell the agent what the visitor has seen: the newest agent message, while the page shows. */
+function seen() {
+  return document.visibilityState === "visible" && shownByHost;
+}
+
+function reportUnread(count) {
+  unread = count;
+  if (window.parent !== window) window.parent.postMessage({ type: "switchboard:unread", count }, "*");
+}
+
 async function sendReadMark() {
-  if (document.visibilityState !== "visible" || newestAgentSeq <= readSent || !api) return;
+  if (!seen() || newestAgentSeq <= readSent || !api) return;
   const seq = newestAgentSeq;
   readSent = seq;
   try {
@@ -565,13 +582,18 @@ async function begin(session) {
 /** The transcript so far, from the conversation's events: answers the newest seq read. */
 async function replay() {
   let after = 0;
-  for (;;) {
-    const { body } = await api.get(`/v1/conversations/${conversationId}/events?after_seq=${after}&limit=200`);
-    for (const event of body.events) {
-      onEvent(event.type, event);
-      after = event.seq;
+  replaying = true; // what was there before is no news for the host's button
+  try {
+    for (;;) {
+      const { body } = await api.get(`/v1/conversations/${conversationId}/events?after_seq=${after}&limit=200`);
+      for (const event of body.events) {
+        onEvent(event.type, event);
+        after = event.seq;
+      }
+      if (!body.has_more) return after;
     }
-    if (!body.has_more) return after;
+  } finally {
+    replaying = false;
   }
 }
 
@@ -584,6 +606,14 @@ function listen() {
   window.addEventListener("message", (event) => {
     const fromHost = (window.parent !== window && event.source === window.parent) || event.source === window.opener;
     const data = event.data;
+    if (fromHost && data?.type === "switchboard:visibility") {
+      shownByHost = Boolean(data.open);
+      if (shownByHost) {
+        reportUnread(0);
+        sendReadMark();
+      }
+      return;
+    }
     if (!fromHost || !data || data.type !== "switchboard:session") return;
     if (typeof data.conversationId !== "string" || typeof data.visitorToken !== "string") return;
     begin({ conversationId: data.conversationId, visitorToken: data.visitorToken });
