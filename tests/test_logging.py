@@ -18,7 +18,7 @@ from logging_setup import configure_logging, log_format
 from settings import Settings
 from store.db import Database
 from tests.support.data import new_conversation
-from tests.support.policy import PAYLOAD_KEY
+from tests.support.policy import production_settings
 from tests.support.processes import Deployment, free_port
 
 
@@ -95,14 +95,7 @@ def test_api_logs_are_json_lines_with_request_and_conversation_ids(api_process) 
 
 
 def test_console_lines_in_development_and_json_in_production() -> None:
-    production = Settings(
-        env="production",
-        admin_token="a-production-admin-token",
-        app_key="a-production-app-key",
-        secret_key="a-production-secret-key",
-        payload_key=PAYLOAD_KEY,
-    )
-    assert log_format(production) == "json"
+    assert log_format(production_settings()) == "json"
     assert log_format(Settings(env="development")) == "console"
     assert log_format(Settings(env="development", log_format="json")) == "json"
 

@@ -17,7 +17,6 @@ import pytest
 from playwright.async_api import Browser, Frame, Page
 
 from api.main import create_app
-from settings import Settings
 from store.db import Database
 from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
@@ -29,7 +28,7 @@ from tests.support.pages import (
     start_demo_chat,
     widget_frame,
 )
-from tests.support.policy import DEFAULT_GROUPS, PAYLOAD_KEY, write_policy
+from tests.support.policy import DEFAULT_GROUPS, production_settings, write_policy
 from tests.support.processes import CALLBACK_GROUP, CALLBACK_ROUTING, Deployment
 
 pytestmark = pytest.mark.e2e
@@ -314,19 +313,13 @@ async def test_out_of_hours_the_visitor_leaves_a_message_for_the_team_in_chinese
 
 
 async def test_the_demo_and_its_backend_are_not_served_in_production() -> None:
-    production = Settings(
-        env="production",
-        admin_token="production-admin-token",
-        app_key="production-app-key-0",
-        secret_key="production-secret-key",
-        payload_key=PAYLOAD_KEY,
-    )
+    production = production_settings()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(production)), base_url="http://sb"
     ) as http:
         assert (await http.get("/demo/")).status_code == 404
         assert (await http.get("/demo/demo.js")).status_code == 404
-        for headers in ({}, {"Authorization": "Bearer production-app-key-0"}):
+        for headers in ({}, {"Authorization": f"Bearer {production.app_key}"}):
             started = await http.post(
                 "/demo/conversations", json={"customer_id": "c-1"}, headers=headers
             )

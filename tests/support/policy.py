@@ -134,3 +134,15 @@ def test_settings(
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a builder, not a test
+
+
+def production_settings() -> Settings:
+    """Settings production accepts (strong, distinct secrets and a payload key), for what a
+    production process serves and logs."""
+    return Settings(
+        env="production",
+        admin_token="a-production-admin-token",
+        app_key="a-production-app-key",
+        secret_key="a-production-secret-key",
+        payload_key=PAYLOAD_KEY,
+    )
