@@ -420,8 +420,40 @@ function composer() {
   return form;
 }
 
-function ratingForm() {
+/**
+ * A form of the panel: its title, its fields, and `body()`, what it posts to `path` (or a
+ * sentence saying what is missing); `done()` once the API has it.
+ */
+function panelForm({ className, title, fields, submit, path, body, done, conflict = done }) {
   const error = el("p", { class: "error", role: "alert" });
+  const form = el(
+    "form",
+    {
+      class: className,
+      on: {
+        submit: async (event) => {
+          event.preventDefault();
+          const posted = body(new FormData(form));
+          if (typeof posted === "string") {
+            error.textContent = posted;
+            return;
+          }
+          await submitOnce(form, error, `/v1/conversations/${conversationId}/${path}`, posted, done, conflict);
+        },
+      },
+    },
+    el("h2", {}, title),
+    ...fields,
+    error,
+    el("button", { type: "submit", class: "primary" }, submit),
+  );
+  return form;
+}
+
+/** A form's text, trimmed, if any was written. */
+const written = (fields, name) => String(fields.get(name) ?? "").trim();
+
+function ratingForm() {
   const stars = el(
     "fieldset",
     { class: "stars" },
@@ -443,74 +475,62 @@ function ratingForm() {
     el("label", {}, el("input", { type: "radio", name: "resolved", value: "yes" }), " ", t.yes),
     el("label", {}, el("input", { type: "radio", name: "resolved", value: "no" }), " ", t.no),
   );
-  const comment = el("textarea", { id: "rating-comment", name: "comment", rows: 2, maxlength: 1000 });
-  const form = el(
-    "form",
-    {
-      class: "rating",
-      on: {
-        submit: async (event) => {
-          event.preventDefault();
-          const fields = new FormData(form);
-          const score = Number(fields.get("score"));
-          if (!score) {
-            error.textContent = t.chooseStars;
-            return;
-          }
-          const answer = fields.get("resolved");
-          const body = { score, ...(answer ? { resolved: answer === "yes" } : {}) };
-          if (comment.value.trim()) body.comment = comment.value.trim();
-          await submitOnce(form, error, `/v1/conversations/${conversationId}/rating`, body, () => {
-            view.rating = "rated";
-          });
-        },
-      },
+  return panelForm({
+    className: "rating",
+    title: view.ratingText || t.rateTitle,
+    fields: [
+      stars,
+      resolved,
+      el("label", { for: "rating-comment" }, t.comment),
+      el("textarea", { id: "rating-comment", name: "comment", rows: 2, maxlength: 2000 }),
+    ],
+    submit: t.submitRating,
+    path: "rating",
+    body: (fields) => {
+      const score = Number(fields.get("score"));
+      if (!score) return t.chooseStars;
+      const answer = fields.get("resolved");
+      const comment = written(fields, "comment");
+      return { score, ...(answer ? { resolved: answer === "yes" } : {}), ...(comment ? { comment } : {}) };
     },
-    el("h2", {}, view.ratingText || t.rateTitle),
-    stars,
-    resolved,
-    el("label", { for: "rating-comment" }, t.comment),
-    comment,
-    error,
-    el("button", { type: "submit", class: "primary" }, t.submitRating),
-  );
-  return form;
+    done: () => {
+      view.rating = "rated";
+    },
+    // Rated already, or the window is over: the conversation says which.
+    conflict: async () => {
+      const { body } = await api.get(`/v1/conversations/${conversationId}`).catch(() => ({ body: null }));
+      view.rating = body?.rating?.status === "rated" ? "rated" : "expired";
+    },
+  });
 }
 
 function leaveForm() {
-  const error = el("p", { class: "error", role: "alert" });
-  const content = el("textarea", { id: "left-content", rows: 3, maxlength: 4000, required: true });
-  const contact = el("input", { id: "left-contact", type: "text", maxlength: 200, autocomplete: "email" });
-  const form = el(
-    "form",
-    {
-      class: "leave",
-      on: {
-        submit: async (event) => {
-          event.preventDefault();
-          if (!content.value.trim()) return;
-          const body = { content: content.value };
-          if (contact.value.trim()) body.contact = contact.value.trim();
-          await submitOnce(form, error, `/v1/conversations/${conversationId}/left-message`, body, () => {
-            view.leftMessageSent = true;
-          });
-        },
-      },
+  return panelForm({
+    className: "leave",
+    title: t.leaveTitle,
+    fields: [
+      view.nextOpening ? el("p", { class: "opening" }, t.nextOpening(formatWhen(view.nextOpening))) : null,
+      el("label", { for: "left-content" }, t.leaveMessage),
+      el("textarea", { id: "left-content", name: "content", rows: 3, maxlength: 4000, required: true }),
+      el("label", { for: "left-contact" }, t.contact),
+      el("input", { id: "left-contact", name: "contact", type: "text", maxlength: 200, autocomplete: "email" }),
+    ].filter(Boolean),
+    submit: t.submitLeft,
+    path: "left-message",
+    body: (fields) => {
+      const content = written(fields, "content");
+      const contact = written(fields, "contact");
+      return content ? { content, ...(contact ? { contact } : {}) } : t.leaveMessage;
     },
-    el("h2", {}, t.leaveTitle),
-    view.nextOpening ? el("p", { class: "opening" }, t.nextOpening(formatWhen(view.nextOpening))) : null,
-    el("label", { for: "left-content" }, t.leaveMessage),
-    content,
-    el("label", { for: "left-contact" }, t.contact),
-    contact,
-    error,
-    el("button", { type: "submit", class: "primary" }, t.submitLeft),
-  );
-  return form;
+    done: () => {
+      view.leftMessageSent = true;
+    },
+  });
 }
 
-/** Post a form's body; a 409 means it was taken already (a retry after a lost answer). */
-async function submitOnce(form, error, path, body, done) {
+/** Post a form's body; a 409 (taken already: a retry after a lost answer, or too late) is
+ * `conflict`'s to settle. */
+async function submitOnce(form, error, path, body, done, conflict) {
   const button = form.querySelector("button[type=submit]");
   button.disabled = true;
   error.textContent = "";
@@ -518,7 +538,7 @@ async function submitOnce(form, error, path, body, done) {
     await api.post(path, body);
     done();
   } catch (failure) {
-    if (failure.status === 409) done();
+    if (failure.status === 409) await conflict();
     else error.textContent = t.tryAgain;
   } finally {
     button.disabled = false;
