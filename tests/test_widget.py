@@ -22,6 +22,7 @@ from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
 from tests.support.pages import (
     accessibility_problems,
+    expect_on_page,
     new_context,
     scrolls_sideways,
     shows,
@@ -203,6 +204,19 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
         await api.say(cid, alice.token, "Found it: it ships today.")
         await shows(widget, "#transcript", "Found it: it ships today.")
         await expect_delivered(widget, 3)
+        # A message the API never got (its requests fail) waits in the tab across a reload,
+        # and is sent once they go through.
+        await visitor.route("**/v1/conversations/*/messages", lambda route: route.abort())
+        await widget.fill("#message", "Kept across a reload")
+        await widget.press("#message", "Enter")
+        waiting = widget.locator(".message.own", has_text="Kept across a reload")
+        await expect_on_page(waiting).to_have_attribute("data-delivery", "retrying")
+        await page.reload()
+        widget = await widget_frame(page)
+        await shows(widget, "#transcript", "Kept across a reload")
+        await visitor.unroute("**/v1/conversations/*/messages")
+        await expect_delivered(widget, 4)
+
         # Both sides hold each message once, in the same order (the log's: the agent's
         # "Let me look." was stored while the visitor's two waited).
         stored = [
@@ -217,6 +231,7 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
             "My order is late",
             "It is SO-1001",
             "Found it: it ships today.",
+            "Kept across a reload",
         ]
         assert await transcript(widget) == stored
 
