@@ -265,7 +265,7 @@ function hideTyping() {
   $("typing").textContent = "";
 }
 
-/** Tell the agent what the visitor has seen: the newest agent message, while the page shows. */
+/** Whether the visitor can see the chat: its page is in front, and (embedded) its panel open. */
 function seen() {
   return document.visibilityState === "visible" && shownByHost;
 }
@@ -275,6 +275,7 @@ function reportUnread(count) {
   if (window.parent !== window) window.parent.postMessage({ type: "switchboard:unread", count }, "*");
 }
 
+/** Tell the agent what the visitor has seen: the newest agent message, while it shows. */
 async function sendReadMark() {
   if (!seen() || newestAgentSeq <= readSent || !api) return;
   const seq = newestAgentSeq;
