@@ -145,10 +145,14 @@ async def test_a_supervisor_oversees_their_groups_and_only_those(system: System)
     assert [c["id"] for c in history.json()] == [cid]
     noted = await system.add_note(cid, "Refund approved by finance", sue.token)
     assert noted.status_code == 201, noted.text
-    # Each supervisor's monitor shows their own groups.
-    assert [g["skill_group"] for g in (await system.monitor(sue.token))["skill_groups"]] == [
-        "general"
-    ]
+    # Each supervisor's monitor shows their own groups, whose figures count those who serve.
+    await system.set_status("sue", sue.token, "online")
+    [general] = (await system.monitor(sue.token))["skill_groups"]
+    assert (general["skill_group"], general["agents_online"], general["capacity"]) == (
+        "general",
+        1,
+        3,
+    )
     assert [g["skill_group"] for g in (await system.monitor(oscar.token))["skill_groups"]] == [
         "after_sales"
     ]
