@@ -405,10 +405,16 @@ class EventPage(BaseModel):
 
 
 class AgentEventPublic(EventPublic):
-    """An event of one of the agent's conversations, in the agent's feed."""
+    """An event of one of the agent's conversations, or of the agent themself
+    (agent.status_changed), in the agent's feed."""
 
     agent_seq: int = Field(description="Its place in the agent's feed (the stream's `id:`)")
-    conversation_id: str
+    conversation_id: str | None = Field(
+        description="The event's conversation; null for the agent's own (agent.status_changed)"
+    )
+    seq: int | None = Field(  # type: ignore[assignment]
+        description="Its seq in the conversation; null for the agent's own events"
+    )
 
 
 class AgentEventPage(BaseModel):
