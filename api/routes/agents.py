@@ -405,10 +405,11 @@ async def stream_agent_events(
         after_seq=resume_after(start, newest=newest),
         viewer=principal.id,
         access=stream_access(services, principal),
-        # The agent's own workbench keeps them present; an admin watching their feed does not.
-        while_open=partial(keep_present, services.db, services.policy, agent.id)
-        if principal.role == Role.AGENT
-        else None,
+        # The agent's own workbench keeps them present (a supervisor's too: an agent record);
+        # an admin watching their feed does not.
+        while_open=None
+        if principal.role == Role.ADMIN
+        else partial(keep_present, services.db, services.policy, agent.id),
         # Taken last: a refused resume point holds no slot.
         on_close=services.limits.streams.take(principal.role, principal.id),
     )
