@@ -154,7 +154,7 @@ def _insert(connection: sa.Connection, table_name: str, **values: Any) -> None:
 
 
 def _rows_before_presence(db: Database) -> None:
-    """An online agent holding a conversation with an event in her feed, as revision 0010
+    """An online agent holding a conversation with an event in her feed, as revision 0011
     stored them."""
     now = utcnow()
     with db.engine.begin() as connection:
@@ -201,7 +201,7 @@ def test_the_migration_keeps_feeds_and_gives_agents_there_the_timeout_from_now(
     empty_db: Database,
 ) -> None:
     db = empty_db
-    _migrate(db, "0010")
+    _migrate(db, "0011")
     _rows_before_presence(db)
     before = utcnow()
     db.create_schema()  # to the newest
