@@ -35,7 +35,10 @@ TRANSFER_NOTE = "Needs a refund approval"
 SCREENSHOTS = Path(tempfile.gettempdir()) / "switchboard-screenshots"
 
 
-def _deployed(deploy: Callable[..., Deployment], db: Database) -> Deployment:
+@pytest.fixture
+def deployment(db: Database, deploy: Callable[..., Deployment]) -> Deployment:
+    """API and worker processes with the canned replies and SOP of the staff-assist tests, no
+    idle countdown to speak of, and a Temporal UI address for the wallboard's links."""
     deployment = deploy(
         db.url,
         timeouts=QUIET_VISITOR,
@@ -75,9 +78,8 @@ async def _online(api: ApiClient, agent_id: str) -> None:
 
 
 async def test_an_agent_serves_a_customer_from_the_workbench(
-    db: Database, deploy: Callable[..., Deployment], browser: Browser
+    deployment: Deployment, browser: Browser
 ) -> None:
-    deployment = _deployed(deploy, db)
     base = deployment.urls[0]
     async with deployment.client() as api:
         alice = await api.create_agent("alice")
@@ -145,7 +147,7 @@ async def test_an_agent_serves_a_customer_from_the_workbench(
                         break
                     await asyncio.sleep(1)
                 seen = (await typing)[-1]
-            assert json.loads(seen["data"])["by_role"] == "agent"
+            assert seen["by_role"] == "agent"
             await composer.fill("")
 
             # A canned reply by its shortcut, filled for the conversation, sent with Enter.
@@ -174,12 +176,12 @@ async def test_an_agent_serves_a_customer_from_the_workbench(
             await shown(transcript.locator(".message.agent .receipt").last).to_contain_text("Read")
 
             # An internal note: shown apart, and never the visitor's.
-            await page.get_by_label("Internal note").check()
+            await page.get_by_role("checkbox", name="Internal note").check()
             await composer.fill(INTERNAL_NOTE)
             await composer.press("Enter")
             await shown(transcript.locator(".note")).to_contain_text(INTERNAL_NOTE)
             assert INTERNAL_NOTE in json.dumps(await api.events(cid, alice.token))
-            await page.get_by_label("Internal note").uncheck()
+            await page.get_by_role("checkbox", name="Internal note").uncheck()
             await _looked_at(page, "workbench-chat")
 
             await page.get_by_role("button", name="Close conversation").click()
@@ -194,9 +196,8 @@ async def test_an_agent_serves_a_customer_from_the_workbench(
 
 
 async def test_a_transfer_between_two_workbenches_carries_a_note_the_visitor_never_reads(
-    db: Database, deploy: Callable[..., Deployment], browser: Browser
+    deployment: Deployment, browser: Browser
 ) -> None:
-    deployment = _deployed(deploy, db)
     base = deployment.urls[0]
     async with deployment.client() as api:
         alice = await api.create_agent("alice")
@@ -241,11 +242,10 @@ async def test_a_transfer_between_two_workbenches_carries_a_note_the_visitor_nev
 
 
 async def test_a_supervisor_watches_the_wallboard_and_assigns_a_waiting_conversation(
-    db: Database, deploy: Callable[..., Deployment], browser: Browser
+    deployment: Deployment, browser: Browser
 ) -> None:
     """A conversation handed back to the group by its agent skips them while another agent of
     the group is online (full, here): it waits, and the supervisor gives it back to her."""
-    deployment = _deployed(deploy, db)
     base = deployment.urls[0]
     async with deployment.client() as api:
         carol = AgentLogin(*await api.create_agent("carol", max_concurrent=1))

@@ -3,16 +3,25 @@
 
 import { api, ApiError, session } from "../workbench/api.js";
 import { duration, t, translatePage } from "../workbench/i18n.js";
+import { refusal, signInForm } from "../workbench/signin.js";
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 3000;
 let timer = null;
+
+// Each column's heading, repeated on its cells for a narrow screen's cards.
+const COLUMNS = ["queued", "agents", "load", "avgWait", "avgHandling", "overflowsToday", "abandonsToday", "autoClosesToday", "ratingsToday", "temporalLinks"];
 
 function cell(text, className) {
   const td = document.createElement("td");
   if (className) td.className = className;
   td.textContent = text;
   return td;
+}
+
+function labelled(cells) {
+  cells.forEach((td, index) => td.setAttribute("data-label", t(COLUMNS[index])));
+  return cells;
 }
 
 function seconds(value) {
@@ -54,6 +63,7 @@ function render(figures) {
     const rating = group.ratings_today ? `${group.ratings_today} (${group.average_rating_today?.toFixed(1) ?? "—"})` : "0";
     row.append(
       name,
+      ...labelled([
       cell(waiting, "number"),
       cell(`${group.agents_online} / ${group.agents_away} / ${group.agents_at_capacity}`, "number"),
       cell(`${group.load} / ${group.capacity}`, "number"),
@@ -64,6 +74,7 @@ function render(figures) {
       cell(String(group.auto_closes_today), "number"),
       cell(rating, "number"),
       links(figures.temporal_ui, group.skill_group, dayStart),
+      ]),
     );
     return row;
   });
@@ -76,14 +87,14 @@ async function refresh() {
   try {
     render(await api("GET", "/v1/monitor"));
   } catch (error) {
-    if (error instanceof ApiError && [401, 403].includes(error.status)) {
-      signOut(error.status === 403 ? t("notAllowed") : t("signInFailed", { status: error.status }));
-    }
+    if (error instanceof ApiError && [401, 403].includes(error.status)) signOut(refusal(error));
   }
 }
 
+let signInView = null;
+
 function show() {
-  $("sign-in-view").hidden = true;
+  signInView.hide();
   $("board").hidden = false;
   $("who").hidden = false;
   refresh();
@@ -95,27 +106,11 @@ function signOut(message = "") {
   session.signOut();
   $("board").hidden = true;
   $("who").hidden = true;
-  $("sign-in-view").hidden = false;
-  $("sign-in-error").textContent = message;
-}
-
-async function signIn(event) {
-  event.preventDefault();
-  const token = $("token-input").value.trim();
-  try {
-    await api("GET", "/v1/monitor", undefined, token);
-  } catch (error) {
-    $("sign-in-error").textContent =
-      error.status === 403 ? t("notAllowed") : t("signInFailed", { status: error.status ?? "?" });
-    return;
-  }
-  session.signIn(token);
-  $("token-input").value = "";
-  show();
+  signInView.show(message);
 }
 
 translatePage();
-$("sign-in-form").addEventListener("submit", signIn);
+signInView = signInForm($("sign-in-view"), { check: "/v1/monitor", onSignedIn: show });
 $("sign-out").addEventListener("click", () => signOut());
 if (session.token) show();
 else signOut();

@@ -4,6 +4,7 @@
 
 import { api, ApiError, follow, query, session } from "./api.js";
 import { duration, t, translatePage } from "./i18n.js";
+import { refusal, signInForm } from "./signin.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -90,28 +91,12 @@ function failed(error) {
 
 // --- signing in and out ------------------------------------------------------------------------
 
+let signInView = null;
+
 function showSignIn(message = "") {
-  $("sign-in-view").hidden = false;
   $("bench").hidden = true;
   $("who").hidden = true;
-  $("sign-in-error").textContent = message;
-  $("token-input").focus();
-}
-
-async function signIn(event) {
-  event.preventDefault();
-  const token = $("token-input").value.trim();
-  try {
-    await api("GET", "/v1/me", undefined, token);
-  } catch (error) {
-    $("sign-in-error").textContent =
-      error instanceof ApiError && error.status === 403 ? t("notAllowed") : t("signInFailed", { status: error.status ?? "?" });
-    return;
-  }
-  session.signIn(token);
-  $("token-input").value = "";
-  if (globalThis.Notification?.permission === "default") Notification.requestPermission();
-  await start();
+  signInView.show(message);
 }
 
 function signOut() {
@@ -141,17 +126,17 @@ async function start() {
     state.me = await api("GET", "/v1/me");
   } catch (error) {
     session.signOut();
-    showSignIn(error.status === 403 ? t("notAllowed") : t("signInFailed", { status: error.status ?? "?" }));
+    showSignIn(refusal(error));
     return;
   }
+  if (globalThis.Notification?.permission === "default") Notification.requestPermission();
   const me = state.me;
-  $("sign-in-view").hidden = true;
+  signInView.hide();
   $("bench").hidden = false;
   $("who").hidden = false;
   $("who-name").textContent = `${me.name} (${me.id})`;
   $("list-heading").textContent = isAgent() ? t("myConversations") : t("groupConversations");
   $("wallboard-link").hidden = !oversees();
-  $("presence").parentElement.classList.toggle("no-presence", me.role === "admin");
   $("presence").hidden = me.role === "admin";
   document.querySelector('label[for="presence"]').hidden = me.role === "admin";
   const groups = $("transfer-group");
@@ -265,11 +250,12 @@ async function feedEvent(type, data) {
     return;
   }
   if (!known) {
+    // Only an assignment brings a conversation in: the rest of an unknown one's events are
+    // of one it held before (a rating that expired after the close, say).
+    if (type !== "conversation.assigned" || data.data?.agent_id !== state.me.id) return;
     const record = await loadConversation(id);
-    if (type === "conversation.assigned") {
-      const text = data.data?.transferred ? "transferredIn" : "newConversation";
-      banner(t(text, { customer: customerLabel(record.view) }));
-    }
+    const text = data.data?.transferred ? "transferredIn" : "newConversation";
+    banner(t(text, { customer: customerLabel(record.view) }));
   } else {
     await state.loading.get(id);
     addEvent(id, data);
@@ -363,7 +349,7 @@ function listItem(record) {
   if (oversees() && view.agent_name && view.state !== "queued") details.push(view.agent_name);
   if (view.state === "closed") details.push(t("closed"));
   button.append(element("span", { className: "details", text: details.filter(Boolean).join(" · ") }));
-  const unread = isAgent() ? unreadOf(record) : 0;
+  const unread = isAgent() && view.state === "active" ? unreadOf(record) : 0;
   if (unread) button.append(element("span", { className: "unread", text: t("unread", { count: unread }) }));
   const since = view.state === "active" ? waitingSince(record) : view.state === "queued" ? view.created_at : null;
   if (since) {
@@ -422,7 +408,7 @@ function renderChatHead() {
   $("composer").hidden = !open || (isAgent() && view.state !== "active");
   $("read-only").hidden = !state.readOnly;
   const noteOnly = oversees() || $("note-mode").checked;
-  $("composer").classList.toggle("note", noteOnly);
+  $("composer").classList.toggle("noting", noteOnly);
   $("composer-label").textContent = noteOnly ? t("noteComposer") : t("composer");
   $("send-button").textContent = noteOnly ? t("addNote") : t("send");
 }
@@ -568,7 +554,6 @@ function renderCanned() {
   const list = $("canned");
   const replies = state.canned.replies;
   list.hidden = false;
-  $("composer-text").setAttribute("aria-expanded", "true");
   if (replies.length === 0) {
     list.replaceChildren(element("li", { className: "hint", text: t("noCannedReply"), attrs: { role: "option", "aria-disabled": "true", id: "canned-none" } }));
     return;
@@ -591,7 +576,6 @@ function hideCanned() {
   state.canned.replies = [];
   state.canned.asked += 1;
   $("canned").hidden = true;
-  $("composer-text").setAttribute("aria-expanded", "false");
   $("composer-text").removeAttribute("aria-activedescendant");
 }
 
@@ -765,7 +749,7 @@ async function refreshFigures() {
 
 function wire() {
   translatePage();
-  $("sign-in-form").addEventListener("submit", signIn);
+  signInView = signInForm($("sign-in-view"), { check: "/v1/me", onSignedIn: start });
   $("sign-out").addEventListener("click", signOut);
   $("presence").addEventListener("change", setPresence);
   $("composer").addEventListener("submit", send);
