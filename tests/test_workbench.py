@@ -92,7 +92,13 @@ async def test_an_agent_serves_a_customer_from_the_workbench(
 
         async with new_context(browser) as context:
             page = await context.new_page()
-            await page.goto(f"{base}/workbench/")
+            served = await page.goto(f"{base}/workbench/")
+            assert served is not None
+            headers = await served.all_headers()
+            assert "script-src 'self';" in headers["content-security-policy"]
+            assert "connect-src 'self';" in headers["content-security-policy"]
+            assert headers["x-content-type-options"] == "nosniff"
+            assert headers["referrer-policy"] == "no-referrer"
             await shown(page.get_by_role("heading", name="Sign in")).to_be_visible()
             await _looked_at(page, "workbench-sign-in")
             await _sign_in(page, base, "/workbench/", alice.token)

@@ -336,7 +336,10 @@ function renderList() {
     for (const record of members) ul.append(listItem(record));
     nodes.push(ul);
   }
+  // Re-rendered every few seconds: keyboard focus stays on the conversation it was on.
+  const focused = document.activeElement?.closest?.("#conversation-list button")?.dataset.id;
   list.replaceChildren(...nodes);
+  if (focused) list.querySelector(`button[data-id="${CSS.escape(focused)}"]`)?.focus();
 }
 
 function listItem(record) {
@@ -712,7 +715,7 @@ function renderHistory(container, past) {
   const list = element("ul", { className: "history" });
   for (const item of past) {
     const when = new Date(item.created_at).toLocaleString();
-    const summary = [when, item.skill_group, item.agent_name, item.close_reason ?? t(item.state)];
+    const summary = [when, item.skill_group, item.agent_name, item.close_reason ? t(`reason_${item.close_reason}`) : t(item.state)];
     if (item.rating_score) summary.push("★".repeat(item.rating_score));
     const open = element("button", { className: "small", text: t("open"), attrs: { type: "button", "aria-label": `${t("open")}: ${when}` } });
     open.addEventListener("click", () => openReadOnly(item.id).catch(failed));

@@ -101,6 +101,13 @@ const TEXTS = {
     linkOverflowed: "overflowed today",
     noTemporalUi: "No Temporal UI address is set (SWITCHBOARD_TEMPORAL_UI_URL).",
     stateLabel: "State: {state}",
+    reason_agent_closed: "closed by the agent",
+    reason_visitor_closed: "closed by the visitor",
+    reason_admin_closed: "closed by the service team",
+    reason_idle_timeout: "closed for inactivity",
+    reason_abandoned: "abandoned",
+    reason_overflow: "overflowed",
+    reason_out_of_hours: "out of hours",
   },
   zh: {
     title: "Switchboard 工作台",
@@ -200,6 +207,13 @@ const TEXTS = {
     linkOverflowed: "今日溢出",
     noTemporalUi: "未设置 Temporal UI 地址（SWITCHBOARD_TEMPORAL_UI_URL）。",
     stateLabel: "状态：{state}",
+    reason_agent_closed: "客服结束",
+    reason_visitor_closed: "访客结束",
+    reason_admin_closed: "服务团队结束",
+    reason_idle_timeout: "超时关闭",
+    reason_abandoned: "访客放弃",
+    reason_overflow: "溢出",
+    reason_out_of_hours: "非服务时间",
   },
 };
 
