@@ -133,7 +133,7 @@ async function start() {
   const me = state.me;
   signInView.hide();
   $("bench").hidden = false;
-  $("who").hidden = false;
+  $("who").hidden = me.role !== "admin";
   $("who-name").textContent = `${me.name} (${me.id})`;
   $("list-heading").textContent = isAgent() ? t("myConversations") : t("groupConversations");
   $("wallboard-link").hidden = !oversees();
@@ -146,6 +146,7 @@ async function start() {
   if (me.role !== "admin") {
     const agent = await api("GET", `/v1/agents/${encodeURIComponent(me.id)}`);
     $("presence").value = agent.status;
+    $("who").hidden = false; // the status shown is the agent's before it can be changed
     if (isAgent()) await startAgent(agent);
   }
   if (oversees()) {
