@@ -17,6 +17,8 @@ COPY workflows workflows
 COPY activities activities
 COPY api api
 COPY config config
+# The web pages the API serves (api/pages.py): plain HTML, CSS and ES modules.
+COPY web web
 # Every top-level module (worker.py, settings.py, …): tests/test_compose.py checks none is missed.
 # The processes run from here (WORKDIR), so the application itself needs no install.
 COPY *.py ./

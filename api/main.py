@@ -21,6 +21,7 @@ from api.deps import TOO_DEEP, Services, principal_at_door, refuse_unstorable_in
 from api.engine import answer_engine_errors
 from api.limits import FrontDoor, Limits, answer_invalid_input
 from api.observability import RequestContext, bind_path_ids, request_latency
+from api.pages import mount_pages
 from api.routes import (
     admin,
     agents,
@@ -30,6 +31,7 @@ from api.routes import (
     customers,
     health,
     left_messages,
+    me,
     monitor,
     stream_tickets,
     visitor_tokens,
@@ -197,6 +199,9 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(stream_tickets.router)
     app.include_router(assist.router)
     app.include_router(codec.router)
+    app.include_router(me.router)
+    # The agents' workbench and the supervisors' wallboard (static pages on the public API).
+    mount_pages(app, "workbench", "wallboard")
     return app
 
 

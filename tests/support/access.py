@@ -100,6 +100,13 @@ ACCESS: dict[tuple[str, str], Route] = {
         frozenset({Caller.APP, Caller.ADMIN}), body={"customer_id": "matrix"}
     ),
     ("GET", "/v1/conversations/{conversation_id}"): Route(ITS_SIDES_OR_STAFF),
+    # Each supervisor lists their own groups' (tests/test_staff.py: another group's is 403).
+    ("GET", "/v1/conversations"): Route(ADMIN_ONLY | SUPERVISORS),
+    # Any staff token says whose it is (the workbench signs in with it).
+    ("GET", "/v1/me"): Route(
+        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
+        | SUPERVISORS
+    ),
     ("PATCH", "/v1/conversations/{conversation_id}/attributes"): Route(
         frozenset({Caller.APP, Caller.ADMIN}), body={"attributes": {"membership": "gold"}}
     ),
