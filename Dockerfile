@@ -17,7 +17,8 @@ COPY workflows workflows
 COPY activities activities
 COPY api api
 COPY config config
-# The web pages the API serves (the widget; the demo is not served in production).
+# The web pages the API serves (api/pages.py): plain HTML, CSS and ES modules (the demo
+# page is not served in production).
 COPY web web
 # Every top-level module (worker.py, settings.py, …): tests/test_compose.py checks none is missed.
 # The processes run from here (WORKDIR), so the application itself needs no install.

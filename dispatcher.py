@@ -1,6 +1,7 @@
 """The dispatcher: assign waiting conversations in the database, then tell each workflow its
 agent through the gateway; and the reconciler, the safety net for a trigger or a signal lost to
-a crash: assignments, messages, and workflows that never started.
+a crash: assignments, messages, and workflows that never started. Its pass also sets away the
+online agents whose workbench has held no stream for the presence timeout.
 
 Its triggers are in the API (an agent comes online) and in the activities (a conversation
 queues, an agent's load drops), and the worker runs the pass: so it lives beside them, at the
@@ -22,6 +23,7 @@ from temporalio.common import MetricMeter
 from domain.errors import ConversationEnded, EngineUnavailable
 from domain.policy import PolicySource
 from domain.types import MessagePosted
+from store.agents import set_away_the_absent
 from store.assignment import (
     NewAssignment,
     announce,
@@ -85,6 +87,7 @@ class Repairs:
     assignment_signals: int = 0  # assignments their workflows had not recorded, told again
     message_signals: int = 0  # newest messages their workflows had not been told of
     workflows_started: int = 0  # conversations whose workflow never started
+    agents_away: int = 0  # online agents with no stream for the presence timeout, set away
 
     def total(self) -> int:
         return sum(astuple(self))
@@ -124,6 +127,15 @@ class Reconciler:
 
     async def reconcile(self) -> Repairs:
         repairs = Repairs()
+        # Before the assignments: an absent agent is given nothing more in this pass.
+        away = await asyncio.to_thread(
+            set_away_the_absent,
+            self.db,
+            presence_timeout=self.policy.current().agents.presence_timeout,
+        )
+        for agent_id in away:
+            log.info("agent %s set away: no stream open for the presence timeout", agent_id)
+        repairs.agents_away = len(away)
         groups = await asyncio.to_thread(waiting_groups, self.db)
         made = await assign_and_notify(db=self.db, client=self.client, skill_groups=groups)
         repairs.assignments = len(made)

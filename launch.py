@@ -158,6 +158,8 @@ def main() -> int:
         asyncio.run(_prepare_temporal(settings, temporal, time.monotonic() + 60))
         log.info("Temporal UI at http://127.0.0.1:%s", settings.ui_port)
         children.append(("worker", _start("worker", [sys.executable, "worker.py"])))
+        # The wallboard links to this dev server's UI, on whatever port it was given.
+        os.environ.setdefault("SWITCHBOARD_TEMPORAL_UI_URL", f"http://127.0.0.1:{settings.ui_port}")
         api = ["api.main:app", "--host", settings.api_host, "--port", str(settings.api_port)]
         children.append(("api", _start("api", [sys.executable, "-m", "uvicorn", *api])))
         log.info(

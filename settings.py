@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     ui_port: int = Field(default=8233, ge=1, le=65535)
     temporal_db: Path = DATA_DIR / "temporal.db"
+    # Where supervisors open the Temporal UI (the wallboard links to it; "" for no links):
+    # `make run`'s by default, docker-compose's is http://<host>:8080.
+    temporal_ui_url: str = Field(default="http://127.0.0.1:8233", pattern=r"^$|^https?://\S+$")
     # Browsers: the origins whose pages may call the API (comma-separated; none by default),
     # and how long a stream ticket (an EventSource's credential, in its URL) stays valid.
     cors_origins: Annotated[list[str], NoDecode] = []

@@ -69,9 +69,9 @@ def cache_workflow_bytecode() -> None:
     """The workflow sandbox imports workflows/ afresh for every workflow run it starts (a new
     conversation, or one evicted from the cache that wakes up). Where Python writes no bytecode
     (PYTHONDONTWRITEBYTECODE, as the Dockerfile sets; a read-only install) each such import
-    compiled workflows/conversation.py from source: about 3.5 ms of the worker's CPU per run
-    (bench/ B4 starts 10,000). Compile it once into a private bytecode cache instead, which
-    imports read from (other modules are read from, and compiled, as before)."""
+    would compile workflows/conversation.py from source (bench/ B4 starts 10,000 runs; the
+    behaviour in workflows/machine.py is imported once). Compile workflows/ once into a
+    private bytecode cache instead, which imports read from."""
     if not sys.dont_write_bytecode:
         return  # Python caches the bytecode beside the sources itself
     sys.pycache_prefix = str(Path(tempfile.gettempdir()) / f"switchboard-pycache-{os.getuid()}")

@@ -72,8 +72,8 @@ class Principal:
     id: str
     conversation_id: str | None = None  # visitors only
     skill_groups: frozenset[str] = frozenset()  # supervisors only: the groups they oversee
-    # Agents only: the hash of the token they came with (or that asked for their ticket), so a
-    # stream they opened ends once that token is replaced.
+    # Agents and supervisors: the hash of the token they came with (or that asked for their
+    # ticket), so a stream they opened ends once that token is replaced.
     token_hash: str | None = None
 
     @property

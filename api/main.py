@@ -21,7 +21,7 @@ from api.deps import TOO_DEEP, Services, principal_at_door, refuse_unstorable_in
 from api.engine import answer_engine_errors
 from api.limits import FrontDoor, Limits, answer_invalid_input
 from api.observability import RequestContext, bind_path_ids, request_latency
-from api.pages import WEB_ROOT, PageFiles, demo_headers, widget_headers
+from api.pages import demo_headers, mount_pages, widget_headers
 from api.routes import (
     admin,
     agents,
@@ -32,6 +32,7 @@ from api.routes import (
     demo,
     health,
     left_messages,
+    me,
     monitor,
     stream_tickets,
     visitor_tokens,
@@ -204,13 +205,15 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(stream_tickets.router)
     app.include_router(assist.router)
     app.include_router(codec.router)
-    # The web pages (web/, static files with a strict CSP): the visitor's widget; outside
-    # production, the demo site that embeds it and its backend.
-    app.mount("/shared", PageFiles(WEB_ROOT / "shared", widget_headers(settings)), name="shared")
-    app.mount("/widget", PageFiles(WEB_ROOT / "widget", widget_headers(settings)), name="widget")
+    app.include_router(me.router)
+    # The agents' workbench and the supervisors' wallboard (static pages on the public API).
+    mount_pages(app, "workbench", "wallboard")
+    # The visitor's widget (its iframe may be framed by the app's sites) and the pages' shared
+    # modules; outside production, the demo shop that embeds it, and its backend.
+    mount_pages(app, "widget", "shared", headers=widget_headers(settings))
     if settings.env != "production":
         app.include_router(demo.router)
-        app.mount("/demo", PageFiles(WEB_ROOT / "demo", demo_headers()), name="demo")
+        mount_pages(app, "demo", headers=demo_headers())
     return app
 
 

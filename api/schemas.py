@@ -26,6 +26,7 @@ from domain.types import (
     AgentStatus,
     ConversationSnapshot,
     MessageType,
+    Role,
     attributes_size,
 )
 
@@ -405,10 +406,16 @@ class EventPage(BaseModel):
 
 
 class AgentEventPublic(EventPublic):
-    """An event of one of the agent's conversations, in the agent's feed."""
+    """An event of one of the agent's conversations, or of the agent themself
+    (agent.status_changed), in the agent's feed."""
 
     agent_seq: int = Field(description="Its place in the agent's feed (the stream's `id:`)")
-    conversation_id: str
+    conversation_id: str | None = Field(
+        description="The event's conversation; null for the agent's own (agent.status_changed)"
+    )
+    seq: int | None = Field(  # type: ignore[assignment]
+        description="Its seq in the conversation; null for the agent's own events"
+    )
 
 
 class AgentEventPage(BaseModel):
@@ -529,10 +536,33 @@ class SkillGroupMonitor(BaseModel):
     average_rating_today: float | None = Field(description="Their average score, 1 to 5")
 
 
+class TemporalUiPublic(BaseModel):
+    url: str = Field(description="The Temporal UI's address (SWITCHBOARD_TEMPORAL_UI_URL)")
+    namespace: str = Field(description="The namespace the conversations' workflows run in")
+
+
 class MonitorPublic(BaseModel):
     at: datetime = Field(description="When the figures were read")
     day_started_at: datetime = Field(description="Start of today (UTC) for the *_today figures")
     skill_groups: list[SkillGroupMonitor] = Field(description="Every group of the policy")
+    temporal_ui: TemporalUiPublic | None = Field(
+        default=None,
+        description="Where a wallboard links to the conversations' workflows (null: no UI set)",
+    )
+
+
+# --- the caller -----------------------------------------------------------------------------
+
+
+class CallerPublic(BaseModel):
+    """Who a staff token belongs to: what a workbench signed in with it needs first."""
+
+    role: Role
+    id: str = Field(description="The agent's id (`admin` for the admin token)")
+    name: str
+    skill_groups: list[str] = Field(
+        description="An agent's or supervisor's groups; an admin's: every group of the policy"
+    )
 
 
 # --- stream tickets -------------------------------------------------------------------------

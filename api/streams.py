@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -30,7 +30,9 @@ from store.conversations import conversation_events
 from store.db import Database, unavailable
 from store.events import (
     NOTIFY_CHANNEL,
+    AgentOwnEvent,
     EventView,
+    FeedEvent,
     agent_stream_key,
     conversations_since,
     feed_positions,
@@ -152,18 +154,27 @@ class StreamSlots:
 
 
 class _StreamResponse(EventSourceResponse):
-    """An SSE response that runs `on_close` when it ends, however it ends."""
+    """An SSE response that runs `while_open` beside it (cancelled when it ends) and
+    `on_close` when it ends, however it ends."""
 
     def __init__(
-        self, *args: Any, on_close: Callable[[], None] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        on_close: Callable[[], None] | None = None,
+        while_open: Callable[[], Awaitable[None]] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._on_close = on_close
+        self._while_open = while_open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        beside = None if self._while_open is None else asyncio.create_task(self._while_open())
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if beside is not None:
+                beside.cancel()
             if self._on_close is not None:
                 self._on_close()
 
@@ -249,8 +260,18 @@ def event_public(event: EventView) -> EventPublic:
     return EventPublic(seq=event.seq, type=event.type, at=event.at, data=event.data)
 
 
-def agent_event_public(agent_seq: int, event: EventView) -> AgentEventPublic:
-    """An event of an agent's feed, as GET /v1/agents/{id}/events and its stream show it."""
+def agent_event_public(agent_seq: int, event: FeedEvent) -> AgentEventPublic:
+    """An event of an agent's feed, as GET /v1/agents/{id}/events and its stream show it: a
+    conversation's, or the agent's own (no conversation, no seq)."""
+    if isinstance(event, AgentOwnEvent):
+        return AgentEventPublic(
+            agent_seq=agent_seq,
+            conversation_id=None,
+            seq=None,
+            type=event.type,
+            at=event.at,
+            data=event.data,
+        )
     return AgentEventPublic(
         agent_seq=agent_seq,
         conversation_id=event.conversation_id,
@@ -304,10 +325,12 @@ def event_stream(
     viewer: str,
     on_close: Callable[[], None] | None = None,
     access: AccessCheck | None = None,
+    while_open: Callable[[], Awaitable[None]] | None = None,
 ) -> EventSourceResponse:
     """The SSE response of one stream held by `viewer` (a principal's id): the log from
     `after_seq`, then live (see `tail`); `on_close` runs when the connection ends; `access` ends
-    it when the caller's access does."""
+    it when the caller's access does; `while_open` runs as long as the connection is open
+    (an agent's presence)."""
     stopping = anyio.Event()  # set when the server shuts down: end the stream cleanly
     return _StreamResponse(
         tail(
@@ -326,6 +349,7 @@ def event_stream(
         shutdown_event=stopping,
         shutdown_grace_period=settings.stream_poll_interval_seconds + 2,
         on_close=on_close,
+        while_open=while_open,
     )
 
 

@@ -46,13 +46,15 @@ def bench_policy(
     idle_close_after: str = "2m",
     rating_window: str = "24h",
 ) -> Path:
-    """One always-open group; the scenario's timeouts."""
+    """One always-open group; the scenario's timeouts. The scenarios' agents hold streams only
+    where they measure them: a day to connect keeps the others online for the whole run."""
     path.write_text(
         'default_skill_group = "general"\n'
         "[timeouts]\n"
         f'idle_warning_after = "{idle_warning_after}"\n'
         f'idle_close_after = "{idle_close_after}"\n'
         f'rating_window = "{rating_window}"\n'
+        '[agents]\npresence_timeout = "1d"\n'
         '[[skill_groups]]\nname = "general"\n'
     )
     return path

@@ -299,9 +299,16 @@ class Retention(_Strict):
     batch_size: int = Field(default=100, ge=1, le=1000)
 
 
+class Agents(_Strict):
+    # An online agent with no open stream (no workbench) this long is set away by itself:
+    # counted from their last stream's end, or from going online with none open.
+    presence_timeout: Duration = timedelta(minutes=2)
+
+
 class Policy(_Strict):
     default_skill_group: str = "general"
     timeouts: Timeouts = Timeouts()
+    agents: Agents = Agents()
     retention: Retention = Retention()
     skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
     routing: list[RoutingRule] = []

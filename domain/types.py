@@ -97,6 +97,11 @@ class AgentStatus(StrEnum):
     OFFLINE = "offline"
 
 
+# Why an agent went away by themself (agent.status_changed's `reason`): no stream of theirs was
+# open for the policy's agents.presence_timeout.
+NO_CONNECTION = "no_connection"
+
+
 class MessageType(StrEnum):
     TEXT = "text"
     IMAGE = "image"
@@ -124,6 +129,8 @@ class EventType(StrEnum):
     NOTE_CREATED = "note.created"  # staff only: an internal note, or a transfer's note
     # Staff only: the app changed what it tells of the customer (its keys, never its values).
     ATTRIBUTES_CHANGED = "conversation.attributes_changed"
+    # Of the agent, not of a conversation: on the agent's feed alone.
+    AGENT_STATUS_CHANGED = "agent.status_changed"
 
 
 class Audience(StrEnum):

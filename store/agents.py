@@ -1,24 +1,32 @@
 """Agents: created, changed, deactivated and given new tokens by an admin; their status, their
-conversations and their feed.
+presence, their conversations and their feed.
 
 A change that must not race an assignment (deactivation, a lower or higher capacity, other
 groups) locks the agent's row first, as an assignment's capacity check does (store/assignment.py:
 the agent's row before the conversation's); what it then reads of the conversations it does
-not lock."""
+not lock.
+
+An agent is present while a workbench holds their stream: each open stream of theirs writes
+`last_seen_at` (api/presence.py), and so does their going online. An online agent whose last
+sign is older than the policy's presence timeout is set away by the worker's reconciliation
+pass (`set_away_the_absent`), which checks that sign again in the transaction that sets them
+away: an agent whose stream came back meanwhile stays online.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from domain.types import AgentStatus, ConversationState, Role
+from domain.types import NO_CONNECTION, AgentStatus, ConversationState, EventType, Role
 from store.assignment import agent_skill_groups
 from store.conversations import ConversationView, view_in
 from store.db import Database
-from store.events import EventView, agent_events_after, agent_feed_seq
-from store.models import Agent, AgentFeed, AgentSkill, Conversation
+from store.events import FeedEvent, agent_events_after, agent_feed_seq, append_agent_event
+from store.models import Agent, AgentFeed, AgentSkill, Conversation, utcnow
 
 
 class AgentNotFound(LookupError):
@@ -172,14 +180,17 @@ def view_agent(db: Database, *, agent_id: str) -> AgentView:
 
 def change_agent_status(db: Database, *, agent_id: str, status: AgentStatus) -> list[str]:
     """Change the agent's status; returns the agent's skill groups (where an agent who comes
-    online may take waiting conversations). Unknown → AgentNotFound; deactivated →
-    AgentDeactivated (checked in the UPDATE itself: a request of theirs that passed before the
-    deactivation cannot bring them back online after it)."""
+    online may take waiting conversations). Going online is a sign of presence. Unknown →
+    AgentNotFound; deactivated → AgentDeactivated (checked in the UPDATE itself: a request of
+    theirs that passed before the deactivation cannot bring them back online after it)."""
+    values: dict[str, object] = {"status": status}
+    if status == AgentStatus.ONLINE:  # with no stream open, the timeout counts from now
+        values["last_seen_at"] = utcnow()
     with db.write() as session:
         changed = session.execute(
             sa.update(Agent)
             .where(col(Agent.id) == agent_id, col(Agent.disabled).is_(False))
-            .values(status=status)
+            .values(values)
         ).rowcount
         if not changed:
             if session.get(Agent, agent_id) is None:
@@ -274,6 +285,44 @@ def list_agents(
         return _agent_views(session, list(session.exec(query).all()))
 
 
+def note_presence(db: Database, *, agent_id: str) -> None:
+    """A sign of the agent's workbench now: a stream of theirs is open, or has just closed."""
+    with db.write_connection() as connection:
+        connection.execute(
+            sa.update(Agent).where(col(Agent.id) == agent_id).values(last_seen_at=utcnow())
+        )
+
+
+def set_away_the_absent(db: Database, *, presence_timeout: timedelta) -> list[str]:
+    """Set away each online agent with no sign of presence for `presence_timeout` (no stream
+    open, nor going online, since), with an agent.status_changed (reason no_connection) on
+    their feed; each in a transaction of their own that checks the sign again (a stream
+    that came back meanwhile keeps the agent online). The ids of those set away."""
+    absent = sa.and_(
+        col(Agent.status) == AgentStatus.ONLINE,
+        col(Agent.last_seen_at) < utcnow() - presence_timeout,
+    )
+    with db.read() as session:
+        candidates = session.exec(select(Agent.id).where(absent).order_by(col(Agent.id))).all()
+    away = []
+    for agent_id in candidates:
+        with db.write_connection() as connection:
+            changed = connection.execute(
+                sa.update(Agent)
+                .where(col(Agent.id) == agent_id, absent)
+                .values(status=AgentStatus.AWAY)
+            ).rowcount
+            if changed:
+                append_agent_event(
+                    connection,
+                    agent_id=agent_id,
+                    type=EventType.AGENT_STATUS_CHANGED,
+                    data={"status": AgentStatus.AWAY, "reason": NO_CONNECTION},
+                )
+                away.append(agent_id)
+    return away
+
+
 def agent_conversations(
     db: Database, *, agent_id: str, state: ConversationState, limit: int
 ) -> list[ConversationView]:
@@ -290,7 +339,7 @@ def agent_conversations(
 
 def agent_feed(
     db: Database, *, agent_id: str, after_seq: int, limit: int
-) -> list[tuple[int, EventView]]:
+) -> list[tuple[int, FeedEvent]]:
     """Up to `limit` entries of the agent's feed after `after_seq`: (feed seq, event)."""
     with db.read() as session:
         return agent_events_after(session, agent_id=agent_id, after_seq=after_seq, limit=limit)

@@ -229,6 +229,29 @@ def customer_history(db: Database, *, customer_id: str, limit: int) -> list[Past
         return [PastConversation(conversation, name) for conversation, name in rows]
 
 
+def group_conversations(
+    db: Database, *, skill_groups: list[str], states: list[ConversationState], limit: int
+) -> list[ConversationView]:
+    """The conversations in these groups and states, for those who oversee the groups: the
+    longest waiting first (a queued one since it first queued), then the earliest assigned."""
+    with db.read() as session:
+        conversations = session.exec(
+            select(Conversation)
+            .where(
+                col(Conversation.skill_group).in_(skill_groups),
+                col(Conversation.state).in_(states),
+            )
+            .order_by(
+                col(Conversation.state).desc(),  # queued before active
+                col(Conversation.queued_at),
+                col(Conversation.assigned_at),
+                col(Conversation.id),
+            )
+            .limit(limit)
+        ).all()
+        return [view_in(session, conversation) for conversation in conversations]
+
+
 def unstarted_conversations(
     db: Database, *, older_than: timedelta, limit: int
 ) -> list[Conversation]:

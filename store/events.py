@@ -1,6 +1,7 @@
 """The one event writer: every event of a conversation gets the next seq, without gaps, and
 goes into the feed of the agent who holds the conversation (each agent's feed has its own
-gapless seq, so the agent's stream resumes from one number)."""
+gapless seq, so the agent's stream resumes from one number). An event of the agent themself
+(agent.status_changed) goes into their feed alone."""
 
 from __future__ import annotations
 
@@ -134,6 +135,26 @@ def append_event(
     return event
 
 
+def append_agent_event(
+    connection: sa.Connection,
+    *,
+    agent_id: str,
+    type: str,
+    data: dict[str, Any],
+    at: datetime | None = None,
+) -> int:
+    """Write an event of the agent themself, of no conversation, into their feed (kept in
+    the feed's entry: no other feed has it), inside the caller's transaction; its feed seq."""
+    seq = next_agent_seq(connection, agent_id)
+    connection.execute(
+        _INSERT_AGENT_EVENT,
+        {"agent_id": agent_id, "seq": seq, "type": type, "at": at or utcnow(), "data": data},
+    )
+    if connection.dialect.name == "postgresql":
+        connection.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "key": agent_stream_key(agent_id)})
+    return seq
+
+
 def change_state(
     session: Session,
     *,
@@ -232,15 +253,14 @@ class EventView:
     data: dict[str, Any]
 
 
-# The event and, for a message's event, the message's text.
-_EVENT_WITH_TEXT = sa.select(Event, col(Message.content)).outerjoin(
-    Message,
-    sa.and_(
-        col(Message.conversation_id) == col(Event.conversation_id),
-        col(Message.seq) == col(Event.seq),
-        col(Event.type) == EventType.MESSAGE_CREATED,
-    ),
+# A message's event's message (an outer join: other events have none).
+_MESSAGE_OF_EVENT = sa.and_(
+    col(Message.conversation_id) == col(Event.conversation_id),
+    col(Message.seq) == col(Event.seq),
+    col(Event.type) == EventType.MESSAGE_CREATED,
 )
+# The event and, for a message's event, the message's text.
+_EVENT_WITH_TEXT = sa.select(Event, col(Message.content)).outerjoin(Message, _MESSAGE_OF_EVENT)
 
 
 def event_view(event: Event, content: str | None = None, *, staff: bool) -> EventView:
@@ -265,19 +285,53 @@ def events_after(
     return [event_view(event, content, staff=staff) for event, content in rows]
 
 
+@dataclass(frozen=True)
+class AgentOwnEvent:
+    """An event of the agent themself in their feed, of no conversation (agent.status_changed)."""
+
+    type: str
+    at: datetime
+    data: dict[str, Any]
+
+
+FeedEvent = EventView | AgentOwnEvent
+
+# An agent's feed: its entries, each with its conversation's event (and, for a message's
+# event, the message's text), or none for the agent's own events.
+_FEED = (
+    sa.select(
+        col(AgentEvent.seq),
+        col(AgentEvent.type),
+        col(AgentEvent.at),
+        col(AgentEvent.data),
+        Event,
+        col(Message.content),
+    )
+    .select_from(AgentEvent)
+    .outerjoin(Event, col(Event.id) == col(AgentEvent.event_id))
+    .outerjoin(Message, _MESSAGE_OF_EVENT)
+)
+
+
 def agent_events_after(
     session: Session, *, agent_id: str, after_seq: int, limit: int
-) -> list[tuple[int, EventView]]:
-    """A page of an agent's feed, in its seq order: (feed seq, the conversation's event, as
-    staff read it)."""
+) -> list[tuple[int, FeedEvent]]:
+    """A page of an agent's feed, in its seq order: (feed seq, the conversation's event as
+    staff read it, or the agent's own event)."""
     rows = session.execute(
-        _EVENT_WITH_TEXT.add_columns(col(AgentEvent.seq))
-        .join(AgentEvent, col(Event.id) == col(AgentEvent.event_id))
-        .where(col(AgentEvent.agent_id) == agent_id, col(AgentEvent.seq) > after_seq)
+        _FEED.where(col(AgentEvent.agent_id) == agent_id, col(AgentEvent.seq) > after_seq)
         .order_by(col(AgentEvent.seq))
         .limit(limit)
     )
-    return [(seq, event_view(event, content, staff=True)) for event, content, seq in rows]
+    return [
+        (
+            seq,
+            AgentOwnEvent(own_type, own_at, own_data or {})
+            if event is None
+            else event_view(event, content, staff=True),
+        )
+        for seq, own_type, own_at, own_data, event, content in rows
+    ]
 
 
 def agent_feed_seq(session: Session, agent_id: str) -> int:

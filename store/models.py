@@ -52,6 +52,10 @@ class Agent(SQLModel, table=True):
     # Conversations currently assigned: checked and changed only inside the assignment transaction.
     active_count: int = 0
     last_assigned_at: datetime | None = _at(nullable=True, default=None)
+    # The last sign of the agent's workbench: their going online, or a beat of a stream of
+    # theirs (written while it is open and as it closes). Online with none for the presence
+    # timeout → away (store/agents.py). Never null once written (the column came later).
+    last_seen_at: datetime | None = _at(nullable=True, default_factory=utcnow)
     created_at: datetime = _at(default_factory=utcnow)
 
 
@@ -232,12 +236,20 @@ class AgentFeed(SQLModel, table=True):
 
 
 class AgentEvent(SQLModel, table=True):
-    """One entry of an agent's feed: an event of a conversation the agent holds or held."""
+    """One entry of an agent's feed: an event of a conversation the agent holds or held
+    (`event_id`), or an event of the agent themself, of no conversation (agent.status_changed:
+    its `type`, `at` and `data` are kept here, since it belongs to this feed alone)."""
 
     __tablename__ = "agent_event"
+    __table_args__ = (
+        sa.CheckConstraint("(event_id IS NULL) <> (type IS NULL)", name="ck_agent_event_kind"),
+    )
     agent_id: str = Field(foreign_key="agent.id", primary_key=True, max_length=64)
     seq: int = Field(primary_key=True)
-    event_id: int = Field(foreign_key="event.id")
+    event_id: int | None = Field(default=None, foreign_key="event.id")
+    type: str | None = Field(default=None, max_length=64)
+    at: datetime | None = _at(nullable=True, default=None)
+    data: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
 
 
 class AdminAction(SQLModel, table=True):

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from domain.types import AgentStatus, CloseReason, EventType
+from domain.types import AgentStatus, CloseReason, EventType, Role
 from store.db import Database
 from store.models import Agent, AgentSkill, Assignment, Conversation, Event, QueueEntry
 
@@ -106,7 +106,8 @@ def skill_group_figures(
             _sum_where(online, col(Agent.max_concurrent)),
         )
         .join(Agent, col(Agent.id) == col(AgentSkill.agent_id))
-        .where(agent_group.in_(groups))
+        # Those who serve: a supervisor oversees the group, and takes none of its load.
+        .where(agent_group.in_(groups), col(Agent.role) == Role.AGENT)
         .group_by(agent_group)
     ):
         found[group].update(

@@ -41,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from temporalio.testing import WorkflowEnvironment
 
 from api.deps import MAX_JSON_DEPTH
-from tests.support.access import ACCESS, ANYONE, Route, make_subject
+from tests.support.access import ACCESS, callers_of, make_subject
 from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit, bearer
 from tests.support.callers import CALLBACK_GROUPS, CALLBACK_ROUTING, OWNER, Caller, World
 from tests.support.system import StartSystem, System
@@ -70,15 +70,6 @@ SETTINGS = hypothesis.settings(
     # Requests go to a live system: slow examples and filtered ones (fixed ids) are expected.
     suppress_health_check=list(HealthCheck),
 )
-
-# Whose credentials the generated requests carry: the callers a route admits.
-FUZZED_CALLERS = (Caller.ADMIN, Caller.APP, Caller.OWNER_AGENT, Caller.OWN_VISITOR)
-
-
-def callers_of(route: Route) -> list[Caller]:
-    if route.allowed == ANYONE:
-        return [Caller.NOBODY]
-    return [caller for caller in FUZZED_CALLERS if caller in route.allowed]
 
 
 def has_input(operation: schemathesis.APIOperation) -> bool:

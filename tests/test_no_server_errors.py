@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from api.deps import MAX_JSON_DEPTH
-from tests.support.access import ACCESS, ANYONE, Route, Subject, make_subject
+from tests.support.access import ACCESS, Route, Subject, callers_of, make_subject
 from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit, bearer
 from tests.support.callers import CALLBACK_GROUPS, CALLBACK_ROUTING, OWNER, Caller, World
 from tests.support.system import StartSystem, System
@@ -40,7 +40,7 @@ class Requests:
             self.subjects[route.subject] = await make_subject(self.world, route.subject)
         subject, ids = self.subjects[route.subject]
         # A route open to anyone (its credential is in its path): no token.
-        caller = Caller.NOBODY if route.allowed == ANYONE else sorted(route.allowed)[0]
+        caller = callers_of(route)[0]
         token = (
             token
             or {

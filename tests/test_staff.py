@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.api import AgentLogin, eventually
+from tests.support.api import ADMIN_TOKEN, APP_KEY, AgentLogin, eventually
 from tests.support.system import System
 
 ATTRIBUTES = {
@@ -145,10 +145,14 @@ async def test_a_supervisor_oversees_their_groups_and_only_those(system: System)
     assert [c["id"] for c in history.json()] == [cid]
     noted = await system.add_note(cid, "Refund approved by finance", sue.token)
     assert noted.status_code == 201, noted.text
-    # Each supervisor's monitor shows their own groups.
-    assert [g["skill_group"] for g in (await system.monitor(sue.token))["skill_groups"]] == [
-        "general"
-    ]
+    # Each supervisor's monitor shows their own groups, whose figures count those who serve.
+    await system.set_status("sue", sue.token, "online")
+    [general] = (await system.monitor(sue.token))["skill_groups"]
+    assert (general["skill_group"], general["agents_online"], general["capacity"]) == (
+        "general",
+        1,
+        3,
+    )
     assert [g["skill_group"] for g in (await system.monitor(oscar.token))["skill_groups"]] == [
         "after_sales"
     ]
@@ -199,6 +203,24 @@ async def test_a_supervisor_assigns_a_waiting_conversation_to_an_agent_it_skips(
     assert handed.status_code == 200, handed.text
     await system.wait_for(cid, timeout=30, state="queued", queue_position=1)
 
+    # The supervisor lists her group's conversations, the waiting one first; not another's.
+    listed = await system.http.get("/v1/conversations", headers=_as(sue))
+    assert [(c["id"], c["state"]) for c in listed.json()] == [(cid, "queued"), (busy, "active")]
+    queued = await system.http.get(
+        "/v1/conversations", params={"state": "queued", "skill_group": "general"}, headers=_as(sue)
+    )
+    assert [(c["id"], c["queue_position"]) for c in queued.json()] == [(cid, 1)]
+    assert (await system.http.get("/v1/conversations", headers=_as(oscar))).json() == []
+    for token, params, status in (
+        (oscar.token, {"skill_group": "general"}, 403),  # not his group
+        (alice.token, {}, 403),  # agents list their own (GET /v1/agents/{id}/conversations)
+        (sue.token, {"state": "waiting"}, 422),
+    ):
+        refused = await system.http.get(
+            "/v1/conversations", params=params, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert refused.status_code == status, (params, refused.text)
+
     for token, agent_id, status in (
         (oscar.token, "alice", 403),  # not his group
         (alice.token, "alice", 403),  # agents do not assign
@@ -224,3 +246,22 @@ async def test_a_supervisor_assigns_a_waiting_conversation_to_an_agent_it_skips(
         )
 
     await eventually(told_alice, what="alice's feed tells her the assignment")
+
+
+async def test_a_staff_token_says_whose_it_is(system: System) -> None:
+    """GET /v1/me: what a workbench signed in with a token alone learns first."""
+    alice = AgentLogin(*await system.create_agent("alice", skill_groups=["general", "after_sales"]))
+    sue = AgentLogin(*await system.create_agent("sue", role="supervisor", online=False))
+    cases = (
+        (alice.token, {"role": "agent", "id": "alice", "skill_groups": ["after_sales", "general"]}),
+        (sue.token, {"role": "supervisor", "id": "sue", "skill_groups": ["general"]}),
+        (ADMIN_TOKEN, {"role": "admin", "id": "admin", "name": "Admin"}),
+    )
+    for token, expected in cases:
+        me = await system.http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200, me.text
+        assert expected.items() <= me.json().items(), me.json()
+    _, visitor = await system.start_conversation()
+    for token, status in ((visitor, 403), (APP_KEY, 403), ("agt_forged", 401)):
+        refused = await system.http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == status, refused.text

@@ -3,6 +3,7 @@ conversations, take a new token."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -21,6 +22,7 @@ from api.deps import (
     require,
     resume_after,
 )
+from api.presence import keep_present
 from api.routes import operation
 from api.routes.conversations import conversation_public
 from api.schemas import (
@@ -380,7 +382,10 @@ async def list_agent_events(
         "`conversation.typing` of the agent's conversations arrives live, without an id. "
         "A browser's EventSource, which sends no headers, passes a stream ticket as `ticket`. "
         "A deactivated agent's stream, or one opened with a token since replaced, ends with a "
-        "last `stream.ended` event (`reason`)."
+        "last `stream.ended` event (`reason`). "
+        "The agent's own stream keeps them present: online with none open for the policy's "
+        "`agents.presence_timeout`, they go away (`agent.status_changed`, `reason` "
+        "`no_connection`, on this feed) until they go online again."
     ),
     responses={
         200: {"content": {"text/event-stream": {}}},
@@ -400,6 +405,11 @@ async def stream_agent_events(
         after_seq=resume_after(start, newest=newest),
         viewer=principal.id,
         access=stream_access(services, principal),
+        # The agent's own workbench keeps them present (a supervisor's too: an agent record);
+        # an admin watching their feed does not.
+        while_open=None
+        if principal.role == Role.ADMIN
+        else partial(keep_present, services.db, services.policy, agent.id),
         # Taken last: a refused resume point holds no slot.
         on_close=services.limits.streams.take(principal.role, principal.id),
     )

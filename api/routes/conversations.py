@@ -84,6 +84,7 @@ from store.conversations import (
     SeqNotReached,
     change_attributes,
     conversation_events,
+    group_conversations,
     keep_rating_comment,
     open_conversation,
     record_read,
@@ -229,6 +230,40 @@ async def start_conversation(
     return ConversationCreated(
         **view.model_dump(), visitor_token=visitor_token(services.settings, conversation.id)
     )
+
+
+@router.get(
+    "",
+    **operation("conversations", "list"),
+    response_model=list[ConversationPublic],
+    summary="The conversations of the groups the caller oversees (a supervisor's, or any for "
+    "an admin): waiting and active ones unless a state is given, the longest waiting first",
+    responses=errors({**UNAUTHORIZED, 403: "Supervisors (of that group) and admins only"}),
+    dependencies=[require(Role.SUPERVISOR, Role.ADMIN)],
+)
+async def list_group_conversations(
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    skill_group: Annotated[
+        str | None, Query(max_length=64, description="One group (default: all the caller's)")
+    ] = None,
+    state: Annotated[
+        ConversationState | None, Query(description="One state (default: queued and active)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> list[ConversationPublic]:
+    if principal.role == Role.SUPERVISOR:
+        overseen = principal.skill_groups
+    else:
+        overseen = frozenset(services.policy.current().skill_group_names)
+    if skill_group is not None and skill_group not in overseen:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"you do not oversee {skill_group!r}")
+    groups = sorted(overseen) if skill_group is None else [skill_group]
+    states = [ConversationState.QUEUED, ConversationState.ACTIVE] if state is None else [state]
+    views = await run_in_threadpool(
+        lambda: group_conversations(services.db, skill_groups=groups, states=states, limit=limit)
+    )
+    return [conversation_public(view, staff=True) for view in views]
 
 
 @router.get(

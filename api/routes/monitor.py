@@ -16,7 +16,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentPrincipal, Services, ServicesDep, require
 from api.routes import operation
-from api.schemas import UNAUTHORIZED, MonitorPublic, SkillGroupMonitor, errors
+from api.schemas import (
+    UNAUTHORIZED,
+    MonitorPublic,
+    SkillGroupMonitor,
+    TemporalUiPublic,
+    errors,
+)
 from domain.types import Role
 from store.models import utcnow
 from store.monitor import FIGURES, day_start, read_skill_group_figures
@@ -56,7 +62,13 @@ def read_figures(services: Services, only: frozenset[str] | None = None) -> Moni
 )
 async def get_monitor(services: ServicesDep, principal: CurrentPrincipal) -> MonitorPublic:
     only = principal.skill_groups if principal.role == Role.SUPERVISOR else None
-    return await run_in_threadpool(read_figures, services, only)
+    figures = await run_in_threadpool(read_figures, services, only)
+    settings = services.settings
+    if settings.temporal_ui_url:
+        figures.temporal_ui = TemporalUiPublic(
+            url=settings.temporal_ui_url.rstrip("/"), namespace=settings.temporal_namespace
+        )
+    return figures
 
 
 def serve_metrics(registry: CollectorRegistry, address: str) -> Callable[[], None]:

@@ -48,6 +48,18 @@ ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
 ITS_STAFF = frozenset({Caller.OWNER_AGENT, Caller.SUPERVISOR, Caller.ADMIN})
 ITS_SIDES_OR_STAFF = ITS_SIDES | ITS_STAFF
 SUPERVISORS = frozenset({Caller.SUPERVISOR, Caller.OTHER_SUPERVISOR})
+# Whose credentials the input tests send (tests/test_hostile.py, test_no_server_errors.py): of
+# the callers a route admits, these, in this order (each of them holds a token of its own).
+TOKEN_HOLDERS = (Caller.ADMIN, Caller.APP, Caller.OWNER_AGENT, Caller.OWN_VISITOR)
+
+
+def callers_of(route: Route) -> list[Caller]:
+    """The token holders the route admits (no one: a route whose credential is its path)."""
+    if route.allowed == ANYONE:
+        return [Caller.NOBODY]
+    return [caller for caller in TOKEN_HOLDERS if caller in route.allowed]
+
+
 # A payload as the Temporal UI sends it to be decoded: "alice" as JSON, unencrypted.
 CODEC_BODY = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "ImFsaWNlIg=="}]}
 
@@ -88,6 +100,13 @@ ACCESS: dict[tuple[str, str], Route] = {
         frozenset({Caller.APP, Caller.ADMIN}), body={"customer_id": "matrix"}
     ),
     ("GET", "/v1/conversations/{conversation_id}"): Route(ITS_SIDES_OR_STAFF),
+    # Each supervisor lists their own groups' (tests/test_staff.py: another group's is 403).
+    ("GET", "/v1/conversations"): Route(ADMIN_ONLY | SUPERVISORS),
+    # Any staff token says whose it is (the workbench signs in with it).
+    ("GET", "/v1/me"): Route(
+        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
+        | SUPERVISORS
+    ),
     ("PATCH", "/v1/conversations/{conversation_id}/attributes"): Route(
         frozenset({Caller.APP, Caller.ADMIN}), body={"attributes": {"membership": "gold"}}
     ),

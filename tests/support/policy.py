@@ -68,15 +68,27 @@ async def the_next_closing(env: WorkflowEnvironment) -> datetime:
     return datetime.combine(now.date(), time(23, 59), tzinfo=UTC)
 
 
+# The suite's agents hold no stream but where a test is about presence (tests/test_presence.py):
+# a day to connect keeps the others online however slowly a test runs.
+DEFAULT_PRESENCE_TIMEOUT = "1d"
+
+
 def write_policy(
-    path: Path, *, groups: str = DEFAULT_GROUPS, routing: str = "", **timeouts: str
+    path: Path,
+    *,
+    groups: str = DEFAULT_GROUPS,
+    routing: str = "",
+    presence_timeout: str = DEFAULT_PRESENCE_TIMEOUT,
+    **timeouts: str,
 ) -> Path:
-    """A test policy: second-to-minute timeouts, test texts; `groups` and `routing` are TOML."""
+    """A test policy: second-to-minute timeouts, test texts; `groups` and `routing` are TOML;
+    `presence_timeout`: how long an online agent without a stream stays online."""
     values = {**DEFAULT_TIMEOUTS, **timeouts}
     path.write_text(
         'default_skill_group = "general"\n'
         "[timeouts]\n"
         + "".join(f'{key} = "{value}"\n' for key, value in values.items())
+        + f'[agents]\npresence_timeout = "{presence_timeout}"\n'
         + groups
         + routing
         + "[texts]\n"

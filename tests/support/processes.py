@@ -19,7 +19,13 @@ import pytest
 
 from settings import PROJECT_ROOT, Settings
 from tests.support.api import ApiClient
-from tests.support.policy import DEFAULT_GROUPS, UNLIMITED_REQUESTS, test_settings, write_policy
+from tests.support.policy import (
+    DEFAULT_GROUPS,
+    DEFAULT_PRESENCE_TIMEOUT,
+    UNLIMITED_REQUESTS,
+    test_settings,
+    write_policy,
+)
 
 # Nobody serves this group: after 2 seconds its conversations overflow to a left message.
 CALLBACK_GROUP = (
@@ -72,20 +78,22 @@ class Deployment:
         timeouts: dict[str, str] | None = None,
         groups: str = DEFAULT_GROUPS,
         routing: str = "",
+        presence_timeout: str = DEFAULT_PRESENCE_TIMEOUT,
         extra_env: dict[str, str] | None = None,
         api_env: dict[str, str] | None = None,
         ready: str = "/healthz",
     ) -> None:
         """`timeouts` override the policy's; `groups` and `routing` (TOML) are its skill groups
-        and routing rules besides `callback`'s; `extra_env` adds to every process's
-        environment, `api_env` to the API processes' only (say, to reach Temporal through a
-        proxy); an API is up once `ready` answers 200."""
+        and routing rules besides `callback`'s; `presence_timeout` its agents'; `extra_env`
+        adds to every process's environment, `api_env` to the API processes' only (say, to
+        reach Temporal through a proxy); an API is up once `ready` answers 200."""
         directory.mkdir(parents=True, exist_ok=True)
         policy = write_policy(
             directory / "policy.toml",
             **{**DEPLOYED_TIMEOUTS, **(timeouts or {})},
             groups=groups + CALLBACK_GROUP,
             routing=CALLBACK_ROUTING + routing,
+            presence_timeout=presence_timeout,
         )
         self.settings = test_settings(
             database_url, policy, task_queue=f"tq-{uuid.uuid4()}", address=temporal_address
