@@ -1,6 +1,6 @@
 """The visitor's widget in a real browser: started from the demo shop's page (the app's site and
-backend, as an integrator's would be), embedded with its one script tag, on the real API,
-worker and dev server. The agent's side is driven over the API.
+backend, as an integrator's would be) or a shop on its own origin, embedded with its one script
+tag, on the real API, worker and dev server. The agent's side is driven over the API.
 
 Each scenario covers a lot: a whole conversation to a rating on a phone's screen; a network drop
 and a reload in the middle of a chat, then the idle warning and the auto-close; out of hours to
@@ -20,7 +20,9 @@ from api.main import create_app
 from store.db import Database
 from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
+from tests.support.browser import serve_page
 from tests.support.pages import (
+    WIDGET_FRAME,
     accessibility_problems,
     expect_on_page,
     new_context,
@@ -30,7 +32,7 @@ from tests.support.pages import (
     widget_frame,
 )
 from tests.support.policy import DEFAULT_GROUPS, production_settings, write_policy
-from tests.support.processes import CALLBACK_GROUP, CALLBACK_ROUTING, Deployment
+from tests.support.processes import CALLBACK_GROUP, CALLBACK_ROUTING, Deployment, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -347,3 +349,43 @@ async def test_the_demo_and_its_backend_are_not_served_in_production() -> None:
         assert "frame-ancestors 'self'" in policy
         assert widget.headers["x-content-type-options"] == "nosniff"
         assert widget.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_a_shop_on_its_own_origin_embeds_the_widget_with_one_tag(
+    empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
+) -> None:
+    port = free_port()
+    shop = f"http://127.0.0.1:{port}"
+    deployment = deploy(empty_db.url, timeouts=CALM, extra_env={"SWITCHBOARD_CORS_ORIGINS": shop})
+    site = deployment.urls[0]
+    async with deployment.client() as api, new_context(browser) as visitor:
+        alice = await api.create_agent("alice")
+        # The shop's backend started the conversation and renders the tag with what it got.
+        visit = await api.start_conversation("customer-shop")
+        tag = (
+            f'<script src="{site}/widget/embed.js" data-open="true" '
+            f'data-conversation-id="{visit.conversation_id}" '
+            f'data-visitor-token="{visit.token}"></script>'
+        )
+        html = f'<!doctype html><html lang="en"><title>A shop</title><h1>A shop</h1>{tag}</html>'
+        with serve_page(html, port):
+            page = await visitor.new_page()
+            await page.goto(f"{shop}/")
+            widget = await widget_frame(page)
+            await shows(widget, "#status", "You are chatting with Alice")
+            await api.say(visit.conversation_id, alice.token, "Welcome to the shop!")
+            await shows(widget, "#transcript", "Welcome to the shop!")
+            # Nothing of the token in the widget's address: it came by postMessage.
+            assert visit.token not in widget.url
+
+            # The same page on an origin the API does not list: the browser refuses to frame
+            # the widget there (frame-ancestors), so no page of a stranger's shows the chat.
+            stranger = await visitor.new_page()
+            await stranger.goto(f"http://localhost:{port}/")
+            element = await stranger.wait_for_selector(WIDGET_FRAME, state="attached")
+            framed = await element.content_frame()
+            assert framed is not None
+            await framed.wait_for_url(lambda url: url != "about:blank")  # it tried the widget
+            await framed.wait_for_load_state()
+            assert framed.url.startswith("chrome-error:")  # refused, as Chromium shows it
+            assert await framed.query_selector("#status") is None
