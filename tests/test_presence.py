@@ -265,6 +265,8 @@ async def _placed(api: ApiClient, conversation_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
+# The sweep's store work runs on both databases above, and with two APIs on PostgreSQL below.
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 async def test_an_agent_is_online_while_their_stream_is_open_and_away_once_it_is_gone(
     db: Database, deploy: Callable[..., Deployment]
 ) -> None:

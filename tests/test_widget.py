@@ -26,6 +26,7 @@ from tests.support.pages import (
     accessibility_problems,
     expect_on_page,
     new_context,
+    on_sqlite_alone,
     scrolls_sideways,
     shows,
     start_demo_chat,
@@ -60,6 +61,7 @@ async def transcript(frame: Frame | Page) -> list[str]:
     return await frame.locator("#transcript .message .text").all_inner_texts()
 
 
+@on_sqlite_alone("empty_db")
 async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
     empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
 ) -> None:
@@ -169,6 +171,7 @@ async def _conversation(deployment: Deployment, cid: str) -> dict[str, Any]:
         return await api.conversation(cid)
 
 
+@on_sqlite_alone("empty_db")
 async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat_idles_out(
     empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
 ) -> None:
@@ -294,6 +297,7 @@ def _closed_today() -> str:
     )
 
 
+@on_sqlite_alone("empty_db")
 async def test_out_of_hours_the_visitor_leaves_a_message_for_the_team_in_chinese(
     empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
 ) -> None:
@@ -351,6 +355,7 @@ async def test_the_demo_and_its_backend_are_not_served_in_production() -> None:
         assert widget.headers["referrer-policy"] == "no-referrer"
 
 
+@on_sqlite_alone("empty_db")
 async def test_a_shop_on_its_own_origin_embeds_the_widget_with_one_tag(
     empty_db: Database, deploy: Callable[..., Deployment], browser: Browser
 ) -> None:

@@ -21,7 +21,7 @@ from playwright.async_api import expect as shown
 
 from store.db import Database
 from tests.support.api import AgentLogin, ApiClient, eventually, expect
-from tests.support.pages import accessibility_problems, new_context
+from tests.support.pages import accessibility_problems, new_context, on_sqlite_alone
 from tests.support.policy import STAFF_ASSIST, add_to_policy
 from tests.support.processes import Deployment
 
@@ -77,6 +77,7 @@ async def _online(api: ApiClient, agent_id: str) -> None:
     await eventually(is_online, what=f"{agent_id} online")
 
 
+@on_sqlite_alone("db")
 async def test_an_agent_serves_a_customer_from_the_workbench(
     deployment: Deployment, browser: Browser
 ) -> None:
@@ -201,6 +202,7 @@ async def test_an_agent_serves_a_customer_from_the_workbench(
             assert await page.evaluate("sessionStorage.length") == 0
 
 
+@on_sqlite_alone("db")
 async def test_a_transfer_between_two_workbenches_carries_a_note_the_visitor_never_reads(
     deployment: Deployment, browser: Browser
 ) -> None:
@@ -247,6 +249,7 @@ async def test_a_transfer_between_two_workbenches_carries_a_note_the_visitor_nev
         assert TRANSFER_NOTE in json.dumps(await api.events(cid, bob.token))
 
 
+@on_sqlite_alone("db")
 async def test_a_supervisor_watches_the_wallboard_and_assigns_a_waiting_conversation(
     deployment: Deployment, browser: Browser
 ) -> None:
