@@ -4,7 +4,7 @@
 /** A request the API answered with an error (status and detail), or that never arrived (status 0). */
 export class ApiError extends Error {
   constructor(status, detail, retryAfter) {
-    super(typeof detail === "string" ? detail : `HTTP ${status}`);
+    super(describe(status, detail));
     this.status = status;
     this.detail = detail;
     this.retryAfter = retryAfter;
@@ -14,6 +14,23 @@ export class ApiError extends Error {
   get retriable() {
     return this.status === 0 || this.status === 429 || this.status >= 500;
   }
+}
+
+/** An error's detail in words: the API's own, the first of a validation's, or the status. */
+function describe(status, detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && typeof detail[0]?.msg === "string") return detail[0].msg;
+  return `HTTP ${status}`;
+}
+
+/** A query string from `params`, leaving out those without a value ("" when none is left). */
+export function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") search.set(key, value);
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
 }
 
 export class Api {
@@ -55,15 +72,18 @@ export class Api {
   }
 
   /**
-   * Follow a stream (`/v1/conversations/{id}/stream`): each event with an `id:` is handed to
-   * `onEvent(type, data)` once, in order, from after `afterSeq`; live-only events (typing)
-   * too. A dropped connection, an expired ticket or a stream the server ended is opened again
+   * Follow a stream (`/v1/conversations/{id}/stream`, or an agent's feed with `position`
+   * answering an event's `agent_seq`): each stored event is handed to `onEvent(type, data)`
+   * once, in order, from after `afterSeq`; live-only events (typing, without a position) too. A dropped connection, an expired ticket or a stream the server ended is opened again
    * with a new ticket after the last seq seen: nothing missed, nothing twice. `onStatus(live)`
    * says whether the stream is connected; `onEnded(reason)` is called when access has ended
    * (the stream is then not reopened). Answers an object whose `close()` stops it and whose
    * `reconnect()` opens it again at once (when the network is back).
    */
-  follow(path, { afterSeq = 0, types, onEvent, onStatus = () => {}, onEnded = () => {} }) {
+  follow(
+    path,
+    { afterSeq = 0, types, onEvent, onStatus = () => {}, onEnded = () => {}, position = (data) => data.seq },
+  ) {
     let last = afterSeq;
     let source = null;
     let stopped = false;
@@ -73,11 +93,12 @@ export class Api {
 
     const handle = (event) => {
       const data = JSON.parse(event.data);
-      // A stored event has its seq (lastEventId sticks to the last one: useless here); a
+      // A stored event has its position (lastEventId sticks to the last one: useless here); a
       // live-only one (typing) has none and is never replayed.
-      if (typeof data.seq === "number") {
-        if (data.seq <= last) return; // a replay of what was shown already
-        last = data.seq;
+      const at = position(data);
+      if (typeof at === "number") {
+        if (at <= last) return; // a replay of what was shown already
+        last = at;
       }
       delay = 500;
       onEvent(event.type, data);

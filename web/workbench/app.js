@@ -178,16 +178,19 @@ async function startAgent(agent) {
   renderList();
   state.feed = follow(`/v1/agents/${encodeURIComponent(agent.id)}/stream`, {
     after: agent.feed_seq,
+    position: (data) => data.agent_seq,
     types: STREAM_TYPES,
     onEvent: (type, data) => feedEvent(type, data).catch(failed),
-    onState: streamState,
+    onState: (kind) => {
+      streamState(kind);
+      if (kind === "ended") signOut(); // the token was replaced or the agent deactivated
+    },
   });
 }
 
 function streamState(kind) {
   if (kind === "lost") $("typing").textContent = t("streamLost");
-  if (kind === "open" && $("typing").textContent === t("streamLost")) $("typing").textContent = "";
-  if (kind === "ended") signOut();
+  if (kind !== "lost" && $("typing").textContent === t("streamLost")) $("typing").textContent = "";
 }
 
 async function loadEvents(id, after = 0) {
