@@ -87,6 +87,17 @@ class Principal:
         return self.role == Role.SUPERVISOR and skill_group in self.skill_groups
 
 
+def groups_of_staff(db: Database, principal: Principal) -> frozenset[str] | None:
+    """The skill groups a member of staff works in, for what they see of groups (canned
+    replies, queue figures); None: every group (an admin). An agent's are their `agent_skill`
+    rows, read now; a supervisor's, the groups they oversee."""
+    if principal.role == Role.ADMIN:
+        return None
+    if principal.role == Role.AGENT:
+        return frozenset(skill_groups_of(db, agent_id=principal.id))
+    return principal.skill_groups  # a supervisor's; nobody else belongs to a group
+
+
 _bearer = HTTPBearer(auto_error=False)
 
 

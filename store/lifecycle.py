@@ -700,6 +700,8 @@ def close_conversation(
                     reason, skill_group=conversation.skill_group, next_opening=next_opening
                 ),
                 "left_message": reason in LEFT_MESSAGE_REASONS,
+                # When the group opens again (out of hours): for the left-message form.
+                **({"next_opening": next_opening.isoformat()} if next_opening else {}),
             },
             dedupe_key="closed",
         )

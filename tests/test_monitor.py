@@ -305,11 +305,22 @@ async def test_monitor_and_metrics_over_the_api(system: System, db: Database) ->
     waiting, waiting_visitor = await system.start_conversation()
     await _in_queue(system, waiting, waiting_visitor)
 
-    for headers, refused in (({}, 401), (bearer(alice_token), 403), (APP, 403)):
+    for headers, refused in (({}, 401), (APP, 403)):
         assert (await system.http.get("/v1/monitor", headers=headers)).status_code == refused
+    # An agent's workbench shows the figures of the agent's own groups, without the Temporal
+    # UI's address (the supervisors' console).
+    alices = await system.http.get("/v1/monitor", headers=bearer(alice_token))
+    assert alices.status_code == 200, alices.text
+    assert [group["skill_group"] for group in alices.json()["skill_groups"]] == ["general"]
+    assert alices.json()["temporal_ui"] is None
 
     before = await system.http.get("/v1/monitor", headers=ADMIN)
     assert before.status_code == 200, before.text
+    assert before.json()["temporal_ui"] is not None
+    assert {group["skill_group"] for group in before.json()["skill_groups"]} >= {
+        "general",
+        "after_sales",
+    }
     address = f"127.0.0.1:{free_port()}"
     stop_metrics = serve_metrics(system.app.state.metrics, address)
     try:
@@ -395,9 +406,9 @@ async def test_monitor_and_metrics_over_the_api(system: System, db: Database) ->
     assert gauges == expected  # a null figure has no sample
 
     counts = _request_counts(metrics.text)
-    assert counts[("GET", "/v1/monitor", "200")] == 1  # `before`; `after` came later
+    assert counts[("GET", "/v1/monitor", "200")] == 2  # alice's and `before`; `after` came later
     assert counts[("GET", "/v1/monitor", "401")] == 1
-    assert counts[("GET", "/v1/monitor", "403")] == 2
+    assert counts[("GET", "/v1/monitor", "403")] == 1
     assert counts[("POST", "/v1/conversations", "201")] == 4
     assert counts[("GET", "/v1/conversations/{conversation_id}", "200")] >= 4
     assert not [key for key in counts if first in key[1]], "ids must not become labels"

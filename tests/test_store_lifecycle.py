@@ -318,6 +318,8 @@ def test_the_close_at_the_closing_declines_when_an_agent_took_the_conversation(
     [closed] = _events(db, waiting, EventType.CLOSED)
     assert "Mon 09 Mar at 09:00 (UTC)" in closed.data["text"]
     assert closed.data["left_message"] is True
+    # The left-message form shows the opening in the visitor's own clock and language.
+    assert closed.data["next_opening"] == NEXT_MONDAY_NINE.isoformat()
 
 
 def test_an_overflow_declines_when_an_agent_took_the_conversation_meanwhile(db: Database) -> None:

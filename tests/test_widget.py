@@ -24,11 +24,14 @@ from tests.support.browser import serve_page
 from tests.support.pages import (
     WIDGET_FRAME,
     accessibility_problems,
+    agent_sends,
     expect_on_page,
+    looked_at,
     new_context,
     on_sqlite_alone,
     scrolls_sideways,
     shows,
+    sign_in,
     start_demo_chat,
     widget_frame,
 )
@@ -67,8 +70,14 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
 ) -> None:
     deployment = deploy(empty_db.url, timeouts=CALM)
     site = deployment.urls[0]
-    async with deployment.client() as api, new_context(browser, width=360, height=740) as phone:
+    async with (
+        deployment.client() as api,
+        new_context(browser, width=360, height=740) as phone,
+        new_context(browser) as desk,
+    ):
         alice = await api.create_agent("alice", online=False)  # nobody online: it queues
+        bench = await desk.new_page()
+        await sign_in(bench, site, "/workbench/", alice.token)
         page = await phone.new_page()
         await page.goto(f"{site}/demo/")
         await no_accessibility_problems(page, "the demo page")
@@ -76,29 +85,36 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
         cid = await conversation_of(api, "customer-phone")
 
         await shows(widget, "#status", "You are number 1 in the queue")
-        await no_accessibility_problems(widget, "queued")
+        await looked_at(widget, "widget-queued", widths=(360,))
         assert not await scrolls_sideways(widget) and not await scrolls_sideways(page)
 
-        await api.set_status(alice.id, alice.token, "online")
+        # Alice comes online in her workbench: the conversation is hers, on both screens.
+        await bench.get_by_label("Status").select_option("online")
+        await shows(bench, "#banners", "New conversation assigned: customer-phone")
         await shows(widget, "#status", "You are chatting with Alice")
         await shows(widget, "#transcript", "Alice joined the chat.")
+        await bench.locator(f'button[data-id="{cid}"]').click()
 
-        # The visitor writes; while she types, the agent's stream shows it.
-        async with api.conversation_stream(cid, alice.token) as agent_side:
-            await agent_side.take(1)  # the stream is following: the live signal will reach it
-            await widget.fill("#message", "Where is my parcel? 📦")
-            await widget.press("#message", "Enter")
-            typed = await agent_side.until("conversation.typing")
-            assert typed[-1]["by_role"] == "visitor"
+        # The visitor types (Alice sees it), then sends; Alice has the conversation open, so
+        # it is read at once and the visitor's message gets its ticks.
+        await widget.fill("#message", "Where is my parcel? 📦")
+        await shows(bench, "#typing", "The visitor is typing…")
+        await widget.press("#message", "Enter")
+        await shows(bench, "#transcript", "Where is my parcel? 📦")
+        await shows(widget, "#transcript .message.own", "✓✓")
+        tick = widget.locator("#transcript .message.own .tick")
+        assert await tick.get_attribute("aria-label") == "Read"
         asked = await api.wait_for_event(cid, alice.token, "message.created")
-        assert asked["data"]["content"] == "Where is my parcel? 📦"
         assert asked["data"]["client_message_id"].startswith("w-")
 
-        # The agent types, then answers with text, an emoji and a picture (a link, never an image).
-        expect(await api.typing(cid, alice.token), 202)
+        # Alice types (the visitor sees it), then answers with text and an emoji; a picture
+        # (an image message from the API: the workbench sends text) shows as a link, never
+        # as an image.
+        composer = bench.locator("#composer-text")
+        await composer.press_sequentially("It ships tomorrow.")
         await shows(widget, "#typing", "Alice is typing…")
-        await api.say(cid, alice.token, "It ships tomorrow.")
-        await api.say(cid, alice.token, "👍")
+        await composer.press("Enter")
+        await agent_sends(bench, "👍")
         picture = "https://shop.example.com/parcel.png?size=large&x=<b>"
         shown_last = expect(
             await api.http.post(
@@ -108,7 +124,7 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
             ),
             201,
         )["seq"]
-        await shows(widget, "#transcript", "👍")
+        await shows(widget, "#transcript", picture)
         link = widget.locator("#transcript a")
         assert await link.get_attribute("href") == picture
         assert await widget.locator("#transcript img, #transcript b").count() == 0
@@ -120,32 +136,29 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
         ]
         await shows(widget, "#typing", "")  # a message ends the typing
 
-        # The widget marks what the visitor saw; the agent's read mark shows as a tick.
+        # The widget marks what the visitor saw: Alice's workbench shows the receipt.
         async def read_all() -> bool:
             return (await api.conversation(cid, alice.token))["visitor_read_seq"] >= shown_last
 
         await eventually(read_all, what="the visitor's read mark")
-        expect(await api.mark_read(cid, alice.token, asked["seq"]), 200)
-        tick = widget.locator("#transcript .message.own .tick")
-        await shows(widget, "#transcript .message.own", "✓✓")
-        assert await tick.get_attribute("aria-label") == "Read"
-        await no_accessibility_problems(widget, "chatting")
+        await shows(bench, f'#transcript [data-seq="{shown_last}"] .receipt', "Read")
+        await looked_at(widget, "widget-chatting", widths=(360,))
         assert not await scrolls_sideways(widget)
-        await page.screenshot(path="/tmp/widget-phone-chatting.png")
 
-        # The agent closes: the closing text, then the rating.
-        expect(await api.close(cid, alice.token), 200)
+        # Alice closes: the closing text, then the rating, which her workbench shows.
+        await bench.get_by_role("button", name="Close conversation").click()
+        await shows(bench, "#chat-title", "State: Closed")
         await shows(widget, "#transcript", "Solved, thank you.")
         await shows(widget, "#status", "This chat has ended.")
         await shows(widget, "#panel", "How did we do?")
-        await no_accessibility_problems(widget, "rating")
+        await looked_at(widget, "widget-rating", widths=(360,))
         assert not await scrolls_sideways(widget)
-        await page.screenshot(path="/tmp/widget-phone-rating.png")
         await widget.click("#panel .star:nth-of-type(5)")
         await widget.check("#panel input[name=resolved][value=yes]")
         await widget.fill("#rating-comment", "Quick and kind")
         await widget.click("#panel button[type=submit]")
         await shows(widget, "#panel", "Thank you for your rating!")
+        await shows(bench, "#transcript .rating", "The visitor rated ★★★★★ (5 of 5): resolved")
 
         # The same chat as a full page (a phone's way): it asks the page that opened it for
         # the session, then shows the conversation from its events.
@@ -177,16 +190,23 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
 ) -> None:
     deployment = deploy(empty_db.url, timeouts=CALM)
     site = deployment.urls[0]
-    async with deployment.client() as api, new_context(browser) as visitor:
+    async with (
+        deployment.client() as api,
+        new_context(browser) as visitor,
+        new_context(browser) as desk,
+    ):
         alice = await api.create_agent("alice")
+        bench = await desk.new_page()
+        await sign_in(bench, site, "/workbench/", alice.token)
         page = await visitor.new_page()
         widget = await start_demo_chat(page, site, "customer-train")
         cid = await conversation_of(api, "customer-train")
         await shows(widget, "#status", "You are chatting with Alice")
+        await bench.locator(f'button[data-id="{cid}"]').click()
         await widget.fill("#message", "Hello")
         await widget.press("#message", "Enter")
         await expect_delivered(widget, 1)
-        await api.say(cid, alice.token, "Hi, what can I do for you?")
+        await agent_sends(bench, "Hi, what can I do for you?")
         await shows(widget, "#transcript", "Hi, what can I do for you?")
 
         # The train enters a tunnel: what the visitor sends waits, what the agent sends comes.
@@ -195,18 +215,19 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
         for text in ("My order is late", "It is SO-1001"):
             await widget.fill("#message", text)
             await widget.press("#message", "Enter")
-        await api.say(cid, alice.token, "Let me look.")
+        await agent_sends(bench, "Let me look.")
         await shows(widget, "#transcript .message.own:last-of-type", "It is SO-1001")
         assert await widget.locator(".message.own[data-seq]").count() == 1  # only "Hello"
         await visitor.set_offline(False)
         await shows(widget, "#transcript", "Let me look.")
         await expect_delivered(widget, 3)
+        await shows(bench, "#transcript", "It is SO-1001")
 
         # A reload: the transcript once, and the stream goes on from where it was.
         await page.reload()
         widget = await widget_frame(page)
         await shows(widget, "#transcript", "Let me look.")
-        await api.say(cid, alice.token, "Found it: it ships today.")
+        await agent_sends(bench, "Found it: it ships today.")
         await shows(widget, "#transcript", "Found it: it ships today.")
         await expect_delivered(widget, 3)
         # A message the API never got (its requests fail) waits in the tab across a reload,
@@ -221,6 +242,7 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
         await shows(widget, "#transcript", "Kept across a reload")
         await visitor.unroute("**/v1/conversations/*/messages")
         await expect_delivered(widget, 4)
+        await shows(bench, "#transcript", "Kept across a reload")
 
         # Both sides hold each message once, in the same order (the log's: the agent's
         # "Let me look." was stored while the visitor's two waited).
@@ -239,23 +261,22 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
             "Kept across a reload",
         ]
         assert await transcript(widget) == stored
+        assert await bench.locator("#transcript .message .text").all_inner_texts() == stored
 
         # The visitor closes the chat's panel: the agent's next message waits on its button,
         # unread, until the panel opens again.
         await page.click("#switchboard-widget button")  # the embed's close button
-        unseen = await api.say(cid, alice.token, "Are you still with me?")
+        await agent_sends(bench, "Are you still with me?")
+        unseen = (await api.events(cid, alice.token))[-1]["seq"]
         await shows(page, "body > button", "Chat with us (1)")
         assert (await api.conversation(cid, alice.token))["visitor_read_seq"] < unseen
         await page.click("body > button")
         await shows(widget, "#transcript", "Are you still with me?")
-
-        async def read() -> bool:
-            return (await api.conversation(cid, alice.token))["visitor_read_seq"] >= unseen
-
-        await eventually(read, what="the visitor's read mark once the panel is open")
+        await shows(bench, f'#transcript [data-seq="{unseen}"] .receipt', "Read")
         assert await page.inner_text("body > button") == "Chat with us"
 
-        # The visitor goes quiet: the idle warning, then the auto-close (shorter timers now).
+        # The visitor goes quiet: the idle warning, then the auto-close, on both screens
+        # (shorter timers now).
         write_policy(
             deployment.settings.policy,
             idle_warning_after="2s",
@@ -265,12 +286,15 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
             routing=CALLBACK_ROUTING,
         )
         expect(await api.reload_policy(), 200)
-        await api.say(cid, alice.token, "Anything else?")
+        await agent_sends(bench, "Anything else?")
         await shows(widget, "#transcript .system.warning", "Still there? This chat closes in")
+        await shows(bench, "#transcript .system", "Still there? This chat closes in")
         await shows(widget, "#transcript .system.closing", "Closed for inactivity.")
         await shows(widget, "#status", "This chat has ended.")
         await shows(widget, "#panel", "How did we do?")
-        await page.screenshot(path="/tmp/widget-desktop-idle.png")
+        await shows(bench, "#transcript", "Closed for inactivity.")
+        await shows(bench, "#chat-title", "State: Closed")
+        await looked_at(widget, "widget-idle-closed", widths=(1280,))
 
 
 async def expect_delivered(widget: Frame, count: int) -> None:
@@ -308,7 +332,13 @@ async def test_out_of_hours_the_visitor_leaves_a_message_for_the_team_in_chinese
         routing='[[routing]]\nwhen = { entry = "after_hours" }\nskill_group = "night"\n',
     )
     site = deployment.urls[0]
-    async with deployment.client() as api, new_context(browser, locale="zh-CN") as visitor:
+    async with (
+        deployment.client() as api,
+        new_context(browser, locale="zh-CN") as visitor,
+        new_context(browser) as desk,
+    ):
+        # The night team's agent works the messages left while the group was closed.
+        nina = await api.create_agent("nina", skill_groups=["night"], online=False)
         page = await visitor.new_page()
         widget = await start_demo_chat(page, site, "customer-night", entry="after_hours")
         cid = await conversation_of(api, "customer-night")
@@ -319,18 +349,39 @@ async def test_out_of_hours_the_visitor_leaves_a_message_for_the_team_in_chinese
         await shows(widget, "#panel h2", "给我们留言")
         await shows(widget, "#panel .opening", "我们将于")
         assert await widget.evaluate("document.documentElement.lang") == "zh-CN"
-        await no_accessibility_problems(widget, "the left-message form")
-        await page.screenshot(path="/tmp/widget-zh-left-message.png")
+        await looked_at(widget, "widget-left-message-zh", widths=(360,))
 
         await widget.fill("#left-content", "请明天给我回电 订单 SO-1001")
         await widget.fill("#left-contact", "138 0000 0000")
         await widget.click("#panel button[type=submit]")
         await shows(widget, "#panel", "感谢留言")
 
-        listed = [left for left in await api.left_messages() if left["conversation_id"] == cid]
-        assert [(left["content"], left["contact"], left["skill_group"]) for left in listed] == [
-            ("请明天给我回电 订单 SO-1001", "138 0000 0000", "night")
+        # Listed for the team in the workbench: Nina calls back and marks it, with a note.
+        bench = await desk.new_page()
+        await sign_in(bench, site, "/workbench/", nina.token)
+        [left] = [left for left in await api.left_messages() if left["conversation_id"] == cid]
+        item = bench.locator(f'#left-messages li[data-id="{left["id"]}"]')
+        await shows(bench, "#left-messages", "请明天给我回电 订单 SO-1001")
+        await expect_on_page(item).to_contain_text("Contact: 138 0000 0000")
+        await expect_on_page(item).to_contain_text("night · ")
+        await looked_at(bench, "workbench-left-messages")
+        await item.get_by_role("button", name="Called back…").click()
+        await item.get_by_label("Note (staff only)").fill("Called, parcel re-sent")
+        await item.get_by_role("button", name="Mark called back").click()
+        await shows(bench, "#left-messages", "No message waits for a call back.")
+
+        [resolved] = [
+            left
+            for left in await api.left_messages(status="resolved")
+            if left["conversation_id"] == cid
         ]
+    assert (
+        resolved["content"],
+        resolved["contact"],
+        resolved["skill_group"],
+        resolved["resolved_by"],
+        resolved["resolution_note"],
+    ) == ("请明天给我回电 订单 SO-1001", "138 0000 0000", "night", "nina", "Called, parcel re-sent")
 
 
 async def test_the_demo_and_its_backend_are_not_served_in_production() -> None:

@@ -11,12 +11,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentPrincipal, Principal, ServicesDep, may_access, require
+from api.deps import CurrentPrincipal, Principal, ServicesDep, groups_of_staff, may_access, require
 from api.routes import operation
 from api.schemas import UNAUTHORIZED, CannedReplyPage, CannedReplyPublic, errors
 from domain.policy import CannedReply, Policy
 from domain.types import Role
-from store.agents import find_agent, skill_groups_of
+from store.agents import find_agent
 from store.conversations import ConversationView, view_conversation
 from store.db import Database
 from store.erasure import ERASED
@@ -29,16 +29,6 @@ router = APIRouter(
 MAX_QUERY_CHARS = 100
 # Replies in one answer: a workbench shows a short list as the agent types.
 MAX_CANNED_REPLIES = 50
-
-
-def canned_reply_groups(db: Database, principal: Principal) -> frozenset[str] | None:
-    """The skill groups whose canned replies this principal sees; None: every group (an
-    admin). An agent's are their `agent_skill` rows; a supervisor's, the groups they oversee."""
-    if principal.role == Role.ADMIN:
-        return None
-    if principal.role == Role.AGENT:
-        return frozenset(skill_groups_of(db, agent_id=principal.id))
-    return principal.skill_groups  # a supervisor's; nobody else belongs to a group
 
 
 def _placeholder_values(
@@ -119,7 +109,7 @@ async def list_canned_replies(
         if not may_access(principal, view.conversation):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not your conversation")
         values = await run_in_threadpool(_placeholder_values, services.db, view, principal)
-    groups = await run_in_threadpool(canned_reply_groups, services.db, principal)
+    groups = await run_in_threadpool(groups_of_staff, services.db, principal)
     found = policy.canned_replies_for(groups, q)
     return CannedReplyPage(
         canned_replies=[_public(reply, policy, values) for reply in found[:MAX_CANNED_REPLIES]],

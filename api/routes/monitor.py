@@ -1,6 +1,6 @@
-"""Real-time monitoring: per skill group figures as JSON for supervisors (admin), and the same
-figures as Prometheus gauges with the API's request latencies, served at /metrics on an address
-of their own (SWITCHBOARD_METRICS_ADDRESS, loopback by default), never on the API's."""
+"""Real-time monitoring: per skill group figures as JSON for staff (each their own groups'), and
+the same figures as Prometheus gauges with the API's request latencies, served at /metrics on an
+address of their own (SWITCHBOARD_METRICS_ADDRESS, loopback by default), never on the API's."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentPrincipal, Services, ServicesDep, require
+from api.deps import CurrentPrincipal, Services, ServicesDep, groups_of_staff, require
 from api.routes import operation
 from api.schemas import (
     UNAUTHORIZED,
@@ -56,15 +56,17 @@ def read_figures(services: Services, only: frozenset[str] | None = None) -> Moni
     response_model=MonitorPublic,
     summary="Per skill group, now: waiting, agents, load; last 15 minutes: average wait and "
     "handling time; today: overflows, abandons, auto-closes, ratings",
-    description="A supervisor sees the groups they oversee; an admin every group.",
-    responses=errors({**UNAUTHORIZED, 403: "Admins and supervisors only"}),
-    dependencies=[require(Role.SUPERVISOR, Role.ADMIN)],
+    description="An agent sees their own groups (the workbench's queue figures), a supervisor "
+    "the groups they oversee, an admin every group. Only supervisors and admins get the "
+    "Temporal UI's address.",
+    responses=errors({**UNAUTHORIZED, 403: "Staff only"}),
+    dependencies=[require(Role.AGENT, Role.SUPERVISOR, Role.ADMIN)],
 )
 async def get_monitor(services: ServicesDep, principal: CurrentPrincipal) -> MonitorPublic:
-    only = principal.skill_groups if principal.role == Role.SUPERVISOR else None
+    only = await run_in_threadpool(groups_of_staff, services.db, principal)
     figures = await run_in_threadpool(read_figures, services, only)
     settings = services.settings
-    if settings.temporal_ui_url:
+    if settings.temporal_ui_url and principal.role != Role.AGENT:
         figures.temporal_ui = TemporalUiPublic(
             url=settings.temporal_ui_url.rstrip("/"), namespace=settings.temporal_namespace
         )

@@ -48,6 +48,11 @@ ITS_SIDES_OR_ADMIN = ITS_SIDES | ADMIN_ONLY
 ITS_STAFF = frozenset({Caller.OWNER_AGENT, Caller.SUPERVISOR, Caller.ADMIN})
 ITS_SIDES_OR_STAFF = ITS_SIDES | ITS_STAFF
 SUPERVISORS = frozenset({Caller.SUPERVISOR, Caller.OTHER_SUPERVISOR})
+# Every member of staff with a valid token, whatever they hold.
+STAFF_MEMBERS = (
+    frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
+    | SUPERVISORS
+)
 # Whose credentials the input tests send (tests/test_hostile.py, test_no_server_errors.py): of
 # the callers a route admits, these, in this order (each of them holds a token of its own).
 TOKEN_HOLDERS = (Caller.ADMIN, Caller.APP, Caller.OWNER_AGENT, Caller.OWN_VISITOR)
@@ -103,10 +108,7 @@ ACCESS: dict[tuple[str, str], Route] = {
     # Each supervisor lists their own groups' (tests/test_staff.py: another group's is 403).
     ("GET", "/v1/conversations"): Route(ADMIN_ONLY | SUPERVISORS),
     # Any staff token says whose it is (the workbench signs in with it).
-    ("GET", "/v1/me"): Route(
-        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
-        | SUPERVISORS
-    ),
+    ("GET", "/v1/me"): Route(STAFF_MEMBERS),
     ("PATCH", "/v1/conversations/{conversation_id}/attributes"): Route(
         frozenset({Caller.APP, Caller.ADMIN}), body={"attributes": {"membership": "gold"}}
     ),
@@ -144,10 +146,7 @@ ACCESS: dict[tuple[str, str], Route] = {
         subject=Subject.OVERFLOWED,
         consumes=True,
     ),
-    ("GET", "/v1/left-messages"): Route(
-        frozenset({Caller.ADMIN, Caller.OWNER_AGENT, Caller.OTHER_AGENT, Caller.FORMER_AGENT})
-        | SUPERVISORS
-    ),
+    ("GET", "/v1/left-messages"): Route(STAFF_MEMBERS),
     ("POST", "/v1/left-messages/{left_message_id}/resolve"): Route(
         ITS_STAFF,  # Alice is an agent of its group and Sue its supervisor; Bob and Oscar not
         body={"note": "Called back"},
@@ -159,7 +158,7 @@ ACCESS: dict[tuple[str, str], Route] = {
         ITS_STAFF,
         query={"q": "hello", "conversation_id": "{conversation_id}"},
     ),
-    ("GET", "/v1/monitor"): Route(ADMIN_ONLY | SUPERVISORS),  # each their groups' figures
+    ("GET", "/v1/monitor"): Route(STAFF_MEMBERS),  # each their own groups' figures
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
     ("POST", "/v1/admin/policy/reload"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/conversations/{conversation_id}/snapshot"): Route(ADMIN_ONLY),

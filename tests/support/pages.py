@@ -8,10 +8,13 @@ own contexts (a visitor's, an agent's), which share nothing: cookies, storage an
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from axe_playwright_python.async_playwright import Axe
@@ -116,4 +119,51 @@ async def scrolls_sideways(where: Page | Frame) -> bool:
         await where.evaluate(
             "document.documentElement.scrollWidth > document.documentElement.clientWidth"
         )
+    )
+
+
+# Where the scenarios' screenshots go: `make screenshots` sets docs/screenshots (the README's);
+# otherwise the system's temporary directory, to look at after a run.
+SCREENSHOTS = Path(
+    os.environ.get("SWITCHBOARD_SCREENSHOTS")
+    or Path(tempfile.gettempdir()) / "switchboard-screenshots"
+)
+
+
+async def looked_at(where: Page | Frame, name: str, *, widths: tuple[int, ...] = (1280,)) -> None:
+    """No serious or critical accessibility problem in this state, and a screenshot of the
+    page at each width (`name-<width>.png` under SCREENSHOTS). A frame's page is shot whole."""
+    problems = await accessibility_problems(where)
+    assert not problems, f"{name}: {problems}"
+    page = where.page if isinstance(where, Frame) else where
+    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
+    viewport = page.viewport_size
+    for width in widths:
+        await page.set_viewport_size(
+            {"width": width, "height": viewport["height"] if viewport else 800}
+        )
+        await page.screenshot(path=SCREENSHOTS / f"{name}-{width}.png", full_page=True)
+    if viewport:
+        await page.set_viewport_size(viewport)
+
+
+async def sign_in(page: Page, api: str, path: str, token: str) -> None:
+    """Sign in to a staff page (/workbench/, /wallboard/) with a token, typed in its form (the
+    token never goes into a URL)."""
+    await page.goto(f"{api}{path}")
+    await page.fill("#token-input", token)
+    await page.locator("#sign-in-view button[type=submit]").click()
+    await expect_on_page(page.locator("#sign-in-view")).to_be_hidden(timeout=SHOWN_WITHIN_MS)
+    assert token not in page.url
+
+
+async def agent_sends(bench: Page, text: str) -> None:
+    """The agent writes `text` in the workbench's composer and sends it with Enter; it is in the
+    transcript once the API has it."""
+    composer = bench.locator("#composer-text")
+    await composer.fill(text)
+    await composer.press("Enter")
+    await expect_on_page(composer).to_have_value("", timeout=SHOWN_WITHIN_MS)
+    await expect_on_page(bench.locator("#transcript .message.agent").last).to_contain_text(
+        text, timeout=SHOWN_WITHIN_MS
     )

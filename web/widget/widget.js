@@ -234,6 +234,7 @@ function onEvent(type, event) {
       hideTyping();
       view.state = "closed";
       view.leftMessageOffered = Boolean(data.left_message);
+      if (data.next_opening) view.nextOpening = data.next_opening;
       systemLine(seq, data.text, "closing");
       break;
     case "rating.invited":

@@ -1,9 +1,9 @@
 // The staff pages' session and their calls to the API, on the pages' one client
 // (web/shared/api.js): the token from the sign-in form, kept in sessionStorage (never a URL).
 
-import { Api, ApiError, query } from "../shared/api.js";
+import { Api, ApiError, newClientMessageId, query } from "../shared/api.js";
 
-export { ApiError, query };
+export { ApiError, newClientMessageId, query };
 
 const TOKEN_KEY = "switchboard.staffToken";
 

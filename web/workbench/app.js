@@ -2,7 +2,7 @@
 // their feed; a supervisor's groups'), the chat with its composer, and the customer beside it.
 // Text from people is always inserted as text (textContent), never as HTML.
 
-import { api, ApiError, follow, query, session } from "./api.js";
+import { api, ApiError, follow, newClientMessageId, query, session } from "./api.js";
 import { duration, t, translatePage } from "./i18n.js";
 import { refusal, signInForm } from "./signin.js";
 
@@ -43,7 +43,8 @@ const state = {
   openStream: null, // a supervisor's stream of the open conversation
   timers: [],
   typingSentAt: 0,
-  pendingMessageId: null, // a send that failed is retried with the same client_message_id
+  sending: Promise.resolve(), // the sends, one after the other
+  pending: null, // {text, conversation, clientMessageId} of a send not yet through
   canned: { replies: [], active: 0, asked: 0 },
 };
 
@@ -57,10 +58,6 @@ function element(tag, { className, text, attrs } = {}, ...children) {
   for (const [key, value] of Object.entries(attrs ?? {})) node.setAttribute(key, value);
   node.append(...children);
   return node;
-}
-
-function newClientId() {
-  return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
 }
 
 function customerLabel(view) {
@@ -152,11 +149,12 @@ async function start() {
   if (oversees()) {
     await refreshGroupList();
     state.timers.push(setInterval(() => refreshGroupList().catch(() => {}), LIST_REFRESH_MS));
-    await refreshFigures();
-    state.timers.push(setInterval(() => refreshFigures().catch(() => {}), FIGURES_REFRESH_MS));
-  } else {
-    $("queue-figures").replaceChildren(element("p", { className: "hint", text: t("queueFiguresAgent") }));
   }
+  // Everyone's own groups (an admin's: all): the queue figures and the messages left for them.
+  await Promise.all([refreshFigures(), refreshLeftMessages()]);
+  state.timers.push(
+    setInterval(() => Promise.all([refreshFigures(), refreshLeftMessages()]).catch(() => {}), FIGURES_REFRESH_MS),
+  );
   state.timers.push(setInterval(renderList, 5000)); // how long visitors have waited
   showChat(state.openId);
 }
@@ -464,6 +462,11 @@ function transcriptItem(event, view) {
     item.append(element("span", { className: "meta", text: `${label} · ${time}` }), element("p", { className: "text", text: data.text ?? "" }));
     return item;
   }
+  if (event.type === "rating.submitted") {
+    const resolved = data.resolved === true ? t("ratedResolved") : data.resolved === false ? t("ratedUnresolved") : "";
+    const text = t("rated", { stars: "★".repeat(data.score) + "☆".repeat(5 - data.score), score: data.score, resolved });
+    return element("li", { className: "system rating", attrs: { "data-seq": event.seq } }, element("span", { className: "meta", text: `${t("system")} · ${time}` }), element("p", { className: "text", text }));
+  }
   if (typeof data.text === "string" && data.text) {
     return element("li", { className: "system", attrs: { "data-seq": event.seq } }, element("span", { className: "meta", text: `${t("system")} · ${time}` }), element("p", { className: "text", text: data.text }));
   }
@@ -484,19 +487,28 @@ async function markRead() {
   }
 }
 
-async function send(event) {
+function send(event) {
   event?.preventDefault();
   const text = $("composer-text").value;
   const id = state.openId;
   if (!text.trim() || !id) return;
+  // In the order written, one after the other; the composer empties once its text is through.
+  state.sending = state.sending.then(() => deliver(id, text));
+}
+
+async function deliver(id, text) {
   const path = `/v1/conversations/${encodeURIComponent(id)}`;
   try {
     if (oversees() || $("note-mode").checked) {
       addEvent(id, await api("POST", `${path}/notes`, { content: text }));
     } else {
-      state.pendingMessageId ??= newClientId();
-      const message = await api("POST", `${path}/messages`, { client_message_id: state.pendingMessageId, type: "text", content: text });
-      state.pendingMessageId = null;
+      // A text that failed is sent again with its id: stored once however often it is tried.
+      if (state.pending?.text !== text || state.pending.conversation !== id) {
+        state.pending = { text, conversation: id, clientMessageId: newClientMessageId() };
+      }
+      const body = { client_message_id: state.pending.clientMessageId, type: "text", content: text };
+      const message = await api("POST", `${path}/messages`, body);
+      state.pending = null;
       addEvent(id, {
         seq: message.seq,
         type: "message.created",
@@ -505,11 +517,13 @@ async function send(event) {
       });
     }
   } catch (error) {
-    failed(error); // the text stays, and a message is retried with the same id
+    failed(error); // the text stays in the composer
     return;
   }
-  $("composer-text").value = "";
-  hideCanned();
+  if ($("composer-text").value === text) {
+    $("composer-text").value = "";
+    hideCanned();
+  }
   renderTranscript();
   renderList();
 }
@@ -750,6 +764,55 @@ async function refreshFigures() {
     list.append(element("li", {}, element("strong", { text: group.skill_group }), element("span", { text: ` ${parts.join(" · ")}` })));
   }
   $("queue-figures").replaceChildren(list);
+}
+
+// --- left messages ------------------------------------------------------------------------------
+
+// The open left messages of the member's groups (out of hours, after an overflow): each with the
+// visitor's words and how to reach them, and a way to mark it called back (with a note).
+async function refreshLeftMessages() {
+  if (document.querySelector("#left-messages form:focus-within")) return; // someone is writing
+  const messages = await api("GET", "/v1/left-messages");
+  const items = messages.map((left) => {
+    const resolve = element("button", { text: t("resolveLeft"), attrs: { type: "button" } });
+    const item = element(
+      "li",
+      { attrs: { "data-id": String(left.id) } },
+      element("p", { className: "meta", text: `${left.skill_group ?? "—"} · ${new Date(left.created_at).toLocaleString()}` }),
+      element("p", { className: "text", text: left.content }),
+      element("p", { className: "meta", text: left.contact ? t("leftContact", { contact: left.contact }) : t("leftNoContact") }),
+      resolve,
+    );
+    resolve.addEventListener("click", () => item.replaceChildren(...item.children, resolveForm(left, item)));
+    return item;
+  });
+  $("left-messages").replaceChildren(
+    ...(items.length ? items : [element("li", { className: "hint", text: t("noLeftMessages") })]),
+  );
+}
+
+function resolveForm(left, item) {
+  const form = element("form", { className: "inline-form" });
+  const noteId = `left-note-${left.id}`;
+  const note = element("input", { attrs: { id: noteId, maxlength: "2000", autocomplete: "off" } });
+  form.append(
+    element("label", { text: t("leftNote"), attrs: { for: noteId } }),
+    note,
+    element("button", { text: t("markCalledBack"), attrs: { type: "submit" } }),
+  );
+  item.querySelector("button").hidden = true;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await api("POST", `/v1/left-messages/${left.id}/resolve`, { note: note.value.trim() || null });
+      item.remove();
+      if (!$("left-messages").children.length) await refreshLeftMessages();
+    } catch (error) {
+      failed(error);
+    }
+  });
+  setTimeout(() => note.focus());
+  return form;
 }
 
 // --- wiring -----------------------------------------------------------------------------------
