@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint lock chromium ui-check bench clean
+.PHONY: run test lint lock chromium ui-check screenshots bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,19 @@ test: chromium $(VENV)/.installed-dev lint
 # The supervisor's view in the Temporal UI, checked in headless Chromium (Debian's chromium).
 ui-check: $(VENV)/.installed-dev chromium
 	$(BIN)/pytest -q tests/test_supervisor.py
+
+# The README's pictures (docs/screenshots/): the pages' browser scenarios, with each page shot in
+# a real state. Chinese and emoji need fonts a desktop has and a server may not: installed here
+# when missing and we are root.
+screenshots: $(VENV)/.installed-dev chromium
+	@fc-list 2>/dev/null | grep -q "Noto Sans CJK" && fc-list | grep -q "Noto Color Emoji" || \
+	if [ "$$(id -u)" -eq 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-noto-cjk fonts-noto-color-emoji; \
+	else \
+		echo "for the screenshots' Chinese and emoji: sudo apt-get install -y fonts-noto-cjk fonts-noto-color-emoji" >&2; \
+	fi
+	rm -rf docs/screenshots
+	SWITCHBOARD_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q -p no:randomly tests/test_widget.py tests/test_workbench.py
 
 # Speed and memory against bare Temporal (bench/): `make bench ARGS="--only B1 --quick"`.
 bench: $(VENV)/.installed-dev

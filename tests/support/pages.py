@@ -101,14 +101,22 @@ async def widget_frame(page: Page) -> Frame:
 
 
 async def start_demo_chat(
-    page: Page, api: str, customer_id: str, *, entry: str | None = None
+    page: Page,
+    api: str,
+    customer_id: str,
+    *,
+    entry: str | None = None,
+    order_id: str | None = None,
 ) -> Frame:
-    """On the demo shop's page (the app's site and backend), start a chat for `customer_id`:
-    the page embeds the widget, opened. Answers the widget's frame."""
+    """On the demo shop's page (the app's site and backend), start a chat for `customer_id`
+    (from the page `entry`, about `order_id`): the page embeds the widget, opened. Answers the
+    widget's frame."""
     await page.goto(f"{api}/demo/")
     await page.fill("#customer-id", customer_id)
     if entry is not None:
         await page.fill("#entry", entry)
+    if order_id is not None:
+        await page.fill("#order-id", order_id)
     await page.click("#start button[type=submit]")
     return await widget_frame(page)
 

@@ -50,6 +50,7 @@ let conversationId = null;
 let stream = null;
 let typingTimer = null;
 let lastTypingSent = 0;
+let typingLater = null; // a typing signal due once the interval has passed
 let readSent = 0;
 let newestAgentSeq = 0;
 let panelShown = null;
@@ -351,9 +352,17 @@ async function flush() {
 }
 
 function sendTyping() {
-  const now = Date.now();
-  if (now - lastTypingSent < TYPING_EVERY_MS || view.state !== "active") return;
-  lastTypingSent = now;
+  if (view.state !== "active" || !document.getElementById("message")?.value.trim()) return;
+  const wait = lastTypingSent + TYPING_EVERY_MS - Date.now();
+  if (wait > 0) {
+    // Typed again within the interval: say so when it has passed, if the text is still there.
+    typingLater ??= setTimeout(() => {
+      typingLater = null;
+      sendTyping();
+    }, wait);
+    return;
+  }
+  lastTypingSent = Date.now();
   api.post(`/v1/conversations/${conversationId}/typing`).catch(() => {});
 }
 

@@ -43,6 +43,7 @@ const state = {
   openStream: null, // a supervisor's stream of the open conversation
   timers: [],
   typingSentAt: 0,
+  typingLater: null, // a typing signal due once the interval has passed
   sending: Promise.resolve(), // the sends, one after the other
   pending: null, // {text, conversation, clientMessageId} of a send not yet through
   canned: { replies: [], active: 0, asked: 0 },
@@ -556,10 +557,23 @@ function composerInput() {
     return;
   }
   hideCanned();
-  if (isAgent() && !$("note-mode").checked && text && Date.now() - state.typingSentAt > TYPING_SENT_EVERY_MS) {
-    state.typingSentAt = Date.now();
-    api("POST", `/v1/conversations/${encodeURIComponent(state.openId)}/typing`).catch(() => {});
+  sendTyping();
+}
+
+function sendTyping() {
+  const id = state.openId;
+  if (!isAgent() || $("note-mode").checked || !$("composer-text").value.trim() || !id) return;
+  const wait = state.typingSentAt + TYPING_SENT_EVERY_MS - Date.now();
+  if (wait > 0) {
+    // Typed again within the interval: say so when it has passed, if the text is still there.
+    state.typingLater ??= setTimeout(() => {
+      state.typingLater = null;
+      sendTyping();
+    }, wait);
+    return;
   }
+  state.typingSentAt = Date.now();
+  api("POST", `/v1/conversations/${encodeURIComponent(id)}/typing`).catch(() => {});
 }
 
 async function findCanned(q) {

@@ -85,7 +85,7 @@ const TEXTS = {
     markCalledBack: "Mark called back",
     waitingCount: "{count} waiting",
     longestWait: "longest {duration}",
-    agentsOnline: "{count} agents online",
+    agentsOnline: "{count} online",
     cannedReplies: "Canned replies",
     noCannedReply: "No canned reply matches.",
     errorPrefix: "Could not do that: {detail}",
