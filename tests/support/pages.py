@@ -133,7 +133,7 @@ async def scrolls_sideways(where: Page | Frame) -> bool:
 # Where the scenarios' screenshots go: `make screenshots` sets docs/screenshots (the README's);
 # otherwise the system's temporary directory, to look at after a run.
 SCREENSHOTS = Path(
-    os.environ.get("SWITCHBOARD_SCREENSHOTS")
+    os.environ.get("SWITCHBOARD_TEST_SCREENSHOTS")
     or Path(tempfile.gettempdir()) / "switchboard-screenshots"
 )
 
