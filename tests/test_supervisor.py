@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.types import ConversationSnapshot
 from settings import PROJECT_ROOT
 from tests.support.api import bearer, eventually
-from tests.support.pages import SHOWN_WITHIN_MS, expect_on_page, new_context
+from tests.support.pages import SHOWN_WITHIN_MS, expect_on_page, new_context, on_sqlite_alone
 from tests.support.policy import DEFAULT_GROUPS
 from tests.support.processes import free_port
 from tests.support.system import StartSystem, System
@@ -191,6 +191,8 @@ async def test_summary_details_and_snapshot_tell_where_a_conversation_stands(
     assert refused.status_code == 403
 
 
+# The UI shows Temporal's visibility, which the filters' test above checks on both databases.
+@on_sqlite_alone("db")
 async def test_the_temporal_ui_lists_the_filtered_conversations(
     floor: Floor, browser: Browser
 ) -> None:
