@@ -33,8 +33,9 @@ lock: $(VENV)/.installed-dev
 		--strip-extras --allow-unsafe --no-emit-index-url --no-emit-trusted-host \
 		--no-emit-find-links --output-file constraints.txt $(ARGS) pyproject.toml
 
-# The supervisor's browser check (tests/test_supervisor.py) drives Debian's chromium: installed
-# here when missing and we are root, else we stop and say how (under CI=true the check must run).
+# The browser tests (Playwright: the widget, the workbench, the supervisor's Temporal UI check)
+# drive Debian's chromium, never a downloaded browser: installed here when missing and we are
+# root, else we stop and say how (under CI=true a missing browser fails the tests).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	if [ "$$(id -u)" -eq 0 ]; then \
@@ -50,7 +51,8 @@ test: chromium $(VENV)/.installed-dev lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
 
-# The supervisor's view in the Temporal UI, checked in headless Chromium (Debian's chromium).
+# The supervisor's view: the README's filters against a running system, and the Temporal UI
+# listing them, checked with Playwright in headless Chromium (Debian's chromium).
 ui-check: $(VENV)/.installed-dev chromium
 	$(BIN)/pytest -q tests/test_supervisor.py
 

@@ -2,14 +2,14 @@
 call it, their EventSources open the visitor's and the agent's streams with short-lived stream
 tickets (never a token in a URL, never a ticket in the log), and /docs works with no internet.
 
-The page runs in headless Chromium (Debian's package), served by a second HTTP server on its own
-port (another origin); the API and the worker are real processes on the real dev server."""
+The page runs in headless Chromium (Playwright driving Debian's package: tests/support/pages.py),
+served by a second HTTP server on its own port (another origin); the API and the worker are real
+processes on the real dev server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from playwright.async_api import Browser, Page
+from playwright.async_api import Error as PageError
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
@@ -24,7 +26,7 @@ from settings import Settings
 from store.db import Database
 from store.models import Agent
 from tests.support.api import AgentLogin, ApiClient, Visit, eventually, expect
-from tests.support.browser import Page, chromium_path, open_page, serve_page
+from tests.support.pages import SHOWN_WITHIN_MS, expect_on_page, new_context, serve_page
 from tests.support.policy import test_settings, write_policy
 from tests.support.processes import Deployment, free_port
 from tests.support.temporal import address
@@ -99,16 +101,6 @@ def site(dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory)
             deployment.stop()
 
 
-@pytest.fixture
-def chromium() -> str:
-    binary = chromium_path()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser checks: install Debian's chromium")
-        pytest.skip("headless Chromium is not installed (Debian's chromium package)")
-    return binary
-
-
 async def active_conversation(api: ApiClient) -> tuple[Visit, AgentLogin]:
     """A conversation held by a new agent, who then goes away (keeping it, taking no more):
     the module's next conversation is not theirs."""
@@ -120,7 +112,8 @@ async def active_conversation(api: ApiClient) -> tuple[Visit, AgentLogin]:
 
 
 async def follow(page: Page, api: str, token: str, stream: str, who: str) -> str:
-    """The page follows `stream` as `who`: the ticket its EventSource opened it with."""
+    """The page follows `stream` as `who`: the ticket its EventSource opened it with (a
+    PageError with the script's own error if it fails)."""
     script = f"follow({', '.join(json.dumps(a) for a in (api, token, stream, who))}, " + (
         f"{json.dumps(STREAMED_TYPES)})"
     )
@@ -129,38 +122,38 @@ async def follow(page: Page, api: str, token: str, stream: str, who: str) -> str
 
 
 async def test_a_page_on_another_origin_follows_both_streams_with_tickets(
-    site: Site, chromium: str
+    site: Site, browser: Browser
 ) -> None:
-    async with site.client() as api:
+    async with site.client() as api, new_context(browser) as shopper:
         visit, (agent_id, agent_token) = await active_conversation(api)
         conversation_stream = f"/v1/conversations/{visit.conversation_id}/stream"
         agent_stream = f"/v1/agents/{agent_id}/stream"
-        async with open_page(chromium) as page:
-            await page.goto(site.shop + "/")
-            await page.wait_for_text(lambda text: "the shop's page" in text)
-            tickets = [
-                await follow(page, site.api, visit.token, conversation_stream, "visitor"),
-                await follow(page, site.api, agent_token, agent_stream, "agent"),
-            ]
-            seq = await api.say(visit.conversation_id, visit.token, "Where is my parcel?")
-            reply = await api.say(visit.conversation_id, agent_token, "It ships tomorrow.")
-            shown = await page.wait_for_text(
-                lambda text: (
-                    f"visitor message.created seq={reply}" in text
-                    and f"agent message.created seq={reply} in {visit.conversation_id}" in text
-                ),
-                what="both messages on both streams",
-            )
-            assert f"visitor message.created seq={seq}" in shown
-            assert f"agent message.created seq={seq} in {visit.conversation_id}" in shown
-            # The agent's stream replays the feed from its start: the assignment first.
-            assert "agent conversation.assigned" in shown
+        page = await shopper.new_page()
+        await page.goto(site.shop + "/")
+        await expect_on_page(page.locator("body")).to_contain_text("the shop's page")
+        tickets = [
+            await follow(page, site.api, visit.token, conversation_stream, "visitor"),
+            await follow(page, site.api, agent_token, agent_stream, "agent"),
+        ]
+        seq = await api.say(visit.conversation_id, visit.token, "Where is my parcel?")
+        reply = await api.say(visit.conversation_id, agent_token, "It ships tomorrow.")
+        lines = page.locator("body")
+        for both_streams in [
+            f"visitor message.created seq={reply}",
+            f"agent message.created seq={reply} in {visit.conversation_id}",
+        ]:
+            await expect_on_page(lines).to_contain_text(both_streams, timeout=SHOWN_WITHIN_MS)
+        shown = await lines.inner_text()
+        assert f"visitor message.created seq={seq}" in shown
+        assert f"agent message.created seq={seq} in {visit.conversation_id}" in shown
+        # The agent's stream replays the feed from its start: the assignment first.
+        assert "agent conversation.assigned" in shown
 
-            # The same page on an origin the API does not list: the browser refuses it.
-            await page.goto(site.stranger + "/")
-            await page.wait_for_text(lambda text: "the shop's page" in text)
-            with pytest.raises(AssertionError, match="Failed to fetch"):
-                await follow(page, site.api, visit.token, conversation_stream, "visitor")
+        # The same page on an origin the API does not list: the browser refuses it.
+        await page.goto(site.stranger + "/")
+        await expect_on_page(page.locator("body")).to_contain_text("the shop's page")
+        with pytest.raises(PageError, match="Failed to fetch"):
+            await follow(page, site.api, visit.token, conversation_stream, "visitor")
 
     # The streams ended with the browser: their request lines are logged, without a ticket.
     def logged_both() -> bool:
@@ -355,19 +348,19 @@ async def test_cross_origin_calls_from_the_listed_origins_only(site: Site) -> No
         assert not [name for name in refused.headers if name.startswith("access-control-")]
 
 
-async def test_the_api_docs_work_without_the_internet(site: Site, chromium: str) -> None:
+async def test_the_api_docs_work_without_the_internet(site: Site, browser: Browser) -> None:
     async with httpx.AsyncClient(base_url=site.api, timeout=30) as http:
         for page in ("/docs", "/redoc"):
             html = (await http.get(page)).text
             assert "https://" not in html and "http://" not in html, html
-    async with open_page(chromium) as page:
+    async with new_context(browser) as reader:
+        page = await reader.new_page()
         await page.goto(site.api + "/docs")
-        await page.wait_for_text(
-            lambda text: "/v1/stream-tickets" in text and "stream_tickets" in text,
-            what="Swagger UI's list of operations",
-        )
+        # Swagger UI's list of operations, rendered by its scripts.
+        operations = page.locator("body")
+        for shown in ["/v1/stream-tickets", "stream_tickets"]:
+            await expect_on_page(operations).to_contain_text(shown, timeout=SHOWN_WITHIN_MS)
         await page.goto(site.api + "/redoc")
-        await page.wait_for_text(
-            lambda text: "A ticket to open one stream from a browser" in text,
-            what="ReDoc's list of operations",
+        await expect_on_page(page.locator("body")).to_contain_text(
+            "A ticket to open one stream from a browser", timeout=SHOWN_WITHIN_MS
         )

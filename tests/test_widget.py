@@ -20,7 +20,6 @@ from api.main import create_app
 from store.db import Database
 from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
-from tests.support.browser import serve_page
 from tests.support.pages import (
     WIDGET_FRAME,
     accessibility_problems,
@@ -30,6 +29,7 @@ from tests.support.pages import (
     new_context,
     on_sqlite_alone,
     scrolls_sideways,
+    serve_page,
     shows,
     sign_in,
     start_demo_chat,

@@ -4,6 +4,7 @@ page passes (axe-core, no serious or critical violation).
 
 The `browser` fixture (tests/conftest.py) is one Chromium for the session; each test opens its
 own contexts (a visitor's, an agent's), which share nothing: cookies, storage and caches apart.
+`serve_page` serves a page from an origin of its own (an app's shop, a stranger's site).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from axe_playwright_python.async_playwright import Axe
@@ -175,3 +179,31 @@ async def agent_sends(bench: Page, text: str) -> None:
     await expect_on_page(bench.locator("#transcript .message.agent").last).to_contain_text(
         text, timeout=SHOWN_WITHIN_MS
     )
+
+
+@contextmanager
+def serve_page(html: str, port: int) -> Iterator[None]:
+    """Serve `html` at every path of port `port` on loopback (http://127.0.0.1:<port>/, and
+    http://localhost:<port>/, another origin), until the block ends."""
+    body = html.encode()
+
+    class OnePage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # (the test's output stays the test's)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), OnePage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
