@@ -163,6 +163,7 @@ async function start() {
 async function setPresence() {
   try {
     await api("PUT", `/v1/agents/${encodeURIComponent(state.me.id)}/status`, { status: $("presence").value });
+    await refreshFigures(); // the agents online change with it
   } catch (error) {
     failed(error);
   }
