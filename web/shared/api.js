@@ -74,8 +74,9 @@ export class Api {
   /**
    * Follow a stream (`/v1/conversations/{id}/stream`, or an agent's feed with `position`
    * answering an event's `agent_seq`): each stored event is handed to `onEvent(type, data)`
-   * once, in order, from after `afterSeq`; live-only events (typing, without a position) too. A dropped connection, an expired ticket or a stream the server ended is opened again
-   * with a new ticket after the last seq seen: nothing missed, nothing twice. `onStatus(live)`
+   * once, in order, from after `afterSeq`; live-only events (typing, without a position) too.
+   * A dropped connection, an expired ticket or a stream the server ended is opened again with
+   * a new ticket after the last position seen: nothing missed, nothing twice. `onStatus(live)`
    * says whether the stream is connected; `onEnded(reason)` is called when access has ended
    * (the stream is then not reopened). Answers an object whose `close()` stops it and whose
    * `reconnect()` opens it again at once (when the network is back).

@@ -786,7 +786,7 @@ async function refreshFigures() {
 // The open left messages of the member's groups (out of hours, after an overflow): each with the
 // visitor's words and how to reach them, and a way to mark it called back (with a note).
 async function refreshLeftMessages() {
-  if (document.querySelector("#left-messages form:focus-within")) return; // someone is writing
+  if (document.querySelector("#left-messages form")) return; // someone is writing a note
   const messages = await api("GET", "/v1/left-messages");
   const items = messages.map((left) => {
     const resolve = element("button", { text: t("resolveLeft"), attrs: { type: "button" } });
@@ -798,7 +798,7 @@ async function refreshLeftMessages() {
       element("p", { className: "meta", text: left.contact ? t("leftContact", { contact: left.contact }) : t("leftNoContact") }),
       resolve,
     );
-    resolve.addEventListener("click", () => item.replaceChildren(...item.children, resolveForm(left, item)));
+    resolve.addEventListener("click", () => item.append(resolveForm(left, item)));
     return item;
   });
   $("left-messages").replaceChildren(
@@ -820,11 +820,12 @@ function resolveForm(left, item) {
     event.preventDefault();
     try {
       await api("POST", `/v1/left-messages/${left.id}/resolve`, { note: note.value.trim() || null });
-      item.remove();
-      if (!$("left-messages").children.length) await refreshLeftMessages();
     } catch (error) {
-      failed(error);
+      if (!(error instanceof ApiError && error.status === 409)) return failed(error);
+      // A colleague called back first: it is done either way.
     }
+    form.remove();
+    await refreshLeftMessages().catch(failed);
   });
   setTimeout(() => note.focus());
   return form;
