@@ -1,14 +1,16 @@
 """What an uploaded file is, decided by its bytes (libmagic), never by its name or declared type.
 
 Photos are decoded and written anew (oriented, without EXIF, XMP or comments: a customer's photo
-often carries their home's GPS position), videos measured, PDFs taken as they are. Limits come
-from the policy's [attachments]; anything else is `Refused` with a sentence for the uploader.
-CPU-bound and synchronous: call it from a worker thread.
+often carries their home's GPS position); videos measured, an MP4's metadata boxes blanked (a
+phone writes its position there too); PDFs taken as they are. Limits come from the policy's
+[attachments]; anything else is `Refused` with a sentence for the uploader. CPU-bound and
+synchronous: call it from a worker thread.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +64,12 @@ _VIDEOS = {
     "video/webm": ("WebM", _Stored("video/webm", ".webm")),
 }
 _FILES = {"application/pdf": _Stored("application/pdf", ".pdf")}
+
+# An MP4's boxes that hold what the camera knew besides pictures and sound: user data (a phone's
+# position as ©xyz, its model), Apple's keyed metadata (the position again), XMP (in a uuid box).
+_MP4_METADATA = frozenset({b"udta", b"meta", b"uuid"})
+_MP4_HOLDERS = frozenset({b"moov", b"trak"})  # looked into for those
+_MOST_BOXES = 10_000  # in one box: a real file has a handful
 
 _KIND_WORDS: dict[AttachmentKind, str] = {
     "image": "photos (JPEG, PNG, WebP, GIF or HEIC)",
@@ -242,6 +250,11 @@ def _video(data: bytes, container: str, stored: _Stored) -> Inspected:
     if rotation % 180 == 90:
         width, height = height, width
     milliseconds = _number(general.duration) or _number(track.duration)
+    if container == "MPEG-4":
+        try:
+            data = _mp4_without_metadata(data)
+        except ValueError:
+            raise unreadable from None
     return Inspected(
         kind="video",
         content_type=stored.content_type,
@@ -259,3 +272,34 @@ def _number(value: object) -> float | None:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
+
+
+def _mp4_without_metadata(mp4: bytes) -> bytes:
+    """The MP4 with each metadata box turned into a `free` box of zeros: every box keeps its
+    size, so no offset into the media moves and the file plays as before."""
+    data = bytearray(mp4)
+    _blank_metadata(data, 0, len(data))
+    return bytes(data)
+
+
+def _blank_metadata(data: bytearray, start: int, end: int) -> None:
+    at, count = start, 0
+    while end - at >= 8:
+        count += 1
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1:  # a 64-bit size follows the type
+            if end - at < 16:
+                raise ValueError("a box header runs past its parent")
+            (size,) = struct.unpack_from(">Q", data, at + 8)
+            header = 16
+        elif size == 0:  # up to the end of its parent
+            size = end - at
+        if size < header or size > end - at or count > _MOST_BOXES:
+            raise ValueError("boxes that do not nest")
+        if kind in _MP4_METADATA:
+            data[at + 4 : at + 8] = b"free"
+            data[at + header : at + size] = bytes(size - header)
+        elif kind in _MP4_HOLDERS:
+            _blank_metadata(data, at + header, at + size)
+        at += size

@@ -7,10 +7,13 @@ from __future__ import annotations
 import inspect
 import io
 import resource
+import struct
 from typing import Any
 
+import av
 import pytest
 from PIL import ExifTags, Image, ImageChops, ImageCms, PngImagePlugin
+from pymediainfo import MediaInfo
 
 from domain.policy import Attachments
 from media.inspect import THUMBNAIL_SIDE, Inspected, Refused, inspect_upload
@@ -27,6 +30,7 @@ from tests.support.media import (
     png_claiming,
     turned_quarter,
     video,
+    with_position,
 )
 
 LIMITS = Attachments()
@@ -335,7 +339,40 @@ def test_a_video_gives_its_size_and_duration(
     )
     assert (result.width, result.height) == (96, 64)
     assert result.duration == pytest.approx(3.0, abs=0.15)
-    assert result.data == upload and result.thumbnail is None
+    # Kept as uploaded but for an MP4's metadata, blanked in place (below).
+    assert len(result.data) == len(upload) and result.thumbnail is None
+
+
+def test_an_mp4_comes_back_without_the_phones_position() -> None:
+    upload = with_position(video("mp4", frames=20, rate=10))
+    assert MediaInfo.parse(io.BytesIO(upload)).general_tracks[0].xyz == "+48.8584+002.2945/"
+
+    result = inspect_upload(upload, LIMITS)
+
+    assert b"48.8584" not in result.data and len(result.data) == len(upload)
+    again = MediaInfo.parse(io.BytesIO(result.data))
+    assert again.general_tracks[0].xyz is None
+    assert result.duration == pytest.approx(2.0, abs=0.15)
+    assert float(again.general_tracks[0].duration) == pytest.approx(2000, abs=150)
+    assert (again.video_tracks[0].width, again.video_tracks[0].height) == (64, 48)
+    # The pictures themselves are untouched: the same frames decode from it.
+    assert _frames(result.data) == _frames(video("mp4", frames=20, rate=10))
+
+
+def test_an_mp4_whose_boxes_do_not_nest_is_refused() -> None:
+    """A box claiming more than the file holds: its metadata could not be found for sure."""
+    upload = video("mp4") + struct.pack(">I4s", 1000, b"udta")
+    assert MediaInfo.parse(io.BytesIO(upload)).video_tracks
+    refused = refusal(upload)
+    assert (refused.status, refused.reason) == (
+        415,
+        "The video could not be read: send an MP4 or WebM video.",
+    )
+
+
+def _frames(mp4: bytes) -> int:
+    with av.open(io.BytesIO(mp4)) as container:
+        return sum(1 for _frame in container.decode(video=0))
 
 
 def test_a_portrait_video_gives_the_size_it_shows_at() -> None:

@@ -128,6 +128,25 @@ def turned_quarter(mp4: bytes) -> bytes:
     return bytes(data)
 
 
+def with_position(mp4: bytes, position: bytes = b"+48.8584+002.2945/") -> bytes:
+    """The MP4 (its moov box last, as PyAV writes it) with the GPS position a phone writes:
+    moov/udta/©xyz, ISO 6709. Growing the last box moves no offset into the media."""
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(body)) + kind + body
+
+    data = bytearray(mp4)
+    moov = data.rfind(b"moov") - 4
+    (size,) = struct.unpack_from(">I", data, moov)
+    assert moov + size == len(data), "moov must be the last box"
+    language = 0x15C7  # "eng", packed
+    user_data = box(
+        b"udta", box(b"\xa9xyz", struct.pack(">HH", len(position), language) + position)
+    )
+    struct.pack_into(">I", data, moov, size + len(user_data))
+    return bytes(data + user_data)
+
+
 def audio_only_mp4(seconds: int = 1) -> bytes:
     """An MP4 (its header says video) that holds sound and no picture."""
     rate, samples = 8000, 1024
