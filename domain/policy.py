@@ -324,6 +324,8 @@ class Attachments(_Strict):
     max_image_pixels: int = Field(default=40_000_000, ge=1, le=100_000_000)
     # image: JPEG, PNG, WebP, GIF, HEIC; video: MP4, WebM; file: PDF.
     allowed: list[AttachmentKind] = ["image", "video", "file"]
+    # Uploads of one side in one conversation within a minute (429 over it).
+    max_uploads_per_minute: int = Field(default=10, ge=1, le=1000)
     # How long a fetch URL works once handed out: short-lived, a day at most.
     url_ttl: Duration = timedelta(minutes=10)
 

@@ -120,6 +120,7 @@ def test_attachment_limits_default_and_take_units(tmp_path: Path) -> None:
     )
     assert defaults.max_image_pixels == 40_000_000
     assert defaults.allowed == ["image", "video", "file"]
+    assert defaults.max_uploads_per_minute == 10
     assert defaults.url_ttl == timedelta(minutes=10)
     policy = load_policy(
         _write(
@@ -152,6 +153,10 @@ def test_attachment_limits_default_and_take_units(tmp_path: Path) -> None:
         (
             "max_image_pixels = 100_000_001",
             "attachments.max_image_pixels: Input should be less than or equal to 100000000",
+        ),
+        (
+            "max_uploads_per_minute = 0",
+            "attachments.max_uploads_per_minute: Input should be greater than or equal to 1",
         ),
         (
             'allowed = ["audio"]',
