@@ -13,6 +13,7 @@ RUN pip install --require-hashes -r constraints.txt
 COPY pyproject.toml README.md ./
 COPY domain domain
 COPY store store
+COPY media media
 COPY workflows workflows
 COPY activities activities
 COPY api api
