@@ -16,6 +16,7 @@ COPY store store
 COPY workflows workflows
 COPY activities activities
 COPY api api
+COPY media media
 COPY config config
 # The web pages the API serves (api/pages.py): plain HTML, CSS and ES modules (the demo
 # page is not served in production).
