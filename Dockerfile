@@ -18,10 +18,10 @@ RUN pip install --require-hashes -r constraints.txt
 COPY pyproject.toml README.md ./
 COPY domain domain
 COPY store store
+COPY media media
 COPY workflows workflows
 COPY activities activities
 COPY api api
-COPY media media
 COPY config config
 # The web pages the API serves (api/pages.py): plain HTML, CSS and ES modules (the demo
 # page is not served in production).

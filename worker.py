@@ -32,6 +32,7 @@ from activities.retention import RetentionActivities
 from dispatcher import Reconciler
 from domain.policy import PolicySource
 from logging_setup import configure_logging
+from media.storage import ObjectStore, open_object_store
 from settings import PROJECT_ROOT, Settings, get_settings
 from store.db import Database
 from temporal_client import connect
@@ -78,9 +79,11 @@ def cache_workflow_bytecode() -> None:
     compileall.compile_dir(PROJECT_ROOT / "workflows", quiet=2)
 
 
-def build_worker(*, client: Client, db: Database, policy: PolicySource, task_queue: str) -> Worker:
+def build_worker(
+    *, client: Client, db: Database, policy: PolicySource, task_queue: str, objects: ObjectStore
+) -> Worker:
     activities = ConversationActivities(db=db, policy=policy, client=client)
-    retention = RetentionActivities(db=db, policy=policy)
+    retention = RetentionActivities(db=db, policy=policy, objects=objects)
     return Worker(
         client,
         task_queue=task_queue,
@@ -99,7 +102,13 @@ async def run_worker(settings: Settings) -> None:
     db.create_schema()
     runtime = sdk_runtime(metrics_address=settings.worker_metrics_address)
     client = await connect(settings, runtime=runtime)
-    worker = build_worker(client=client, db=db, policy=policy, task_queue=settings.task_queue)
+    worker = build_worker(
+        client=client,
+        db=db,
+        policy=policy,
+        task_queue=settings.task_queue,
+        objects=open_object_store(settings),
+    )
     try:
         await ensure_retention_schedule(
             client,

@@ -11,6 +11,7 @@ from temporalio import activity
 
 from domain.policy import PolicySource
 from domain.types import RetentionBatch
+from media.storage import ObjectStore
 from store.db import Database
 from store.erasure import erase_expired_transcripts
 
@@ -18,9 +19,10 @@ log = logging.getLogger("switchboard.retention")
 
 
 class RetentionActivities:
-    def __init__(self, *, db: Database, policy: PolicySource) -> None:
+    def __init__(self, *, db: Database, policy: PolicySource, objects: ObjectStore) -> None:
         self.db = db
         self.policy = policy
+        self.objects = objects  # the attachments' files, erased with their transcripts
 
     @activity.defn(name="erase_expired_transcripts")
     async def erase_expired_transcripts(self) -> RetentionBatch:
@@ -34,6 +36,7 @@ class RetentionActivities:
             self.db,
             older_than=retention.transcripts,
             limit=retention.batch_size,
+            objects=self.objects,
         )
         if erased.conversations:
             log.info(

@@ -20,6 +20,7 @@ from api.streams import EventHints
 from api.tickets import CODEC_DECODE, MAX_TICKET_CHARS, read_ticket, verify_ticket
 from domain.policy import PolicySource
 from domain.types import Role
+from media.storage import ObjectStore
 from settings import Settings
 from store.agents import agent_with_token, find_agent, skill_groups_of
 from store.conversations import find_conversation, serves_customer
@@ -45,6 +46,7 @@ class Services:
     hints: EventHints
     limits: Limits  # this process's counts: requests, starts, streams, typing
     signalled: SignalledMarks  # messages told to their workflows, written in batches
+    objects: ObjectStore  # attachments' files (media/storage.py)
     visitor_access: VisitorAccess = field(default_factory=VisitorAccess)  # when tokens end
 
 
@@ -99,6 +101,8 @@ def groups_of_staff(db: Database, principal: Principal) -> frozenset[str] | None
 
 
 _bearer = HTTPBearer(auto_error=False)
+# The request's bearer credentials, if it has any (a route that also takes a ticket).
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _unauthorized(detail: str = "missing or invalid bearer token") -> HTTPException:
@@ -205,12 +209,28 @@ async def stream_principal(
     ] = None,
 ) -> Principal:
     """A stream's caller: by bearer token, or by a ticket issued for this very stream."""
+    return await caller_or_ticket_holder(
+        request, services, credentials, ticket, opens=request.url.path, what="stream"
+    )
+
+
+async def caller_or_ticket_holder(
+    request: Request,
+    services: Services,
+    credentials: HTTPAuthorizationCredentials | None,
+    ticket: str | None,
+    *,
+    opens: str,
+    what: str,
+) -> Principal:
+    """The caller by bearer token, or (`ticket` given) the holder of a ticket issued to open
+    `opens` (a stream, an attachment: `what`), with their rights as they are now."""
     if ticket is None:
         return await current_principal(request, services, credentials)
-    holder = await ticket_holder(services, ticket, opens=request.url.path)
+    holder = await ticket_holder(services, ticket, opens=opens)
     if holder is None:
         raise _unauthorized(
-            "stream ticket invalid, expired or for another stream: ask for a new one"
+            f"{what} ticket invalid, expired or for another {what}: ask for a new one"
         )
     return holder
 

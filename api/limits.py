@@ -14,6 +14,7 @@ is counted in the database instead (store/rates.py).
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ ECHO_CHARS = 80
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The codec endpoint's bodies are pages of payloads (api/routes/codec.py): a limit of their own.
 CODEC_PATHS = "/v1/codec/"
+# Uploads take bodies the size of a file: the policy's limits, not SWITCHBOARD_MAX_BODY_BYTES.
+UPLOAD_PATH = re.compile(r"^/v1/conversations/[^/]+/attachments$")
+MULTIPART_FRAMING_BYTES = 16 * 1024
 
 
 def too_many(detail: str, retry_after: int) -> HTTPException:
@@ -120,9 +124,14 @@ class Limits:
     streams: StreamHolders
     max_body_bytes: int
     max_codec_body_bytes: int
+    # An upload's body (POST /v1/conversations/{id}/attachments): the policy's largest file,
+    # read when the request comes (the policy reloads), with room for the multipart framing.
+    max_upload_bytes: Callable[[], int] = lambda: 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(
+        cls, settings: Settings, *, max_upload_bytes: Callable[[], int] = lambda: 0
+    ) -> Limits:
         return cls(
             per_address=Rate(settings.max_requests_per_minute_per_address),
             per_caller=Rate(settings.max_requests_per_minute_per_caller),
@@ -137,11 +146,16 @@ class Limits:
             ),
             max_body_bytes=settings.max_body_bytes,
             max_codec_body_bytes=settings.max_codec_body_bytes,
+            max_upload_bytes=max_upload_bytes,
         )
 
     def max_body(self, path: str) -> int:
         """The body limit of a request to `path`."""
-        return self.max_codec_body_bytes if path.startswith(CODEC_PATHS) else self.max_body_bytes
+        if path.startswith(CODEC_PATHS):
+            return self.max_codec_body_bytes
+        if UPLOAD_PATH.match(path):
+            return max(self.max_body_bytes, self.max_upload_bytes() + MULTIPART_FRAMING_BYTES)
+        return self.max_body_bytes
 
 
 # --- the front door -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from api.routes import (
     admin,
     agents,
     assist,
+    attachments,
     codec,
     conversations,
     customers,
@@ -41,6 +42,7 @@ from api.schemas import ENGINE_DOWN, errors, too_many_requests
 from api.streams import EventHints, listen_for_events, watch_sqlite_log
 from domain.policy import PolicySource
 from logging_setup import configure_logging
+from media.storage import open_object_store
 from settings import Settings, get_settings
 from store.db import Database, unavailable
 from store.messages import SignalledMarks, mark_signalled
@@ -80,14 +82,18 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         db = Database(settings.database_url)
         db.create_schema()
         hints = EventHints()
+        policy = PolicySource(settings.policy)
         app.state.services = Services(
             settings=settings,
             db=db,
-            policy=PolicySource(settings.policy),
+            policy=policy,
             temporal=ConversationGateway(temporal, settings=settings),
             hints=hints,
-            limits=Limits.from_settings(settings),
+            limits=Limits.from_settings(
+                settings, max_upload_bytes=lambda: policy.current().attachments.largest_bytes
+            ),
             signalled=SignalledMarks(),
+            objects=open_object_store(settings),
         )
         # Other processes' events wake our streams: LISTEN/NOTIFY on PostgreSQL, a look at
         # the log's newest event id every LOG_WATCH_INTERVAL on SQLite (besides, every stream
@@ -197,6 +203,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(conversations.router)
+    app.include_router(attachments.router)
     app.include_router(left_messages.router)
     app.include_router(visitor_tokens.router)
     app.include_router(monitor.router)

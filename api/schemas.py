@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -16,8 +15,6 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -61,14 +58,7 @@ Attributes = Annotated[dict[AttributeKey, AttributeValue], AfterValidator(_small
 
 # Image and video messages are shown by the other side's page: only a web address it may fetch
 # as such (javascript:, data: or http: ones never reach a page).
-_MEDIA_TYPES = frozenset({MessageType.IMAGE, MessageType.VIDEO})
-
-
-def _https_url(content: str) -> str:
-    parts = urlsplit(content)
-    if parts.scheme != "https" or not parts.hostname or not content.isprintable() or " " in content:
-        raise ValueError("an image or video is an https:// URL (no spaces)")
-    return content
+_ATTACHED_TYPES = frozenset({MessageType.IMAGE, MessageType.VIDEO, MessageType.FILE})
 
 
 class ErrorBody(BaseModel):
@@ -332,14 +322,31 @@ class MessageCreate(_Input):
         min_length=1, max_length=128, description="Chosen by the client; a retry reuses it"
     )
     type: MessageType = MessageType.TEXT
-    content: WrittenText = Field(
-        min_length=1, description="Text, or an https:// URL for image and video"
+    content: str = Field(
+        default="",
+        description="The text; for an image, a video or a file, an optional caption",
+    )
+    attachment_id: str | None = Field(
+        default=None,
+        pattern=r"^att_[0-9a-f]{24}$",
+        description="For an image, a video or a file: what POST …/attachments answered",
     )
 
-    @field_validator("content")
-    @classmethod
-    def _media_is_a_url(cls, content: str, info: ValidationInfo) -> str:
-        return _https_url(content) if info.data.get("type") in _MEDIA_TYPES else content
+    @model_validator(mode="after")
+    def _text_or_attachment(self) -> MessageCreate:
+        if self.type in _ATTACHED_TYPES:
+            if self.attachment_id is None:
+                raise ValueError(
+                    f"a message of type {self.type} carries attachment_id: upload the file "
+                    "first (POST /v1/conversations/{id}/attachments)"
+                )
+            if self.content and not self.content.strip():
+                raise ValueError("a caption is not blank (leave it out instead)")
+        else:
+            if self.attachment_id is not None:
+                raise ValueError("only image, video and file messages carry an attachment")
+            _not_blank(self.content)
+        return self
 
 
 class TransferCreate(_Input):
@@ -380,6 +387,21 @@ class TypingPublic(BaseModel):
     at: datetime
 
 
+class AttachmentPublic(BaseModel):
+    attachment_id: str
+    kind: str = Field(description="image | video | file (a PDF)")
+    content_type: str = Field(description="From our inspection of the bytes")
+    size: int = Field(description="Bytes, as stored (images re-encoded)")
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = Field(default=None, description="Seconds, for a video")
+    url: str = Field(
+        description="Its path: with your bearer token, or `?ticket=` from POST "
+        "/v1/stream-tickets for a browser"
+    )
+    thumbnail_url: str | None = Field(default=None, description="An image's thumbnail (JPEG)")
+
+
 class MessagePublic(BaseModel):
     id: int
     conversation_id: str
@@ -390,6 +412,7 @@ class MessagePublic(BaseModel):
     type: str
     content: str
     created_at: datetime
+    attachment: AttachmentPublic | None = None
 
 
 class EventPublic(BaseModel):
@@ -572,7 +595,8 @@ class StreamTicketCreate(_Input):
     stream: str = Field(
         max_length=300,
         description="The path of the stream to open: /v1/conversations/{id}/stream or "
-        "/v1/agents/{id}/stream",
+        "/v1/agents/{id}/stream; or of an attachment to fetch: "
+        "/v1/conversations/{id}/attachments/{attachment_id}",
         examples=["/v1/agents/alice/stream"],
     )
 

@@ -106,6 +106,7 @@ class MessageType(StrEnum):
     TEXT = "text"
     IMAGE = "image"
     VIDEO = "video"
+    FILE = "file"  # a PDF
     EMOJI = "emoji"
 
 

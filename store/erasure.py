@@ -3,7 +3,8 @@ per conversation, on request (a customer's erase) or with age (the retention sch
 
 What is erased: every message's text, the rating comment, what the app said of the customer
 (`order_id`, `attributes`), the left message (its text, contact and the team's note on it),
-and the text that events carry (a message's, a note's, a transfer note, a comment). What stays: the
+the attachments (their files and rows; a message's event keeps what kind of file it was), and
+the text that events carry (a message's, a note's, a transfer note, a comment). What stays: the
 conversation's shape (ids, states, times, seqs, scores, who served it), so the monitor's
 figures and the event log's order hold, and the texts the policy wrote (closing messages, idle
 warnings, rating invites), which are no customer's. An erase again finds nothing new.
@@ -19,6 +20,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from domain.types import ConversationState, EventType
+from media.storage import ObjectStore
+from store.attachments import conversation_object_keys, forget_attachments
 from store.db import Database
 from store.events import ConversationNotFound
 from store.models import AdminAction, Conversation, Event, LeftMessage, Message, utcnow
@@ -108,10 +111,25 @@ def _erase_events(session: Session, conversation_id: str) -> int:
     return changed
 
 
-def erase_conversation(db: Database, *, conversation_id: str) -> Erased:
+def erase_conversation(
+    db: Database, *, conversation_id: str, objects: ObjectStore | None = None
+) -> Erased:
     """Erase the closed conversation's customer text, in one transaction, its row locked (a
-    left message or a rating being stored commits first, or waits and finds it erased).
-    Unknown → ConversationNotFound; not closed → ConversationOpen."""
+    left message or a rating being stored commits first, or waits and finds it erased), and
+    its attachments: their files deleted from `objects` first, then their rows (a closed
+    conversation takes no new file; should the transaction fail, the next erase finds the rows
+    and deletes again). Unknown → ConversationNotFound; not closed → ConversationOpen."""
+    with db.read() as session:
+        found = session.get(Conversation, conversation_id)
+        if found is None:
+            raise ConversationNotFound(conversation_id)
+        if found.state != ConversationState.CLOSED:
+            raise ConversationOpen(conversation_id)
+        keys = conversation_object_keys(session, conversation_id)
+    if keys:
+        if objects is None:
+            raise ValueError("the conversation has attachments: erase them with their store")
+        objects.delete(keys)
     with db.write() as session:
         # The left message's row before the conversation's, as its resolution takes them.
         left = session.exec(
@@ -135,6 +153,7 @@ def erase_conversation(db: Database, *, conversation_id: str) -> Erased:
                 session.add(message)
                 changed += 1
         changed += _erase_events(session, conversation_id)
+        changed += forget_attachments(session, conversation_id)
         if not changed and conversation.erased_at is not None:
             return Erased()  # erased before, and nothing new since
         conversation.erased_at = conversation.erased_at or utcnow()
@@ -191,7 +210,7 @@ def expired_transcripts(db: Database, *, older_than: timedelta, limit: int) -> l
 
 
 def erase_expired_transcripts(
-    db: Database, *, older_than: timedelta, limit: int
+    db: Database, *, older_than: timedelta, limit: int, objects: ObjectStore | None = None
 ) -> tuple[Erased, bool]:
     """Erase up to `limit` conversations closed more than `older_than` ago, each in its own
     transaction (one erased meanwhile counts nothing); and whether `limit` were due (more may
@@ -199,5 +218,5 @@ def erase_expired_transcripts(
     due = expired_transcripts(db, older_than=older_than, limit=limit)
     done = Erased()
     for conversation_id in due:
-        done += erase_conversation(db, conversation_id=conversation_id)
+        done += erase_conversation(db, conversation_id=conversation_id, objects=objects)
     return done, len(due) == limit

@@ -21,6 +21,10 @@ from store.models import AgentEvent, AgentFeed, Conversation, Event, Message, ut
 NOTIFY_CHANNEL = "switchboard_events"
 
 
+class ConversationClosed(Exception):
+    """The conversation is closed: it takes no more messages or files."""
+
+
 class ConversationNotFound(LookupError):
     pass
 

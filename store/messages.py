@@ -5,23 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from domain.types import ConversationState, EventType, Role
+from store.attachments import (
+    ATTACHED_TYPES,
+    attachment_of_message,
+    attachment_public,
+    sent_with,
+    take_for_message,
+)
 from store.db import Database
-from store.events import ConversationNotFound, append_event
+from store.events import ConversationClosed, ConversationNotFound, append_event
 from store.models import Conversation, Message, utcnow
 from store.rates import check_rate
 
 # Messages a sender may post in one conversation within this window (the API's rate limit).
 RATE_WINDOW = timedelta(minutes=1)
-
-
-class ConversationClosed(Exception):
-    pass
 
 
 class NotYourConversation(Exception):
@@ -37,6 +41,7 @@ class StoredMessage:
     message: Message
     created: bool
     holder: str | None = None  # the agent holding the conversation when it was stored
+    attachment: dict[str, Any] | None = None  # what it carries (attachment_public)
 
 
 # Built once (a statement's cache key is worked out once per object): every message runs these.
@@ -62,6 +67,7 @@ def store_message(
     client_message_id: str,
     type: str,
     content: str,
+    attachment_id: str | None = None,
     max_per_minute: int | None = None,
 ) -> StoredMessage:
     """Store once per (sender, client_message_id); a repeat returns the original message.
@@ -71,7 +77,9 @@ def store_message(
     NotYourConversation; a repeat → the original, whatever the state now; closed →
     ConversationClosed; an agent's message while not active → ConversationNotActive. A new
     message beyond `max_per_minute` from this sender in this conversation raises RateLimited:
-    counted in the database, so the limit holds across any number of API processes."""
+    counted in the database, so the limit holds across any number of API processes. An image,
+    video or file carries `attachment_id`: one its sender uploaded here and has not sent yet
+    (else AttachmentNotUsable), its metadata in the event."""
     with db.write_connection() as connection:
         row = connection.execute(_LOCK_CONVERSATION, {"of_conversation": conversation_id}).first()
         if row is None:
@@ -88,7 +96,15 @@ def store_message(
             },
         ).first()
         if existing is not None:
-            return StoredMessage(Message(**existing._asdict()), created=False)
+            message = Message(**existing._asdict())
+            carried = (
+                attachment_of_message(connection, conversation_id=conversation_id, seq=message.seq)
+                if message.type in ATTACHED_TYPES
+                else None
+            )
+            return StoredMessage(
+                message, created=False, attachment=carried and attachment_public(carried)
+            )
         if state == ConversationState.CLOSED:
             raise ConversationClosed(conversation_id)
         if sender_role == Role.AGENT and state != ConversationState.ACTIVE:
@@ -101,18 +117,32 @@ def store_message(
                 limit=max_per_minute,
                 window=RATE_WINDOW,
             )
+        data: dict[str, Any] = {
+            "sender_role": sender_role,
+            "client_message_id": client_message_id,
+            "message_type": type,
+        }
+        carried = None
+        if attachment_id is not None:
+            taken = take_for_message(
+                connection,
+                conversation_id=conversation_id,
+                attachment_id=attachment_id,
+                sender_id=sender_id,
+                message_type=type,
+            )
+            carried = attachment_public(taken)
+            data["attachment"] = carried  # what it is and where: never its content
         event = append_event(
             connection,
             conversation_id=conversation_id,
             type=EventType.MESSAGE_CREATED,
             # The text is the message row's alone (stored once): readers join it in.
-            data={
-                "sender_role": sender_role,
-                "client_message_id": client_message_id,
-                "message_type": type,
-            },
+            data=data,
             staff_data={"sender_id": sender_id},
         )
+        if attachment_id is not None:
+            sent_with(connection, attachment_id, event.seq)
         message = Message(
             conversation_id=conversation_id,
             seq=event.seq,
@@ -126,7 +156,7 @@ def store_message(
         message.id = connection.execute(
             _INSERT_MESSAGE, message.model_dump(exclude={"id"})
         ).scalar_one()
-    return StoredMessage(message, created=True, holder=agent_id)
+    return StoredMessage(message, created=True, holder=agent_id, attachment=carried)
 
 
 _RECENT = sa.select(sa.func.count(), sa.func.min(col(Message.created_at))).where(

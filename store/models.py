@@ -217,6 +217,28 @@ class LeftMessage(SQLModel, table=True):
     resolution_note: str | None = None
 
 
+class Attachment(SQLModel, table=True):
+    """A file a side of a conversation uploaded (store/attachments.py): what our inspection
+    found it to be, and where its bytes (and its thumbnail's) are in the object store. Never
+    the name it was uploaded with. A message of type image, video or file carries one
+    (`message_seq`, once sent)."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    uploaded_by_role: str = Field(max_length=16)
+    uploaded_by_id: str = Field(max_length=200)
+    kind: str = Field(max_length=16)  # image | video | file
+    content_type: str = Field(max_length=64)
+    size: int
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    object_key: str = Field(max_length=200)
+    thumbnail_key: str | None = Field(default=None, max_length=200)
+    message_seq: int | None = None
+    created_at: datetime = _at(default_factory=utcnow)
+
+
 class QueueSkip(SQLModel, table=True):
     """An agent who let this conversation go unanswered, or handed it on to a group, is not
     given it again while another agent of the group is online (store/assignment.py)."""

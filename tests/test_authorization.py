@@ -146,6 +146,7 @@ async def test_every_route_for_every_caller(world: World, empty_db: Database) ->
                 headers=credentials(world, caller, subject, ids, other, expired),
                 params={key: value.format(**ids) for key, value in (route.query or {}).items()},
                 json=route.body,
+                files=route.files,
             )
             expected = expected_status(route, caller)
             if _status_class(status) != expected:

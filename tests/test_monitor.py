@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.routes.monitor import serve_metrics
 from domain.policy import PolicySource
 from domain.types import EventType
+from media.storage import LocalStore
 from store.db import Database
 from store.events import append_event
 from store.models import Agent, Assignment, Conversation
@@ -429,7 +430,11 @@ async def test_the_worker_serves_temporal_sdk_metrics(
     db = Database(f"sqlite:///{tmp_path / 'worker.db'}")
     db.create_schema()
     worker = build_worker(
-        client=client, db=db, policy=PolicySource(policy_file()), task_queue=f"tq-{uuid.uuid4()}"
+        client=client,
+        db=db,
+        policy=PolicySource(policy_file()),
+        task_queue=f"tq-{uuid.uuid4()}",
+        objects=LocalStore(tmp_path / "attachments"),
     )
     try:
         async with worker, httpx.AsyncClient() as http:

@@ -133,9 +133,11 @@ async def test_bearer_tokens_that_are_not_ascii_are_refused(system: System) -> N
             assert response.headers["www-authenticate"] == "Bearer"
 
 
-async def test_images_and_videos_are_https_addresses_and_text_is_not_blank(
+async def test_images_and_videos_are_uploads_never_addresses_and_text_is_not_blank(
     system: System,
 ) -> None:
+    """An image or a video is a file uploaded first (tests/test_attachments.py): a link is no
+    image (a `javascript:` one least of all)."""
     world = await World(system).populate()
     active = await world.active()
     path = f"/v1/conversations/{active.conversation_id}/messages"
@@ -151,6 +153,9 @@ async def test_images_and_videos_are_https_addresses_and_text_is_not_blank(
         ("text", " \t\n "),
         ("emoji", "\u3000"),
         ("image", " "),
+        ("image", "https://cdn.example.com/parcel.png?size=2"),
+        ("video", "https://cdn.example.com/parcel.mp4"),
+        ("file", "https://cdn.example.com/invoice.pdf"),
     ]
     for kind, content in refused:
         for token in (active.token, world.tokens[OWNER]):
@@ -161,16 +166,6 @@ async def test_images_and_videos_are_https_addresses_and_text_is_not_blank(
             )
             assert response.status_code == 422, (kind, content, response.text)
     assert await system.events(active.conversation_id) == before
-    for kind in ("image", "video"):
-        url = f"https://cdn.example.com/parcel.{'png' if kind == 'image' else 'mp4'}?size=2"
-        shown = await system.http.post(
-            path,
-            headers=bearer(active.token),
-            json={"client_message_id": kind, "type": kind, "content": url},
-        )
-        assert shown.status_code == 201, shown.text
-        assert (shown.json()["type"], shown.json()["content"]) == (kind, url)
-
     overflowed = await world.overflowed()
     blank = await system.leave_message(*overflowed, "   \n")
     assert blank.status_code == 422, blank.text

@@ -31,6 +31,7 @@ from api.schemas import (
     BEYOND_NEWEST,
     ENGINE_DOWN,
     UNAUTHORIZED,
+    AttachmentPublic,
     AttributesPublic,
     AttributesUpdate,
     ConversationAssign,
@@ -77,6 +78,7 @@ from domain.types import (
 )
 from store.agents import find_agent
 from store.assignment import CannotTake, NotWaiting, assign_to
+from store.attachments import AttachmentNotUsable
 from store.conversations import (
     AttributesTooLarge,
     ConversationErased,
@@ -284,9 +286,10 @@ async def get_conversation(
     )
 
 
-def _message_public(message: Message) -> MessagePublic:
+def _message_public(message: Message, attachment: dict[str, Any] | None = None) -> MessagePublic:
     assert message.id is not None
     return MessagePublic(
+        attachment=None if attachment is None else AttachmentPublic(**attachment),
         id=message.id,
         conversation_id=message.conversation_id,
         seq=message.seq,
@@ -312,6 +315,7 @@ def _message_public(message: Message) -> MessagePublic:
                 **_ACCESS,
                 409: "The conversation is closed or not yet active",
                 413: "Content longer than the limit",
+                422: "Not a message we take (an attachment not yours, sent, or of another kind)",
                 **ENGINE_DOWN,
             }
         ),
@@ -350,9 +354,12 @@ async def post_message(
                 client_message_id=body.client_message_id,
                 type=body.type,
                 content=body.content,
+                attachment_id=body.attachment_id,
                 max_per_minute=per_minute,
             )
         )
+    except AttachmentNotUsable as unusable:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=unusable.reason) from None
     except ConversationNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown conversation") from None
     except NotYourConversation:
@@ -389,7 +396,7 @@ async def post_message(
     else:
         services.signalled.add(conversation_id, message.seq)
     return Response(
-        _message_public(message).model_dump_json(),
+        _message_public(message, stored.attachment).model_dump_json(),
         status_code=status.HTTP_201_CREATED if stored.created else status.HTTP_200_OK,
         media_type="application/json",
     )

@@ -145,7 +145,10 @@ async def erase_customer(
     erased = Erased()
     for conversation in conversations:
         erased += await run_in_threadpool(
-            erase_conversation, services.db, conversation_id=conversation.id
+            erase_conversation,
+            services.db,
+            conversation_id=conversation.id,
+            objects=services.objects,
         )
     action = await run_in_threadpool(record_erasure, services.db, by_id=principal.id, erased=erased)
     log.info(

@@ -4,6 +4,7 @@ EventSource (which cannot send the token). How a ticket is made and checked: api
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import compile_path
 
 from api.deps import (
@@ -17,12 +18,16 @@ from api.deps import (
 from api.routes import operation
 from api.schemas import UNAUTHORIZED, StreamTicketCreate, StreamTicketPublic, errors
 from api.tickets import issue_ticket
+from store.attachments import find_attachment
 
 router = APIRouter(prefix="/v1/stream-tickets")
 
 # The streams a ticket opens (their routes take `?ticket=`: api.deps.stream_principal).
 CONVERSATION_STREAM = compile_path("/v1/conversations/{conversation_id}/stream")[0]
 AGENT_STREAM = compile_path("/v1/agents/{agent_id}/stream")[0]
+# An attachment's file and thumbnail (api/routes/attachments.py), for a browser's <img>: the
+# ticket lasts the policy's `attachments.url_ttl`.
+ATTACHMENT = compile_path("/v1/conversations/{conversation_id}/attachments/{attachment_id}")[0]
 
 
 @router.post(
@@ -44,24 +49,39 @@ AGENT_STREAM = compile_path("/v1/agents/{agent_id}/stream")[0]
         {
             **UNAUTHORIZED,
             403: "Not your conversation or agent feed",
-            404: "Unknown conversation or agent",
-            422: "Not a stream's path",
+            404: "Unknown conversation, agent or attachment",
+            422: "Not a stream's or an attachment's path",
         }
     ),
 )
 async def create_stream_ticket(
     body: StreamTicketCreate, principal: CurrentPrincipal, services: ServicesDep, response: Response
 ) -> StreamTicketPublic:
-    # The same checks, in the same order, as opening the stream itself.
+    # The same checks, in the same order, as opening the stream (or fetching) itself.
+    lifetime = services.settings.stream_ticket_seconds
     if match := CONVERSATION_STREAM.match(body.stream):
         conversation = await load_conversation(services, match["conversation_id"])
         await conversation_of_caller(principal, conversation)
     elif match := AGENT_STREAM.match(body.stream):
         await agent_self_or_admin(principal, services, match["agent_id"])
+    elif match := ATTACHMENT.match(body.stream):
+        conversation = await load_conversation(services, match["conversation_id"])
+        await conversation_of_caller(principal, conversation)
+        found = await run_in_threadpool(
+            lambda: find_attachment(
+                services.db,
+                conversation_id=match["conversation_id"],
+                attachment_id=match["attachment_id"],
+            )
+        )
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown attachment")
+        lifetime = int(services.policy.current().attachments.url_ttl.total_seconds())
     else:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail="not a stream's path: /v1/conversations/{id}/stream or /v1/agents/{id}/stream",
+            detail="not a stream's or an attachment's path: /v1/conversations/{id}/stream, "
+            "/v1/agents/{id}/stream or /v1/conversations/{id}/attachments/{attachment_id}",
         )
     held = await credential_hash(services, principal)
     if held is None:  # the agent went between the token's check and now
@@ -78,5 +98,6 @@ async def create_stream_ticket(
         holder=principal.id,
         conversation_id=principal.conversation_id,
         credential_hash=held,
+        seconds=lifetime,
     )
-    return StreamTicketPublic(ticket=ticket, expires_in=services.settings.stream_ticket_seconds)
+    return StreamTicketPublic(ticket=ticket, expires_in=lifetime)

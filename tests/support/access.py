@@ -4,11 +4,14 @@ hostile-input test takes it to know whose credentials to send."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from tests.support.api import Visit
+from PIL import Image
+
+from tests.support.api import Visit, bearer
 from tests.support.callers import OWNER, Caller, World
 
 
@@ -24,6 +27,7 @@ class Subject(Enum):
     CODEC_TICKET = "a codec ticket an admin asked for (the credential is in the path)"
     IDLE_AGENT = "an agent of `general`, offline, who holds nothing (its agent: that agent)"
     DEACTIVATED_AGENT = "an agent an admin deactivated"
+    ATTACHMENT = "an image the visitor of a conversation Alice holds uploaded"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Route:
     allowed_answer: str = "2xx"
     # Its query string; `{conversation_id}` in a value is the subject's.
     query: dict[str, str] | None = None
+    # A multipart body instead of `body` (an upload): the form's files.
+    files: dict[str, tuple[str, bytes, str]] | None = None
 
 
 ANYONE = frozenset(Caller)
@@ -58,12 +64,21 @@ STAFF_MEMBERS = (
 TOKEN_HOLDERS = (Caller.ADMIN, Caller.APP, Caller.OWNER_AGENT, Caller.OWN_VISITOR)
 
 
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (4, 3), (0, 128, 255)).save(out, "PNG")
+    return out.getvalue()
+
+
 def callers_of(route: Route) -> list[Caller]:
     """The token holders the route admits (no one: a route whose credential is its path)."""
     if route.allowed == ANYONE:
         return [Caller.NOBODY]
     return [caller for caller in TOKEN_HOLDERS if caller in route.allowed]
 
+
+# A photo to upload: a PNG of 4 by 3 pixels.
+SMALL_PNG = _png()
 
 # A payload as the Temporal UI sends it to be decoded: "alice" as JSON, unencrypted.
 CODEC_BODY = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "ImFsaWNlIg=="}]}
@@ -123,6 +138,15 @@ ACCESS: dict[tuple[str, str], Route] = {
     ),
     ("POST", "/v1/conversations/{conversation_id}/read"): Route(ITS_SIDES, body={"seq": 1}),
     ("POST", "/v1/conversations/{conversation_id}/typing"): Route(ITS_SIDES),
+    ("POST", "/v1/conversations/{conversation_id}/attachments"): Route(
+        ITS_SIDES, files={"file": ("parcel.png", SMALL_PNG, "image/png")}
+    ),
+    ("GET", "/v1/conversations/{conversation_id}/attachments/{attachment_id}"): Route(
+        ITS_SIDES_OR_STAFF, subject=Subject.ATTACHMENT
+    ),
+    ("GET", "/v1/conversations/{conversation_id}/attachments/{attachment_id}/thumbnail"): Route(
+        ITS_SIDES_OR_STAFF, subject=Subject.ATTACHMENT
+    ),
     ("GET", "/v1/conversations/{conversation_id}/events"): Route(ITS_SIDES_OR_STAFF),
     ("GET", "/v1/conversations/{conversation_id}/stream"): Route(ITS_SIDES_OR_STAFF),
     ("POST", "/v1/conversations/{conversation_id}/close"): Route(ITS_SIDES_OR_STAFF, consumes=True),
@@ -203,6 +227,18 @@ async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, st
         asked = await world.api.codec_ticket()
         assert asked.status_code == 201, asked.text
         return owner, {"ticket": asked.json()["ticket"]}
+    if kind == Subject.ATTACHMENT:
+        conversation = await world.active()
+        uploaded = await world.api.http.post(
+            f"/v1/conversations/{conversation.conversation_id}/attachments",
+            headers=bearer(conversation.token),
+            files={"file": ("parcel.png", SMALL_PNG, "image/png")},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        return conversation, {
+            "conversation_id": conversation.conversation_id,
+            "attachment_id": uploaded.json()["attachment_id"],
+        }
     maker = {
         Subject.ACTIVE: world.active,
         Subject.RATING_PENDING: world.rating_pending,

@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from api.main import create_app
 from domain.policy import PolicySource
+from media.storage import open_object_store
 from store.db import Database
 from store.models import Conversation
 from temporal_client import with_data_converter
@@ -64,6 +65,7 @@ class System(ApiClient):
             db=self.db,
             policy=PolicySource(self.policy_path),
             task_queue=self.task_queue,
+            objects=open_object_store(self.settings),
         )
         await self.worker.__aenter__()
 
