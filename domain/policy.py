@@ -336,6 +336,11 @@ class Attachments(_Strict):
             raise ValueError("a fetch URL works for a day at most (24h)")
         return url_ttl
 
+    @property
+    def largest_bytes(self) -> int:
+        """The most an upload of any kind may hold: the API reads no further."""
+        return max(self.max_image_bytes, self.max_video_bytes, self.max_file_bytes)
+
     def max_bytes(self, kind: AttachmentKind) -> int:
         return {
             "image": self.max_image_bytes,

@@ -136,6 +136,7 @@ def test_attachment_limits_default_and_take_units(tmp_path: Path) -> None:
         4096,
     )
     assert limits.allowed == ["image"] and limits.url_ttl == timedelta(minutes=2)
+    assert limits.largest_bytes == 100_000_000
 
 
 @pytest.mark.parametrize(
