@@ -155,7 +155,7 @@ def _not_accepted(subject: str, limits: AttachmentLimits) -> str:
 
 
 def _size(count: int) -> str:
-    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
         if count >= scale:
             return f"{round(count / scale, 1):g} {unit}"
     return f"{count} bytes"

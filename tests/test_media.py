@@ -158,7 +158,7 @@ def test_the_size_limit_is_checked_before_anything_is_decoded() -> None:
     damaged = photo("PNG", (100, 100))[:60] + bytes(5000)
     assert refusal(damaged).status == 415
     refused = refusal(damaged, Attachments(max_image_bytes="2KiB"))
-    assert (refused.status, refused.reason) == (413, "The photo is too large: at most 2 KB.")
+    assert (refused.status, refused.reason) == (413, "The photo is too large: at most 2 KiB.")
 
 
 def test_a_decompression_bomb_is_refused_from_its_header() -> None:
