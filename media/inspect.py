@@ -64,6 +64,14 @@ _VIDEOS = {
     "video/webm": ("WebM", _Stored("video/webm", ".webm")),
 }
 _FILES = {"application/pdf": _Stored("application/pdf", ".pdf")}
+# Every content type a stored file has (what the API serves it as).
+STORED_TYPES = tuple(
+    sorted(
+        {stored.content_type for stored in _WRITTEN.values()}
+        | {stored.content_type for _, stored in _VIDEOS.values()}
+        | {stored.content_type for stored in _FILES.values()}
+    )
+)
 
 # An MP4's boxes that hold what the camera knew besides pictures and sound: user data (a phone's
 # position as ©xyz, its model), Apple's keyed metadata (the position again), XMP (in a uuid box).

@@ -39,7 +39,7 @@ from api.routes import operation
 from api.schemas import UNAUTHORIZED, AttachmentPublic, errors, too_many_requests
 from api.tickets import MAX_TICKET_CHARS
 from domain.types import Role
-from media.inspect import Refused, inspect_upload
+from media.inspect import STORED_TYPES, Refused, inspect_upload
 from store.attachments import (
     attachment_path,
     attachment_public,
@@ -84,6 +84,7 @@ def _its_side(principal: Principal, conversation: Conversation) -> bool:
         **errors(
             {
                 **UNAUTHORIZED,
+                400: "The body is not multipart form data",
                 403: "Only its visitor or its agent",
                 404: "Unknown conversation",
                 409: "The conversation is closed",
@@ -226,7 +227,7 @@ async def _served(services: ServicesDep, attachment: Attachment, key: str, media
     **operation("attachments", "fetch"),
     response_class=Response,
     summary="The attachment's file, as our inspection found it (its type, never the upload's)",
-    responses={200: {"content": {"application/octet-stream": {}}}, **_FETCH_RESPONSES},
+    responses={200: {"content": {media: {} for media in STORED_TYPES}}, **_FETCH_RESPONSES},
 )
 async def fetch_attachment(attachment: AttachmentOfReader, services: ServicesDep) -> Response:
     return await _served(services, attachment, attachment.object_key, attachment.content_type)
