@@ -6,6 +6,11 @@ FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     SWITCHBOARD_ENV=production
 WORKDIR /app
+# libmagic, with which python-magic tells an upload's kind from its bytes (media/inspect.py):
+# Debian's `file` package brings it, whatever the release names the library's package.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends file \
+    && rm -rf /var/lib/apt/lists/*
 # Exactly the versions `make lock` pinned, each checked against its hash (a dependency missing
 # from the file fails the build): the same build every time, nothing for development.
 COPY constraints.txt ./

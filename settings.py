@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -105,6 +107,14 @@ class Settings(BaseSettings):
     # long a codec ticket (the Temporal UI's credential, in its endpoint URL) lasts: a shift.
     max_codec_body_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024, le=16 * 1024 * 1024)
     codec_ticket_seconds: int = Field(default=8 * 3600, ge=60, le=24 * 3600)
+    # Where attachments live (media/storage.py): "" for .data/attachments, file:///a/directory,
+    # or s3://bucket/prefix on an S3-compatible object store. Its endpoint ("" for AWS itself)
+    # and region; its keys, both or neither (neither: boto3's own chain, e.g. an instance role).
+    attachments_url: str = ""
+    s3_endpoint_url: str = Field(default="", pattern=r"^$|^https?://[^\s/@]+(/\S*)?$")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -131,6 +141,17 @@ class Settings(BaseSettings):
                 )
         return [origin.lower() for origin in origins]
 
+    @field_validator("attachments_url")
+    @classmethod
+    def _attachments_url_is_a_place(cls, value: str) -> str:
+        parse_attachments_url(value)  # refused at start, not at the first upload
+        return value
+
+    @property
+    def attachments_location(self) -> Path | S3Location:
+        """Where attachments live: a local directory, or a bucket and key prefix."""
+        return parse_attachments_url(self.attachments_url)
+
     @property
     def secret_keys(self) -> list[str]:
         """The visitor tokens' keys, the one that signs first."""
@@ -151,6 +172,11 @@ class Settings(BaseSettings):
     def _refuse_development_secrets_in_production(self) -> Settings:
         if not all(self.secret_keys):
             raise ValueError("SWITCHBOARD_SECRET_KEY has an empty key (a stray comma?)")
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key.get_secret_value()):
+            raise ValueError(
+                "set both SWITCHBOARD_S3_ACCESS_KEY_ID and SWITCHBOARD_S3_SECRET_ACCESS_KEY, "
+                "or neither (boto3 then finds credentials itself)"
+            )
         if self.env != "production":
             return self
         defaults = {
@@ -204,6 +230,51 @@ def _payload_keys(setting: str) -> list[bytes]:
 
 
 _URL_SAFE = str.maketrans("-_", "+/")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket, and the prefix of every key there (empty, or ending in '/')."""
+
+    bucket: str
+    prefix: str
+
+
+# S3's rules for a bucket name (the strictest of the S3-compatible stores').
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# One segment of an object key or of a key prefix: no '.' or '..', no hidden names, nothing a
+# file system or an S3-compatible store reads in its own way.
+KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+ATTACHMENTS_URL_FORMS = "empty (.data/attachments), file:///a/directory or s3://bucket[/prefix]"
+
+
+def parse_attachments_url(url: str) -> Path | S3Location:
+    """SWITCHBOARD_ATTACHMENTS_URL as a directory or a bucket and prefix, or the error that
+    says what is wrong with it (without repeating it: a URL may carry a credential)."""
+    if not url:
+        return DATA_DIR / "attachments"
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(
+            "SWITCHBOARD_ATTACHMENTS_URL takes no query, fragment or credentials (the keys are "
+            f"SWITCHBOARD_S3_*): {ATTACHMENTS_URL_FORMS}"
+        )
+    if parts.scheme == "file" and not parts.netloc and parts.path.startswith("/"):
+        return Path(parts.path)
+    if parts.scheme == "s3":
+        if not _BUCKET.fullmatch(parts.netloc):
+            raise ValueError(
+                "SWITCHBOARD_ATTACHMENTS_URL: the bucket is 3 to 63 lowercase letters, digits, "
+                "dots and hyphens"
+            )
+        segments = [segment for segment in parts.path.split("/") if segment]
+        if not all(KEY_SEGMENT.fullmatch(segment) for segment in segments):
+            raise ValueError(
+                "SWITCHBOARD_ATTACHMENTS_URL: the prefix is letters, digits, '.', '_' and '-' "
+                "between slashes, no segment starting with '.'"
+            )
+        return S3Location(parts.netloc, "".join(f"{segment}/" for segment in segments))
+    raise ValueError(f"SWITCHBOARD_ATTACHMENTS_URL must be {ATTACHMENTS_URL_FORMS}")
 
 
 @lru_cache

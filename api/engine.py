@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from domain.errors import ConversationEnded, EngineUnavailable, Rejection, UpdateRejected
+from media.storage import ObjectStoreUnavailable
 
 log = logging.getLogger("switchboard.api")
 
@@ -29,6 +30,15 @@ async def _engine_unavailable(_request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def _objects_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("answering 503: the attachments' store: %s", exc)
+    return JSONResponse(
+        {"detail": "the attachments' store is unavailable; retry the same request"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _conversation_ended(_request: Request, _exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": "the conversation has ended"}, status_code=status.HTTP_409_CONFLICT
@@ -41,7 +51,9 @@ async def _update_rejected(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def answer_engine_errors(app: FastAPI) -> None:
-    """Register the mapping on the app: 503 with Retry-After, 409, 403 or 422."""
+    """Register the mapping on the app: 503 with Retry-After (the engine, the attachments'
+    store), 409, 403 or 422."""
     app.add_exception_handler(EngineUnavailable, _engine_unavailable)
+    app.add_exception_handler(ObjectStoreUnavailable, _objects_unavailable)
     app.add_exception_handler(ConversationEnded, _conversation_ended)
     app.add_exception_handler(UpdateRejected, _update_rejected)

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -305,11 +306,59 @@ class Agents(_Strict):
     presence_timeout: Duration = timedelta(minutes=2)
 
 
+AttachmentKind = Literal["image", "video", "file"]
+# An upload is held in memory while it is inspected (media/inspect.py): no limit beyond 1 GiB.
+_LARGEST_ATTACHMENT = 2**30
+_AttachmentBytes = Annotated[ByteSize, Field(gt=0, le=_LARGEST_ATTACHMENT)]
+LONGEST_URL_TTL = timedelta(days=1)
+
+
+class Attachments(_Strict):
+    """What visitors and staff may upload. Sizes in bytes, or with a unit: "10MiB", "500kB"."""
+
+    max_image_bytes: _AttachmentBytes = ByteSize(10 * 2**20)
+    max_video_bytes: _AttachmentBytes = ByteSize(50 * 2**20)
+    max_file_bytes: _AttachmentBytes = ByteSize(20 * 2**20)
+    # Width times height, read from an image's header before it is decoded (decompression bombs):
+    # a 100-megapixel photo already takes 300 MB to decode.
+    max_image_pixels: int = Field(default=40_000_000, ge=1, le=100_000_000)
+    # image: JPEG, PNG, WebP, GIF, HEIC; video: MP4, WebM; file: PDF.
+    allowed: list[AttachmentKind] = ["image", "video", "file"]
+    # Uploads of one side in one conversation within a minute (429 over it).
+    max_uploads_per_minute: int = Field(default=10, ge=1, le=1000)
+    # How long a fetch URL works once handed out: short-lived, a day at most.
+    url_ttl: Duration = timedelta(minutes=10)
+
+    @field_validator("url_ttl")
+    @classmethod
+    def _url_short_lived(cls, url_ttl: timedelta) -> timedelta:
+        if url_ttl > LONGEST_URL_TTL:
+            raise ValueError("a fetch URL works for a day at most (24h)")
+        return url_ttl
+
+    @property
+    def largest_bytes(self) -> int:
+        """The most an upload of any kind may hold: the API reads no further."""
+        return max(self.max_image_bytes, self.max_video_bytes, self.max_file_bytes)
+
+    def max_bytes(self, kind: AttachmentKind) -> int:
+        return {
+            "image": self.max_image_bytes,
+            "video": self.max_video_bytes,
+            "file": self.max_file_bytes,
+        }[kind]
+
+
+# What media.inspect_upload takes: the policy's [attachments].
+AttachmentLimits = Attachments
+
+
 class Policy(_Strict):
     default_skill_group: str = "general"
     timeouts: Timeouts = Timeouts()
     agents: Agents = Agents()
     retention: Retention = Retention()
+    attachments: Attachments = Attachments()
     skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
     routing: list[RoutingRule] = []
     texts: Texts = Texts()

@@ -7,6 +7,7 @@ they are built from lives in tests/support.
 - `make_system` starts worker + API (in-process ASGI) on either server on a fresh task queue;
   `system` is one on `time_env` with the test policy.
 - `deploy` starts API and worker processes on the dev server, as deployed.
+- `s3_endpoint` is an S3-compatible server (moto) for the session's object-store tests.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from playwright.async_api import Browser
 from temporalio.testing import WorkflowEnvironment
 
 from store.db import Database
+from tests.support.object_store import s3_server
 from tests.support.pages import launch_chromium
 from tests.support.policy import write_policy
 from tests.support.processes import Deployment
@@ -215,3 +217,10 @@ async def browser() -> AsyncIterator[Browser]:
     (tests/support/pages.py)."""
     async with launch_chromium() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible server's endpoint URL, for the session: each test makes its own bucket."""
+    with s3_server() as endpoint:
+        yield endpoint

@@ -9,6 +9,8 @@ What each group guards:
 - search attributes: the one-shot step registers exactly `domain.types.SEARCH_ATTRIBUTES`;
 - ports and images: pinned images, the API's port, Temporal's address and database settings,
   a scalable worker, and a Dockerfile that copies every module pyproject.toml installs;
+- attachments: the API's and the worker's S3 settings point at the object-store service, whose
+  keys are theirs, and the one-shot bucket step creates their bucket with their settings;
 - and, where a `docker compose` (v2) binary exists, compose's own `config` validation.
 """
 
@@ -25,6 +27,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -33,7 +36,7 @@ from temporalio.common import SearchAttributeKey
 
 import settings as settings_module
 from domain.types import SEARCH_ATTRIBUTES
-from settings import LAUNCHER_ONLY, Settings
+from settings import LAUNCHER_ONLY, S3Location, Settings, parse_attachments_url
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -239,8 +242,20 @@ def app_services(services: Mapping[str, Service]) -> Iterator[tuple[str, Service
         yield name, services[name]
 
 
+def object_store(services: Mapping[str, Service]) -> tuple[str, Service]:
+    """The S3-compatible store: the service the API's SWITCHBOARD_S3_ENDPOINT_URL names."""
+    endpoint = resolved_environment(services["api"]).get(PREFIX + "S3_ENDPOINT_URL", "")
+    host = urlsplit(endpoint).hostname
+    assert host in services, f"SWITCHBOARD_S3_ENDPOINT_URL {endpoint!r} names no service"
+    return host, services[host]
+
+
+def bucket_step(services: Mapping[str, Service]) -> tuple[str, Service]:
+    return one(services, "bucket step", lambda s: "create-bucket" in words(s.get("command")))
+
+
 ONE_SHOTS = (schema_step, search_attribute_step)
-DAEMONS = (postgres, temporal_server, temporal_ui)
+DAEMONS = (postgres, temporal_server, temporal_ui, object_store)
 
 
 # --- (a) structure -----------------------------------------------------------------------------
@@ -264,7 +279,7 @@ def test_top_level_keys_and_services_are_valid(compose: dict[str, Any]) -> None:
 
 
 def test_every_role_of_the_stack_is_there(services: dict[str, Service]) -> None:
-    for role in (*DAEMONS, *ONE_SHOTS):
+    for role in (*DAEMONS, *ONE_SHOTS, bucket_step):
         role(services)
     for name, service in app_services(services):
         assert "build" in service, f"{name} must be built from our Dockerfile"
@@ -297,19 +312,24 @@ def test_depends_on_targets_exist_with_valid_conditions(services: dict[str, Serv
 
 
 def test_start_order(services: dict[str, Service]) -> None:
-    """Schema before server, server before registration, registration before our processes."""
+    """Schema before server, server before registration, registration before our processes;
+    the object store before its bucket, the bucket before our processes."""
     db, _ = postgres(services)
     server, _ = temporal_server(services)
     schema, schema_service = schema_step(services)
     register, register_service = search_attribute_step(services)
+    store, _ = object_store(services)
+    bucket, bucket_service = bucket_step(services)
     expected: list[tuple[Service, str, str, str]] = [
         (schema_service, schema, db, "service_healthy"),
         (services[server], server, schema, "service_completed_successfully"),
         (register_service, register, server, "service_healthy"),
+        (bucket_service, bucket, store, "service_healthy"),
     ]
     for name, service in app_services(services):
         expected.append((service, name, db, "service_healthy"))
         expected.append((service, name, register, "service_completed_successfully"))
+        expected.append((service, name, bucket, "service_completed_successfully"))
     for service, name, target, condition in expected:
         assert depends_on(service).get(target) == condition, (
             f"{name} must depend on {target} with condition {condition}"
@@ -674,7 +694,52 @@ def test_the_dockerfile_copies_every_installed_module() -> None:
     assert workdir[-1:] == [IMAGE_WORKDIR], f"the image's WORKDIR must stay {IMAGE_WORKDIR}"
 
 
-# --- (e) compose's own validation, where a compose v2 binary exists --------------------------
+# --- (e) attachments ---------------------------------------------------------------------------
+
+
+def test_attachments_live_in_the_object_store_service(services: dict[str, Service]) -> None:
+    store, store_service = object_store(services)
+    store_env = resolved_environment(store_service)
+    command = words(store_service.get("command"))
+    for name, service in app_services(services):
+        env = resolved_environment(service)
+        location = parse_attachments_url(env[PREFIX + "ATTACHMENTS_URL"])
+        assert isinstance(location, S3Location), (
+            f"{name}: attachments must go to the object store (s3://…), not into a container"
+        )
+        port = urlsplit(env[PREFIX + "S3_ENDPOINT_URL"]).port or 80
+        assert f"-s3.port={port}" in command, f"{store} does not serve S3 on {port}: {command}"
+        assert str(port) in store_service.get("expose", []), f"{store} does not expose {port}"
+        check = " ".join(words(store_service["healthcheck"]["test"]))
+        assert f"127.0.0.1:{port}/" in check, f"{store}'s health check does not ask port {port}"
+        # The store's one identity is made from the API's keys.
+        assert store_env.get("AWS_ACCESS_KEY_ID") == env[PREFIX + "S3_ACCESS_KEY_ID"], store
+        assert store_env.get("AWS_SECRET_ACCESS_KEY") == env[PREFIX + "S3_SECRET_ACCESS_KEY"]
+    assert not published_ports(store_service), (
+        f"{store} publishes a port: attachments are fetched through the API's signed URLs only"
+    )
+    data = next(word.split("=", 1)[1] for word in command if word.startswith("-dir="))
+    mounted = {
+        str(mount).split(":")[1]: str(mount).split(":")[0] for mount in store_service["volumes"]
+    }
+    assert data in mounted and not mounted[data].startswith((".", "/")), (
+        f"{store} must keep its data ({data}) on a named volume"
+    )
+
+
+def test_the_bucket_step_creates_the_apis_bucket(services: dict[str, Service]) -> None:
+    """With the API's own image, code and settings: the bucket it creates is the one they use."""
+    name, service = bucket_step(services)
+    assert "build" in service and "image" not in service, f"{name} must run our image"
+    assert words(service["command"]) == ["python", "-m", "media.storage", "create-bucket"], name
+    assert (ROOT / "media" / "storage.py").is_file() and "media" in dockerfile_copies()
+    assert service.get("restart") == "no", f'one-shot {name} must have restart: "no"'
+    assert environment(service) == environment(services["api"]), (
+        f"{name} must read the API's settings (x-switchboard-env): the same bucket and keys"
+    )
+
+
+# --- (f) compose's own validation, where a compose v2 binary exists --------------------------
 
 
 def compose_command() -> list[str] | None:

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from domain.policy import PolicyError, PolicySource, format_duration, load_policy, parse_duration
+from domain.policy import (
+    Attachments,
+    PolicyError,
+    PolicySource,
+    format_duration,
+    load_policy,
+    parse_duration,
+)
 from settings import PROJECT_ROOT, Settings
 from tests.support.policy import DEFAULT_GROUPS, PAYLOAD_KEY, STAFF_ASSIST, write_policy
 
@@ -104,6 +111,70 @@ def test_a_bad_retention_is_refused_naming_the_key(tmp_path: Path, line: str, re
     assert refusal in str(error.value)
 
 
+def test_attachment_limits_default_and_take_units(tmp_path: Path) -> None:
+    defaults = load_policy(_write(tmp_path, "")).attachments
+    assert (defaults.max_image_bytes, defaults.max_video_bytes, defaults.max_file_bytes) == (
+        10 * 2**20,
+        50 * 2**20,
+        20 * 2**20,
+    )
+    assert defaults.max_image_pixels == 40_000_000
+    assert defaults.allowed == ["image", "video", "file"]
+    assert defaults.max_uploads_per_minute == 10
+    assert defaults.url_ttl == timedelta(minutes=10)
+    policy = load_policy(
+        _write(
+            tmp_path,
+            '[attachments]\nmax_image_bytes = "5MiB"\nmax_video_bytes = "100MB"\n'
+            'max_file_bytes = 4096\nallowed = ["image"]\nurl_ttl = "2m"\n',
+        )
+    )
+    limits = policy.attachments
+    assert (limits.max_bytes("image"), limits.max_bytes("video"), limits.max_bytes("file")) == (
+        5 * 2**20,
+        100_000_000,
+        4096,
+    )
+    assert limits.allowed == ["image"] and limits.url_ttl == timedelta(minutes=2)
+    assert limits.largest_bytes == 100_000_000
+
+
+@pytest.mark.parametrize(
+    ("line", "refusal"),
+    [
+        (
+            'max_image_bytes = "ten"',
+            "attachments.max_image_bytes: could not parse value and unit from byte string",
+        ),
+        ("max_video_bytes = 0", "attachments.max_video_bytes: Input should be greater than 0"),
+        (
+            'max_file_bytes = "2GiB"',
+            "attachments.max_file_bytes: Input should be less than or equal to 1073741824",
+        ),
+        (
+            "max_image_pixels = 100_000_001",
+            "attachments.max_image_pixels: Input should be less than or equal to 100000000",
+        ),
+        (
+            "max_uploads_per_minute = 0",
+            "attachments.max_uploads_per_minute: Input should be greater than or equal to 1",
+        ),
+        (
+            'allowed = ["audio"]',
+            "attachments.allowed.0: Input should be 'image', 'video' or 'file'",
+        ),
+        ('url_ttl = "25h"', "attachments.url_ttl: a fetch URL works for a day at most (24h)"),
+        ('url_ttl = "500ms"', "attachments.url_ttl: invalid duration '500ms'"),
+    ],
+)
+def test_a_bad_attachments_section_is_refused_naming_the_key(
+    tmp_path: Path, line: str, refusal: str
+) -> None:
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, f"[attachments]\n{line}\n"))
+    assert refusal in str(error.value)
+
+
 def test_durations_read_as_text_in_system_messages() -> None:
     assert format_duration(timedelta(minutes=2)) == "2 minutes"
     assert format_duration(timedelta(seconds=90)) == "1 minute 30 seconds"
@@ -117,6 +188,7 @@ def test_the_shipped_policy_file_loads() -> None:
     assert "2 minutes" in policy.idle_warning_text(policy.timeouts.idle_close_after)
     assert policy.retention.transcripts == timedelta(days=365)
     assert policy.canned_replies and policy.sop
+    assert policy.attachments == Attachments()  # the file says the defaults aloud
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -8,7 +8,8 @@
 - `callers` and `access`: every kind of caller and what each may call;
 - `canary`: a unique text for every free-text field, and every table row and workflow
   history to look for it in;
-- `proxy` (a TCP link to cut) and `browser` (headless Chromium) for the fault and UI tests.
+- `proxy` (a TCP link to cut) and `browser` (headless Chromium) for the fault and UI tests;
+- `object_store`: an S3-compatible server in process (moto), and settings pointing at it.
 
 This package imports nothing itself: bench/ takes `api` without the application's modules.
 """

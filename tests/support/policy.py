@@ -141,6 +141,8 @@ def test_settings(
         secret_key="test-secret-key-0123456789",
         metrics_address="",
         payload_key=payload_key,
+        # Each deployment's files beside its policy (a test's own directory).
+        attachments_url=(policy_path.parent / "attachments").as_uri(),
         **UNLIMITED_REQUESTS,
     )
 

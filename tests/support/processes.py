@@ -57,6 +57,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "SWITCHBOARD_APP_KEY": settings.app_key,
         "SWITCHBOARD_SECRET_KEY": settings.secret_key,
         "SWITCHBOARD_METRICS_ADDRESS": settings.metrics_address,
+        "SWITCHBOARD_ATTACHMENTS_URL": settings.attachments_url,
         **{
             f"SWITCHBOARD_{name.upper()}": str(getattr(settings, name))
             for name in UNLIMITED_REQUESTS

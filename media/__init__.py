@@ -1,0 +1,1 @@
+"""Attachments: what a file is (inspect) and where files live (storage)."""
