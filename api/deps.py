@@ -326,14 +326,17 @@ def _unstorable(value: object) -> str | None:
 
 async def refuse_unstorable_input(request: Request) -> None:
     """422 for what no store or answer can hold (see _unstorable) in the path, the query or a
-    JSON body: it would fail at the database, or in the answer echoing it, as a 500
+    JSON body (an upload's file is bytes: media/inspect.py judges it): it would fail at the database, or in the answer echoing it, as a 500
     (invariant 7)."""
     inputs: list[object] = [
         *map(str, request.path_params.values()),
         *request.query_params.keys(),
         *request.query_params.values(),
     ]
-    if request.method in ("POST", "PUT", "PATCH"):
+    # A multipart body is a file's bytes (an upload: never stored as text, and its stream is
+    # the route's to read).
+    multipart = request.headers.get("content-type", "").startswith("multipart/")
+    if request.method in ("POST", "PUT", "PATCH") and not multipart:
         body = await request.body()  # cached: the route reads the same bytes
         if _SUSPECT_ESCAPE.search(body) or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
             try:

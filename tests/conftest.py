@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from playwright.async_api import Browser
 from temporalio.testing import WorkflowEnvironment
 
+from settings import Settings
 from store.db import Database
 from tests.support.object_store import s3_server
 from tests.support.pages import launch_chromium
@@ -158,7 +159,8 @@ async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
 async def make_system(db: Database, policy_file: Callable[..., Path]) -> AsyncIterator[StartSystem]:
     """`system = await make_system(env)`: worker + API started on `env` and `db`, on a fresh
     task queue (or `task_queue`), with the test policy (`settings` override its timeouts,
-    `groups`, `routing`) or the file `policy`, payloads encrypted with `payload_key` if given;
+    `groups`, `routing`) or the file `policy`, payloads encrypted with `payload_key` if given,
+    attachments where `objects` (Settings) say if given (else the test's own directory);
     stopped after the test. Request `env` before this fixture: the server must outlive the
     systems on it."""
     async with AsyncExitStack() as running:
@@ -169,6 +171,7 @@ async def make_system(db: Database, policy_file: Callable[..., Path]) -> AsyncIt
             policy: Path | None = None,
             task_queue: str | None = None,
             payload_key: str = "",
+            objects: Settings | None = None,
             **settings: str,
         ) -> System:
             system = System(
@@ -177,6 +180,7 @@ async def make_system(db: Database, policy_file: Callable[..., Path]) -> AsyncIt
                 policy_path=policy or policy_file(**settings),
                 task_queue=task_queue or f"tq-{uuid.uuid4()}",
                 payload_key=payload_key,
+                objects=objects,
             )
             return await running.enter_async_context(system)
 

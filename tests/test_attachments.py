@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
+from temporalio.testing import WorkflowEnvironment
 
+from media.storage import create_bucket
 from tests.support.api import ADMIN, ADMIN_TOKEN, AgentLogin, bearer
 from tests.support.files import photo, png
+from tests.support.object_store import s3_settings
 from tests.support.policy import add_to_policy
-from tests.support.system import System
+from tests.support.system import StartSystem, System
 
 
 async def upload(
@@ -198,7 +202,25 @@ async def test_limits_and_who_may_send_what(system: System) -> None:
     assert late.status_code == 409, late.text
 
 
-async def test_erasing_the_customer_deletes_their_files(system: System) -> None:
+@pytest.fixture(params=["directory", "s3"])
+async def stored_system(
+    request: pytest.FixtureRequest,
+    time_env: WorkflowEnvironment,
+    make_system: StartSystem,
+    s3_endpoint: str,
+) -> System:
+    """The system with its files in a directory (the embedded default) or in an S3-compatible
+    store (production's), a bucket of its own."""
+    if request.param == "directory":
+        return await make_system(time_env)
+    bucket = f"attachments-{uuid.uuid4().hex[:12]}"
+    objects = s3_settings(s3_endpoint, bucket, prefix="switchboard")
+    create_bucket(objects, attempts=1)
+    return await make_system(time_env, objects=objects)
+
+
+async def test_erasing_the_customer_deletes_their_files(stored_system: System) -> None:
+    system = stored_system
     alice = AgentLogin(*await system.create_agent("alice"))
     cid, visitor = await system.start_conversation("cust-erase")
     await system.wait_for(cid, timeout=30, state="active", agent_id=alice.id)

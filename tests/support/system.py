@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 from api.main import create_app
 from domain.policy import PolicySource
 from media.storage import open_object_store
+from settings import Settings
 from store.db import Database
 from store.models import Conversation
 from temporal_client import with_data_converter
@@ -23,6 +24,15 @@ from tests.support.api import AgentLogin, ApiClient, Visit, eventually
 from tests.support.policy import test_settings
 from tests.support.temporal import address
 from worker import build_worker
+
+# The settings that say where attachments' files go.
+OBJECT_STORE_SETTINGS = (
+    "attachments_url",
+    "s3_endpoint_url",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+)
 
 
 class System(ApiClient):
@@ -38,14 +48,18 @@ class System(ApiClient):
         policy_path: Path,
         task_queue: str,
         payload_key: str = "",
+        objects: Settings | None = None,
     ) -> None:
         self.env = env
         self.db = db
         self.policy_path = policy_path
         self.task_queue = task_queue
-        self.settings = test_settings(
-            db, policy_path, task_queue, address(env), payload_key=payload_key
-        )
+        settings = test_settings(db, policy_path, task_queue, address(env), payload_key=payload_key)
+        if objects is not None:  # another object store than the test's own directory
+            settings = settings.model_copy(
+                update={name: getattr(objects, name) for name in OBJECT_STORE_SETTINGS}
+            )
+        self.settings = settings
         self.client = with_data_converter(env.client, self.settings)
         self.app = create_app(self.settings, temporal=self.client)
         super().__init__(
@@ -130,7 +144,7 @@ class System(ApiClient):
 
 class StartSystem(Protocol):
     """The `make_system` fixture: `await make_system(env, policy=…, task_queue=…,
-    payload_key=…, **settings)`."""
+    payload_key=…, objects=…, **settings)`."""
 
     def __call__(
         self,
@@ -139,6 +153,7 @@ class StartSystem(Protocol):
         policy: Path | None = None,
         task_queue: str | None = None,
         payload_key: str = "",
+        objects: Settings | None = None,
         **settings: str,
     ) -> Awaitable[System]: ...
 
