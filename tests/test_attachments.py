@@ -16,10 +16,28 @@ from temporalio.testing import WorkflowEnvironment
 
 from media.storage import create_bucket
 from tests.support.api import ADMIN, ADMIN_TOKEN, AgentLogin, bearer
-from tests.support.files import photo, png
 from tests.support.object_store import s3_settings
 from tests.support.policy import add_to_policy
 from tests.support.system import StartSystem, System
+
+GPS_IFD = 0x8825  # EXIF's GPS block: where a photo was taken
+MAKE = 0x010F
+
+
+def photo(*, size: tuple[int, int] = (800, 600), fmt: str = "JPEG") -> bytes:
+    """A camera's photo: EXIF with the camera's make and where it was taken."""
+    exif = Image.Exif()
+    exif[MAKE] = "PhoneMaker"
+    exif[GPS_IFD] = {1: "N", 2: (31.0, 14.0, 10.0), 3: "E", 4: (121.0, 28.0, 30.0)}
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(out, fmt, exif=exif)
+    return out.getvalue()
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (40, 30), (0, 128, 255)).save(out, "PNG")
+    return out.getvalue()
 
 
 async def upload(

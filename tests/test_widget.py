@@ -22,7 +22,7 @@ from api.main import create_app
 from store.db import Database
 from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
-from tests.support.files import WEB_PAGE, photo
+from tests.support.media import phone_exif, photo
 from tests.support.pages import (
     WIDGET_FRAME,
     accessibility_problems,
@@ -136,7 +136,8 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
         # The visitor sends a photo from the phone's gallery (its EXIF says where it was taken)
         # with the picker: both sides show its thumbnail, and Alice opens the whole photo,
         # which says nothing of where it was taken any more.
-        photo_file = {"name": "IMG_0001.jpg", "mimeType": "image/jpeg", "buffer": photo()}
+        taken = photo("JPEG", (800, 600), exif=phone_exif())
+        photo_file = {"name": "IMG_0001.jpg", "mimeType": "image/jpeg", "buffer": taken}
         await widget.set_input_files("#attach-input", files=[photo_file])
         await image_shown(widget, "#transcript .message.own .attachment-thumbnail", 320)
         await expect_delivered(widget, 2)
@@ -150,7 +151,8 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
         await bench.keyboard.press("Escape")
         await expect_on_page(bench.locator("#attachment-viewer")).to_be_hidden()
         # A web page named like a photo is refused: the visitor reads why; nothing is sent.
-        page_file = {"name": "offer.jpg", "mimeType": "image/jpeg", "buffer": WEB_PAGE}
+        web_page = b"<!doctype html><html><script>alert(1)</script></html>"
+        page_file = {"name": "offer.jpg", "mimeType": "image/jpeg", "buffer": web_page}
         await widget.set_input_files("#attach-input", files=[page_file])
         await shows(widget, "#attach-error", "offer.jpg was not sent: ")
         assert await widget.locator("#transcript .message.own").count() == 2

@@ -18,8 +18,9 @@ from playwright.async_api import expect as shown
 
 from store.db import Database
 from tests.support.api import AgentLogin, ApiClient, eventually, expect
-from tests.support.files import pdf, png
+from tests.support.media import pdf, photo, video
 from tests.support.pages import (
+    SHOWN_WITHIN_MS,
     agent_sends,
     hand_over,
     image_shown,
@@ -161,14 +162,24 @@ async def test_an_agent_serves_a_customer_from_the_workbench(
         await shows(widget, "#transcript", filled)
         await shown(transcript.locator(".message.agent .receipt").last).to_contain_text("Read")
 
-        # Alice pastes a screenshot into the composer and drops a PDF onto the chat: the
-        # visitor opens the picture over the chat, and downloads the PDF.
-        screenshot = {"name": "image.png", "content_type": "image/png", "data": png()}
+        # Alice pastes a screenshot into the composer, drops a PDF onto the chat and picks a
+        # video: the visitor opens the picture over the chat, downloads the PDF, and the video
+        # plays in the page.
+        screenshot = {
+            "name": "image.png",
+            "content_type": "image/png",
+            "data": photo("PNG", (40, 30)),
+        }
         await hand_over(page, "#composer-text", "paste", **screenshot)
         await image_shown(page, "#transcript .message.agent .attachment-thumbnail", 40)
         invoice = {"name": "invoice.pdf", "content_type": "application/pdf", "data": pdf()}
         await hand_over(page, "#chat", "drop", **invoice)
         await shown(transcript.locator(".attachment-file")).to_contain_text("PDF document")
+        clip = {"name": "unboxing.webm", "mimeType": "video/webm", "buffer": video("webm")}
+        await page.set_input_files("#attach-input", files=[clip])
+        await shown(widget.locator("#transcript video")).to_have_js_property(
+            "videoWidth", 64, timeout=SHOWN_WITHIN_MS
+        )
         await image_shown(widget, "#transcript .message.theirs .attachment-thumbnail", 40)
         await widget.get_by_role("button", name="Open the photo").click()
         await image_shown(widget, "#attachment-viewer img", 40)
