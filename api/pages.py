@@ -1,7 +1,7 @@
 """The web pages the API serves as static files (web/<page>/): plain HTML, CSS and ES modules
 that use the public API like any client. Each answer carries a strict Content-Security-Policy
-(scripts and connections to this origin alone, no inline script, no eval), so text a page
-shows can never run as code even if it were inserted as HTML (it never is)."""
+(scripts, connections, images and videos from this origin alone, no inline script, no eval),
+so text a page shows can never run as code even if it were inserted as HTML (it never is)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def page_headers(*, frame_ancestors: str = "'none'", frame_src: str = "'none'") 
     """A page's headers: who may frame it, and what it may frame (by default: nobody, nothing)."""
     return {
         "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-        "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+        "img-src 'self' data:; media-src 'self'; connect-src 'self'; base-uri 'none'; "
+        "form-action 'self'; "
         f"frame-src {frame_src}; frame-ancestors {frame_ancestors}",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",

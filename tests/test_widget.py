@@ -8,23 +8,27 @@ a left message, in Chinese. Every state the visitor sees passes the accessibilit
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.async_api import Browser, Frame, Page
 
 from api.main import create_app
 from store.db import Database
 from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
+from tests.support.media import phone_exif, photo
 from tests.support.pages import (
     WIDGET_FRAME,
     accessibility_problems,
     agent_sends,
     expect_on_page,
+    image_shown,
     looked_at,
     new_context,
     on_sqlite_alone,
@@ -128,6 +132,30 @@ async def test_a_whole_conversation_on_a_phone_to_a_five_star_rating(
 
         await eventually(read_all, what="the visitor's read mark")
         await shows(bench, f'#transcript [data-seq="{shown_last}"] .receipt', "Read")
+
+        # The visitor sends a photo from the phone's gallery (its EXIF says where it was taken)
+        # with the picker: both sides show its thumbnail, and Alice opens the whole photo,
+        # which says nothing of where it was taken any more.
+        taken = photo("JPEG", (800, 600), exif=phone_exif())
+        photo_file = {"name": "IMG_0001.jpg", "mimeType": "image/jpeg", "buffer": taken}
+        await widget.set_input_files("#attach-input", files=[photo_file])
+        await image_shown(widget, "#transcript .message.own .attachment-thumbnail", 320)
+        await expect_delivered(widget, 2)
+        await image_shown(bench, "#transcript .message.visitor .attachment-thumbnail", 320)
+        await bench.get_by_role("button", name="Open the photo").click()
+        whole = await image_shown(bench, "#attachment-viewer img", 800)
+        assert whole.startswith("/v1/conversations/") and "?ticket=" in whole
+        fetched = await desk.request.get(site + whole)
+        opened = Image.open(io.BytesIO(await fetched.body()))
+        assert (opened.format, opened.size, dict(opened.getexif())) == ("JPEG", (800, 600), {})
+        await bench.keyboard.press("Escape")
+        await expect_on_page(bench.locator("#attachment-viewer")).to_be_hidden()
+        # A web page named like a photo is refused: the visitor reads why; nothing is sent.
+        web_page = b"<!doctype html><html><script>alert(1)</script></html>"
+        page_file = {"name": "offer.jpg", "mimeType": "image/jpeg", "buffer": web_page}
+        await widget.set_input_files("#attach-input", files=[page_file])
+        await shows(widget, "#attach-error", "offer.jpg was not sent: ")
+        assert await widget.locator("#transcript .message.own").count() == 2
         await looked_at(widget, "widget-chatting", widths=(360,))
         assert not await scrolls_sideways(widget)
 

@@ -8,6 +8,7 @@ screenshotted at 1280 and 360 px wide (under the system's temporary directory, t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -17,8 +18,12 @@ from playwright.async_api import expect as shown
 
 from store.db import Database
 from tests.support.api import AgentLogin, ApiClient, eventually, expect
+from tests.support.media import pdf, photo, video
 from tests.support.pages import (
+    SHOWN_WITHIN_MS,
     agent_sends,
+    hand_over,
+    image_shown,
     looked_at,
     new_context,
     on_sqlite_alone,
@@ -157,6 +162,36 @@ async def test_an_agent_serves_a_customer_from_the_workbench(
         await shows(widget, "#transcript", filled)
         await shown(transcript.locator(".message.agent .receipt").last).to_contain_text("Read")
 
+        # Alice pastes a screenshot into the composer, drops a PDF onto the chat and picks a
+        # video: the visitor opens the picture over the chat, downloads the PDF, and the video
+        # plays in the page.
+        screenshot = {
+            "name": "image.png",
+            "content_type": "image/png",
+            "data": photo("PNG", (40, 30)),
+        }
+        await hand_over(page, "#composer-text", "paste", **screenshot)
+        await image_shown(page, "#transcript .message.agent .attachment-thumbnail", 40)
+        invoice = {"name": "invoice.pdf", "content_type": "application/pdf", "data": pdf()}
+        await hand_over(page, "#chat", "drop", **invoice)
+        await shown(transcript.locator(".attachment-file")).to_contain_text("PDF document")
+        clip = {"name": "unboxing.webm", "mimeType": "video/webm", "buffer": video("webm")}
+        await page.set_input_files("#attach-input", files=[clip])
+        await shown(widget.locator("#transcript video")).to_have_js_property(
+            "videoWidth", 64, timeout=SHOWN_WITHIN_MS
+        )
+        await image_shown(widget, "#transcript .message.theirs .attachment-thumbnail", 40)
+        await widget.get_by_role("button", name="Open the photo").click()
+        await image_shown(widget, "#attachment-viewer img", 40)
+        await looked_at(widget, "widget-photo-open", widths=(390,))
+        await widget.get_by_role("button", name="Close", exact=True).click()
+        download = widget.locator("#transcript .attachment-file")
+        with_ticket = re.compile(r"^/v1/conversations/.+\?ticket=")
+        await shown(download).to_have_attribute("href", with_ticket)
+        fetched = await phone.request.get(base + str(await download.get_attribute("href")))
+        assert fetched.headers["content-disposition"].startswith("attachment;")
+        assert await fetched.body() == invoice["data"]
+
         # An internal note: shown apart, and never the visitor's.
         await page.get_by_role("checkbox", name="Internal note").check()
         await composer.fill(INTERNAL_NOTE)
@@ -292,5 +327,6 @@ async def test_a_supervisor_watches_the_wallboard_and_assigns_a_waiting_conversa
         await page.locator("#composer-text").fill(INTERNAL_NOTE)
         await page.locator("#composer-text").press("Enter")
         await shown(page.locator("#transcript .note")).to_contain_text(INTERNAL_NOTE)
+        await shown(page.locator("#attach-button")).to_be_hidden()  # a note carries no file
         assert INTERNAL_NOTE not in await widget.inner_text("body")
         assert INTERNAL_NOTE in json.dumps(await api.events(cid, alice.token))

@@ -10,6 +10,7 @@ own contexts (a visitor's, an agent's), which share nothing: cookies, storage an
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import tempfile
@@ -179,6 +180,41 @@ async def agent_sends(bench: Page, text: str) -> None:
     await expect_on_page(bench.locator("#transcript .message.agent").last).to_contain_text(
         text, timeout=SHOWN_WITHIN_MS
     )
+
+
+async def hand_over(
+    where: Page | Frame, selector: str, how: str, *, name: str, content_type: str, data: bytes
+) -> None:
+    """A file given to the element at `selector` as a person's browser gives it: pasted
+    (`how` "paste": a paste event carrying it, as after copying a screenshot) or dropped
+    (`how` "drop": dragged over, then dropped)."""
+    await where.locator(selector).evaluate(
+        """(element, [how, name, type, encoded]) => {
+            const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+            const carried = new DataTransfer();
+            carried.items.add(new File([bytes], name, { type }));
+            const init = { bubbles: true, cancelable: true };
+            if (how === "paste") {
+                const pasted = new ClipboardEvent("paste", { ...init, clipboardData: carried });
+                element.dispatchEvent(pasted);
+                return;
+            }
+            for (const step of ["dragenter", "dragover", "drop"]) {
+                element.dispatchEvent(new DragEvent(step, { ...init, dataTransfer: carried }));
+            }
+        }""",
+        [how, name, content_type, base64.b64encode(data).decode()],
+    )
+
+
+async def image_shown(where: Page | Frame, selector: str, width: int) -> str:
+    """Wait until the image at `selector` has loaded, `width` pixels wide as decoded (not an
+    error's broken image); answers its address."""
+    image = where.locator(selector)
+    await expect_on_page(image).to_have_js_property("naturalWidth", width, timeout=SHOWN_WITHIN_MS)
+    address = await image.get_attribute("src")
+    assert address is not None
+    return address
 
 
 @contextmanager

@@ -72,6 +72,33 @@ export class Api {
   }
 
   /**
+   * Upload `file` as the multipart field `file` to `path`; `onProgress(fraction)` hears how
+   * much has gone (XMLHttpRequest: fetch reports no upload progress). Answers like request();
+   * the file's own name never leaves the page (the API decides what it is from its bytes).
+   */
+  upload(path, file, onProgress = () => {}) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", this.base + path);
+      xhr.setRequestHeader("Authorization", `Bearer ${this.token}`);
+      xhr.responseType = "json";
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onProgress(event.loaded / event.total);
+      });
+      xhr.addEventListener("load", () => {
+        const answer = xhr.response;
+        if (xhr.status >= 200 && xhr.status < 300) resolve({ status: xhr.status, body: answer });
+        else reject(new ApiError(xhr.status, answer?.detail, Number(xhr.getResponseHeader("Retry-After")) || 0));
+      });
+      xhr.addEventListener("error", () => reject(new ApiError(0, "network")));
+      xhr.addEventListener("abort", () => reject(new ApiError(0, "network")));
+      const form = new FormData();
+      form.append("file", file, "upload");
+      xhr.send(form);
+    });
+  }
+
+  /**
    * Follow a stream (`/v1/conversations/{id}/stream`, or an agent's feed with `position`
    * answering an event's `agent_seq`): each stored event is handed to `onEvent(type, data)`
    * once, in order, from after `afterSeq`; live-only events (typing, without a position) too.

@@ -3,6 +3,14 @@
 // resumes. The transcript comes from the conversation's events; new ones arrive on its stream.
 
 import { Api, ApiError, newClientMessageId } from "../shared/api.js";
+import {
+  AttachmentTickets,
+  PICKER_ACCEPT,
+  attachmentView,
+  paperclipIcon,
+  takeFiles,
+  uploadFiles,
+} from "../shared/attachments.js";
 import { el, safeLink } from "../shared/dom.js";
 import { formatClock, formatWhen, language, t } from "./texts.js";
 
@@ -46,6 +54,7 @@ const view = {
 };
 
 let api = null;
+let tickets = null; // for the attachments' <img> and <video>: api's tickets
 let conversationId = null;
 let stream = null;
 let typingTimer = null;
@@ -59,7 +68,7 @@ let panelShown = null;
 let shownByHost = window.parent === window;
 let unread = 0;
 let replaying = false;
-const outbox = []; // {clientMessageId, type, content, state, item}
+const outbox = []; // {clientMessageId, type, content, attachment, state, item}
 let sending = false;
 
 // --- the page's frame -----------------------------------------------------------------------
@@ -121,7 +130,23 @@ function seqShown(seq) {
   return $("transcript").querySelector(`[data-seq="${seq}"]`) !== null;
 }
 
-function messageBody(type, content) {
+/** The attachment's words in the widget's language (web/shared/attachments.js). */
+const attachmentWords = {
+  image: t.image,
+  video: t.video,
+  openImage: t.openImage,
+  closeViewer: t.closeViewer,
+  file: t.fileLink,
+  uploading: t.uploading,
+  refused: t.attachmentRefused,
+  uploadFailed: t.uploadFailed,
+};
+
+function messageBody(type, content, attachment) {
+  const shown = attachment && attachmentView(attachment, { tickets, words: attachmentWords });
+  if (shown) {
+    return el("div", { class: "attachment" }, shown, content ? el("p", { class: "text" }, content) : null);
+  }
   if (type === "image" || type === "video") {
     const link = safeLink(content, `${type === "image" ? t.image : t.video}: ${content}`);
     return el("p", { class: "text" }, link ?? content);
@@ -129,12 +154,12 @@ function messageBody(type, content) {
   return el("p", { class: "text" }, content);
 }
 
-function messageItem({ own, type, content, at, name }) {
+function messageItem({ own, type, content, attachment, at, name }) {
   const item = el(
     "li",
     { class: own ? "message own" : "message theirs" },
     el("span", { class: "visually-hidden" }, `${own ? t.you : name || t.agent}: `),
-    messageBody(type, content),
+    messageBody(type, content, attachment),
     el(
       "p",
       { class: "meta" },
@@ -176,7 +201,14 @@ function shownMessage(seq, data, at) {
     confirm(pending, seq);
     return;
   }
-  const item = messageItem({ own, type: data.message_type, content: data.content, at, name: view.agentName });
+  const item = messageItem({
+    own,
+    type: data.message_type,
+    content: data.content,
+    attachment: data.attachment,
+    at,
+    name: view.agentName,
+  });
   item.dataset.seq = seq;
   place(item);
   if (own) setTick(item, seq <= view.agentReadSeq ? "read" : "sent");
@@ -294,13 +326,13 @@ async function sendReadMark() {
 function saveOutbox() {
   const kept = outbox
     .filter((entry) => entry.state !== "failed")
-    .map(({ clientMessageId, type, content }) => ({ clientMessageId, type, content }));
+    .map(({ clientMessageId, type, content, attachment }) => ({ clientMessageId, type, content, attachment }));
   sessionStorage.setItem(OUTBOX_KEY, JSON.stringify(kept));
 }
 
-function queueMessage(content, clientMessageId = newClientMessageId(), type = "text") {
-  const item = messageItem({ own: true, type, content, at: new Date().toISOString() });
-  const entry = { clientMessageId, type, content, state: "pending", item };
+function queueMessage(content, clientMessageId = newClientMessageId(), type = "text", attachment = undefined) {
+  const item = messageItem({ own: true, type, content, attachment, at: new Date().toISOString() });
+  const entry = { clientMessageId, type, content, attachment, state: "pending", item };
   setTick(item, "pending");
   $("transcript").append(item);
   outbox.push(entry);
@@ -330,7 +362,8 @@ async function flush() {
         const { body } = await api.post(`/v1/conversations/${conversationId}/messages`, {
           client_message_id: entry.clientMessageId,
           type: entry.type,
-          content: entry.content,
+          ...(entry.attachment ? { attachment_id: entry.attachment.attachment_id } : {}),
+          ...(entry.content || !entry.attachment ? { content: entry.content } : {}),
         });
         confirm(entry, body.seq); // unless the stream showed it first
       } catch (error) {
@@ -410,6 +443,7 @@ function composer() {
       },
     },
   });
+  const picker = el("input", { type: "file", id: "attach-input", accept: PICKER_ACCEPT, multiple: true, hidden: true });
   const form = el(
     "form",
     {
@@ -424,11 +458,38 @@ function composer() {
         },
       },
     },
+    picker,
+    el(
+      "button",
+      { type: "button", id: "attach", class: "attach", title: t.attach, "aria-label": t.attach, on: { click: () => picker.click() } },
+      paperclipIcon(),
+    ),
     el("label", { for: "message", class: "visually-hidden" }, t.messageLabel),
     input,
     el("button", { type: "submit", class: "primary" }, t.send),
   );
-  return form;
+  takeFiles({ picker, composer: input, onFiles: attach });
+  return [
+    el("ul", { id: "uploads", class: "uploads" }),
+    el("p", { id: "attach-error", class: "error", role: "alert" }),
+    form,
+  ];
+}
+
+/** Upload what the visitor chose, pasted or dropped, then send each as its message (through
+ * the outbox, as a text is); a refused file is said in the error line above the composer. */
+function attach(files) {
+  const error = $("attach-error");
+  if (error) error.textContent = "";
+  uploadFiles(api, conversationId, files, {
+    list: $("uploads") ?? el("ul"),
+    words: attachmentWords,
+    taken: (attachment) => queueMessage("", undefined, attachment.kind, attachment),
+    refused: (sentence) => {
+      const line = $("attach-error");
+      if (line) line.textContent = sentence;
+    },
+  });
 }
 
 /**
@@ -583,6 +644,7 @@ async function begin(session) {
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   conversationId = session.conversationId;
   api = new Api("", session.visitorToken);
+  tickets = new AttachmentTickets(api);
   stream?.close();
   showStatus();
   let after = 0;
@@ -593,7 +655,7 @@ async function begin(session) {
   }
   for (const entry of JSON.parse(sessionStorage.getItem(OUTBOX_KEY) || "[]")) {
     if (!outbox.some((waiting) => waiting.clientMessageId === entry.clientMessageId)) {
-      queueMessage(entry.content, entry.clientMessageId, entry.type);
+      queueMessage(entry.content, entry.clientMessageId, entry.type, entry.attachment);
     }
   }
   stream = api.follow(`/v1/conversations/${conversationId}/stream`, {
@@ -666,6 +728,8 @@ function start() {
   translatePage();
   if (window.parent !== window) document.body.classList.add("embedded");
   listen();
+  // A file dropped anywhere on the chat is sent, while the composer is there.
+  takeFiles({ zone: document.querySelector(".widget"), onFiles: attach, accepting: () => panelShown === "composer" });
   const host = window.parent !== window ? window.parent : window.opener;
   // The host (the embed script, or the page that opened this one) answers with the session.
   host?.postMessage({ type: "switchboard:ready" }, "*");

@@ -19,9 +19,14 @@ export const session = {
   },
 };
 
+/** The pages' client as the signed-in member of staff (uploads, attachments' tickets). */
+export function staffApi(token = session.token) {
+  return new Api("", token);
+}
+
 /** The answer's body of `method path` (with a JSON `body`), as the signed-in member of staff. */
 export async function api(method, path, body, token = session.token) {
-  return (await new Api("", token).request(method, path, body)).body;
+  return (await staffApi(token).request(method, path, body)).body;
 }
 
 /**

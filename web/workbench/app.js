@@ -2,7 +2,15 @@
 // their feed; a supervisor's groups'), the chat with its composer, and the customer beside it.
 // Text from people is always inserted as text (textContent), never as HTML.
 
-import { api, ApiError, follow, newClientMessageId, query, session } from "./api.js";
+import {
+  AttachmentTickets,
+  PICKER_ACCEPT,
+  attachmentView,
+  paperclipIcon,
+  takeFiles,
+  uploadFiles,
+} from "../shared/attachments.js";
+import { api, ApiError, follow, newClientMessageId, query, session, staffApi } from "./api.js";
 import { duration, t, translatePage } from "./i18n.js";
 import { refusal, signInForm } from "./signin.js";
 
@@ -47,6 +55,8 @@ const state = {
   sending: Promise.resolve(), // the sends, one after the other
   pending: null, // {text, conversation, clientMessageId} of a send not yet through
   canned: { replies: [], active: 0, asked: 0 },
+  tickets: null, // the attachments' tickets, for the signed-in member of staff
+  attachmentViews: new Map(), // attachment id → its element (the transcript is redrawn often)
 };
 
 const isAgent = () => state.me?.role === "agent";
@@ -101,6 +111,8 @@ function signOut() {
   session.signOut();
   stopAll();
   state.me = null;
+  state.tickets = null;
+  state.attachmentViews.clear();
   state.conversations.clear();
   state.openId = null;
   $("conversation-list").replaceChildren();
@@ -129,6 +141,7 @@ async function start() {
   }
   if (globalThis.Notification?.permission === "default") Notification.requestPermission();
   const me = state.me;
+  state.tickets = new AttachmentTickets(staffApi());
   signInView.hide();
   $("bench").hidden = false;
   $("who").hidden = me.role !== "admin";
@@ -395,6 +408,7 @@ async function openConversation(id) {
 // --- the chat ---------------------------------------------------------------------------------
 
 function showChat(id) {
+  if (id !== state.openId) $("attach-error").textContent = ""; // it was about another chat
   state.openId = id;
   $("chat").hidden = id === null;
   $("chat-empty").hidden = id !== null;
@@ -417,6 +431,7 @@ function renderChatHead() {
   const noteOnly = oversees() || $("note-mode").checked;
   $("composer").classList.toggle("noting", noteOnly);
   $("composer-label").textContent = noteOnly ? t("noteComposer") : t("composer");
+  $("attach-button").hidden = noteOnly; // a note carries no file, and supervisors write notes
   $("send-button").textContent = noteOnly ? t("addNote") : t("send");
 }
 
@@ -439,8 +454,31 @@ function renderTranscript() {
   if (!state.readOnly) markRead();
 }
 
+/** What an attachment's message shows, made once per attachment (its image stays loaded). */
+function attachmentOf(data) {
+  const id = data.attachment?.attachment_id;
+  if (typeof id !== "string") return null;
+  if (!state.attachmentViews.has(id)) {
+    const words = {
+      image: t("image"),
+      video: t("video"),
+      openImage: t("openImage"),
+      closeViewer: t("closeViewer"),
+      file: (size) => t("fileLink", { size }),
+    };
+    state.attachmentViews.set(id, attachmentView(data.attachment, { tickets: state.tickets, words }));
+  }
+  return state.attachmentViews.get(id);
+}
+
 function messageContent(data) {
   const content = data.content ?? "";
+  const attached = attachmentOf(data);
+  if (attached) {
+    const shown = element("div", { className: "attachment" }, attached);
+    if (content) shown.append(element("p", { className: "text", text: content }));
+    return shown;
+  }
   if ((data.message_type === "image" || data.message_type === "video") && content.startsWith("https://")) {
     return element("a", { text: content, attrs: { href: content, target: "_blank", rel: "noopener noreferrer" } });
   }
@@ -511,12 +549,7 @@ async function deliver(id, text) {
       const body = { client_message_id: state.pending.clientMessageId, type: "text", content: text };
       const message = await api("POST", `${path}/messages`, body);
       state.pending = null;
-      addEvent(id, {
-        seq: message.seq,
-        type: "message.created",
-        at: message.created_at,
-        data: { sender_role: message.sender_role, sender_id: message.sender_id, content: message.content, message_type: message.type },
-      });
+      addEvent(id, messageEvent(message));
     }
   } catch (error) {
     failed(error); // the text stays in the composer
@@ -527,6 +560,60 @@ async function deliver(id, text) {
     hideCanned();
   }
   renderTranscript();
+  renderList();
+}
+
+/** A message the API answered, as its event (until the stream brings the event itself). */
+function messageEvent(message) {
+  return {
+    seq: message.seq,
+    type: "message.created",
+    at: message.created_at,
+    data: {
+      sender_role: message.sender_role,
+      sender_id: message.sender_id,
+      content: message.content,
+      message_type: message.type,
+      attachment: message.attachment ?? undefined,
+    },
+  };
+}
+
+/** Upload the files the agent chose, pasted or dropped into the open conversation, then send
+ * each as its message, in order after what is being sent; a refused one is said above the
+ * composer. */
+function attach(files) {
+  const id = state.openId;
+  $("attach-error").textContent = "";
+  uploadFiles(staffApi(), id, files, {
+    list: $("uploads"),
+    words: {
+      uploading: (name) => t("uploading", { name }),
+      refused: (name, reason) => t("attachmentRefused", { name, reason }),
+      uploadFailed: (name) => t("uploadFailed", { name }),
+    },
+    taken: (attachment) => {
+      state.sending = state.sending.then(() => sendAttachment(id, attachment));
+    },
+    refused: (sentence) => {
+      $("attach-error").textContent = sentence;
+    },
+  });
+}
+
+async function sendAttachment(id, attachment) {
+  // Tried again with its id on a 503 or a lost answer: stored once however often it is tried.
+  const body = { client_message_id: newClientMessageId(), type: attachment.kind, attachment_id: attachment.attachment_id };
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      addEvent(id, messageEvent(await api("POST", `/v1/conversations/${encodeURIComponent(id)}/messages`, body)));
+      break;
+    } catch (error) {
+      if (!(error instanceof ApiError && error.retriable) || attempt === 3) return failed(error);
+      await new Promise((resolve) => setTimeout(resolve, Math.max(error.retryAfter * 1000, 1000)));
+    }
+  }
+  if (state.openId === id && !state.readOnly) renderTranscript();
   renderList();
 }
 
@@ -839,6 +926,17 @@ function wire() {
   $("sign-out").addEventListener("click", signOut);
   $("presence").addEventListener("change", setPresence);
   $("composer").addEventListener("submit", send);
+  $("attach-input").accept = PICKER_ACCEPT;
+  $("attach-button").prepend(paperclipIcon());
+  $("attach-button").title = t("attachHelp");
+  $("attach-button").addEventListener("click", () => $("attach-input").click());
+  takeFiles({
+    picker: $("attach-input"),
+    composer: $("composer-text"),
+    zone: $("chat"),
+    onFiles: attach,
+    accepting: () => !$("composer").hidden && !$("attach-button").hidden && !state.readOnly,
+  });
   $("composer-text").addEventListener("keydown", composerKey);
   $("composer-text").addEventListener("input", composerInput);
   $("composer-text").addEventListener("blur", () => setTimeout(hideCanned, 150));
