@@ -326,8 +326,8 @@ def _unstorable(value: object) -> str | None:
 
 async def refuse_unstorable_input(request: Request) -> None:
     """422 for what no store or answer can hold (see _unstorable) in the path, the query or a
-    JSON body (an upload's file is bytes: media/inspect.py judges it): it would fail at the database, or in the answer echoing it, as a 500
-    (invariant 7)."""
+    JSON body (an upload's file is bytes: media/inspect.py judges it): it would fail at the
+    database, or in the answer echoing it, as a 500 (invariant 7)."""
     inputs: list[object] = [
         *map(str, request.path_params.values()),
         *request.query_params.keys(),
