@@ -6,6 +6,7 @@ or refused; retention erases what closed long enough ago, in batches."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +14,9 @@ from sqlmodel import col, select
 
 from domain.policy import Policy
 from domain.types import EventType, Role
+from media.storage import LocalStore
 from store import lifecycle
+from store.attachments import new_attachment_id, object_keys
 from store.db import Database
 from store.erasure import (
     ERASED,
@@ -24,7 +27,7 @@ from store.erasure import (
 )
 from store.events import ConversationNotFound, append_event, events_after
 from store.left_messages import LeftMessageNotOffered, record_resolution, store_left_message
-from store.models import Conversation, Event, LeftMessage, Message
+from store.models import Attachment, Conversation, Event, LeftMessage, Message
 from tests.support.canary import Canary, rows_holding
 from tests.support.data import (
     add_agent,
@@ -212,3 +215,41 @@ def test_retention_erases_what_closed_long_enough_ago_in_batches(db: Database) -
     assert _erased(db, [*old, recent, open_one]) == [True, True, True, False, False]
     kept = rows_holding(db, canary.prefix)["message"]
     assert len(kept) == 1 and "closed an hour ago" in kept[0]
+
+
+def test_retention_deletes_the_files_of_what_it_erases(db: Database, tmp_path: Path) -> None:
+    objects = LocalStore(tmp_path / "attachments")
+    old = closed_conversation(db, content="a photo's caption", closed_ago=timedelta(days=3))
+    recent = closed_conversation(db, content="another caption", closed_ago=timedelta(hours=1))
+    keys: dict[str, tuple[str, str]] = {}
+    for conversation_id in (old, recent):
+        attachment_id = new_attachment_id()
+        key, thumbnail = object_keys(conversation_id, attachment_id, ".jpg")
+        objects.put(key, b"the photo", "image/jpeg")
+        objects.put(thumbnail, b"its thumbnail", "image/jpeg")
+        with db.write() as session:
+            session.add(
+                Attachment(
+                    id=attachment_id,
+                    conversation_id=conversation_id,
+                    uploaded_by_role=Role.VISITOR,
+                    uploaded_by_id=f"visitor:{conversation_id}",
+                    kind="image",
+                    content_type="image/jpeg",
+                    size=9,
+                    object_key=key,
+                    thumbnail_key=thumbnail,
+                )
+            )
+        keys[conversation_id] = (key, thumbnail)
+
+    erased, _ = erase_expired_transcripts(
+        db, older_than=timedelta(days=1), limit=10, objects=objects
+    )
+    assert erased == Erased(1, 1)
+    for key in keys[old]:
+        with pytest.raises(KeyError):
+            objects.get(key)
+    assert [objects.get(key) for key in keys[recent]] == [b"the photo", b"its thumbnail"]
+    with db.read() as session:
+        assert session.exec(select(Attachment.conversation_id)).all() == [recent]
