@@ -16,28 +16,19 @@ from temporalio.testing import WorkflowEnvironment
 
 from media.storage import create_bucket
 from tests.support.api import ADMIN, ADMIN_TOKEN, AgentLogin, bearer
+from tests.support.media import phone_exif, photo
 from tests.support.object_store import s3_settings
 from tests.support.policy import add_to_policy
 from tests.support.system import StartSystem, System
 
-GPS_IFD = 0x8825  # EXIF's GPS block: where a photo was taken
-MAKE = 0x010F
 
-
-def photo(*, size: tuple[int, int] = (800, 600), fmt: str = "JPEG") -> bytes:
-    """A camera's photo: EXIF with the camera's make and where it was taken."""
-    exif = Image.Exif()
-    exif[MAKE] = "PhoneMaker"
-    exif[GPS_IFD] = {1: "N", 2: (31.0, 14.0, 10.0), 3: "E", 4: (121.0, 28.0, 30.0)}
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 120, 40)).save(out, fmt, exif=exif)
-    return out.getvalue()
+def camera_photo(size: tuple[int, int] = (800, 600)) -> bytes:
+    """A phone's photo: EXIF with the camera's make and where it was taken."""
+    return photo("JPEG", size, exif=phone_exif())
 
 
 def png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (40, 30), (0, 128, 255)).save(out, "PNG")
-    return out.getvalue()
+    return photo("PNG", (40, 30))
 
 
 async def upload(
@@ -86,7 +77,7 @@ async def test_a_photo_goes_from_the_visitor_to_the_agent_without_where_it_was_t
     cid, visitor = await system.start_conversation()
     await system.wait_for(cid, timeout=30, state="active", agent_id=alice.id)
 
-    uploaded = await upload(system, cid, visitor, photo(), name="IMG_0001.HEIC")
+    uploaded = await upload(system, cid, visitor, camera_photo(), name="IMG_0001.HEIC")
     assert uploaded.status_code == 201, uploaded.text
     attachment = uploaded.json()
     assert (attachment["kind"], attachment["content_type"]) == ("image", "image/jpeg")
@@ -125,7 +116,7 @@ async def test_a_photo_goes_from_the_visitor_to_the_agent_without_where_it_was_t
     # Nobody else: another conversation's visitor, another agent, a made-up id, a ticket for
     # something else or a forged one.
     other, stranger = await system.start_conversation("someone-else")
-    bob = AgentLogin(*await system.create_agent("bob"))
+    bob = AgentLogin(*await system.create_agent("bob", online=False))
     for token in (stranger, bob.token):
         refused = await system.http.get(attachment["url"], headers=bearer(token))
         assert refused.status_code == 403, refused.text
@@ -145,6 +136,16 @@ async def test_a_photo_goes_from_the_visitor_to_the_agent_without_where_it_was_t
     elsewhere = await send(system, other, stranger, attachment["attachment_id"], "image")
     assert elsewhere.status_code == 422, elsewhere.text
     assert elsewhere.json()["detail"] == "no such attachment in this conversation: upload it first"
+
+    # The customer comes back later: the agent serving them opens the earlier photo, as they
+    # read the earlier transcript.
+    customer = (await system.conversation(cid, alice.token))["customer_id"]
+    assert (await system.close(cid, alice.token)).status_code == 200
+    again_cid, _ = await system.start_conversation(customer)
+    await system.wait_for(again_cid, timeout=30, state="active", agent_id=alice.id)
+    earlier = await system.http.get(attachment["url"], headers=bearer(alice.token))
+    assert earlier.status_code == 200, earlier.text
+    assert await ticket_for(system, attachment["url"], alice.token)
 
 
 async def test_a_ticket_ends_with_its_time(system: System) -> None:
@@ -186,7 +187,7 @@ async def test_limits_and_who_may_send_what(system: System) -> None:
     cid, visitor = await system.start_conversation()
     await system.wait_for(cid, timeout=30, state="active", agent_id=alice.id)
 
-    too_large = await upload(system, cid, visitor, photo(size=(1600, 1200)))
+    too_large = await upload(system, cid, visitor, camera_photo((1600, 1200)))
     assert too_large.status_code == 413, too_large.text
     assert "20000" in too_large.json()["detail"] or "KiB" in too_large.json()["detail"]
 
@@ -242,7 +243,7 @@ async def test_erasing_the_customer_deletes_their_files(stored_system: System) -
     alice = AgentLogin(*await system.create_agent("alice"))
     cid, visitor = await system.start_conversation("cust-erase")
     await system.wait_for(cid, timeout=30, state="active", agent_id=alice.id)
-    attachment = (await upload(system, cid, visitor, photo())).json()
+    attachment = (await upload(system, cid, visitor, camera_photo())).json()
     sent = await send(system, cid, visitor, attachment["attachment_id"], "image")
     assert sent.status_code == 201, sent.text
     unsent = (await upload(system, cid, visitor, png())).json()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from temporalio.testing import WorkflowEnvironment
 
-from tests.support.api import expect
+from tests.support.api import bearer, expect
 from tests.support.canary import Canary, histories_holding
 from tests.support.histories import runs
+from tests.support.media import phone_exif, photo
 from tests.support.policy import DEFAULT_GROUPS
 from tests.support.processes import CALLBACK_GROUP, CALLBACK_ROUTING
 from tests.support.system import StartSystem
@@ -39,6 +40,26 @@ async def test_no_free_text_reaches_any_history(
             201,
         )
         await system.say(cid, alice_token, canary(f"answer {index}"))
+    # A photo: its name, its caption and what its EXIF said reach no history either.
+    uploaded = await system.http.post(
+        f"/v1/conversations/{cid}/attachments",
+        headers=bearer(visitor),
+        files={
+            "file": (f"{canary.prefix}-parcel.jpg", photo("JPEG", exif=phone_exif()), "image/jpeg")
+        },
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    shown = await system.http.post(
+        f"/v1/conversations/{cid}/messages",
+        headers=bearer(visitor),
+        json={
+            "client_message_id": f"{canary.prefix}-photo",
+            "type": "image",
+            "attachment_id": uploaded.json()["attachment_id"],
+            "content": canary("the photo's caption"),
+        },
+    )
+    assert shown.status_code == 201, shown.text
     noted = await system.add_note(cid, canary("internal note"), alice_token)
     assert noted.status_code == 201, noted.text
     bob, bob_token = await system.create_agent("bob", max_concurrent=1)

@@ -32,6 +32,7 @@ from api.deps import (
     ServicesDep,
     caller_or_ticket_holder,
     conversation_of_caller,
+    conversation_of_reader,
     load_conversation,
 )
 from api.limits import too_many
@@ -179,7 +180,7 @@ async def attachment_reader(
         what="attachment",
     )
     conversation = await load_conversation(services, conversation_id)
-    await conversation_of_caller(principal, conversation)
+    await conversation_of_reader(principal, services, conversation)  # as its events' reader
     found = await run_in_threadpool(
         lambda: find_attachment(
             services.db, conversation_id=conversation_id, attachment_id=attachment_id

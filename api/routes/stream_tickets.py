@@ -12,6 +12,7 @@ from api.deps import (
     ServicesDep,
     agent_self_or_admin,
     conversation_of_caller,
+    conversation_of_reader,
     credential_hash,
     load_conversation,
 )
@@ -66,7 +67,7 @@ async def create_stream_ticket(
         await agent_self_or_admin(principal, services, match["agent_id"])
     elif match := ATTACHMENT.match(body.stream):
         conversation = await load_conversation(services, match["conversation_id"])
-        await conversation_of_caller(principal, conversation)
+        await conversation_of_reader(principal, services, conversation)
         found = await run_in_threadpool(
             lambda: find_attachment(
                 services.db,
