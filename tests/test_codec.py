@@ -25,6 +25,7 @@ from settings import PROJECT_ROOT, Settings
 from store.db import Database
 from temporal_client import ENCRYPTED, KEY_ID, PayloadCipher, payload_codec, payload_key_id
 from tests.support.api import ADMIN_TOKEN, APP_KEY, ApiClient
+from tests.support.backends import on_sqlite_alone
 from tests.support.histories import completed, payloads, plain_text, runs, sdk_bookkeeping
 from tests.support.policy import DEFAULT_GROUPS, NEW_PAYLOAD_KEY, PAYLOAD_KEY
 from tests.support.processes import Deployment
@@ -129,6 +130,8 @@ async def test_a_whole_conversation_leaves_only_ciphertext_in_temporal_and_the_c
 
 
 @pytest.mark.e2e
+# The codec is the processes' alone: which database holds the conversation does not matter.
+@on_sqlite_alone("empty_db")
 async def test_the_temporal_cli_reads_a_history_through_the_codec_endpoint(
     empty_db: Database, deploy: Callable[..., Deployment], dev_env: WorkflowEnvironment
 ) -> None:

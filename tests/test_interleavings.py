@@ -65,7 +65,7 @@ from workflows.gateway import workflow_id
 pytestmark = pytest.mark.e2e
 
 SOAK = os.environ.get("SWITCHBOARD_SOAK") == "1"
-EXAMPLES = 30 if SOAK else 4
+EXAMPLES = 30 if SOAK else 2
 MAX_CONVERSATIONS = 4 if SOAK else 2
 MAX_STEPS = 40 if SOAK else 14
 

@@ -20,7 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 from domain.types import ConversationSnapshot
 from settings import PROJECT_ROOT
 from tests.support.api import bearer, eventually
-from tests.support.pages import SHOWN_WITHIN_MS, expect_on_page, new_context, on_sqlite_alone
+from tests.support.backends import on_sqlite_alone
+from tests.support.pages import SHOWN_WITHIN_MS, expect_on_page, new_context
 from tests.support.policy import DEFAULT_GROUPS
 from tests.support.processes import free_port
 from tests.support.system import StartSystem, System

@@ -19,6 +19,7 @@ from api.credentials import visitor_of, visitor_token
 from settings import Settings
 from store.db import Database
 from tests.support.api import APP_KEY, bearer, eventually, expect
+from tests.support.backends import on_sqlite_alone
 from tests.support.data import disable_agent
 from tests.support.policy import PAYLOAD_KEY
 from tests.support.processes import Deployment
@@ -146,6 +147,8 @@ async def test_who_may_not_look_at_an_agent_cannot_tell_whether_it_exists(system
 
 
 @pytest.mark.e2e
+# Its stream's end is the API's (tests/test_stream_edges.py covers both databases' streams).
+@on_sqlite_alone("empty_db")
 async def test_a_visitor_token_works_until_the_rating_window_ends_and_its_stream_ends_then(
     empty_db: Database, deploy: Callable[..., Deployment]
 ) -> None:

@@ -22,6 +22,7 @@ from api.main import create_app
 from store.db import Database
 from store.models import Conversation
 from tests.support.api import ApiClient, eventually, expect
+from tests.support.backends import on_sqlite_alone
 from tests.support.media import phone_exif, photo
 from tests.support.pages import (
     WIDGET_FRAME,
@@ -31,7 +32,6 @@ from tests.support.pages import (
     image_shown,
     looked_at,
     new_context,
-    on_sqlite_alone,
     scrolls_sideways,
     serve_page,
     shows,

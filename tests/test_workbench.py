@@ -18,6 +18,7 @@ from playwright.async_api import expect as shown
 
 from store.db import Database
 from tests.support.api import AgentLogin, ApiClient, eventually, expect
+from tests.support.backends import on_sqlite_alone
 from tests.support.media import pdf, photo, video
 from tests.support.pages import (
     SHOWN_WITHIN_MS,
@@ -26,7 +27,6 @@ from tests.support.pages import (
     image_shown,
     looked_at,
     new_context,
-    on_sqlite_alone,
     shows,
     sign_in,
     start_demo_chat,

@@ -26,13 +26,6 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Frame, Page, async_playwright
 from playwright.async_api import expect as expect_on_page
 
-
-def on_sqlite_alone(database_fixture: str) -> pytest.MarkDecorator:
-    """A page's browser scenario runs on the embedded database alone: what the store does is
-    tested on both databases in its own tests, and each scenario costs the suite seconds."""
-    return pytest.mark.parametrize(database_fixture, ["sqlite"], indirect=True)
-
-
 # The impacts a page may not have a single violation of.
 BLOCKING_IMPACTS = frozenset({"serious", "critical"})
 
