@@ -37,9 +37,11 @@ def describe(error: ValidationError, path: Path, *, what: str) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         given = item.get("input")
-        shown = (
-            f" (got {given!r})" if not isinstance(given, dict | list) and given is not None else ""
-        )
+        shown = ""
+        if not isinstance(given, dict | list) and given is not None:
+            text = repr(given)
+            # A long text (an answer of the FAQ bot) is named by its key, not repeated.
+            shown = f" (got {text[:60]}…)" if len(text) > 80 else f" (got {text})"
         lines.append(f"  {key}: {message}{shown}")
     return f"invalid {what} file {path}:\n" + "\n".join(lines)
 

@@ -285,6 +285,10 @@ def test_a_minimal_file_takes_the_defaults(tmp_path: Path) -> None:
             ["entries.0.quick_replies.0: the bot does not understand 'Do you sell bicycles?'"],
         ),
         ("[[entries]\n", ["invalid bot file", "bot.toml"]),
+        (
+            MINIMAL.replace("Under My Account → Orders.", "Orders " * 300),
+            ["entries.0.answer:", "at most 2000 characters", "(got 'Orders Orders", "…)"],
+        ),
     ],
 )
 def test_a_mistake_in_the_file_is_refused_naming_its_key(
@@ -295,7 +299,7 @@ def test_a_mistake_in_the_file_is_refused_naming_its_key(
     message = str(refused.value)
     for words in said:
         assert words in message, message
-    assert "Under My Account" not in message  # the mistake, not the whole file
+    assert "Under My Account" not in message and len(message) < 600  # the mistake, not the file
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
