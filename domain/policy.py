@@ -6,17 +6,13 @@ changes, so running conversations pick up new values at their next timer without
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import re
 import string
-import threading
-import tomllib
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,16 +21,15 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ByteSize,
-    ConfigDict,
     Field,
     PlainSerializer,
     PrivateAttr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from domain.hours import ServiceHours
+from domain.ops_files import OpsFileError, OpsFileSource, StrictModel, read_model
 from domain.types import LEFT_MESSAGE, OnClosing
 
 log = logging.getLogger("switchboard.policy")
@@ -82,8 +77,7 @@ RetentionDuration = Annotated[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class Timeouts(_Strict):
@@ -92,8 +86,12 @@ class Timeouts(_Strict):
     rating_window: Duration = timedelta(hours=24)
 
 
+# A skill group's name, and any other name ops give in the files (an entry of the FAQ bot).
+NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
+
+
 class SkillGroup(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    name: str = Field(pattern=NAME_PATTERN)
     # More waiting than this on arrival → overflow.
     max_queue_length: int | None = Field(default=None, ge=0)
     # Waited longer than this in the group → overflow.
@@ -479,94 +477,19 @@ class Policy(_Strict):
         return self.texts.idle_warning.format(idle_close_after=format_duration(idle_close_after))
 
 
-class PolicyError(ValueError):
+class PolicyError(OpsFileError):
     """The policy file is unreadable or invalid; the message names the key."""
 
 
-def _describe(error: ValidationError, path: Path) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        given = item.get("input")
-        shown = (
-            f" (got {given!r})" if not isinstance(given, dict | list) and given is not None else ""
-        )
-        lines.append(f"  {key}: {message}{shown}")
-    return f"invalid policy file {path}:\n" + "\n".join(lines)
-
-
 def load_policy(path: Path) -> Policy:
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = tomllib.loads(text)
-    except FileNotFoundError:
-        raise PolicyError(f"policy file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"invalid policy file {path}: {exc}") from None
-    try:
-        policy = Policy.model_validate(raw)
-    except ValidationError as exc:
-        raise PolicyError(_describe(exc, path)) from None
-    policy._version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    policy, version = read_model(path, Policy, what="policy", error=PolicyError)
+    policy._version = version
     return policy
 
 
-def _one_line(error: PolicyError) -> str:
-    """'invalid policy file p: key: why (got value); key: …' for a log line."""
-    first, *problems = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return " ".join([first, "; ".join(problems)]).strip()
-
-
-class PolicySource:
-    """The current policy, re-read when the file changes (looked at on every use, so no restart
-    and no watcher thread); a bad edit keeps the last good one and says why in `last_error`."""
+class PolicySource(OpsFileSource[Policy]):
+    """The current policy, re-read when the file changes: running conversations pick up new
+    values at their next timer without a restart."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
-        self._policy = load_policy(path)  # a bad file at start is refused here
-        self.loaded_at = datetime.now(UTC)
-        self.last_error: str | None = None
-
-    def _file_stamp(self) -> tuple[int, int]:
-        stat = self.path.stat()
-        return stat.st_mtime_ns, stat.st_size
-
-    def current(self) -> Policy:
-        with self._lock:
-            try:
-                stamp = self._file_stamp()
-            except OSError:
-                return self._policy
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    self._load()
-                except PolicyError:
-                    pass  # kept in last_error; the last good policy stays
-            return self._policy
-
-    def reload(self) -> Policy:
-        """Read the file now. A bad file raises PolicyError and the last good policy stays."""
-        with self._lock:
-            with contextlib.suppress(OSError):  # a missing file is named by _load
-                self._stamp = self._file_stamp()
-            self._load()
-            return self._policy
-
-    def _load(self) -> None:
-        try:
-            policy = load_policy(self.path)
-        except PolicyError as exc:
-            self.last_error = str(exc)
-            # Ops' own file, never customer data: the key and the value, on one line.
-            log.warning("policy edit refused, the last good policy stays: %s", _one_line(exc))
-            raise
-        if policy.version != self._policy.version:
-            self.loaded_at = datetime.now(UTC)
-        self._policy = policy
-        self.last_error = None
+        super().__init__(path, load=load_policy, error=PolicyError, log=log, what="policy")
