@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import ConversationActivities
+from activities.bot import BotActivities
 from activities.retention import RetentionActivities
 from dispatcher import Reconciler
 from domain.policy import PolicySource
@@ -84,11 +85,12 @@ def build_worker(
 ) -> Worker:
     activities = ConversationActivities(db=db, policy=policy, client=client)
     retention = RetentionActivities(db=db, policy=policy, objects=objects)
+    bot = BotActivities(db=db, policy=policy)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[ConversationWorkflow, TranscriptRetention],
-        activities=[*activities.all(), *retention.all()],
+        activities=[*activities.all(), *retention.all(), *bot.all()],
         # Bounded cache: idle conversations are evicted and replayed when they wake.
         max_cached_workflows=2000,
         graceful_shutdown_timeout=timedelta(seconds=10),

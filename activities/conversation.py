@@ -58,6 +58,20 @@ def _declined(exc: Declined) -> ApplicationError:
     )
 
 
+async def run_store(write: Callable[[], T]) -> T:
+    """Run a store write in a thread; a conversation it cannot act on fails for good."""
+    try:
+        return await asyncio.to_thread(write)
+    except ConversationNotFound as exc:
+        raise ApplicationError(
+            f"conversation {exc} is not in the database", non_retryable=True
+        ) from exc
+    except ConversationUnassigned as exc:
+        raise ApplicationError(f"conversation {exc} has no agent", non_retryable=True) from exc
+    except Declined as exc:
+        raise _declined(exc) from exc
+
+
 class ConversationActivities:
     def __init__(self, *, db: Database, policy: PolicySource, client: Client) -> None:
         self.db = db
@@ -65,17 +79,7 @@ class ConversationActivities:
         self.client = client
 
     async def _store(self, write: Callable[[], T]) -> T:
-        """Run a store write in a thread; a conversation it cannot act on fails for good."""
-        try:
-            return await asyncio.to_thread(write)
-        except ConversationNotFound as exc:
-            raise ApplicationError(
-                f"conversation {exc} is not in the database", non_retryable=True
-            ) from exc
-        except ConversationUnassigned as exc:
-            raise ApplicationError(f"conversation {exc} has no agent", non_retryable=True) from exc
-        except Declined as exc:
-            raise _declined(exc) from exc
+        return await run_store(write)
 
     async def _serve(self, skill_groups: list[str]) -> None:
         """Assign waiting conversations of these groups (a queue grew, or an agent's load

@@ -564,10 +564,31 @@ class TemporalUiPublic(BaseModel):
     namespace: str = Field(description="The namespace the conversations' workflows run in")
 
 
+class BotMonitor(BaseModel):
+    """The bot's figures (a routing rule's `bot`). /metrics has each as `switchboard_bot_*`."""
+
+    conversations: int = Field(description="Conversations with a bot now")
+    resolved_today: int = Field(
+        description="Bot conversations closed today without a hand-off to a person"
+    )
+    handoffs_today: dict[str, int] = Field(
+        description="Hand-offs to a person today, by reason (asked_for_person, quick_reply, "
+        "misses, entry, bot_unreachable, or an external bot's own)"
+    )
+    answers_today: int = Field(description="Visitor messages the bot answered today")
+    misses_today: int = Field(description="Of those, answers that it did not understand")
+    entry_hits_today: dict[str, int] = Field(
+        description="FAQ entries answered today, the most asked first"
+    )
+
+
 class MonitorPublic(BaseModel):
     at: datetime = Field(description="When the figures were read")
     day_started_at: datetime = Field(description="Start of today (UTC) for the *_today figures")
     skill_groups: list[SkillGroupMonitor] = Field(description="Every group of the policy")
+    bot: BotMonitor | None = Field(
+        default=None, description="The bot's figures (supervisors and admins)"
+    )
     temporal_ui: TemporalUiPublic | None = Field(
         default=None,
         description="Where a wallboard links to the conversations' workflows (null: no UI set)",
@@ -653,3 +674,19 @@ class CodecTicketPublic(BaseModel):
     )
     ticket: str = Field(description="The ticket in that endpoint's path")
     expires_at: datetime
+
+
+# --- the bot --------------------------------------------------------------------------------
+
+
+class UnansweredQuestion(BaseModel):
+    question: str = Field(description="What visitors asked (the same words in other case once)")
+    count: int = Field(description="How many times")
+    last_asked_at: datetime
+
+
+class UnansweredPublic(BaseModel):
+    """The questions the FAQ bot did not understand: what to add to config/bot.toml next."""
+
+    since: datetime
+    questions: list[UnansweredQuestion] = Field(description="The most asked first")

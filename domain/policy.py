@@ -128,10 +128,16 @@ class RoutingMatch(_Strict):
         return all(getattr(visitor, key) == value for key, value in wanted.items())
 
 
+BotKind = Literal["faq", "webhook"]
+
+
 class RoutingRule(_Strict):
     when: RoutingMatch = RoutingMatch()
     skill_group: str
     priority: int = 0
+    # A bot answers first ("faq": the built-in one, "webhook": yours); the skill group takes
+    # the conversation when it hands off (转人工).
+    bot: BotKind | None = None
 
     def matches(self, visitor: VisitorContext) -> bool:
         return self.when.matches(visitor)
@@ -151,6 +157,7 @@ class Route(BaseModel):
     skill_group: str
     priority: int
     rule: int | None  # index of the matched [[routing]] rule; None: the default group
+    bot: BotKind | None = None
 
 
 class ClosingTexts(_Strict):
@@ -167,6 +174,7 @@ class ClosingTexts(_Strict):
     out_of_hours: str = (
         "We are closed right now; we open again {next_opening}. Please leave us a message."
     )
+    bot_resolved: str = "Glad we could help. Write again any time."
 
 
 class Texts(_Strict):
@@ -177,6 +185,8 @@ class Texts(_Strict):
     # What the visitor reads when the conversation passes to another agent (a transfer, or a
     # first reply that never came): who and why stay with staff.
     connecting: str = "Connecting you to another agent. Thank you for waiting."
+    # What the visitor reads when the bot passes the conversation to a person (转人工).
+    handoff: str = "Connecting you to a person. Thank you for waiting."
     closing: ClosingTexts = ClosingTexts()
 
     @model_validator(mode="after")
@@ -350,6 +360,38 @@ class Attachments(_Strict):
 # What media.inspect_upload takes: the policy's [attachments].
 AttachmentLimits = Attachments
 
+LONGEST_BOT_TIMEOUT = timedelta(seconds=30)
+
+
+class BotWebhook(_Strict):
+    """Your own bot (bot = "webhook"): where each visitor message is posted, signed with the
+    secret (examples/README.md has the contract)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+    secret: str = Field(min_length=16, max_length=200)
+    # One attempt's wait for the answer; `attempts` tries, a second apart and more, before the
+    # bot counts as unreachable and a person takes over (bot_unreachable).
+    timeout: Duration = timedelta(seconds=5)
+    attempts: int = Field(default=3, ge=1, le=5)
+
+    @field_validator("timeout")
+    @classmethod
+    def _answers_soon(cls, timeout: timedelta) -> timedelta:
+        if timeout > LONGEST_BOT_TIMEOUT:
+            raise ValueError("a visitor waits for the bot's answer: 30s at most")
+        return timeout
+
+
+class BotSettings(_Strict):
+    # The built-in FAQ bot's file (config/bot.toml's format), beside this one if relative.
+    file: str = Field(default="bot.toml", min_length=1, max_length=500)
+    # A bot conversation in which the visitor writes nothing this long closes: bot_resolved if
+    # the bot's last answer was understood, idle_timeout if it was a miss.
+    idle_close_after: Duration = timedelta(minutes=10)
+    # Invite a rating after a conversation the bot resolved alone (no person took part).
+    invite_rating: bool = False
+    webhook: BotWebhook | None = None
+
 
 class Policy(_Strict):
     default_skill_group: str = "general"
@@ -357,6 +399,7 @@ class Policy(_Strict):
     agents: Agents = Agents()
     retention: Retention = Retention()
     attachments: Attachments = Attachments()
+    bot: BotSettings = BotSettings()
     skill_groups: list[SkillGroup] = [SkillGroup(name="general")]
     routing: list[RoutingRule] = []
     texts: Texts = Texts()
@@ -385,6 +428,10 @@ class Policy(_Strict):
             if rule.skill_group not in names:
                 raise ValueError(
                     f"routing.{index}.skill_group: unknown skill group {rule.skill_group!r}"
+                )
+            if rule.bot == "webhook" and self.bot.webhook is None:
+                raise ValueError(
+                    f'routing.{index}.bot: "webhook" needs [bot.webhook] (its url and secret)'
                 )
         for group in self.skill_groups:
             target = group.overflow_to
@@ -441,7 +488,9 @@ class Policy(_Strict):
         """The first matching rule wins; no match → the default group at priority 0."""
         for index, rule in enumerate(self.routing):
             if rule.matches(visitor):
-                return Route(skill_group=rule.skill_group, priority=rule.priority, rule=index)
+                return Route(
+                    skill_group=rule.skill_group, priority=rule.priority, rule=index, bot=rule.bot
+                )
         return Route(skill_group=self.default_skill_group, priority=0, rule=None)
 
     def canned_replies_for(self, groups: frozenset[str] | None, query: str) -> list[CannedReply]:

@@ -13,7 +13,7 @@ from temporalio.common import SearchAttributeKey
 
 
 class ConversationState(StrEnum):
-    """What a client sees. (`bot` comes with the bot: the API documents it already.)"""
+    """What a client sees: `bot` while a bot answers (a routing rule sent it to one first)."""
 
     BOT = "bot"
     QUEUED = "queued"
@@ -26,6 +26,7 @@ class Stage(StrEnum):
     (workflows/machine.py has the transitions)."""
 
     ROUTING = "routing"  # the routing rule and the service hours decide where it goes
+    BOT = "bot"  # a bot answers the visitor; a hand-off (转人工) routes it on to the queue
     QUEUED = "queued"  # waiting in a skill group's queue
     # Assigned in the database (the agent_assigned signal), not yet recorded by the workflow
     # (the assignment's events, the state change, the first-reply timer): clients see queued.
@@ -43,6 +44,7 @@ class Stage(StrEnum):
 
 _STATE_OF_STAGE = {
     Stage.ROUTING: ConversationState.QUEUED,
+    Stage.BOT: ConversationState.BOT,
     Stage.QUEUED: ConversationState.QUEUED,
     Stage.ASSIGNED: ConversationState.QUEUED,
     Stage.AWAITING_FIRST_REPLY: ConversationState.ACTIVE,
@@ -61,6 +63,9 @@ class CloseReason(StrEnum):
     OUT_OF_HOURS = "out_of_hours"
     ABANDONED = "abandoned"
     ADMIN_CLOSED = "admin_closed"
+    # The bot answered, and the visitor left without asking for more (its last answer was no
+    # miss, and nobody asked for a person).
+    BOT_RESOLVED = "bot_resolved"
 
 
 # The closes a request by each role ends in (a visitor who closes a wait abandons it): how a
@@ -89,6 +94,7 @@ class Role(StrEnum):
     ADMIN = "admin"
     APP = "app"
     SYSTEM = "system"
+    BOT = "bot"  # the bot's messages: the built-in FAQ bot's, or an external one's
 
 
 class AgentStatus(StrEnum):
@@ -130,6 +136,9 @@ class EventType(StrEnum):
     NOTE_CREATED = "note.created"  # staff only: an internal note, or a transfer's note
     # Staff only: the app changed what it tells of the customer (its keys, never its values).
     ATTRIBUTES_CHANGED = "conversation.attributes_changed"
+    # The bot passed the conversation to a person (转人工): why, and (staff) where to and
+    # which FAQ entries it matched.
+    HANDED_OFF = "conversation.handed_off"
     # Of the agent, not of a conversation: on the agent's feed alone.
     AGENT_STATUS_CHANGED = "agent.status_changed"
 
@@ -319,6 +328,17 @@ class ConversationFlow:
     rating_status: str = RatingStatus.NONE
     rating_expires_at: datetime | None = None
     rating: RatingSubmission | None = None
+    # The bot phase (a routing rule's `bot`): which bot ("faq", "webhook"; None: none), the
+    # newest visitor message it answered, the seq of its own newest message, whether that
+    # answer was a miss, how long a silent visitor is kept (the policy's, as of its last
+    # answer), and why and where it handed the conversation to a person.
+    bot: str | None = None
+    bot_answered_seq: int = 0
+    bot_last_seq: int = 0
+    bot_missed: bool = False
+    bot_idle_close_s: float | None = None
+    handoff_reason: str | None = None
+    handoff_group: str | None = None
     # Where the conversation stood, as older code said it (with `countdown.warned`): read once
     # from a flow that code wrote, written for it at continue-as-new (workflows/patches.py).
     routed: bool = False
@@ -346,6 +366,40 @@ class RouteResult:
     is_open: bool
     next_opening: datetime | None
     policy_version: str | None = None
+    # The rule sends it to a bot first ("faq", "webhook"), which keeps a silent visitor this
+    # long; None: straight to the queue (and from an older worker).
+    bot: str | None = None
+    bot_idle_close_s: float | None = None
+
+
+@dataclass
+class BotTurnRequest:
+    """Answer the visitor's messages stored after `after_seq` (the bot reads them itself: no
+    customer text crosses into Temporal)."""
+
+    conversation_id: str
+    bot: str
+    after_seq: int
+
+
+@dataclass
+class BotTurnResult:
+    """What the bot did: ids, seqs and names only."""
+
+    answered_seq: int  # the newest visitor message answered (after_seq: none was waiting)
+    last_seq: int  # the seq of the bot's newest message (0: it wrote none)
+    missed: bool  # the last answer was a miss (not understood)
+    handoff_reason: str | None  # a person takes over now, and why
+    handoff_group: str | None  # where to (None: the routed group)
+    idle_close_after_s: float  # the policy's bot.idle_close_after now
+
+
+@dataclass
+class HandOffRequest:
+    conversation_id: str
+    reason: str
+    skill_group: str | None  # None: the group the routing rule named
+    at: datetime  # workflow time: the group's service hours are judged at this instant
 
 
 @dataclass
@@ -469,3 +523,4 @@ class ConversationSnapshot:
     idle_close_at: datetime | None
     rating_expires_at: datetime | None
     closing_at: datetime | None = None  # the group's closing, which closes a waiting one
+    bot_close_at: datetime | None = None  # the bot's idle close, if the visitor stays silent

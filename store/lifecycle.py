@@ -145,6 +145,16 @@ def _group(policy: Policy, name: str | None) -> SkillGroup:
     return policy.group(policy.default_skill_group)
 
 
+def group_open_at(
+    policy: Policy, name: str | None, at: datetime
+) -> tuple[SkillGroup, bool, datetime | None]:
+    """The policy's group (`_group`), whether it is open at `at`, and if not when it opens."""
+    group = _group(policy, name)
+    hours = group.hours
+    is_open = hours is None or hours.is_open(at)
+    return group, is_open, None if is_open or hours is None else hours.next_opening(at)
+
+
 def _placed(group: SkillGroup, entry: QueueEntry, at: datetime | None = None) -> QueuePlacement:
     """The placement in `group`, its service hours seen from `at` (now if not given)."""
     wait = group.max_queue_wait
@@ -203,12 +213,20 @@ def route_conversation(
             conversation.skill_group = route.skill_group
             conversation.priority = route.priority
             conversation.routing_rule = route.rule
+            conversation.bot = route.bot
         conversation.policy_version = policy.version
         session.add(conversation)
-        group = _group(policy, conversation.skill_group)
-        hours = group.hours
-        is_open = hours is None or hours.is_open(at)
-        next_opening = None if is_open or hours is None else hours.next_opening(at)
+        group, is_open, next_opening = group_open_at(policy, conversation.skill_group, at)
+        # A bot answers first, open or not (out of hours it offers the left message); one that
+        # has handed off routes on to the queue.
+        bot = conversation.bot if conversation.handoff_reason is None else None
+        if bot is not None and conversation.state == ConversationState.QUEUED:
+            change_state(
+                session,
+                conversation=conversation,
+                state=ConversationState.BOT,
+                dedupe_key="state:bot",
+            )
         append_event(
             session,
             conversation_id=conversation.id,
@@ -221,6 +239,7 @@ def route_conversation(
                 "skill_group": group.name,
                 "priority": conversation.priority,
                 "routing_rule": conversation.routing_rule,
+                "bot": conversation.bot,
             },
             dedupe_key="routed",
         )
@@ -231,6 +250,8 @@ def route_conversation(
             is_open=is_open,
             next_opening=next_opening,
             policy_version=policy.version,
+            bot=bot,
+            bot_idle_close_s=policy.bot.idle_close_after.total_seconds() if bot else None,
         )
 
 
@@ -648,12 +669,13 @@ def close_conversation(
     unless_assigned: bool = False,
 ) -> Outcome[datetime | None]:
     """Close with the closing message, out of the queue and off the agent's load (a closed one
-    keeps its first close). With `invite_rating` and an agent who served it, invite the rating
-    too; the outcome then says when its window ends. `overflowed_from`: the group it overflows
-    from into a left message, its `overflow_hop`-th hop (written with the close). Declined
-    (`Declined`) where the reason for it no longer holds: `silent_after_seq`, a close because
-    nobody wrote after that message, if someone has since (NewerMessage); `unless_assigned`, a
-    close because nobody took it in time, if an agent has (AssignedMeanwhile)."""
+    keeps its first close). With `invite_rating` and an agent who served it (or the bot alone,
+    if the policy's [bot] says so), invite the rating too; the outcome then says when its
+    window ends. `overflowed_from`: the group it overflows from into a left message, its
+    `overflow_hop`-th hop (written with the close). Declined (`Declined`) where the reason for
+    it no longer holds: `silent_after_seq`, a close because nobody wrote after that message, if
+    someone has since (NewerMessage); `unless_assigned`, a close because nobody took it in time,
+    if an agent has (AssignedMeanwhile)."""
     now = utcnow()
     with db.write() as session:
         entry = _queue_entry(session, conversation_id, lock=True)
@@ -707,11 +729,14 @@ def close_conversation(
         )
         rating_expires_at = None
         freed_groups: list[str] = []
-        if conversation.agent_id is not None:  # an agent served it
-            if invite_rating:
-                rating_expires_at = _invite_rating(
-                    session, policy, conversation, now + policy.timeouts.rating_window
-                )
+        # The bot served it alone (nobody asked for a person): rated if the policy says so.
+        bot_alone = conversation.bot is not None and conversation.handoff_reason is None
+        served = conversation.agent_id is not None or (bot_alone and policy.bot.invite_rating)
+        if invite_rating and served:
+            rating_expires_at = _invite_rating(
+                session, policy, conversation, now + policy.timeouts.rating_window
+            )
+        if conversation.agent_id is not None:
             freed_groups = agent_skill_groups(session, conversation.agent_id)
     if left_queue is not None:
         announce(db, [left_queue])

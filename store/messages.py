@@ -228,7 +228,8 @@ def unsignalled_messages(db: Database, *, older_than: timedelta, limit: int) -> 
     other = aliased(Message)
     newest = (
         sa.select(sa.func.max(other.seq))
-        .where(other.conversation_id == col(Conversation.id))
+        # The bot's messages are its activity's writes: the workflow is never told of them.
+        .where(other.conversation_id == col(Conversation.id), other.sender_role != Role.BOT)
         .correlate(Conversation)
         .scalar_subquery()
     )

@@ -111,6 +111,10 @@ class Conversation(SQLModel, table=True):
     # When its customer text was replaced by the marker (store/erasure.py): on request, or
     # by the retention schedule.
     erased_at: datetime | None = _at(nullable=True, default=None)
+    # A bot answered first ("faq", "webhook"), and why and when it passed to a person.
+    bot: str | None = Field(default=None, max_length=16)
+    handoff_reason: str | None = Field(default=None, max_length=64)
+    handed_off_at: datetime | None = _at(nullable=True, default=None)
 
     def visitor_context(self) -> VisitorContext:
         """What routing looks at."""
@@ -237,6 +241,28 @@ class Attachment(SQLModel, table=True):
     thumbnail_key: str | None = Field(default=None, max_length=200)
     message_seq: int | None = None
     created_at: datetime = _at(default_factory=utcnow)
+
+
+class BotTurn(SQLModel, table=True):
+    """The bot's answer to one visitor message (store/bot.py): written once, with the bot's
+    messages, so a retried answer finds it and sends nothing twice. What the figures count:
+    answers per entry, misses (their questions stay in the message rows), hand-offs."""
+
+    __tablename__ = "bot_turn"
+    __table_args__ = (
+        sa.UniqueConstraint("conversation_id", "visitor_seq"),
+        sa.Index("ix_bot_turn_at", "at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", max_length=32)
+    visitor_seq: int  # the message answered
+    kind: str = Field(max_length=16)  # answer | miss | handoff
+    entry_id: str | None = Field(default=None, max_length=64)  # the FAQ entry it matched
+    score: float | None = None  # the FAQ match's confidence
+    handoff_reason: str | None = Field(default=None, max_length=64)
+    handoff_group: str | None = Field(default=None, max_length=64)
+    last_seq: int = 0  # the seq of the bot's last message of this answer (0: none)
+    at: datetime = _at(default_factory=utcnow)
 
 
 class QueueSkip(SQLModel, table=True):

@@ -1,5 +1,5 @@
-"""What the conversation workflow does: routing → queue → agent → idle countdown → close →
-rating. Its handlers (workflows/conversation.py) call in here.
+"""What the conversation workflow does: routing → (bot →) queue → agent → idle countdown →
+close → rating. Its handlers (workflows/conversation.py) call in here.
 
 The workflow is the single authority on state transitions. It learns of messages and of its
 agent by signal, takes close, transfer and rating requests as validated updates, and does all
@@ -10,14 +10,24 @@ would keep its own copy of every code object here: bench/ B4, the worker's memor
 holds no state of its own, reads no clock or randomness but Temporal's, and imports only
 what is pure.
 
-Where it stands is its stage (`Stage`, in the flow; a client sees the stage's state: queued,
-active or closed). The run loop dispatches on the stage and waits for its timer; signals,
-updates and timers move it on, only thus:
+Where it stands is its stage (`Stage`, in the flow; a client sees the stage's state: bot,
+queued, active or closed). The run loop dispatches on the stage and waits for its timer;
+signals, updates and timers move it on, only thus:
 
     stage                 event                                 next stage
     ROUTING               in service hours, a group takes it    QUEUED (ASSIGNED: served at once)
     ROUTING               out of hours, or no group takes it    CLOSED out_of_hours | overflow
     ROUTING               agent_assigned                        ROUTING, its agent noted
+    ROUTING               the rule names a bot (open or not)    BOT
+    BOT                   visitor message                       BOT, answered (once: the
+                                                                bot's answer is stored with it)
+    BOT                   the bot hands off (转人工)             ROUTING, then as ROUTING's
+                                                                first two rows
+    BOT                   bot idle close timer                  CLOSED bot_resolved | idle_timeout
+    BOT                   bot idle close timer, a newer message BOT, that message answered
+                          stored meanwhile (the close declined)
+    BOT                   close                                 CLOSED visitor_closed
+                                                                | admin_closed
     QUEUED                agent_assigned                        ASSIGNED
     QUEUED                queue overflow timer                  QUEUED in the next group
                                                                 | CLOSED overflow
@@ -85,12 +95,15 @@ from domain.types import (
     TEAM_ROLES,
     AgentAssigned,
     AssignmentRecord,
+    BotTurnRequest,
+    BotTurnResult,
     CloseInput,
     CloseReason,
     CloseRequest,
     ConversationFlow,
     ConversationSnapshot,
     ConversationState,
+    HandOffRequest,
     IdleCountdown,
     IdleWarningInput,
     MessagePosted,
@@ -125,6 +138,8 @@ from workflows.patches import (
 # Database outages must delay decisions, never drop them: retry without a limit.
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 _ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# The bot's answer: a webhook's attempts (30 s each at most, 5 of them) and their pauses.
+_BOT_TIMEOUT = timedelta(minutes=3)
 # What an activity found when it declined a decision taken because nothing happened.
 _DECLINED = (NEWER_MESSAGE, ASSIGNED_MEANWHILE)
 
@@ -150,6 +165,8 @@ class ConversationMachine:
             match self.flow.stage:
                 case Stage.ROUTING:
                     await self._route()
+                case Stage.BOT:
+                    await self._bot_phase()
                 case Stage.QUEUED | Stage.ASSIGNED:
                     await self._wait_in_queue()
                 case (
@@ -182,10 +199,100 @@ class ConversationMachine:
         flow.priority = route.priority
         flow.routing_rule = route.rule
         flow.policy_version = route.policy_version
+        if route.bot is not None:
+            # The bot answers first, in service hours or not (out of them a hand-off offers the
+            # left message); a visitor who stays silent is let go after a while.
+            flow.bot = route.bot
+            flow.bot_idle_close_s = route.bot_idle_close_s
+            flow.last_activity_at = flow.last_activity_at or workflow.now()
+            self._enter(Stage.BOT)
+            self._publish()
+            return
+        await self._to_group(route)
+
+    async def _to_group(self, route: RouteResult) -> None:
+        """Queue in the routed group if it is open; else close, offering a left message."""
         if not route.is_open:
             await self._close(CloseReason.OUT_OF_HOURS, next_opening=route.next_opening)
             return
         await self._join(route.skill_group)
+
+    async def _bot_phase(self) -> None:
+        """BOT: the bot answers each visitor message (read from the database, answered once);
+        a close asked for; a hand-off (转人工) routes it on to a person; a visitor silent for
+        the policy's while is let go (bot_resolved, or idle_timeout after a miss)."""
+        flow = self.flow
+
+        def woken() -> bool:
+            return (
+                flow.last_message_seq > flow.bot_answered_seq
+                or flow.close_request is not None
+                or self._continue_as_new_due()
+            )
+
+        if flow.close_request is not None:
+            await self._close(_reason_for(flow.close_request))
+        elif flow.last_message_seq > flow.bot_answered_seq:
+            await self._bot_answer()
+        elif self._continue_as_new_due():
+            await self._continue_as_new()
+        else:
+            deadline = supervision.bot_close_at(flow)
+            assert deadline is not None
+            if not await self._sleep_until(deadline, woken):
+                await self._close_bot_idle()
+
+    async def _bot_answer(self) -> None:
+        flow = self.flow
+        result: BotTurnResult = await self._activity(
+            "answer_visitor",
+            BotTurnRequest(flow.conversation_id, flow.bot or "", flow.bot_answered_seq),
+            BotTurnResult,
+            timeout=_BOT_TIMEOUT,
+        )
+        if result.answered_seq > flow.bot_answered_seq:
+            flow.bot_missed = result.missed
+        # Past every message heard of (one whose signal was lost is answered all the same).
+        flow.bot_answered_seq = max(result.answered_seq, flow.last_message_seq)
+        flow.last_message_seq = flow.bot_answered_seq
+        flow.bot_last_seq = max(flow.bot_last_seq, result.last_seq)
+        flow.bot_idle_close_s = result.idle_close_after_s
+        if result.handoff_reason is None:
+            self._describe()
+            return
+        flow.handoff_reason = result.handoff_reason
+        flow.handoff_group = result.handoff_group
+        # Routed again: to the queue, as any conversation (its agent's signal is taken as in
+        # routing, should it come before the placement).
+        self._enter(Stage.ROUTING)
+        route: RouteResult = await self._activity(
+            "hand_off",
+            HandOffRequest(
+                flow.conversation_id, result.handoff_reason, result.handoff_group, workflow.now()
+            ),
+            RouteResult,
+        )
+        flow.skill_group = route.skill_group
+        flow.policy_version = route.policy_version
+        await self._to_group(route)
+
+    async def _close_bot_idle(self) -> None:
+        """BOT, the visitor silent → CLOSED bot_resolved (the bot's last answer understood) or
+        idle_timeout (a miss, or nothing asked); unless a message newer than what the workflow
+        knows is stored (its signal lost or late): then the bot answers it."""
+        flow = self.flow
+        resolved = flow.bot_last_seq > 0 and not flow.bot_missed
+        flow.close_request = CloseRequest(by_role=Role.SYSTEM, by_id="bot")
+        try:
+            await self._close(
+                CloseReason.BOT_RESOLVED if resolved else CloseReason.IDLE_TIMEOUT,
+                silent_after_seq=max(flow.bot_last_seq, flow.last_message_seq),
+            )
+        except (ActivityError, ApplicationError) as exc:
+            _message_id, seq, _sender_role = _declined(exc).details
+            flow.close_request = None
+            flow.last_message_seq = max(flow.last_message_seq, seq)
+            flow.last_activity_at = workflow.now()
 
     async def _wait_in_queue(self) -> None:
         """QUEUED or ASSIGNED: until the agent, a close, the overflow timer, the group's
@@ -491,8 +598,10 @@ class ConversationMachine:
         flow = self.flow
         request = flow.close_request
         hop = flow.overflow_hops + 1 if overflowed_from is not None else 0
-        # An agent served it: the rating invite goes out with the closing message (one write).
-        invite = flow.agent_id is not None and workflow.patched(LOCAL_ACTIVITIES)
+        # An agent served it (or the bot alone, if the policy says): the rating invite goes out
+        # with the closing message (one write).
+        served = flow.agent_id is not None or (flow.bot is not None and flow.handoff_reason is None)
+        invite = served and workflow.patched(LOCAL_ACTIVITIES)
         rating_expires_at = await self._activity(
             "close_conversation",
             CloseInput(
@@ -523,8 +632,10 @@ class ConversationMachine:
 
     async def _rating_phase(self) -> None:
         flow = self.flow
-        if flow.agent_id is None:
-            return  # nobody served it: nothing to rate (a left message may follow instead)
+        if flow.agent_id is None and flow.rating_status == RatingStatus.NONE:
+            # Nobody served it (a left message may follow instead), or the bot alone and the
+            # policy asks no rating of it: nothing to rate.
+            return
         if flow.rating_status == RatingStatus.NONE:
             timeouts = await self._timeouts()
             expires_at = workflow.now() + timedelta(seconds=timeouts.rating_window_s)
@@ -553,8 +664,10 @@ class ConversationMachine:
     def _take_message(self, message: MessagePosted) -> None:
         """A message was stored: the latest one decides what the idle countdown does."""
         flow = self.flow
-        if message.seq <= flow.last_message_seq:
-            return  # a duplicate, or older than what we already know: the latest message decides
+        if message.seq <= flow.last_message_seq or message.sender_role == Role.BOT:
+            # A duplicate, or older than what we already know: the latest message decides. The
+            # bot's own messages are its activity's, which the workflow heard the seqs of.
+            return
         flow.last_message_seq = message.seq
         flow.last_message_role = message.sender_role
         flow.last_activity_at = workflow.now()
@@ -673,7 +786,13 @@ class ConversationMachine:
     # --- helpers ---------------------------------------------------------------------------
 
     async def _activity(
-        self, name: str, arg: object, result_type: type | None, *, requested: bool = False
+        self,
+        name: str,
+        arg: object,
+        result_type: type | None,
+        *,
+        requested: bool = False,
+        timeout: timedelta = _ACTIVITY_TIMEOUT,
     ) -> object:
         """Run an activity; `requested`: it carries out an update.
 
@@ -691,14 +810,14 @@ class ConversationMachine:
                 name,
                 arg,
                 result_type=result_type,
-                start_to_close_timeout=_ACTIVITY_TIMEOUT,
+                start_to_close_timeout=timeout,
                 retry_policy=_RETRY,
             )
         return await workflow.execute_activity(
             name,
             arg,
             result_type=result_type,
-            start_to_close_timeout=_ACTIVITY_TIMEOUT,
+            start_to_close_timeout=timeout,
             retry_policy=_RETRY,
         )
 

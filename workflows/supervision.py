@@ -37,6 +37,14 @@ FIRST_REPLY = "agent first reply"
 IDLE_WARNING = "idle warning"
 IDLE_CLOSE = "idle auto-close"
 RATING_EXPIRY = "rating expiry"
+BOT_CLOSE = "bot idle close"
+
+
+def bot_close_at(flow: ConversationFlow) -> datetime | None:
+    """When the bot closes the conversation if the visitor writes no more."""
+    if flow.bot_idle_close_s is None or flow.last_activity_at is None:
+        return None
+    return flow.last_activity_at + timedelta(seconds=flow.bot_idle_close_s)
 
 
 def pending_timers(flow: ConversationFlow) -> dict[str, datetime]:
@@ -44,6 +52,8 @@ def pending_timers(flow: ConversationFlow) -> dict[str, datetime]:
     countdown = flow.countdown
     timers: dict[str, datetime | None] = {}
     match flow.stage:
+        case Stage.BOT:
+            timers[BOT_CLOSE] = bot_close_at(flow)
         case Stage.QUEUED | Stage.ASSIGNED:
             if flow.max_queue_wait_s and flow.in_group_since:
                 wait = timedelta(seconds=flow.max_queue_wait_s)
@@ -85,6 +95,7 @@ def snapshot(flow: ConversationFlow) -> ConversationSnapshot:
         idle_close_at=timers.get(IDLE_CLOSE),
         rating_expires_at=timers.get(RATING_EXPIRY),
         closing_at=timers.get(GROUP_CLOSING),
+        bot_close_at=timers.get(BOT_CLOSE),
     )
 
 
@@ -98,6 +109,9 @@ def details(flow: ConversationFlow) -> str:
         lines.append(f"- waiting since {_clock(flow.queued_at)}")
     if flow.last_activity_at:
         lines.append(f"- last message: {_clock(flow.last_activity_at)} ({flow.last_message_role})")
+    if flow.bot:
+        handoff = f" · handed off: {flow.handoff_reason}" if flow.handoff_reason else ""
+        lines.append(f"- bot: {flow.bot}{handoff}")
     if flow.closed_at:
         lines.append(f"- closed {_clock(flow.closed_at)}: {flow.close_reason}")
     rule = "default group" if flow.routing_rule is None else f"rule {flow.routing_rule}"

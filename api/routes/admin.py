@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ConversationOfCaller, ServicesDep, require
 from api.routes import operation
 from api.routes.conversations import conversation_view
-from api.schemas import ENGINE_DOWN, UNAUTHORIZED, ConversationSupervision, PolicyPublic, errors
+from api.schemas import (
+    ENGINE_DOWN,
+    UNAUTHORIZED,
+    ConversationSupervision,
+    PolicyPublic,
+    UnansweredPublic,
+    UnansweredQuestion,
+    errors,
+)
 from domain.policy import PolicyError, PolicySource
 from domain.types import Role
+from store import bot
+from store.models import utcnow
 
 router = APIRouter(prefix="/v1/admin", dependencies=[require(Role.ADMIN)])
 
@@ -70,4 +83,34 @@ async def conversation_snapshot(
     view = await conversation_view(services.db, conversation.id, staff=True)
     return ConversationSupervision(
         workflow=snapshot, queue_position=view.queue_position, estimated_wait=view.estimated_wait
+    )
+
+
+@router.get(
+    "/bot/unanswered",
+    **operation("admin", "get_unanswered_questions"),
+    response_model=UnansweredPublic,
+    summary="The questions the bot did not understand, the most asked first (the text stays "
+    "in the database; an erased transcript's are gone)",
+    responses=errors({**_ADMIN_ONLY, 422: "A bad `since` or `limit`"}),
+)
+async def unanswered_questions(
+    services: ServicesDep,
+    since: Annotated[
+        datetime | None, Query(description="From when (ISO 8601); default: the last 7 days")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> UnansweredPublic:
+    start = since or utcnow() - timedelta(days=7)
+    if start.tzinfo is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since needs a time zone")
+    found = await run_in_threadpool(bot.unanswered, services.db, since=start, limit=limit)
+    return UnansweredPublic(
+        since=start,
+        questions=[
+            UnansweredQuestion(
+                question=item.question, count=item.count, last_asked_at=item.last_asked_at
+            )
+            for item in found
+        ],
     )

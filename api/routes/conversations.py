@@ -250,7 +250,7 @@ async def list_group_conversations(
         str | None, Query(max_length=64, description="One group (default: all the caller's)")
     ] = None,
     state: Annotated[
-        ConversationState | None, Query(description="One state (default: queued and active)")
+        ConversationState | None, Query(description="One state (default: bot, queued and active)")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ) -> list[ConversationPublic]:
@@ -261,7 +261,11 @@ async def list_group_conversations(
     if skill_group is not None and skill_group not in overseen:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"you do not oversee {skill_group!r}")
     groups = sorted(overseen) if skill_group is None else [skill_group]
-    states = [ConversationState.QUEUED, ConversationState.ACTIVE] if state is None else [state]
+    states = (
+        [ConversationState.BOT, ConversationState.QUEUED, ConversationState.ACTIVE]
+        if state is None
+        else [state]
+    )
     views = await run_in_threadpool(
         lambda: group_conversations(services.db, skill_groups=groups, states=states, limit=limit)
     )

@@ -18,12 +18,14 @@ from api.deps import CurrentPrincipal, Services, ServicesDep, groups_of_staff, r
 from api.routes import operation
 from api.schemas import (
     UNAUTHORIZED,
+    BotMonitor,
     MonitorPublic,
     SkillGroupMonitor,
     TemporalUiPublic,
     errors,
 )
 from domain.types import Role
+from store.bot import figures as bot_figures
 from store.models import utcnow
 from store.monitor import FIGURES, day_start, read_skill_group_figures
 
@@ -31,6 +33,15 @@ router = APIRouter()
 log = logging.getLogger("switchboard.api")
 
 GAUGE_PREFIX = "switchboard_"
+# The bot's gauges, as the registry describes them.
+_NO_BOT = BotMonitor(
+    conversations=0,
+    resolved_today=0,
+    handoffs_today={},
+    answers_today=0,
+    misses_today=0,
+    entry_hits_today={},
+)
 
 
 def read_figures(services: Services, only: frozenset[str] | None = None) -> MonitorPublic:
@@ -50,6 +61,19 @@ def read_figures(services: Services, only: frozenset[str] | None = None) -> Moni
     )
 
 
+def read_bot_figures(services: Services) -> BotMonitor:
+    """The bot's figures: now, and since the start of today (UTC)."""
+    found = bot_figures(services.db, since=day_start(utcnow()))
+    return BotMonitor(
+        conversations=found.with_bot,
+        resolved_today=found.resolved,
+        handoffs_today=found.handoffs,
+        answers_today=found.answers,
+        misses_today=found.misses,
+        entry_hits_today=found.entry_hits,
+    )
+
+
 @router.get(
     "/v1/monitor",
     **operation("monitoring", "get_figures"),
@@ -66,6 +90,8 @@ async def get_monitor(services: ServicesDep, principal: CurrentPrincipal) -> Mon
     only = await run_in_threadpool(groups_of_staff, services.db, principal)
     figures = await run_in_threadpool(read_figures, services, only)
     settings = services.settings
+    if principal.role != Role.AGENT:
+        figures.bot = await run_in_threadpool(read_bot_figures, services)
     if settings.temporal_ui_url and principal.role != Role.AGENT:
         figures.temporal_ui = TemporalUiPublic(
             url=settings.temporal_ui_url.rstrip("/"), namespace=settings.temporal_namespace
@@ -108,6 +134,7 @@ class MonitorGauges(Collector):
     def describe(self) -> Iterator[GaugeMetricFamily]:
         for figure in FIGURES:
             yield _gauge(figure)
+        yield from _bot_gauges(_NO_BOT)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         services: Services | None = getattr(self.app.state, "services", None)
@@ -121,3 +148,21 @@ class MonitorGauges(Collector):
                 if value is not None:
                     gauge.add_metric([group.skill_group], float(value))
             yield gauge
+        yield from _bot_gauges(read_bot_figures(services))
+
+
+def _bot_gauges(figures: BotMonitor) -> Iterator[GaugeMetricFamily]:
+    for name, field in BotMonitor.model_fields.items():
+        value = getattr(figures, name)
+        label = {"handoffs_today": "reason", "entry_hits_today": "entry"}.get(name)
+        gauge = GaugeMetricFamily(
+            f"{GAUGE_PREFIX}bot_{name}",
+            field.description or name,
+            labels=[label] if label else None,
+        )
+        if label:
+            for key, count in value.items():
+                gauge.add_metric([key], float(count))
+        else:
+            gauge.add_metric([], float(value))
+        yield gauge

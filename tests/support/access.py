@@ -186,6 +186,7 @@ ACCESS: dict[tuple[str, str], Route] = {
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
     ("POST", "/v1/admin/policy/reload"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/conversations/{conversation_id}/snapshot"): Route(ADMIN_ONLY),
+    ("GET", "/v1/admin/bot/unanswered"): Route(ADMIN_ONLY),
     ("GET", "/v1/customers/{customer_id}/conversations"): Route(
         ITS_STAFF, subject=Subject.CUSTOMER
     ),
