@@ -6,11 +6,14 @@ go as the last answer says."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from store.db import Database
 from tests.support.api import ApiClient, eventually, expect
 from tests.support.bots import (
     HANDOFF_BUTTON,
@@ -19,6 +22,7 @@ from tests.support.bots import (
     webhook_settings,
 )
 from tests.support.policy import DEFAULT_GROUPS
+from tests.support.processes import Deployment
 from tests.support.system import StartSystem, System
 
 HANDED_OFF = "conversation.handed_off"
@@ -250,3 +254,58 @@ async def test_only_the_visitor_or_staff_close_a_bot_conversation(
     assert (await system.close(cid, visitor)).status_code == 200
     closed = await system.wait_for_event(cid, visitor, "conversation.closed")
     assert closed["data"]["close_reason"] == "visitor_closed"
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+async def test_a_worker_killed_while_the_bot_answers_neither_loses_nor_repeats_the_answer(
+    postgres_db: Database, deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    bot = WebhookBot(delay=3)
+    with bot.running():
+        directory = tmp_path / "deployment-1"  # where `deploy` puts its first deployment
+        routing = faq_routing(
+            directory, bot="webhook", settings=webhook_settings(bot.url, timeout="10s")
+        )
+        deployment = deploy(postgres_db.url, routing=routing)
+        try:
+            async with deployment.client() as api:
+                cid, visitor = await api.start_conversation()
+                await api.wait_for_state(cid, visitor, "bot")
+                asked = await api.say(cid, visitor, "Where is my parcel?")
+                await eventually(lambda: _asked(bot, asked), what="the bot to be asked")
+                deployment.kill("worker-0")  # while the bot works on its answer
+                deployment.restart_worker()
+
+                answer = await _ask_after(api, cid, visitor, asked)
+                assert answer == ["About 'Where is my parcel?': see our help centre."]
+                assert bot.asked.count(asked) >= 2, "the kill did not cut an answer short"
+                second = await api.say(cid, visitor, "And my invoice?")
+                assert len(await _ask_after(api, cid, visitor, second)) == 1
+                # Exactly one answer each: the bot's messages, as staff read them.
+                said = [
+                    e["data"]["content"]
+                    for e in await api.events(cid)
+                    if e["type"] == "message.created" and e["data"]["sender_role"] == "bot"
+                ]
+                assert said == [
+                    "About 'Where is my parcel?': see our help centre.",
+                    "About 'And my invoice?': see our help centre.",
+                ]
+        finally:
+            deployment.stop(faults=True)
+
+
+async def _asked(bot: WebhookBot, seq: int) -> bool:
+    return seq in bot.asked
+
+
+async def _ask_after(api: ApiClient, cid: str, visitor: str, seq: int) -> list[str]:
+    """The bot's answer to the visitor's message `seq`, once there is one."""
+
+    async def answered() -> list[str] | None:
+        events = await api.events(cid, visitor, after_seq=seq)
+        said = [e["data"]["content"] for e in events if e["data"].get("sender_role") == "bot"]
+        return said or None
+
+    return await eventually(answered, timeout=90, what=f"the bot's answer to message {seq}")

@@ -494,7 +494,8 @@ def _read(fields: dict[str, Any]) -> ConversationFlow:
     return flow
 
 
-@pytest.mark.parametrize("stage", list(Stage))
+# The bot's stage came after the stages: no code that wrote the older flags has a bot flow.
+@pytest.mark.parametrize("stage", [stage for stage in Stage if stage != Stage.BOT])
 def test_every_stage_survives_a_trip_through_the_older_flags(stage: Stage) -> None:
     armed = stage in (Stage.COUNTING_DOWN, Stage.WARNED)
     flow = ConversationFlow(

@@ -24,6 +24,7 @@ def faq_routing(directory: Path, *, bot: str = "faq", settings: str = "") -> str
     """The routing rule that sends web conversations to `bot` first (TOML for the policy's
     `routing`), with the repository's FAQ file copied beside the policy and `settings` (keys of
     the policy's [bot] table)."""
+    directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "config" / "bot.toml", directory / "bot.toml")
     return (
         f'[[routing]]\nwhen = {{ channel = "web" }}\nskill_group = "general"\nbot = "{bot}"\n'
