@@ -261,7 +261,8 @@ def hand_off(
 @dataclass(frozen=True)
 class BotFigures:
     """Since a given time: conversations the bot resolved (closed without a hand-off), hand-offs
-    by reason, answers per FAQ entry, misses; and how many are with a bot now."""
+    by reason, answers per FAQ entry, visitor messages answered and of those the misses; and
+    how many conversations are with a bot now."""
 
     with_bot: int
     resolved: int
@@ -299,10 +300,9 @@ def figures(db: Database, *, since: datetime) -> BotFigures:
     for kind, entry_id, count in kinds:
         if entry_id is not None:
             entry_hits[entry_id] += count
+        answers += count
         if kind == MISS:
             misses += count
-        else:
-            answers += count
     return BotFigures(
         with_bot=with_bot,
         resolved=resolved,

@@ -6,13 +6,17 @@ go as the last answer says."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
+from api.routes.monitor import serve_metrics
 from store.db import Database
 from tests.support.api import ApiClient, eventually, expect
 from tests.support.bots import (
@@ -22,7 +26,7 @@ from tests.support.bots import (
     webhook_settings,
 )
 from tests.support.policy import DEFAULT_GROUPS
-from tests.support.processes import Deployment
+from tests.support.processes import Deployment, free_port
 from tests.support.system import StartSystem, System
 
 HANDED_OFF = "conversation.handed_off"
@@ -309,3 +313,52 @@ async def _ask_after(api: ApiClient, cid: str, visitor: str, seq: int) -> list[s
         return said or None
 
     return await eventually(answered, timeout=90, what=f"the bot's answer to message {seq}")
+
+
+async def test_ops_see_the_bots_figures_in_the_monitor_and_the_metrics(
+    time_env: WorkflowEnvironment, make_system: StartSystem, tmp_path: Path
+) -> None:
+    system = await _bot_system(time_env, make_system, tmp_path)
+    agent = await system.create_agent("alice", online=False)
+    handed, visitor = await system.start_conversation()
+    staying, other = await system.start_conversation()
+    for cid, token in ((handed, visitor), (staying, other)):
+        await system.wait_for_state(cid, token, "bot")
+    await _ask(system, handed, visitor, "Where is my parcel?")
+    await _ask(system, handed, visitor, "转人工")
+    await _ask(system, staying, other, "Do you sell purple giraffes?")
+    await _handed_off(system, handed)
+
+    figures = expect(await system.http.get("/v1/monitor", headers=system._as(None)), 200)["bot"]
+    assert figures == {
+        "conversations": 1,
+        "resolved_today": 0,
+        "handoffs_today": {"asked_for_person": 1},
+        "answers_today": 3,
+        "misses_today": 1,
+        "entry_hits_today": {"track_order": 1},
+    }
+    agents = expect(await system.http.get("/v1/monitor", headers=system._as(agent.token)), 200)
+    assert agents["bot"] is None  # the bot's figures are the supervisors' and ops'
+
+    address = f"127.0.0.1:{free_port()}"
+    stop_metrics = serve_metrics(system.app.state.metrics, address)
+    try:
+        async with httpx.AsyncClient() as scraper:
+            text = (await scraper.get(f"http://{address}/metrics")).text
+    finally:
+        await asyncio.to_thread(stop_metrics)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("switchboard_bot_")
+        for sample in family.samples
+    }
+    assert samples == {
+        ("switchboard_bot_conversations", ()): 1,
+        ("switchboard_bot_resolved_today", ()): 0,
+        ("switchboard_bot_handoffs_today", (("reason", "asked_for_person"),)): 1,
+        ("switchboard_bot_answers_today", ()): 3,
+        ("switchboard_bot_misses_today", ()): 1,
+        ("switchboard_bot_entry_hits_today", (("entry", "track_order"),)): 1,
+    }
