@@ -279,6 +279,13 @@ class ConversationPublic(BaseModel):
     attributes: dict[str, Any] | None = Field(
         default=None, description="Staff only: what the app vouches for about the customer"
     )
+    bot: str | None = Field(
+        default=None, description="Staff only: the bot that answered first (faq | webhook)"
+    )
+    handoff_reason: str | None = Field(
+        default=None,
+        description="Staff only: why the bot passed it to a person (null: it did not)",
+    )
 
 
 class CustomerConversation(BaseModel):

@@ -242,7 +242,9 @@ def hand_off(
                 session,
                 conversation=conversation,
                 state=ConversationState.QUEUED,
-                dedupe_key="state:queued:handed_off",
+                # The queue's own, so joining it next writes no second one.
+                dedupe_key="state:queued",
+                skill_group=group.name,
             )
         session.add(conversation)
         return RouteResult(

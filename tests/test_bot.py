@@ -86,6 +86,8 @@ async def test_the_faq_bot_answers_then_a_person_takes_over_when_asked(
     assert conversation["agent_id"] is None  # the visitor reads the agent's name, not the id
     staff = await system.conversation(cid)
     assert (staff["agent_id"], staff["skill_group"]) == ("alice", "general")
+    assert (staff["bot"], staff["handoff_reason"]) == ("faq", "asked_for_person")
+    assert conversation["bot"] is None and conversation["handoff_reason"] is None
 
     handed = await _handed_off(system, cid)
     assert handed["data"]["reason"] == "asked_for_person"
@@ -120,6 +122,13 @@ async def test_the_hand_off_button_after_a_miss(
     assert (await _handed_off(system, cid))["data"]["reason"] == "quick_reply"
     queued = await system.wait_for_state(cid, None, "queued")
     assert queued["skill_group"] == "general"
+    await system.wait_for_event(cid, None, "queue.position_changed")
+    states = [
+        (e["data"]["state"], e["data"].get("skill_group"))
+        for e in await system.events(cid)
+        if e["type"] == "conversation.state_changed"
+    ]
+    assert states == [("bot", None), ("queued", "general")]  # the queue's once, for staff
 
 
 async def test_too_many_misses_hand_off_and_the_questions_are_kept_for_ops(

@@ -12,8 +12,10 @@ from pydantic import ValidationError
 
 from domain.policy import (
     Attachments,
+    BotSettings,
     PolicyError,
     PolicySource,
+    VisitorContext,
     format_duration,
     load_policy,
     parse_duration,
@@ -189,6 +191,9 @@ def test_the_shipped_policy_file_loads() -> None:
     assert policy.retention.transcripts == timedelta(days=365)
     assert policy.canned_replies and policy.sop
     assert policy.attachments == Attachments()  # the file says the defaults aloud
+    assert policy.bot == BotSettings()  # and the bot's, with help-centre chats going to it first
+    assert policy.route(VisitorContext(channel="help_center")).bot == "faq"
+    assert policy.route(VisitorContext(channel="web")).bot is None
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -471,3 +476,48 @@ def test_a_canned_reply_is_filled_as_written_and_a_missing_value_by_its_fallback
     unnamed = reply.filled({"customer_name": None}, policy.canned_reply_fallbacks)
     assert unnamed.text == "亲, {not a placeholder} your order / your order"
     assert unnamed.unfilled == ["customer_name", "order_id"]
+
+
+BOT_FIRST = '[[routing]]\nwhen = { channel = "web" }\nskill_group = "general"\nbot = "faq"\n'
+WEBHOOK = (
+    '[bot.webhook]\nurl = "https://bot.example.com/answer"\nsecret = "sixteen-chars-at-least"\n'
+)
+
+
+def test_a_rule_sends_its_conversations_to_the_bot_and_the_bot_settings_default(
+    tmp_path: Path,
+) -> None:
+    policy = load_policy(_write(tmp_path, BOT_FIRST + '[[routing]]\nskill_group = "general"\n'))
+    assert policy.route(VisitorContext(channel="web")).bot == "faq"
+    assert policy.route(VisitorContext(channel="app")).bot is None
+    assert policy.bot.file == "bot.toml"
+    assert policy.bot.idle_close_after == timedelta(minutes=10)
+    assert policy.bot.invite_rating is False and policy.bot.webhook is None
+
+    webhook = load_policy(_write(tmp_path, BOT_FIRST.replace('"faq"', '"webhook"') + WEBHOOK))
+    assert webhook.route(VisitorContext(channel="web")).bot == "webhook"
+    assert webhook.bot.webhook is not None
+    assert webhook.bot.webhook.timeout == timedelta(seconds=5)
+    assert webhook.bot.webhook.attempts == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            BOT_FIRST.replace('"faq"', '"webhook"'),
+            'routing.0.bot: "webhook" needs [bot.webhook] (its url and secret)',
+        ),
+        (BOT_FIRST.replace('"faq"', '"gpt"'), "routing.0.bot: Input should be 'faq' or 'webhook'"),
+        (WEBHOOK.replace("sixteen-chars-at-least", "short"), "bot.webhook.secret"),
+        (WEBHOOK + 'timeout = "31s"\n', "a visitor waits for the bot's answer: 30s at most"),
+        (WEBHOOK + "attempts = 6\n", "bot.webhook.attempts"),
+        (WEBHOOK.replace("https://bot.example.com/answer", "ftp://bot"), "bot.webhook.url"),
+        ('[bot]\nidle_close_after = "forever"\n', "bot.idle_close_after"),
+        ("[bot]\nmax_misses = 2\n", "bot.max_misses: unknown key"),
+    ],
+)
+def test_a_bad_bot_setting_is_refused_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(PolicyError) as error:
+        load_policy(_write(tmp_path, text))
+    assert named in str(error.value)

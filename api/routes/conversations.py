@@ -158,14 +158,16 @@ def conversation_public(
 
 
 def _staff_context(conversation: Conversation) -> dict[str, Any]:
-    """What staff alone read of a conversation: where it began and what the app told of the
-    customer."""
+    """What staff alone read of a conversation: where it began, what the app told of the
+    customer, and the bot's part."""
     return {
         "entry": conversation.entry,
         "tier": conversation.tier,
         "language": conversation.language,
         "order_id": conversation.order_id,
         "attributes": conversation.attributes,
+        "bot": conversation.bot,
+        "handoff_reason": conversation.handoff_reason,
     }
 
 
