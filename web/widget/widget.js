@@ -22,6 +22,7 @@ const TYPING_SHOWN_MS = 5000;
 const STREAMED = [
   "conversation.routed",
   "conversation.state_changed",
+  "conversation.handed_off",
   "queue.position_changed",
   "conversation.assigned",
   "conversation.transferred",
@@ -51,6 +52,9 @@ const view = {
   rating: "none", // none | pending | rated | expired
   ratingText: null,
   agentReadSeq: 0,
+  // The newest message's quick replies, when it is the bot's: {seq, replies}; shown while the
+  // conversation is with the bot and nothing newer was said.
+  quickReplies: null,
 };
 
 let api = null;
@@ -91,6 +95,8 @@ function showStatus() {
           ? t.waitSoon
           : t.wait(Math.round(view.wait / 60));
     text = `${place} ${wait}`.trim();
+  } else if (view.state === "bot") {
+    text = t.withBot;
   } else if (view.state === "active" && view.agentName) {
     text = t.chattingWith(view.agentName);
   } else if (view.state === "closed") {
@@ -101,6 +107,7 @@ function showStatus() {
   notice.hidden = view.online;
   notice.textContent = view.online ? "" : t.offline;
   showPanel();
+  showQuickReplies();
 }
 
 // --- the transcript -------------------------------------------------------------------------
@@ -154,11 +161,13 @@ function messageBody(type, content, attachment) {
   return el("p", { class: "text" }, content);
 }
 
-function messageItem({ own, type, content, attachment, at, name }) {
+function messageItem({ own, bot = false, type, content, attachment, at, name }) {
   const item = el(
     "li",
-    { class: own ? "message own" : "message theirs" },
-    el("span", { class: "visually-hidden" }, `${own ? t.you : name || t.agent}: `),
+    { class: own ? "message own" : bot ? "message theirs bot" : "message theirs" },
+    bot
+      ? el("p", { class: "sender" }, t.title, " ", el("span", { class: "bot-tag" }, t.bot), el("span", { class: "visually-hidden" }, ": "))
+      : el("span", { class: "visually-hidden" }, `${own ? t.you : name || t.agent}: `),
     messageBody(type, content, attachment),
     el(
       "p",
@@ -201,8 +210,10 @@ function shownMessage(seq, data, at) {
     confirm(pending, seq);
     return;
   }
+  const bot = data.sender_role === "bot";
   const item = messageItem({
     own,
+    bot,
     type: data.message_type,
     content: data.content,
     attachment: data.attachment,
@@ -211,11 +222,40 @@ function shownMessage(seq, data, at) {
   });
   item.dataset.seq = seq;
   place(item);
+  if (!view.quickReplies || seq > view.quickReplies.seq) {
+    const replies = bot && Array.isArray(data.quick_replies) ? data.quick_replies.filter((text) => typeof text === "string") : [];
+    view.quickReplies = replies.length ? { seq, replies } : null;
+  }
   if (own) setTick(item, seq <= view.agentReadSeq ? "read" : "sent");
   else {
     newestAgentSeq = Math.max(newestAgentSeq, seq);
     if (!replaying && !seen()) reportUnread(unread + 1);
   }
+}
+
+/** The newest bot message's quick replies as buttons under it, while the conversation is with
+ * the bot; a tap sends the button's text as the visitor's message. */
+function showQuickReplies() {
+  const offered = view.state === "bot" ? view.quickReplies : null;
+  const current = $("transcript").querySelector(".quick-replies");
+  if (current && Number(current.dataset.for) === offered?.seq) return;
+  const hadFocus = Boolean(current?.contains(document.activeElement));
+  current?.remove();
+  if (!offered) return;
+  const message = $("transcript").querySelector(`[data-seq="${offered.seq}"]`);
+  if (!message) return;
+  const buttons = offered.replies.map((text) =>
+    el("button", { type: "button", class: "quick-reply", "aria-label": t.quickReply(text), on: { click: () => sendQuickReply(text) } }, text),
+  );
+  message.append(el("div", { class: "quick-replies", role: "group", "aria-label": t.quickReplies, "data-for": offered.seq }, ...buttons));
+  if (hadFocus) buttons[0].focus();
+  scrollToEnd();
+}
+
+function sendQuickReply(text) {
+  const focused = $("transcript").querySelector(".quick-replies")?.contains(document.activeElement);
+  queueMessage(text);
+  if (focused) $("message")?.focus(); // the buttons are gone: the keyboard goes on in the composer
 }
 
 // --- events ---------------------------------------------------------------------------------
@@ -249,6 +289,11 @@ function onEvent(type, event) {
     case "conversation.transferred":
     case "conversation.requeued":
       systemLine(seq, data.text);
+      break;
+    case "conversation.handed_off":
+      // To a person (转人工); out of hours its text is null and the close says the rest.
+      view.quickReplies = null;
+      systemLine(seq, data.text, "handoff");
       break;
     case "message.created":
       hideTyping();
@@ -333,10 +378,12 @@ function saveOutbox() {
 function queueMessage(content, clientMessageId = newClientMessageId(), type = "text", attachment = undefined) {
   const item = messageItem({ own: true, type, content, attachment, at: new Date().toISOString() });
   const entry = { clientMessageId, type, content, attachment, state: "pending", item };
+  view.quickReplies = null; // answered: the bot's buttons were for before
   setTick(item, "pending");
   $("transcript").append(item);
   outbox.push(entry);
   saveOutbox();
+  showQuickReplies();
   scrollToEnd();
   flush();
 }

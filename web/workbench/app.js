@@ -20,6 +20,7 @@ const $ = (id) => document.getElementById(id);
 const STREAM_TYPES = [
   "conversation.routed",
   "conversation.state_changed",
+  "conversation.handed_off",
   "queue.position_changed",
   "conversation.overflowed",
   "conversation.assigned",
@@ -488,6 +489,8 @@ function messageContent(data) {
 function transcriptItem(event, view) {
   const data = event.data ?? {};
   const time = new Date(event.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (event.type === "message.created" && data.sender_role === "bot") return botMessage(event, data, time);
+  if (event.type === "conversation.handed_off") return handOffLine(event, data, time);
   if (event.type === "message.created") {
     const mine = data.sender_role !== "visitor";
     const who = data.sender_role === "visitor" ? t("visitor") : data.sender_id === state.me.id ? t("you") : data.sender_id ?? t("agent");
@@ -511,6 +514,33 @@ function transcriptItem(event, view) {
     return element("li", { className: "system", attrs: { "data-seq": event.seq } }, element("span", { className: "meta", text: `${t("system")} · ${time}` }), element("p", { className: "text", text: data.text }));
   }
   return null;
+}
+
+/** A message of the bot's (before the hand-off), with the buttons it offered the visitor. */
+function botMessage(event, data, time) {
+  const item = element("li", { className: "message bot", attrs: { "data-seq": event.seq } });
+  item.append(element("span", { className: "meta", text: `${t("bot")} · ${time}` }), messageContent(data));
+  const replies = Array.isArray(data.quick_replies) ? data.quick_replies : [];
+  if (replies.length) {
+    item.append(element("p", { className: "offered", text: t("quickRepliesOffered", { replies: replies.join(" · ") }) }));
+  }
+  return item;
+}
+
+/** The bot's hand-off to a person (转人工): why, to which group, and the FAQ entries the bot
+ * had answered with (staff only: the visitor's events carry neither). */
+function handOffLine(event, data, time) {
+  const reason = t(`handoff_${data.reason}`);
+  const group = data.skill_group ? ` (${t("handedOffTo", { group: data.skill_group })})` : "";
+  const entries = Array.isArray(data.matched_entries) ? data.matched_entries : [];
+  const item = element("li", { className: "system handoff", attrs: { "data-seq": event.seq } });
+  item.append(
+    element("span", { className: "meta", text: `${t("system")} · ${time}` }),
+    element("p", { className: "text reason", text: `${t("handedOff", { reason })}${group}` }),
+    element("p", { className: "text entries", text: entries.length ? t("matchedEntries", { entries: entries.join(", ") }) : t("noMatchedEntries") }),
+  );
+  if (typeof data.text === "string" && data.text) item.append(element("p", { className: "text", text: data.text }));
+  return item;
 }
 
 async function markRead() {
