@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.testing import WorkflowEnvironment
 
 from api.routes.monitor import serve_metrics
+from domain.types import SA_STATE
 from store.db import Database
 from tests.support.api import ApiClient, eventually, expect
 from tests.support.bots import (
@@ -28,6 +29,7 @@ from tests.support.bots import (
 from tests.support.policy import DEFAULT_GROUPS
 from tests.support.processes import Deployment, free_port
 from tests.support.system import StartSystem, System
+from workflows.gateway import workflow_id
 
 HANDED_OFF = "conversation.handed_off"
 
@@ -79,6 +81,9 @@ async def test_the_faq_bot_answers_then_a_person_takes_over_when_asked(
     assert answer[0]["type"] == "message.created"
     assert HANDOFF_BUTTON in answer[0]["data"]["quick_replies"]
     assert (await system.conversation(cid, visitor))["state"] == "bot"
+    # Supervisors find it in the Temporal UI with ConversationState = "bot".
+    handle = time_env.client.get_workflow_handle(workflow_id(cid))
+    assert (await handle.describe()).typed_search_attributes.get(SA_STATE) == "bot"
 
     alice = await system.create_agent("alice")
     assert await _ask(system, cid, visitor, "转人工") == []
