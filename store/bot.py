@@ -25,8 +25,8 @@ from domain.types import (
 )
 from store.db import Database
 from store.erasure import ERASED
-from store.events import ConversationNotFound, append_event, change_state
-from store.lifecycle import group_open_at
+from store.events import ConversationNotFound, append_event
+from store.lifecycle import group_open_at, mark_queued
 from store.models import BotTurn, Conversation, Message, utcnow
 
 # The bot's messages: one sender for the lot.
@@ -238,14 +238,7 @@ def hand_off(
             dedupe_key="handed_off",
         )
         if is_open and conversation.state == ConversationState.BOT:
-            change_state(
-                session,
-                conversation=conversation,
-                state=ConversationState.QUEUED,
-                # The queue's own, so joining it next writes no second one.
-                dedupe_key="state:queued",
-                skill_group=group.name,
-            )
+            mark_queued(session, conversation, group.name)
         session.add(conversation)
         return RouteResult(
             skill_group=group.name,

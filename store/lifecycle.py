@@ -328,14 +328,20 @@ def _join_group(
     conversation.policy_version = policy.version
     entry = join_queue(session, conversation, skill_group=group.name, priority=priority)
     if hop == 0:
-        change_state(
-            session,
-            conversation=conversation,
-            state=ConversationState.QUEUED,
-            dedupe_key="state:queued",
-            skill_group=group.name,
-        )
+        mark_queued(session, conversation, group.name)
     return _placed(group, entry, at)
+
+
+def mark_queued(session: Session, conversation: Conversation, skill_group: str) -> None:
+    """The conversation's first `queued` (from routing, or the bot's hand-off): written once, so
+    the queue joined after a hand-off writes no second one."""
+    change_state(
+        session,
+        conversation=conversation,
+        state=ConversationState.QUEUED,
+        dedupe_key="state:queued",
+        skill_group=skill_group,
+    )
 
 
 def _overflowed(
