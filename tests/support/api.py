@@ -156,7 +156,13 @@ class ApiClient:
         http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            # An idle connection is dropped well before uvicorn's own 5 s: else a request sent
+            # just as the server closes it fails with a ReadError on a loaded machine.
+            limits=httpx.Limits(
+                max_connections=connections,
+                max_keepalive_connections=connections,
+                keepalive_expiry=2,
+            ),
         )
         return cls(http, **options)
 
