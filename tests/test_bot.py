@@ -20,6 +20,7 @@ from api.routes.monitor import serve_metrics
 from domain.types import SA_STATE
 from store.db import Database
 from tests.support.api import ApiClient, eventually, expect
+from tests.support.backends import on_sqlite_alone
 from tests.support.bots import (
     HANDOFF_BUTTON,
     WebhookBot,
@@ -202,6 +203,44 @@ async def test_a_webhook_bot_answers_and_hands_off(
         assert (await _handed_off(system, cid))["data"]["reason"] == "asked_for_person"
         await system.wait_for_state(cid, None, "queued")
     assert bot.refused == 0 and sorted(bot.asked) == bot.asked and len(bot.asked) == 2
+
+
+@on_sqlite_alone("db")  # the workflow's order of events, whatever stores them
+async def test_a_message_written_while_the_bot_answers_the_one_before_is_answered_too(
+    time_env: WorkflowEnvironment, make_system: StartSystem, tmp_path: Path
+) -> None:
+    # A slow bot: past most of a workflow task's 10 s, the worker reports the task still at
+    # work, and the second message's signal reaches the workflow before the first answer does.
+    bot = WebhookBot(delay=9)
+    with bot.running():
+        system = await _bot_system(
+            time_env,
+            make_system,
+            tmp_path,
+            bot="webhook",
+            settings=webhook_settings(bot.url, timeout="20s"),
+        )
+        cid, visitor = await system.start_conversation()
+        await system.wait_for_state(cid, visitor, "bot")
+        first = await system.say(cid, visitor, "Where is my parcel?")
+        await eventually(lambda: _asked(bot, first), what="the bot to be asked")
+        # Stored and signalled while the bot works on the first: its turn comes next.
+        second = await system.say(cid, visitor, "And my invoice?")
+
+        async def both_answered() -> list[str] | None:
+            said = [
+                e["data"]["content"]
+                for e in await system.events(cid, visitor)
+                if e["data"].get("sender_role") == "bot"
+            ]
+            return said if len(said) >= 2 else None
+
+        said = await eventually(both_answered, timeout=60, what="both messages answered")
+    assert said == [
+        "About 'Where is my parcel?': see our help centre.",
+        "About 'And my invoice?': see our help centre.",
+    ]
+    assert bot.asked == [first, second]
 
 
 ALWAYS_CLOSED = (

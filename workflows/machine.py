@@ -244,6 +244,8 @@ class ConversationMachine:
 
     async def _bot_answer(self) -> None:
         flow = self.flow
+        # Every message heard of by now was stored before its signal: the activity reads it.
+        heard = flow.last_message_seq
         result: BotTurnResult = await self._activity(
             "answer_visitor",
             BotTurnRequest(flow.conversation_id, flow.bot or "", flow.bot_answered_seq),
@@ -252,9 +254,10 @@ class ConversationMachine:
         )
         if result.answered_seq > flow.bot_answered_seq:
             flow.bot_missed = result.missed
-        # Past every message heard of (one whose signal was lost is answered all the same).
-        flow.bot_answered_seq = max(result.answered_seq, flow.last_message_seq)
-        flow.last_message_seq = flow.bot_answered_seq
+        # Past what the activity read: every message heard of before it began, and any whose
+        # signal is late or lost. One heard of meanwhile waits for the next turn.
+        flow.bot_answered_seq = max(result.answered_seq, heard)
+        flow.last_message_seq = max(flow.last_message_seq, flow.bot_answered_seq)
         flow.bot_last_seq = max(flow.bot_last_seq, result.last_seq)
         flow.bot_idle_close_s = result.idle_close_after_s
         if result.handoff_reason is None:
