@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -40,6 +43,18 @@ def _not_blank(text: str) -> str:
 
 # Text a person writes: something besides whitespace.
 WrittenText = Annotated[str, AfterValidator(_not_blank)]
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_8601(value: object) -> object:
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 time with its zone, e.g. 2026-12-01T09:00:00Z")
+    return value
+
+
+# A time a caller gives: ISO 8601 with its zone (never a bare number of seconds).
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
 
 # What an app tells staff about its customer: a JSON object, flat or one level deep, of at most
 # MAX_ATTRIBUTES_BYTES encoded (name, membership level, order summary, links).

@@ -13,9 +13,10 @@ they are built from lives in tests/support.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ def postgres_problem() -> str | None:
 
 
 def _postgres_db(problem: str | None, *, migrated: bool = True) -> Iterator[Database]:
+    """A schema of the test's own (a database copied from a template costs as much as the
+    migrations on a busy machine: PostgreSQL flushes the copy)."""
     if problem:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the PostgreSQL tests: {problem}")
@@ -81,10 +84,22 @@ def _postgres_db(problem: str | None, *, migrated: bool = True) -> Iterator[Data
         admin.dispose()
 
 
-def _sqlite_db(tmp_path: Path, *, migrated: bool = True) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'switchboard.db'}")
-    if migrated:
-        database.create_schema()
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, once per test process, that each test's database copies."""
+    path = tmp_path_factory.mktemp("template") / "switchboard.db"
+    template = Database(f"sqlite:///{path}")
+    template.create_schema()
+    template.dispose()
+    return path
+
+
+def _sqlite_db(tmp_path: Path, template: Path | None) -> Iterator[Database]:
+    path = tmp_path / "switchboard.db"
+    if template is not None:
+        with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(path)) as copy:
+            source.backup(copy)
+    database = Database(f"sqlite:///{path}")
     yield database
     database.dispose()
 
@@ -93,13 +108,12 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(params=BACKENDS)
-def db(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None
-) -> Iterator[Database]:
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database of the test's own."""
     if request.param == "sqlite":
-        yield from _sqlite_db(tmp_path)
+        yield from _sqlite_db(tmp_path, request.getfixturevalue("sqlite_template"))
     else:
-        yield from _postgres_db(postgres_problem)
+        yield from _postgres_db(request.getfixturevalue("postgres_problem"))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -108,7 +122,7 @@ def empty_db(
 ) -> Iterator[Database]:
     """A fresh database without tables (a first deployment: its processes create them)."""
     if request.param == "sqlite":
-        yield from _sqlite_db(tmp_path, migrated=False)
+        yield from _sqlite_db(tmp_path, None)
     else:
         yield from _postgres_db(postgres_problem, migrated=False)
 

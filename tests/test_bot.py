@@ -153,6 +153,17 @@ async def test_too_many_misses_hand_off_and_the_questions_are_kept_for_ops(
     )
     questions = {item["question"]: item["count"] for item in unanswered["questions"]}
     assert questions == {"Do you sell purple giraffes?": 1, "What about blue elephants?": 1}
+    later = await system.http.get(
+        "/v1/admin/bot/unanswered",
+        params={"since": "2999-01-01T00:00:00Z"},
+        headers=system._as(None),
+    )
+    assert expect(later, 200)["questions"] == []
+    for since in ("-105699094", "1767225600", "2026-12-01T09:00:00", "yesterday"):
+        refused = await system.http.get(
+            "/v1/admin/bot/unanswered", params={"since": since}, headers=system._as(None)
+        )
+        assert refused.status_code == 422, since
 
 
 async def test_an_entry_hands_off_to_its_own_group(

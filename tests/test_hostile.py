@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -49,8 +50,8 @@ from tests.support.system import StartSystem, System
 T = TypeVar("T")
 
 # Generated requests per operation, caller and mode (valid or invalid input): small enough for
-# CI, and derandomized, so every run sends the same ones.
-EXAMPLES = 10
+# CI, and derandomized, so every run sends the same ones; SWITCHBOARD_SOAK=1 sends many more.
+EXAMPLES = 50 if os.environ.get("SWITCHBOARD_SOAK") == "1" else 5
 
 CHECKS = [
     not_a_server_error,

@@ -39,6 +39,7 @@ from temporalio.worker import (
 from domain.types import MessagePosted, Role
 from store.db import Database
 from tests.support.api import ADMIN, bearer
+from tests.support.backends import on_sqlite_alone
 from tests.support.policy import CLOSING_AT_23_59, DEFAULT_GROUPS, the_next_closing
 from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
 from workflows import ConversationWorkflow
@@ -309,11 +310,14 @@ async def _play_and_replay(
         _record(name, history)
 
 
+# A history is the workflow's, whichever database its activities wrote to.
+@on_sqlite_alone("db")
 @pytest.mark.parametrize("name", [name for name, s in SCENARIOS.items() if not s.dev_server])
 async def test_scenario_replays(name: str, time_env, db, make_system) -> None:
     await _play_and_replay(name, time_env, db, make_system)
 
 
+@on_sqlite_alone("db")
 @pytest.mark.parametrize("name", [name for name, s in SCENARIOS.items() if s.dev_server])
 async def test_scenario_on_the_dev_server_replays(name: str, dev_env, db, make_system) -> None:
     await _play_and_replay(name, dev_env, db, make_system)
@@ -327,7 +331,7 @@ CONTINUED_AS_NEW = "continued as new"
 CONTINUING_ENDING = Ending(CONTINUED_AS_NEW, "none")
 
 
-@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+@on_sqlite_alone("db")
 async def test_a_continued_conversation_replays(short_history_env, db, make_system) -> None:
     """A chatty conversation continues as new mid-conversation: every run replays, and the last
     one (its input the whole state of an active conversation) ends as the conversation did."""

@@ -15,9 +15,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from store.events import events_after
 from tests.support.api import eventually
+from tests.support.backends import on_sqlite_alone
 from tests.support.policy import write_policy
 from tests.support.system import StartSystem, System
 from workflows.gateway import workflow_id
+
+# Timers are the workflow's: what the store does at each is tested on both databases in
+# tests/test_store_lifecycle.py.
+pytestmark = on_sqlite_alone("db")
 
 WARNING = "conversation.idle_warning"
 

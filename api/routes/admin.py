@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -15,6 +15,7 @@ from api.schemas import (
     ENGINE_DOWN,
     UNAUTHORIZED,
     ConversationSupervision,
+    IsoTime,
     PolicyPublic,
     UnansweredPublic,
     UnansweredQuestion,
@@ -97,13 +98,12 @@ async def conversation_snapshot(
 async def unanswered_questions(
     services: ServicesDep,
     since: Annotated[
-        datetime | None, Query(description="From when (ISO 8601); default: the last 7 days")
+        IsoTime | None,
+        Query(description="From when (ISO 8601 with its zone); default: the last 7 days"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> UnansweredPublic:
     start = since or utcnow() - timedelta(days=7)
-    if start.tzinfo is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since needs a time zone")
     found = await run_in_threadpool(bot.unanswered, services.db, since=start, limit=limit)
     return UnansweredPublic(
         since=start,
