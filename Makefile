@@ -46,9 +46,9 @@ chromium:
 	fi
 
 # pytest exits 5 when it collects no tests: that means a broken suite, so say so and fail.
-# Two worker processes, each taking the next test as it is free.
+# Two worker processes, a test module to each at a time (its module-scoped servers start once).
 test: chromium $(VENV)/.installed-dev lint
-	$(BIN)/pytest -q -n 2 --dist worksteal --durations=25; rc=$$?; \
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	exit $$rc
 

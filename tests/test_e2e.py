@@ -13,6 +13,7 @@ import pytest
 
 from store.db import Database
 from tests.support.api import ApiClient, bearer, gapless
+from tests.support.backends import on_postgres_alone_but_in_the_soak
 from tests.support.processes import Deployment
 
 pytestmark = pytest.mark.e2e
@@ -172,6 +173,7 @@ async def test_a_stream_replays_then_delivers_live_and_resumes_without_gaps(
     assert forbidden.status_code == 403
 
 
+@on_postgres_alone_but_in_the_soak("empty_db")
 async def test_a_stream_resumed_after_1000_missed_events_replays_them_in_order(
     empty_db: Database, deploy: Callable[..., Deployment]
 ) -> None:

@@ -44,6 +44,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.deps import MAX_JSON_DEPTH
 from tests.support.access import ACCESS, callers_of, make_subject
 from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit, bearer
+from tests.support.backends import on_postgres_alone_but_in_the_soak
 from tests.support.callers import CALLBACK_GROUPS, CALLBACK_ROUTING, OWNER, Caller, World
 from tests.support.system import StartSystem, System
 
@@ -168,6 +169,7 @@ def _sender(
     return send
 
 
+@on_postgres_alone_but_in_the_soak("db")
 async def test_generated_requests_keep_the_contract(system: System) -> None:
     loop = asyncio.get_running_loop()
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -11,3 +13,13 @@ def on_sqlite_alone(database_fixture: str) -> pytest.MarkDecorator:
     databases in its own tests, and this test's subject (a page, the codec, a process's own
     rule) is no database's; each run of it costs the suite seconds."""
     return pytest.mark.parametrize(database_fixture, ["sqlite"], indirect=True)
+
+
+SOAK = os.environ.get("SWITCHBOARD_SOAK") == "1"
+
+
+def on_postgres_alone_but_in_the_soak(database_fixture: str) -> pytest.MarkDecorator:
+    """A long test run on PostgreSQL alone in CI (where a second database's run would cost the
+    suite a minute), and on both with SWITCHBOARD_SOAK=1."""
+    backends = ["sqlite", "postgres"] if SOAK else ["postgres"]
+    return pytest.mark.parametrize(database_fixture, backends, indirect=True)
