@@ -1,7 +1,7 @@
 """The dispatcher: assign waiting conversations in the database, then tell each workflow its
 agent through the gateway; and the reconciler, the safety net for a trigger or a signal lost to
-a crash: assignments, messages, and workflows that never started. Its pass also sets away the
-online agents whose workbench has held no stream for the presence timeout.
+a crash: assignments, messages, workflows that never started, and tickets' changes. Its pass
+also sets away the online agents whose workbench has held no stream for the presence timeout.
 
 Its triggers are in the API (an agent comes online) and in the activities (a conversation
 queues, an agent's load drops), and the worker runs the pass: so it lives beside them, at the
@@ -34,7 +34,8 @@ from store.assignment import (
 from store.conversations import unstarted_conversations
 from store.db import Database
 from store.messages import mark_signalled, unsignalled_messages
-from workflows.gateway import ConversationGateway
+from store.tickets import untold_tickets
+from workflows.gateway import ConversationGateway, TicketGateway
 
 log = logging.getLogger("switchboard.dispatch")
 
@@ -87,6 +88,7 @@ class Repairs:
     assignment_signals: int = 0  # assignments their workflows had not recorded, told again
     message_signals: int = 0  # newest messages their workflows had not been told of
     workflows_started: int = 0  # conversations whose workflow never started
+    tickets_told: int = 0  # tickets whose workflow had not read their newest change
     agents_away: int = 0  # online agents with no stream for the presence timeout, set away
 
     def total(self) -> int:
@@ -113,6 +115,7 @@ class Reconciler:
     ) -> None:
         self.db = db
         self.gateway = ConversationGateway(client)
+        self.tickets = TicketGateway(self.gateway, task_queue=task_queue)
         self.client = client
         self.policy = policy
         self.task_queue = task_queue
@@ -146,6 +149,7 @@ class Reconciler:
             )
         repairs.message_signals = await self._tell_messages()
         repairs.workflows_started = await self._start_workflows()
+        repairs.tickets_told = await self._tell_tickets()
         for kind, count in asdict(repairs).items():
             if count:
                 self._repaired.add(count, {"kind": kind})
@@ -194,6 +198,26 @@ class Reconciler:
                 continue
             self._backoff.pop(conversation.id, None)
         return started
+
+    async def _tell_tickets(self) -> int:
+        """Tell each ticket's workflow (starting it if need be) of a change it has not read."""
+        untold = await asyncio.to_thread(
+            untold_tickets, self.db, older_than=self.settle, limit=self.batch
+        )
+        told = 0
+        for ticket in untold:
+            key = f"ticket:{ticket.ticket_id}"
+            if not self._due(key):
+                continue
+            try:
+                await self.tickets.ticket_changed(ticket.ticket_id, version=ticket.version)
+            except EngineUnavailable as exc:
+                self._failed(key, exc)
+                continue
+            self._backoff.pop(key, None)
+            told += 1
+            log.info("told ticket %s of version %d", ticket.ticket_id, ticket.version)
+        return told
 
     def _due(self, conversation_id: str) -> bool:
         failing = self._backoff.get(conversation_id)

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     stream_keepalive_seconds: float = 15
     # Safety net for assignment triggers lost to a crash.
     reconcile_interval_seconds: float = 10.0
+    # Webhooks (courier.py): how often a worker looks for deliveries due, how long it waits
+    # for an endpoint's answer, and the first retry's wait (doubling from there, up to an hour
+    # between attempts, until the policy's webhook_delivery.give_up_after).
+    webhook_poll_interval_seconds: float = Field(default=1.0, ge=0.05, le=60)
+    webhook_timeout_seconds: float = Field(default=10.0, ge=0.5, le=60)
+    webhook_first_retry_seconds: float = Field(default=10.0, ge=0.05, le=3600)
     # How often the retention schedule erases expired transcripts (the policy says which).
     retention_interval_seconds: int = Field(default=3600, ge=60)
     # Logs: JSON lines or readable console lines; unset means JSON in production only.

@@ -1,4 +1,5 @@
-"""The Temporal worker: conversation workflows, their activities, and the reconciliation pass.
+"""The Temporal worker: conversation and ticket workflows, their activities, the
+reconciliation pass and the webhook courier.
 
 Run with `python worker.py` (make run does it for you). Several workers may run at once.
 """
@@ -30,16 +31,20 @@ from temporalio.worker import Worker
 from activities import ConversationActivities
 from activities.bot import BotActivities
 from activities.retention import RetentionActivities
+from activities.tickets import TicketActivities
+from courier import WebhookCourier
 from dispatcher import Reconciler
 from domain.policy import PolicySource
 from logging_setup import configure_logging
 from media.storage import ObjectStore, open_object_store
 from settings import PROJECT_ROOT, Settings, get_settings
 from store.db import Database
+from store.webhooks import route_webhooks
 from temporal_client import connect
 from workflows import ConversationWorkflow
 from workflows.retention import TranscriptRetention
 from workflows.schedules import ensure_retention_schedule
+from workflows.ticket import TicketWorkflow
 
 log = logging.getLogger("switchboard.worker")
 
@@ -83,17 +88,30 @@ def cache_workflow_bytecode() -> None:
 def build_worker(
     *, client: Client, db: Database, policy: PolicySource, task_queue: str, objects: ObjectStore
 ) -> Worker:
+    # The events its activities write go into the webhooks' outbox too.
+    route_webhooks(db, policy.current)
     activities = ConversationActivities(db=db, policy=policy, client=client)
     retention = RetentionActivities(db=db, policy=policy, objects=objects)
     bot = BotActivities(db=db, policy=policy)
+    ticket = TicketActivities(db=db, policy=policy)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ConversationWorkflow, TranscriptRetention],
-        activities=[*activities.all(), *retention.all(), *bot.all()],
+        workflows=[ConversationWorkflow, TranscriptRetention, TicketWorkflow],
+        activities=[*activities.all(), *retention.all(), *bot.all(), *ticket.all()],
         # Bounded cache: idle conversations are evicted and replayed when they wake.
         max_cached_workflows=2000,
         graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+def webhook_courier(db: Database, policy: PolicySource, settings: Settings) -> WebhookCourier:
+    return WebhookCourier(
+        db=db,
+        policy=policy,
+        poll_interval=settings.webhook_poll_interval_seconds,
+        timeout=settings.webhook_timeout_seconds,
+        first_retry=settings.webhook_first_retry_seconds,
     )
 
 
@@ -131,11 +149,13 @@ async def run_worker(settings: Settings) -> None:
         meter=runtime.metric_meter,
     )
     reconciling = asyncio.create_task(reconciler.run_forever(settings.reconcile_interval_seconds))
+    delivering = asyncio.create_task(webhook_courier(db, policy, settings).run_forever())
     log.info("worker polling task queue %r at %s", settings.task_queue, settings.temporal_address)
     async with worker:
         await stop.wait()
         log.info("worker stopping: finishing running tasks")
         reconciling.cancel()
+        delivering.cancel()  # a send cut short is sent again: the outbox still owes it
     db.dispose()
 
 

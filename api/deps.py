@@ -27,7 +27,7 @@ from store.conversations import find_conversation, serves_customer
 from store.db import Database
 from store.messages import SignalledMarks
 from store.models import Agent, Conversation
-from workflows.gateway import ConversationGateway
+from workflows.gateway import ConversationGateway, TicketGateway
 
 AGENT_TOKEN_PREFIX = "agt_"
 STAFF = frozenset({Role.AGENT, Role.SUPERVISOR, Role.ADMIN})
@@ -47,6 +47,7 @@ class Services:
     limits: Limits  # this process's counts: requests, starts, streams, typing
     signalled: SignalledMarks  # messages told to their workflows, written in batches
     objects: ObjectStore  # attachments' files (media/storage.py)
+    tickets: TicketGateway  # the tickets' workflows (on the conversations' client)
     visitor_access: VisitorAccess = field(default_factory=VisitorAccess)  # when tokens end
 
 

@@ -36,6 +36,7 @@ from api.routes import (
     me,
     monitor,
     stream_tickets,
+    tickets,
     visitor_tokens,
 )
 from api.schemas import ENGINE_DOWN, errors, too_many_requests
@@ -46,7 +47,8 @@ from media.storage import open_object_store
 from settings import Settings, get_settings
 from store.db import Database, unavailable
 from store.messages import SignalledMarks, mark_signalled
-from workflows.gateway import ConversationGateway
+from store.webhooks import route_webhooks
+from workflows.gateway import ConversationGateway, TicketGateway
 
 log = logging.getLogger("switchboard.api")
 
@@ -83,17 +85,20 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         db.create_schema()
         hints = EventHints()
         policy = PolicySource(settings.policy)
+        conversations = ConversationGateway(temporal, settings=settings)
+        route_webhooks(db, policy.current)  # the events it writes go into the outbox too
         app.state.services = Services(
             settings=settings,
             db=db,
             policy=policy,
-            temporal=ConversationGateway(temporal, settings=settings),
+            temporal=conversations,
             hints=hints,
             limits=Limits.from_settings(
                 settings, max_upload_bytes=lambda: policy.current().attachments.largest_bytes
             ),
             signalled=SignalledMarks(),
             objects=open_object_store(settings),
+            tickets=TicketGateway(conversations, task_queue=settings.task_queue),
         )
         # Other processes' events wake our streams: LISTEN/NOTIFY on PostgreSQL, a look at
         # the log's newest event id every LOG_WATCH_INTERVAL on SQLite (besides, every stream
@@ -213,6 +218,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(assist.router)
     app.include_router(codec.router)
     app.include_router(me.router)
+    app.include_router(tickets.router)
     # The agents' workbench and the supervisors' wallboard (static pages on the public API).
     mount_pages(app, "workbench", "wallboard")
     # The visitor's widget (its iframe may be framed by the app's sites) and the pages' shared

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 REQUEST_ID_HEADER = "X-Request-ID"
 _ACCEPTED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Path parameters worth having on every log line of a request (never a customer's id).
-PATH_IDS = ("conversation_id", "agent_id")
+PATH_IDS = ("conversation_id", "agent_id", "ticket_id")
 # A path segment that is a customer's id (/v1/customers/{customer_id}/…), routed or not.
 _CUSTOMER_ID = re.compile(r"(?<=/customers/)[^/]+", re.IGNORECASE)
 # A credential in a path (the Temporal UI's codec ticket, api/routes/codec.py) is never logged.

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta
 
 from starlette.concurrency import run_in_threadpool
 
 from domain.policy import PolicySource
 from store.agents import note_presence
+from store.conversations import note_visitor_stream
 from store.db import Database, unavailable
+from store.models import utcnow
 
 log = logging.getLogger("switchboard.presence")
 
@@ -46,3 +49,30 @@ async def _sign(db: Database, agent_id: str) -> None:
             raise
         # The next sign may make it; a database down for the whole timeout sets them away.
         log.warning("could not note agent %s present (%s)", agent_id, exc)
+
+
+# How long a visitor's stream counts as open from its last sign; signs come thrice as often.
+VISITOR_STREAM_LEASE = timedelta(seconds=60)
+
+
+async def keep_visitor_present(db: Database, conversation_id: str) -> None:
+    """Run while a stream of the visitor's is open (cancelled when it ends): the stream counts
+    as open for a lease from each sign, renewed while it is, and ends as it does, so an agent's
+    message to a visitor who closed the app is pushed at once (visitor.unread)."""
+    try:
+        while True:
+            await _visitor_sign(db, conversation_id, utcnow() + VISITOR_STREAM_LEASE)
+            await asyncio.sleep(VISITOR_STREAM_LEASE.total_seconds() / 3)
+    finally:
+        await _visitor_sign(db, conversation_id, utcnow())
+
+
+async def _visitor_sign(db: Database, conversation_id: str, until: datetime) -> None:
+    try:
+        await run_in_threadpool(
+            note_visitor_stream, db, conversation_id=conversation_id, until=until
+        )
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("could not note the visitor of %s present (%s)", conversation_id, exc)

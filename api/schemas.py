@@ -27,6 +27,8 @@ from domain.types import (
     ConversationSnapshot,
     MessageType,
     Role,
+    TicketPriority,
+    TicketStatus,
     attributes_size,
 )
 
@@ -550,6 +552,146 @@ class LeftMessagePublic(BaseModel):
     resolution_note: str | None
 
 
+# --- tickets --------------------------------------------------------------------------------
+
+SkillGroupName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$", examples=["after_sales"])]
+AgentId = Annotated[str, Field(min_length=1, max_length=64, examples=["alice"])]
+TicketSubject = Annotated[WrittenText, Field(min_length=1, max_length=200)]
+TicketText = Annotated[str, Field(max_length=10_000)]
+
+
+class TicketFromConversation(_Input):
+    """A ticket made of a conversation (or a left message): its customer and context come
+    with it."""
+
+    subject: TicketSubject
+    description: TicketText = ""
+    priority: TicketPriority = TicketPriority.NORMAL
+    skill_group: SkillGroupName | None = Field(
+        default=None, description="Default: the conversation's group (or the policy's default)"
+    )
+    assignee_id: AgentId | None = Field(
+        default=None,
+        description="An agent of the group; default: an agent who makes it, else the group's pool",
+    )
+
+
+class TicketCreate(TicketFromConversation):
+    customer_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The app's customer; or give a conversation or a left message",
+    )
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
+    left_message_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _someone(self) -> TicketCreate:
+        if (self.customer_id, self.conversation_id, self.left_message_id) == (None, None, None):
+            raise ValueError("give customer_id, conversation_id or left_message_id")
+        return self
+
+
+class TicketUpdate(_Input):
+    """What to change: only the fields given. `assignee_id: null` hands it to the pool."""
+
+    status: TicketStatus | None = None
+    priority: TicketPriority | None = None
+    assignee_id: AgentId | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> TicketUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give status, priority or assignee_id")
+        if "status" in self.model_fields_set and self.status is None:
+            raise ValueError("status cannot be null")
+        if "priority" in self.model_fields_set and self.priority is None:
+            raise ValueError("priority cannot be null")
+        return self
+
+
+class TicketCommentCreate(_Input):
+    content: WrittenText = Field(min_length=1, max_length=10_000)
+    public: StrictBool = Field(
+        default=False,
+        description="Public: the customer reads it (the app's comments always are); "
+        "internal: staff only",
+    )
+
+
+class TicketLinkCreate(_Input):
+    """Exactly one: a conversation or a left message of the ticket's customer."""
+
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
+    left_message_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _one(self) -> TicketLinkCreate:
+        if (self.conversation_id is None) == (self.left_message_id is None):
+            raise ValueError("give exactly one of conversation_id and left_message_id")
+        return self
+
+
+class TicketCommentPublic(BaseModel):
+    id: int
+    author_role: str = Field(description="agent | supervisor | admin | customer | system")
+    author_id: str | None = Field(description="Staff's id (staff only)")
+    public: bool
+    content: str
+    created_at: datetime
+
+
+class TicketLinkPublic(BaseModel):
+    conversation_id: str | None
+    left_message_id: int | None
+    linked_at: datetime
+
+
+class TicketSlaPublic(BaseModel):
+    first_response_due_at: datetime | None
+    first_responded_at: datetime | None
+    first_response_breached_at: datetime | None
+    resolution_due_at: datetime | None
+    resolution_breached_at: datetime | None
+
+
+class TicketPublic(BaseModel):
+    """A ticket. The app (for its customer) reads no staff field: those are null for it, and
+    its comments are the public ones."""
+
+    id: int
+    subject: str
+    description: str
+    status: TicketStatus
+    priority: TicketPriority
+    customer_id: str
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    comments: list[TicketCommentPublic] = []
+    # Staff alone:
+    skill_group: str | None = None
+    assignee_id: str | None = None
+    attributes: dict[str, Any] | None = None
+    order_id: str | None = None
+    links: list[TicketLinkPublic] | None = None
+    sla: TicketSlaPublic | None = None
+    breached: bool | None = None
+
+
+class TicketPage(BaseModel):
+    tickets: list[TicketPublic]
+    next_after: int | None = Field(description="Pass as `after` for the next page (null: last)")
+
+
+class TicketEventPublic(BaseModel):
+    seq: int
+    type: str
+    at: datetime
+    data: dict[str, Any]
+
+
 # --- monitoring -----------------------------------------------------------------------------
 
 
@@ -579,6 +721,10 @@ class SkillGroupMonitor(BaseModel):
     auto_closes_today: int = Field(description="Closed with `idle_timeout`")
     ratings_today: int = Field(description="Ratings of conversations closed today")
     average_rating_today: float | None = Field(description="Their average score, 1 to 5")
+    tickets_open: int = Field(default=0, description="The group's tickets open or pending")
+    tickets_breached: int = Field(
+        default=0, description="Of them, those that breached an SLA target ([[ticket_sla]])"
+    )
 
 
 class TemporalUiPublic(BaseModel):
@@ -604,6 +750,11 @@ class BotMonitor(BaseModel):
     )
 
 
+class WebhookMonitor(BaseModel):
+    pending: int = Field(description="Webhook deliveries owed to their endpoints (admins)")
+    failed: int = Field(description="Webhook deliveries given up (admins: see the list)")
+
+
 class MonitorPublic(BaseModel):
     at: datetime = Field(description="When the figures were read")
     day_started_at: datetime = Field(description="Start of today (UTC) for the *_today figures")
@@ -614,6 +765,9 @@ class MonitorPublic(BaseModel):
     temporal_ui: TemporalUiPublic | None = Field(
         default=None,
         description="Where a wallboard links to the conversations' workflows (null: no UI set)",
+    )
+    webhooks: WebhookMonitor | None = Field(
+        default=None, description="The webhooks' deliveries (admins)"
     )
 
 
@@ -712,3 +866,28 @@ class UnansweredPublic(BaseModel):
 
     since: datetime
     questions: list[UnansweredQuestion] = Field(description="The most asked first")
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One event owed to one endpoint, as ops see it: never its body."""
+
+    id: int = Field(description="The delivery's id: its X-Switchboard-Delivery header")
+    endpoint: str = Field(description="The endpoint's name (its key in the policy)")
+    subject: str = Field(description="conversation or ticket")
+    subject_id: str
+    seq: int
+    type: str
+    status: str = Field(description="pending, delivered, failed (given up) or skipped")
+    attempts: int
+    last_error: str | None = Field(description="The last failure: a status or an error's kind")
+    next_attempt_at: datetime | None = Field(description="When a pending one is tried next")
+    created_at: datetime = Field(description="The event's time")
+    delivered_at: datetime | None
+
+
+class WebhookDeliveriesPublic(BaseModel):
+    deliveries: list[WebhookDeliveryPublic]
+    has_more: bool

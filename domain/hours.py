@@ -128,3 +128,21 @@ class ServiceHours(BaseModel):
             if start > at:
                 return start
         return None
+
+    def after_open_time(self, start: datetime, duration: timedelta) -> datetime | None:
+        """The instant `duration` of open time has passed from `start` on (a ticket's SLA
+        target counted in business hours); None if the group never opens that long within
+        a year."""
+        remaining = duration
+        cursor = start
+        limit = start + timedelta(days=_LOOKAHEAD_DAYS)
+        while cursor < limit:
+            later = [(max(s, cursor), e) for s, e in self.spans(cursor) if e > cursor]
+            if not later:
+                return None
+            for begin, end in later:
+                if remaining <= end - begin:
+                    return begin + remaining
+                remaining -= end - begin
+                cursor = end
+        return None

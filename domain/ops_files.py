@@ -38,7 +38,9 @@ def describe(error: ValidationError, path: Path, *, what: str) -> str:
             message = "unknown key"
         given = item.get("input")
         shown = ""
-        if not isinstance(given, dict | list) and given is not None:
+        # A secret (an endpoint's, a bot's) is named, never repeated: the error is logged.
+        secret = bool(item["loc"]) and str(item["loc"][-1]) == "secret"
+        if not isinstance(given, dict | list) and given is not None and not secret:
             text = repr(given)
             # A long text (an answer of the FAQ bot) is named by its key, not repeated.
             shown = f" (got {text[:60]}…)" if len(text) > 80 else f" (got {text})"

@@ -6,6 +6,7 @@ changes, so running conversations pick up new values at their next timer without
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import string
@@ -24,13 +25,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     PrivateAttr,
+    SecretStr,
     field_validator,
     model_validator,
 )
 
 from domain.hours import ServiceHours
 from domain.ops_files import OpsFileError, OpsFileSource, StrictModel, read_model
-from domain.types import LEFT_MESSAGE, OnClosing
+from domain.types import LEFT_MESSAGE, EventType, OnClosing, TicketEventType, TicketPriority
 
 log = logging.getLogger("switchboard.policy")
 
@@ -393,6 +395,97 @@ class BotSettings(_Strict):
     webhook: BotWebhook | None = None
 
 
+class TicketSla(_Strict):
+    """A priority's service targets ([[ticket_sla]]): counted in the business hours of the
+    ticket's group when the group has [hours], else around the clock."""
+
+    priority: TicketPriority
+    # The first public answer from staff is due this long after the ticket's creation...
+    first_response: Duration | None = None
+    # ...and the ticket solved this long after it.
+    resolution: Duration | None = None
+    # A staff-only reminder this long before a target breaches (in clock time).
+    remind_before: Duration | None = None
+    # On a breach: raise the priority one level, and/or move the ticket to this group's pool.
+    escalate_priority: bool = False
+    escalate_to: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+
+class TicketSettings(_Strict):
+    # A pending ticket (waiting for the customer) with no customer answer this long → closed.
+    pending_close_after: Duration = timedelta(days=7)
+    # A solved ticket closes this long after it was solved; until then a customer's reply
+    # reopens it (the reopen window).
+    solved_close_after: Duration = timedelta(days=3)
+
+
+# The events an endpoint may ask for beyond the conversation's own (domain/types.py EventType):
+# the offline push, and tickets' events.
+VISITOR_UNREAD = "visitor.unread"
+_WEBHOOK_EXTRA_TYPES = frozenset({VISITOR_UNREAD, *TicketEventType})
+# Of the conversation's events, those of an agent alone (on their feed): never a webhook's.
+_NOT_WEBHOOK_TYPES = frozenset({EventType.AGENT_STATUS_CHANGED})
+
+
+def webhook_event_types() -> frozenset[str]:
+    """Every exact event type an endpoint may ask for."""
+    return frozenset(EventType) - _NOT_WEBHOOK_TYPES | _WEBHOOK_EXTRA_TYPES
+
+
+def _webhook_pattern(pattern: str) -> str:
+    """`pattern` if it names known events: "*", an exact type, or a prefix ("conversation.*")."""
+    known = webhook_event_types()
+    if pattern == "*" or pattern in known:
+        return pattern
+    if pattern.endswith(".*"):
+        prefix = pattern.removesuffix(".*")
+        if any(kind.startswith(prefix + ".") for kind in known):
+            return pattern
+    raise ValueError(
+        f'unknown event type {pattern!r}: use "*", a type such as "message.created" or a '
+        f'prefix such as "conversation.*" (known: {", ".join(sorted(known))})'
+    )
+
+
+class WebhookEndpoint(_Strict):
+    """Where events go out to the company's other systems (a CRM, the app's push service),
+    signed with the secret: as the visitor sees them, or as staff do with `staff = true`."""
+
+    # The endpoint's stable key (its deliveries carry it): the url's host and path if none.
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
+    # Shown as asterisks wherever the policy is shown (GET /v1/admin/policy).
+    secret: SecretStr = Field(min_length=16, max_length=200)
+    # "*" (all), exact types ("message.created") or prefixes ("conversation.*").
+    event_types: list[Annotated[str, BeforeValidator(_webhook_pattern)]] = Field(
+        min_length=1, max_length=100
+    )
+    # Staff's view (notes, agents' ids, routing) instead of the visitor's.
+    staff: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.name or hashlib.sha256(self.url.encode()).hexdigest()[:16]
+
+    def wants(self, event_type: str) -> bool:
+        return any(
+            pattern == "*"
+            or pattern == event_type
+            or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+            for pattern in self.event_types
+        )
+
+
+class WebhookDelivery(_Strict):
+    """How webhooks go out (every endpoint's)."""
+
+    # A `visitor.unread` for a visitor with the chat open goes out once they have left an
+    # agent's message unread this long (with no stream open: at once).
+    unread_after: Duration = timedelta(seconds=30)
+    # A delivery still failing this long after its event is given up (status failed).
+    give_up_after: Duration = timedelta(hours=24)
+
+
 class Policy(_Strict):
     default_skill_group: str = "general"
     timeouts: Timeouts = Timeouts()
@@ -406,6 +499,10 @@ class Policy(_Strict):
     canned_replies: list[CannedReply] = Field(default=[], max_length=1000)
     canned_reply_fallbacks: PlaceholderFallbacks = PlaceholderFallbacks()
     sop: list[Sop] = Field(default=[], max_length=200)
+    tickets: TicketSettings = TicketSettings()
+    ticket_sla: list[TicketSla] = Field(default=[], max_length=4)
+    webhooks: list[WebhookEndpoint] = Field(default=[], max_length=50)
+    webhook_delivery: WebhookDelivery = WebhookDelivery()
     # Which file content this is (a hash of it): what each conversation records it ran under.
     _version: str = PrivateAttr(default="builtin")
 
@@ -441,7 +538,38 @@ class Policy(_Strict):
                     f"(or {LEFT_MESSAGE!r})"
                 )
         self._refuse_overflow_cycles()
+        self._ticket_sla_consistent(names)
+        keys = [endpoint.key for endpoint in self.webhooks]
+        for index, key in enumerate(keys):
+            if key in keys[:index]:
+                raise ValueError(
+                    f"webhooks.{index}.name: duplicate endpoint {key!r} (give each a name)"
+                )
         return self
+
+    def _ticket_sla_consistent(self, names: list[str]) -> None:
+        seen: dict[str, int] = {}
+        for index, sla in enumerate(self.ticket_sla):
+            if sla.priority in seen:
+                raise ValueError(
+                    f"ticket_sla.{index}.priority: duplicate priority {sla.priority.value!r} "
+                    f"(ticket_sla.{seen[sla.priority]} has it)"
+                )
+            seen[sla.priority] = index
+            if sla.escalate_to is not None and sla.escalate_to not in names:
+                raise ValueError(
+                    f"ticket_sla.{index}.escalate_to: unknown skill group {sla.escalate_to!r}"
+                )
+            targets = [t for t in (sla.first_response, sla.resolution) if t is not None]
+            if sla.remind_before is not None and any(sla.remind_before >= t for t in targets):
+                raise ValueError(
+                    f"ticket_sla.{index}.remind_before: must be shorter than first_response "
+                    "and resolution"
+                )
+
+    def sla_for(self, priority: str) -> TicketSla | None:
+        """The [[ticket_sla]] of this priority (None: no targets)."""
+        return next((sla for sla in self.ticket_sla if sla.priority == priority), None)
 
     @model_validator(mode="after")
     def _staff_assist_consistent(self) -> Policy:

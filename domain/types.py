@@ -143,6 +143,52 @@ class EventType(StrEnum):
     AGENT_STATUS_CHANGED = "agent.status_changed"
 
 
+class TicketStatus(StrEnum):
+    """A ticket's (工单) status: open → pending (waiting for the customer) → solved → closed;
+    a customer's reply reopens a pending or solved one."""
+
+    OPEN = "open"
+    PENDING = "pending"
+    SOLVED = "solved"
+    CLOSED = "closed"
+
+
+class TicketPriority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    def raised(self) -> TicketPriority:
+        """One level up (urgent stays urgent): an escalation on an SLA breach."""
+        order = list(TicketPriority)
+        return order[min(order.index(self) + 1, len(order) - 1)]
+
+
+class TicketTimer(StrEnum):
+    """What a ticket's workflow waits for next (store/tickets.py works out which is due)."""
+
+    FIRST_RESPONSE_REMINDER = "first_response_reminder"
+    FIRST_RESPONSE_BREACH = "first_response_breach"
+    RESOLUTION_REMINDER = "resolution_reminder"
+    RESOLUTION_BREACH = "resolution_breach"
+    PENDING_CLOSE = "pending_close"  # pending, no customer answer for [tickets] pending_close_after
+    SOLVED_CLOSE = "solved_close"  # solved, not reopened for [tickets] solved_close_after
+
+
+class TicketEventType(StrEnum):
+    CREATED = "ticket.created"
+    STATUS_CHANGED = "ticket.status_changed"
+    PRIORITY_CHANGED = "ticket.priority_changed"
+    ASSIGNED = "ticket.assigned"  # staff only: the agent (or the pool) and the group
+    COMMENTED = "ticket.commented"  # an internal comment's: staff only
+    LINKED = "ticket.linked"  # staff only: a conversation or a left message
+    REOPENED = "ticket.reopened"  # a customer's reply to a pending or solved ticket
+    SLA_REMINDER = "ticket.sla_reminder"  # staff only: a target breaches in remind_before
+    SLA_BREACHED = "ticket.sla_breached"  # staff only
+    ESCALATED = "ticket.escalated"  # staff only: the priority raised, or moved to a group
+
+
 class Audience(StrEnum):
     """Who reads an event: everyone who may read the conversation, or its staff alone (agents,
     admins). Staff words (notes, transfer notes, requeue reasons, agents' ids) never reach a
@@ -186,6 +232,12 @@ SA_OVERFLOW_HOPS = SearchAttributeKey.for_int("OverflowHops")
 SA_QUEUED_AT = SearchAttributeKey.for_datetime("QueuedAt")
 # When the conversation closed (the workflow's own CloseTime comes later, after the rating).
 SA_CLOSED_AT = SearchAttributeKey.for_datetime("ClosedAt")
+# The Ticket workflow's (workflows/ticket.py): its status, priority and assignee (an agent's
+# id; unset: the group's pool), and when its next SLA target breaches (unset: none pending).
+SA_TICKET_STATUS = SearchAttributeKey.for_keyword("TicketStatus")
+SA_TICKET_PRIORITY = SearchAttributeKey.for_keyword("TicketPriority")
+SA_TICKET_ASSIGNEE = SearchAttributeKey.for_keyword("TicketAssignee")
+SA_SLA_BREACH_AT = SearchAttributeKey.for_datetime("SlaBreachAt")
 SEARCH_ATTRIBUTES = (
     SA_STATE,
     SA_SKILL_GROUP,
@@ -196,6 +248,10 @@ SEARCH_ATTRIBUTES = (
     SA_OVERFLOW_HOPS,
     SA_QUEUED_AT,
     SA_CLOSED_AT,
+    SA_TICKET_STATUS,
+    SA_TICKET_PRIORITY,
+    SA_TICKET_ASSIGNEE,
+    SA_SLA_BREACH_AT,
 )
 
 
@@ -347,6 +403,51 @@ class ConversationFlow:
     # Older code required it (the customer's id): written empty, so an older worker can still
     # read the flow, and ignored when an older flow carries it (workflows/patches.py).
     customer_id: str = ""
+
+
+@dataclass
+class TicketFlow:
+    """The Ticket workflow's input: its id alone (its text and customer stay in the database)."""
+
+    ticket_id: int
+
+
+@dataclass
+class TicketChanged:
+    """The API changed the stored ticket (status, priority, assignee, a comment): plan again.
+    `version` is the ticket's version after the change."""
+
+    version: int
+
+
+@dataclass
+class TicketPlanRequest:
+    ticket_id: int
+    at: datetime  # workflow time: what is due is judged at this instant
+
+
+@dataclass
+class TicketPlan:
+    """The stored ticket as its workflow needs it: enums, an agent id, times; and its next
+    timer (None: nothing to wait for but a change)."""
+
+    status: str
+    priority: str
+    assignee_id: str | None
+    version: int
+    timer: str | None = None
+    due_at: datetime | None = None
+    # The earliest SLA target not yet met nor breached (SlaBreachAt).
+    sla_breach_at: datetime | None = None
+
+
+@dataclass
+class TicketTimerDue:
+    """A timer of the plan fired: the activity acts if the stored ticket still has it due."""
+
+    ticket_id: int
+    timer: str
+    at: datetime
 
 
 # --- activity inputs and results ------------------------------------------------------------

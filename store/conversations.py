@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -368,3 +368,15 @@ def keep_rating_comment(db: Database, *, conversation_id: str, comment: str) -> 
         )
         conversation = session.get(Conversation, conversation_id)
         return conversation.rating_comment if conversation is not None else None
+
+
+def note_visitor_stream(db: Database, *, conversation_id: str, until: datetime) -> None:
+    """A stream of the visitor's is open until `until` unless noted again (api/presence.py):
+    while it is, an agent's message waits a while for the visitor to read it before it is
+    pushed to the app (visitor.unread)."""
+    with db.write() as session:
+        session.execute(
+            sa.update(Conversation)
+            .where(col(Conversation.id) == conversation_id)
+            .values(visitor_stream_until=until)
+        )

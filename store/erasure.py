@@ -25,6 +25,7 @@ from store.attachments import conversation_object_keys, forget_attachments
 from store.db import Database
 from store.events import ConversationNotFound
 from store.models import AdminAction, Conversation, Event, LeftMessage, Message, utcnow
+from store.webhooks import erase_deliveries
 
 # What every erased text reads from then on.
 ERASED = "[erased]"
@@ -153,6 +154,8 @@ def erase_conversation(
                 session.add(message)
                 changed += 1
         changed += _erase_events(session, conversation_id)
+        # Not counted: each of them repeats an event's text erased just above.
+        erase_deliveries(session, conversation_id, _erased_payload)
         changed += forget_attachments(session, conversation_id)
         if not changed and conversation.erased_at is not None:
             return Erased()  # erased before, and nothing new since

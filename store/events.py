@@ -1,7 +1,8 @@
 """The one event writer: every event of a conversation gets the next seq, without gaps, and
 goes into the feed of the agent who holds the conversation (each agent's feed has its own
-gapless seq, so the agent's stream resumes from one number). An event of the agent themself
-(agent.status_changed) goes into their feed alone."""
+gapless seq, so the agent's stream resumes from one number) and into the webhooks' outbox
+(store/webhooks.py). An event of the agent themself (agent.status_changed) goes into their
+feed alone."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlmodel import Session, col
 
 from domain.types import Audience, ConversationState, EventType
 from store.models import AgentEvent, AgentFeed, Conversation, Event, Message, utcnow
+from store.webhooks import enqueue_conversation_event
 
 NOTIFY_CHANNEL = "switchboard_events"
 
@@ -122,6 +124,16 @@ def append_event(
         "at": at or utcnow(),
     }
     event = Event(id=connection.execute(_INSERT_EVENT, row).scalar_one(), **row)
+    enqueue_conversation_event(
+        connection,
+        conversation_id=conversation_id,
+        seq=seq,
+        type=type,
+        data=row["data"],
+        staff_data=row["staff_data"],
+        staff_only=audience == Audience.STAFF,
+        at=row["at"],
+    )
     agents = sorted({agent for agent in (holder, *also_to_agents) if agent is not None})
     for agent_id in agents:
         connection.execute(
@@ -227,6 +239,17 @@ def append_events(
         ],
     ).all()
     holders = {conversation_id: holder for conversation_id, _seq, holder in rows}
+    for conversation_id, seq, _holder in rows:
+        enqueue_conversation_event(
+            connection,
+            conversation_id=conversation_id,
+            seq=seq,
+            type=type,
+            data=data[conversation_id],
+            staff_data=None,
+            staff_only=False,
+            at=now,
+        )
     for event_id, conversation_id in inserted:
         holder = holders[conversation_id]
         if holder is not None:

@@ -115,6 +115,9 @@ class Conversation(SQLModel, table=True):
     bot: str | None = Field(default=None, max_length=16)
     handoff_reason: str | None = Field(default=None, max_length=64)
     handed_off_at: datetime | None = _at(nullable=True, default=None)
+    # Until when a stream of the visitor's counts as open (renewed while one is: api/streams.py);
+    # past it, an agent's message is pushed to the app at once as visitor.unread.
+    visitor_stream_until: datetime | None = _at(nullable=True, default=None)
 
     def visitor_context(self) -> VisitorContext:
         """What routing looks at."""
@@ -311,3 +314,130 @@ class AdminAction(SQLModel, table=True):
     at: datetime = _at(default_factory=utcnow, index=True)
     conversations: int = 0
     messages: int = 0
+
+
+class Ticket(SQLModel, table=True):
+    """A ticket (工单): follow-up work after a chat or a left message, with its own workflow
+    (`ticket-<id>`, workflows/ticket.py) owning its SLA timers. Changed only in store/tickets.py."""
+
+    __table_args__ = (sa.Index("ix_ticket_group_status", "skill_group", "status"),)
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=200)
+    description: str = ""
+    status: str = Field(default="open", max_length=16)
+    priority: str = Field(default="normal", max_length=16)
+    skill_group: str = Field(max_length=64)
+    # An agent; None: the group's pool.
+    assignee_id: str | None = Field(default=None, max_length=64, index=True)
+    customer_id: str = Field(max_length=200, index=True)
+    # The customer's context, copied from the conversation it was made from (staff only).
+    attributes: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    order_id: str | None = Field(default=None, max_length=64)
+    created_by_role: str = Field(max_length=16)
+    created_by_id: str = Field(max_length=200)
+    created_at: datetime = _at(default_factory=utcnow)
+    updated_at: datetime = _at(default_factory=utcnow)
+    # Since when it has its status: a pending or solved ticket's auto-close counts from here.
+    status_since: datetime = _at(default_factory=utcnow)
+    closed_at: datetime | None = _at(nullable=True, default=None)
+    # SLA targets (None: its priority has none), when they were met, reminded and breached.
+    first_response_due_at: datetime | None = _at(nullable=True, default=None)
+    resolution_due_at: datetime | None = _at(nullable=True, default=None)
+    first_responded_at: datetime | None = _at(nullable=True, default=None)
+    first_response_reminded: bool = False
+    resolution_reminded: bool = False
+    first_response_breached_at: datetime | None = _at(nullable=True, default=None)
+    resolution_breached_at: datetime | None = _at(nullable=True, default=None)
+    # Bumped by every change; `told_version`, the newest its workflow has read (its plan):
+    # the reconciler tells the workflow of a ticket whose change it has not read in time.
+    version: int = 0
+    told_version: int = 0
+    # Last ticket event seq handed out (store/tickets.py append_ticket_event).
+    last_seq: int = 0
+
+
+class TicketLink(SQLModel, table=True):
+    """A conversation (its transcript) or a left message a ticket is about."""
+
+    __tablename__ = "ticket_link"
+    __table_args__ = (
+        sa.UniqueConstraint("ticket_id", "conversation_id"),
+        sa.UniqueConstraint("ticket_id", "left_message_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    conversation_id: str | None = Field(
+        default=None, foreign_key="conversation.id", max_length=32, index=True
+    )
+    left_message_id: int | None = Field(default=None, foreign_key="left_message.id")
+    linked_at: datetime = _at(default_factory=utcnow)
+
+
+class TicketComment(SQLModel, table=True):
+    """A comment on a ticket: public (the customer reads it) or internal (staff only)."""
+
+    __tablename__ = "ticket_comment"
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    author_role: str = Field(max_length=16)  # agent | supervisor | customer | system (admin)
+    author_id: str = Field(max_length=200)
+    public: bool
+    content: str
+    created_at: datetime = _at(default_factory=utcnow)
+
+
+class TicketEvent(SQLModel, table=True):
+    """A ticket's event log: per-ticket seq without gaps; `data` for everyone who reads the
+    ticket (the app, for its customer, unless `audience` is staff), `staff_data` for staff."""
+
+    __tablename__ = "ticket_events"
+    __table_args__ = (
+        sa.UniqueConstraint("ticket_id", "seq"),
+        # A timer's activity that runs twice writes its event once.
+        sa.UniqueConstraint("ticket_id", "dedupe_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id")
+    seq: int
+    type: str = Field(max_length=64)
+    at: datetime = _at(default_factory=utcnow)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    staff_data: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    audience: str = Field(default="all", max_length=8)
+    dedupe_key: str | None = Field(default=None, max_length=128)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one event for one webhook endpoint, written in the event's transaction and
+    delivered by the worker (courier.py) in seq order per subject, until it succeeds or is
+    given up. Its id is the delivery's stable id (X-Switchboard-Delivery)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        # The courier's look for what is due, and the admin's list by status.
+        sa.Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        # What holds a delivery back: an earlier one of its subject to its endpoint.
+        sa.Index("ix_webhook_delivery_lane", "subject_id", "endpoint", "seq"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    endpoint: str = Field(max_length=64)
+    # "conversation" or "ticket", and its id: what the order is kept within.
+    subject: str = Field(max_length=16)
+    subject_id: str = Field(max_length=64)
+    seq: int
+    type: str = Field(max_length=64)
+    # Ordered deliveries wait for the earlier ones of their subject; an unordered one (the
+    # offline push, visitor.unread) neither waits nor holds others back.
+    ordered: bool = True
+    # The event's data as this endpoint reads it (a message's text is joined in when sent:
+    # it is stored once, in its message row).
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    at: datetime = _at()
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = _at()
+    # A worker sending it holds it until then; one killed mid-send loses it to the next look.
+    claimed_until: datetime | None = _at(nullable=True, default=None)
+    # What went wrong last (a status, a connection error): never a body.
+    last_error: str | None = Field(default=None, max_length=300)
+    delivered_at: datetime | None = _at(nullable=True, default=None)

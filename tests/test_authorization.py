@@ -21,7 +21,7 @@ from api.credentials import visitor_token
 from api.main import create_app
 from settings import Settings
 from store.db import Database
-from tests.support.access import ACCESS, Route, Subject, make_subject
+from tests.support.access import ACCESS, Route, Subject, filled_body, make_subject
 from tests.support.api import ADMIN_TOKEN, APP_KEY, Visit
 from tests.support.callers import (
     CALLBACK_GROUPS,
@@ -145,7 +145,7 @@ async def test_every_route_for_every_caller(world: World, empty_db: Database) ->
                 world.path(path, ids),
                 headers=credentials(world, caller, subject, ids, other, expired),
                 params={key: value.format(**ids) for key, value in (route.query or {}).items()},
-                json=route.body,
+                json=filled_body(route, ids),
                 files=route.files,
             )
             expected = expected_status(route, caller)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -139,3 +139,19 @@ def test_bad_hours_are_refused_with_the_reason(hours: dict[str, object], message
     with pytest.raises(ValidationError) as error:
         ServiceHours.model_validate(hours)
     assert message in str(error.value)
+
+
+def test_open_time_counts_only_the_groups_hours() -> None:
+    hours = ServiceHours(timezone="Asia/Shanghai", weekly={"mon": ["09:00-12:00", "13:30-18:00"]})
+    monday_11 = at(SHANGHAI, 2026, 11, 23, 11, 0)
+    # One hour left before lunch, then 1.5 hours after it.
+    assert hours.after_open_time(monday_11, timedelta(hours=2.5)) == at(
+        SHANGHAI, 2026, 11, 23, 15, 0
+    )
+    # Started while closed: counted from the next opening, a week on once Monday is used up.
+    sunday = at(SHANGHAI, 2026, 11, 22, 20, 0)
+    assert hours.after_open_time(sunday, timedelta(hours=1)) == at(SHANGHAI, 2026, 11, 23, 10, 0)
+    assert hours.after_open_time(monday_11, timedelta(hours=8)) == at(
+        SHANGHAI, 2026, 11, 30, 11, 30
+    )
+    assert ServiceHours(timezone="UTC").after_open_time(monday_11, timedelta(hours=1)) is None

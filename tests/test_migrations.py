@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import alembic.command
+import alembic.config
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from store.db import Database
+from store.db import MIGRATIONS, Database
 
 
 def _differences(db: Database) -> list[object]:
@@ -44,3 +47,18 @@ def test_upgrading_again_or_at_once_is_harmless(db: Database) -> None:
     assert not failures, failures
     db.create_schema()
     assert _differences(db) == []
+
+
+def test_the_webhooks_and_tickets_migrations_go_down_to_0014_and_up_again(db: Database) -> None:
+    config = alembic.config.Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        alembic.command.downgrade(config, "0014")
+        assert MigrationContext.configure(connection).get_current_revision() == "0014"
+        tables = set(sa.inspect(connection).get_table_names())
+        assert not {"ticket", "ticket_events", "webhook_delivery"} & tables
+    db.create_schema()
+    assert _differences(db) == []
+    with db.engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == "0016"

@@ -212,6 +212,20 @@ def _write(tmp_path: Path, text: str) -> Path:
         ('[[skill_groups]]\nname = "a"\n[[skill_groups]]\nname = "a"\n', "duplicate name 'a'"),
         ('[texts]\nidle_warning = "closes in {minutes}"\n', "texts.idle_warning"),
         ("[timeouts\n", "invalid policy file"),
+        ('[[ticket_sla]]\npriority = "asap"\n', "ticket_sla.0.priority"),
+        (
+            '[[ticket_sla]]\npriority = "high"\n[[ticket_sla]]\npriority = "high"\n',
+            "ticket_sla.1.priority: duplicate priority 'high'",
+        ),
+        (
+            '[[ticket_sla]]\npriority = "urgent"\nescalate_to = "nowhere"\n',
+            "ticket_sla.0.escalate_to: unknown skill group 'nowhere'",
+        ),
+        (
+            '[[ticket_sla]]\npriority = "low"\nfirst_response = "1h"\nremind_before = "2h"\n',
+            "ticket_sla.0.remind_before: must be shorter",
+        ),
+        ('[tickets]\npending_close_after = "0s"\n', "tickets.pending_close_after"),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_key(tmp_path: Path, text: str, named: str) -> None:

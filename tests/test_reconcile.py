@@ -1,5 +1,6 @@
 """The reconciliation pass repairs what a crash, a failed signal or a client that gave up left
-untold: assignment triggers and signals, messages, and workflows that never started."""
+untold: assignment triggers and signals, messages, workflows that never started, and tickets'
+changes."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from domain.policy import PolicySource
 from domain.types import MessagePosted, Role
 from store.assignment import dispatch
 from store.conversations import open_conversation
-from store.models import Agent, Conversation, QueueEntry
+from store.models import Agent, Conversation, QueueEntry, Ticket
+from store.tickets import Author, NewTicket, create_ticket
 from tests.support.api import eventually
 from tests.support.data import store_unsignalled
 from tests.support.processes import free_port
 from tests.support.system import StartSystem, System, assigned_while_no_worker_runs
-from workflows.gateway import workflow_id
+from workflows.gateway import ticket_workflow_id, workflow_id
+from workflows.ticket import TicketWorkflow
 
 
 def _reconciler(
@@ -272,3 +275,30 @@ async def test_a_first_reply_whose_signal_was_lost_is_not_requeued(
     body = await system.conversation(cid)
     assert (body["state"], body["agent_id"]) == ("active", agent_id)
     assert (await system.agent(agent_id))["load"] == 1
+
+
+async def test_a_ticket_whose_workflow_was_never_told_is_started_and_plans(
+    system: System,
+) -> None:
+    """The ticket was stored and its workflow never told (the engine was down, the API
+    crashed): the reconciler starts it, it reads the ticket, and nothing is left to tell."""
+    ticket = create_ticket(
+        system.db,
+        policy=PolicySource(system.policy_path).current(),
+        new=NewTicket(subject="Parcel lost", customer_id="customer-orphan"),
+        author=Author(Role.ADMIN, "admin"),
+    )
+    assert ticket.id is not None
+    reconciler = _reconciler(system, settle=timedelta(0))
+    assert await reconciler.reconcile() == Repairs(tickets_told=1)
+
+    async def read_by_its_workflow() -> bool:
+        with system.db.read() as session:
+            stored = session.get(Ticket, ticket.id)
+            return stored is not None and stored.told_version == stored.version
+
+    await eventually(read_by_its_workflow, what="the ticket's workflow to read it")
+    assert await reconciler.reconcile() == Repairs()
+    handle = system.env.client.get_workflow_handle(ticket_workflow_id(ticket.id))
+    plan = await handle.query(TicketWorkflow.current_plan)
+    assert plan is not None and (plan.status, plan.version) == ("open", 1)

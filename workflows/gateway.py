@@ -41,12 +41,15 @@ from domain.types import (
     ConversationState,
     MessagePosted,
     RatingSubmission,
+    TicketChanged,
+    TicketFlow,
     TransferRequest,
 )
 from settings import Settings
 from store.models import Conversation
 from temporal_client import connect
 from workflows.conversation import ConversationWorkflow
+from workflows.ticket import TicketWorkflow
 
 # A signal is one write on the server; an update waits for a worker to validate and carry it out.
 _SIGNAL_TIMEOUT = timedelta(seconds=5)
@@ -251,3 +254,33 @@ async def register_search_attributes(client: Client, *, only_missing: bool = Tru
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
     return sorted(missing)
+
+
+def ticket_workflow_id(ticket_id: int) -> str:
+    return f"ticket-{ticket_id}"
+
+
+class TicketGateway:
+    """Calls into ticket workflows, on the conversations' gateway's client. A change to a
+    stored ticket is told by signal-with-start: the workflow is started if it is not running
+    (a start that failed before is repaired by the next change), never twice."""
+
+    def __init__(self, conversations: ConversationGateway, *, task_queue: str) -> None:
+        self._conversations = conversations
+        self._task_queue = task_queue
+
+    async def ticket_changed(self, ticket_id: int, *, version: int) -> None:
+        client = await self._conversations.client()
+        try:
+            await client.start_workflow(
+                TicketWorkflow.run,
+                TicketFlow(ticket_id=ticket_id),
+                id=ticket_workflow_id(ticket_id),
+                task_queue=self._task_queue,
+                start_signal="ticket_changed",
+                start_signal_args=[TicketChanged(version=version)],
+                static_summary=f"ticket {ticket_id}",
+                rpc_timeout=_SIGNAL_TIMEOUT,
+            )
+        except RPCError as exc:
+            raise EngineUnavailable() from exc

@@ -1,14 +1,15 @@
-"""Ops and supervisors: the effective policy and its reload, a conversation's live snapshot."""
+"""Ops: the effective policy and its reload, a conversation's live snapshot, the bot's
+unanswered questions, and the webhooks' deliveries (their list, and sending one again)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ConversationOfCaller, ServicesDep, require
+from api.deps import MAX_INTEGER, ConversationOfCaller, ServicesDep, require
 from api.routes import operation
 from api.routes.conversations import conversation_view
 from api.schemas import (
@@ -19,12 +20,14 @@ from api.schemas import (
     PolicyPublic,
     UnansweredPublic,
     UnansweredQuestion,
+    WebhookDeliveriesPublic,
+    WebhookDeliveryPublic,
     errors,
 )
-from domain.policy import PolicyError, PolicySource
+from domain.policy import NAME_PATTERN, PolicyError, PolicySource
 from domain.types import Role
-from store import bot
-from store.models import utcnow
+from store import bot, webhooks
+from store.models import WebhookDelivery, utcnow
 
 router = APIRouter(prefix="/v1/admin", dependencies=[require(Role.ADMIN)])
 
@@ -114,3 +117,71 @@ async def unanswered_questions(
             for item in found
         ],
     )
+
+
+def _delivery_public(delivery: WebhookDelivery) -> WebhookDeliveryPublic:
+    assert delivery.id is not None
+    return WebhookDeliveryPublic(
+        id=delivery.id,
+        endpoint=delivery.endpoint,
+        subject=delivery.subject,
+        subject_id=delivery.subject_id,
+        seq=delivery.seq,
+        type=delivery.type,
+        status=delivery.status,
+        attempts=delivery.attempts,
+        last_error=delivery.last_error,
+        next_attempt_at=delivery.next_attempt_at if delivery.status == webhooks.PENDING else None,
+        created_at=delivery.at,
+        delivered_at=delivery.delivered_at,
+    )
+
+
+@router.get(
+    "/webhooks/deliveries",
+    **operation("admin", "list_webhook_deliveries"),
+    response_model=WebhookDeliveriesPublic,
+    summary="The webhooks' deliveries in id order (the oldest first), of a status and an "
+    "endpoint if given: attempts, the last error, when the next attempt is due",
+    responses=errors({**_ADMIN_ONLY, 422: "A bad status, endpoint, after or limit"}),
+)
+async def list_webhook_deliveries(
+    services: ServicesDep,
+    delivery_status: Annotated[
+        Literal["pending", "delivered", "failed", "skipped"] | None, Query(alias="status")
+    ] = None,
+    endpoint: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_INTEGER, description="The last id of the previous page")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> WebhookDeliveriesPublic:
+    found = await run_in_threadpool(
+        webhooks.list_deliveries,
+        services.db,
+        status=delivery_status,
+        endpoint=endpoint,
+        after=after,
+        limit=limit + 1,
+    )
+    return WebhookDeliveriesPublic(
+        deliveries=[_delivery_public(delivery) for delivery in found[:limit]],
+        has_more=len(found) > limit,
+    )
+
+
+@router.post(
+    "/webhooks/deliveries/{delivery_id}/redeliver",
+    **operation("admin", "redeliver_webhook"),
+    response_model=WebhookDeliveryPublic,
+    summary="Send a delivery again now, with its id (a failed one, or one the endpoint lost); "
+    "it keeps its place: later ones of its conversation wait for it",
+    responses=errors({**_ADMIN_ONLY, 404: "Unknown delivery"}),
+)
+async def redeliver_webhook(
+    services: ServicesDep, delivery_id: Annotated[int, Path(ge=1, le=MAX_INTEGER)]
+) -> WebhookDeliveryPublic:
+    delivery = await run_in_threadpool(webhooks.redeliver, services.db, delivery_id)
+    if delivery is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="unknown delivery")
+    return _delivery_public(delivery)

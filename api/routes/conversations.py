@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
@@ -26,6 +27,7 @@ from api.deps import (
     resume_after,
 )
 from api.limits import too_many
+from api.presence import keep_visitor_present
 from api.routes import operation
 from api.schemas import (
     BEYOND_NEWEST,
@@ -551,6 +553,12 @@ async def stream_events(
         viewer=principal.id,
         on_close=release,
         access=stream_access(services, principal, conversation_id=conversation.id),
+        # The visitor's own streams say they are there to read (no push while they are).
+        while_open=(
+            partial(keep_visitor_present, services.db, conversation.id)
+            if principal.role == Role.VISITOR
+            else None
+        ),
     )
 
 

@@ -34,6 +34,7 @@ from domain.errors import ConversationEnded, EngineUnavailable, UpdateRejected
 from domain.types import CloseRequest, ConversationState, Role
 from store.conversations import customer_history, find_conversation, serves_customer
 from store.erasure import Erased, customer_conversations, erase_conversation, record_erasure
+from store.tickets import erase_customer_tickets
 
 router = APIRouter(prefix="/v1/customers")
 log = logging.getLogger("switchboard.api")
@@ -150,6 +151,8 @@ async def erase_customer(
             conversation_id=conversation.id,
             objects=services.objects,
         )
+    # Their tickets' text too (a ticket's customer id stays, as a conversation's does).
+    await run_in_threadpool(erase_customer_tickets, services.db, customer_id=customer_id)
     action = await run_in_threadpool(record_erasure, services.db, by_id=principal.id, erased=erased)
     log.info(
         "customer erased by %s: %d conversations, %d messages, %d closed first",

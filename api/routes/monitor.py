@@ -22,17 +22,22 @@ from api.schemas import (
     MonitorPublic,
     SkillGroupMonitor,
     TemporalUiPublic,
+    WebhookMonitor,
     errors,
 )
 from domain.types import Role
 from store.bot import figures as bot_figures
 from store.models import utcnow
 from store.monitor import FIGURES, day_start, read_skill_group_figures
+from store.tickets import ticket_figures
+from store.webhooks import delivery_counts
 
 router = APIRouter()
 log = logging.getLogger("switchboard.api")
 
 GAUGE_PREFIX = "switchboard_"
+# Every figure of a group: its conversations' (store/monitor.py) and its tickets'.
+GROUP_FIGURES = (*FIGURES, "tickets_open", "tickets_breached")
 # The bot's gauges, as the registry describes them.
 _NO_BOT = BotMonitor(
     conversations=0,
@@ -54,10 +59,18 @@ def read_figures(services: Services, only: frozenset[str] | None = None) -> Moni
         if only is None or group.name in only
     ]
     figures = read_skill_group_figures(services.db, skill_groups=groups, now=now)
+    tickets = ticket_figures(services.db, skill_groups=groups)
     return MonitorPublic(
         at=now,
         day_started_at=day_start(now),
-        skill_groups=[SkillGroupMonitor(**asdict(group)) for group in figures],
+        skill_groups=[
+            SkillGroupMonitor(
+                **asdict(group),
+                tickets_open=tickets.get(group.skill_group, (0, 0))[0],
+                tickets_breached=tickets.get(group.skill_group, (0, 0))[1],
+            )
+            for group in figures
+        ],
     )
 
 
@@ -92,6 +105,8 @@ async def get_monitor(services: ServicesDep, principal: CurrentPrincipal) -> Mon
     settings = services.settings
     if principal.role != Role.AGENT:
         figures.bot = await run_in_threadpool(read_bot_figures, services)
+    if principal.role == Role.ADMIN:
+        figures.webhooks = WebhookMonitor(**await run_in_threadpool(delivery_counts, services.db))
     if settings.temporal_ui_url and principal.role != Role.AGENT:
         figures.temporal_ui = TemporalUiPublic(
             url=settings.temporal_ui_url.rstrip("/"), namespace=settings.temporal_namespace
@@ -132,16 +147,17 @@ class MonitorGauges(Collector):
         self.app = app
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        for figure in FIGURES:
+        for figure in GROUP_FIGURES:
             yield _gauge(figure)
         yield from _bot_gauges(_NO_BOT)
+        yield _webhook_gauge({})
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         services: Services | None = getattr(self.app.state, "services", None)
         if services is None:  # before startup
             return
         groups = read_figures(services).skill_groups
-        for figure in FIGURES:
+        for figure in GROUP_FIGURES:
             gauge = _gauge(figure)
             for group in groups:
                 value = getattr(group, figure)
@@ -149,6 +165,18 @@ class MonitorGauges(Collector):
                     gauge.add_metric([group.skill_group], float(value))
             yield gauge
         yield from _bot_gauges(read_bot_figures(services))
+        yield _webhook_gauge(delivery_counts(services.db))
+
+
+def _webhook_gauge(counts: dict[str, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(
+        f"{GAUGE_PREFIX}webhook_deliveries",
+        "Webhook deliveries pending (owed) and failed (given up)",
+        labels=["status"],
+    )
+    for status, count in counts.items():
+        gauge.add_metric([status], float(count))
+    return gauge
 
 
 def _bot_gauges(figures: BotMonitor) -> Iterator[GaugeMetricFamily]:

@@ -16,8 +16,10 @@ from tests.support.callers import OWNER, Caller, World
 
 
 class Subject(Enum):
-    """What the route's {conversation_id}, {left_message_id}, {customer_id}, {ticket} or
-    {agent_id} is (an {agent_id} is Alice's unless the subject names another agent)."""
+    """What the route's {conversation_id}, {left_message_id}, {customer_id}, {ticket},
+    {ticket_id} or {agent_id} is (an {agent_id} is Alice's unless the subject names another
+    {delivery_id} or {agent_id} is (an {agent_id} is Alice's unless the subject names another
+    agent)."""
 
     ACTIVE = "a conversation Alice holds"
     RATING_PENDING = "a conversation closed and waiting for its rating"
@@ -28,6 +30,8 @@ class Subject(Enum):
     IDLE_AGENT = "an agent of `general`, offline, who holds nothing (its agent: that agent)"
     DEACTIVATED_AGENT = "an agent an admin deactivated"
     ATTACHMENT = "an image the visitor of a conversation Alice holds uploaded"
+    TICKET = "a ticket of `general` made (by the admin) of a conversation Alice holds"
+    WEBHOOK_DELIVERY = "a webhook delivery's id (the matrix's policy has no webhooks: unknown)"
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class Route:
     # What an allowed caller gets: 2xx, unless the row says why a subject that serves every
     # caller must refuse them after their rights were checked (its test shows the 2xx).
     allowed_answer: str = "2xx"
-    # Its query string; `{conversation_id}` in a value is the subject's.
+    # Its query string; `{conversation_id}` in a value is the subject's (as in the body's
+    # string values).
     query: dict[str, str] | None = None
     # A multipart body instead of `body` (an upload): the form's files.
     files: dict[str, tuple[str, bytes, str]] | None = None
@@ -62,12 +67,26 @@ STAFF_MEMBERS = (
 # Whose credentials the input tests send (tests/test_hostile.py, test_no_server_errors.py): of
 # the callers a route admits, these, in this order (each of them holds a token of its own).
 TOKEN_HOLDERS = (Caller.ADMIN, Caller.APP, Caller.OWNER_AGENT, Caller.OWN_VISITOR)
+# A ticket's workers: agents of its group (Alice), its group's supervisor (Sue), admins.
+TICKET_STAFF = frozenset({Caller.OWNER_AGENT, Caller.SUPERVISOR, Caller.ADMIN})
+# ...and the app, for its customer (the public side).
+TICKET_STAFF_OR_APP = TICKET_STAFF | {Caller.APP}
 
 
 def _png() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (4, 3), (0, 128, 255)).save(out, "PNG")
     return out.getvalue()
+
+
+def filled_body(route: Route, ids: dict[str, str]) -> dict[str, Any] | None:
+    """The route's body, its string values' `{conversation_id}` (…) the subject's."""
+    if route.body is None:
+        return None
+    return {
+        key: value.format(**ids) if isinstance(value, str) and "{" in value else value
+        for key, value in route.body.items()
+    }
 
 
 def callers_of(route: Route) -> list[Caller]:
@@ -182,11 +201,45 @@ ACCESS: dict[tuple[str, str], Route] = {
         ITS_STAFF,
         query={"q": "hello", "conversation_id": "{conversation_id}"},
     ),
+    # Tickets: made of a conversation by its staff, of a left message by its group's staff
+    # (which it resolves: once), or for a customer of the group the caller works in.
+    ("POST", "/v1/tickets"): Route(
+        TICKET_STAFF_OR_APP,
+        body={"subject": "Parcel lost", "customer_id": "matrix", "skill_group": "general"},
+    ),
+    ("POST", "/v1/conversations/{conversation_id}/ticket"): Route(
+        ITS_STAFF, body={"subject": "Parcel lost"}
+    ),
+    ("POST", "/v1/left-messages/{left_message_id}/ticket"): Route(
+        ITS_STAFF, body={"subject": "Call back"}, subject=Subject.LEFT_MESSAGE, consumes=True
+    ),
+    # Each lists the tickets they work on (the app: every customer's, their public side).
+    ("GET", "/v1/tickets"): Route(STAFF_MEMBERS | {Caller.APP}),
+    ("GET", "/v1/tickets/{ticket_id}"): Route(TICKET_STAFF_OR_APP, subject=Subject.TICKET),
+    ("PATCH", "/v1/tickets/{ticket_id}"): Route(
+        TICKET_STAFF, body={"priority": "high"}, subject=Subject.TICKET
+    ),
+    ("POST", "/v1/tickets/{ticket_id}/comments"): Route(
+        TICKET_STAFF_OR_APP, body={"content": "Any news?", "public": True}, subject=Subject.TICKET
+    ),
+    # Linked already (made of it): the same answer again.
+    ("POST", "/v1/tickets/{ticket_id}/links"): Route(
+        TICKET_STAFF, body={"conversation_id": "{conversation_id}"}, subject=Subject.TICKET
+    ),
+    ("GET", "/v1/tickets/{ticket_id}/events"): Route(TICKET_STAFF_OR_APP, subject=Subject.TICKET),
     ("GET", "/v1/monitor"): Route(STAFF_MEMBERS),  # each their own groups' figures
     ("GET", "/v1/admin/policy"): Route(ADMIN_ONLY),
     ("POST", "/v1/admin/policy/reload"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/conversations/{conversation_id}/snapshot"): Route(ADMIN_ONLY),
     ("GET", "/v1/admin/bot/unanswered"): Route(ADMIN_ONLY),
+    ("GET", "/v1/admin/webhooks/deliveries"): Route(
+        ADMIN_ONLY, query={"status": "failed", "limit": "10"}
+    ),
+    # The admin is let through, to hear of no such delivery (tests/test_webhooks.py sends one
+    # again for real).
+    ("POST", "/v1/admin/webhooks/deliveries/{delivery_id}/redeliver"): Route(
+        ADMIN_ONLY, subject=Subject.WEBHOOK_DELIVERY, allowed_answer="404"
+    ),
     ("GET", "/v1/customers/{customer_id}/conversations"): Route(
         ITS_STAFF, subject=Subject.CUSTOMER
     ),
@@ -223,6 +276,9 @@ async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, st
             deactivated = await world.api.deactivate_agent(agent_id)
             assert deactivated.status_code == 200, deactivated.text
         return owner, {"agent_id": agent_id}
+    if kind == Subject.WEBHOOK_DELIVERY:
+        owner = await world.active()  # a conversation only for the visitor's credentials
+        return owner, {"delivery_id": "2147483647"}
     if kind == Subject.CODEC_TICKET:
         owner = await world.active()  # a conversation only for the visitor's credentials
         asked = await world.api.codec_ticket()
@@ -239,6 +295,16 @@ async def make_subject(world: World, kind: Subject) -> tuple[Visit, dict[str, st
         return conversation, {
             "conversation_id": conversation.conversation_id,
             "attachment_id": uploaded.json()["attachment_id"],
+        }
+    if kind == Subject.TICKET:
+        conversation = await world.active()
+        made = await world.api.ticket_from_conversation(
+            conversation.conversation_id, subject="Parcel lost"
+        )
+        assert made.status_code == 201, made.text
+        return conversation, {
+            "conversation_id": conversation.conversation_id,
+            "ticket_id": str(made.json()["id"]),
         }
     maker = {
         Subject.ACTIVE: world.active,

@@ -399,6 +399,52 @@ class ApiClient:
             json={} if note is None else {"note": note},
         )
 
+    # --- tickets ---------------------------------------------------------------------------
+
+    async def create_ticket(self, token: str | None = None, **body: Any) -> httpx.Response:
+        """POST /v1/tickets as `token` (None: the admin; the app: its key)."""
+        return await self.http.post("/v1/tickets", headers=self._as(token), json=body)
+
+    async def ticket_from_conversation(
+        self, conversation_id: str, token: str | None = None, **body: Any
+    ) -> httpx.Response:
+        return await self.http.post(
+            f"/v1/conversations/{conversation_id}/ticket", headers=self._as(token), json=body
+        )
+
+    async def ticket_from_left_message(
+        self, left_message_id: int, token: str | None = None, **body: Any
+    ) -> httpx.Response:
+        return await self.http.post(
+            f"/v1/left-messages/{left_message_id}/ticket", headers=self._as(token), json=body
+        )
+
+    async def ticket(self, ticket_id: int, token: str | None = None) -> httpx.Response:
+        return await self.http.get(f"/v1/tickets/{ticket_id}", headers=self._as(token))
+
+    async def tickets(self, token: str | None = None, **params: Any) -> httpx.Response:
+        return await self.http.get("/v1/tickets", headers=self._as(token), params=params)
+
+    async def update_ticket(
+        self, ticket_id: int, token: str | None = None, **changes: Any
+    ) -> httpx.Response:
+        return await self.http.patch(
+            f"/v1/tickets/{ticket_id}", headers=self._as(token), json=changes
+        )
+
+    async def comment_ticket(
+        self, ticket_id: int, token: str | None, content: str, **body: Any
+    ) -> httpx.Response:
+        return await self.http.post(
+            f"/v1/tickets/{ticket_id}/comments",
+            headers=self._as(token),
+            json={"content": content, **body},
+        )
+
+    async def ticket_events(self, ticket_id: int, token: str | None = None) -> list[dict[str, Any]]:
+        response = await self.http.get(f"/v1/tickets/{ticket_id}/events", headers=self._as(token))
+        return expect(response, 200)
+
     async def customer_conversations(
         self, customer_id: str, token: str | None = None
     ) -> httpx.Response:
