@@ -14,6 +14,7 @@ from domain.types import RetentionBatch
 from media.storage import ObjectStore
 from store.db import Database
 from store.erasure import erase_expired_transcripts
+from store.tickets import erase_expired_tickets
 
 log = logging.getLogger("switchboard.retention")
 
@@ -26,26 +27,36 @@ class RetentionActivities:
 
     @activity.defn(name="erase_expired_transcripts")
     async def erase_expired_transcripts(self) -> RetentionBatch:
-        """Erase up to a batch of conversations closed longer ago than `retention.transcripts`
-        (none without it: transcripts are kept)."""
+        """Erase up to a batch of conversations, and a batch of tickets, closed longer ago
+        than `retention.transcripts` (none without it: transcripts are kept)."""
         retention = self.policy.current().retention
         if retention.transcripts is None:
             return RetentionBatch(conversations=0, messages=0, more=False)
-        erased, full = await asyncio.to_thread(
+        erased, more_conversations = await asyncio.to_thread(
             erase_expired_transcripts,
             self.db,
             older_than=retention.transcripts,
             limit=retention.batch_size,
             objects=self.objects,
         )
-        if erased.conversations:
+        tickets, more_tickets = await asyncio.to_thread(
+            erase_expired_tickets,
+            self.db,
+            older_than=retention.transcripts,
+            limit=retention.batch_size,
+        )
+        if erased.conversations or tickets:
             log.info(
-                "retention erased %d conversations (%d messages)",
+                "retention erased %d conversations (%d messages) and %d tickets",
                 erased.conversations,
                 erased.messages,
+                tickets,
             )
         return RetentionBatch(
-            conversations=erased.conversations, messages=erased.messages, more=full
+            conversations=erased.conversations,
+            messages=erased.messages,
+            tickets=tickets,
+            more=more_conversations or more_tickets,
         )
 
     def all(self) -> list[Callable[..., object]]:

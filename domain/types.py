@@ -587,6 +587,7 @@ class RetentionRun:
 
     conversations: int = 0
     messages: int = 0
+    tickets: int = 0
 
 
 @dataclass
@@ -596,6 +597,7 @@ class RetentionBatch:
     conversations: int
     messages: int
     more: bool
+    tickets: int = 0  # (absent from the results of runs before tickets)
 
 
 @dataclass

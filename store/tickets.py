@@ -907,24 +907,57 @@ def ticket_figures(db: Database, *, skill_groups: Sequence[str]) -> dict[str, tu
     return {group: (int(count), int(breached)) for group, count, breached in rows}
 
 
+def _erase_tickets(session: Session, tickets: Sequence[Ticket]) -> None:
+    """The tickets' text (subject, description, the context copied from the app, every
+    comment) replaced by the marker; their shape (status, times, events) stays."""
+    for ticket in tickets:
+        ticket.subject = ERASED
+        ticket.description = ERASED
+        ticket.attributes = erased(ticket.attributes)
+        ticket.order_id = None if ticket.order_id is None else ERASED
+        session.add(ticket)
+    if tickets:
+        session.execute(
+            sa.update(TicketComment)
+            .where(col(TicketComment.ticket_id).in_([ticket.id for ticket in tickets]))
+            .values(content=ERASED)
+        )
+
+
 def erase_customer_tickets(db: Database, *, customer_id: str) -> int:
-    """A customer's erase (api/routes/customers.py): the text of their tickets (subject,
-    description, the context copied from the app, every comment) replaced by the marker, in one
-    transaction; the tickets' shape (status, times, events' ids) stays. How many tickets."""
+    """A customer's erase (api/routes/customers.py): the text of their tickets erased, in one
+    transaction. How many tickets."""
     with db.write() as session:
         tickets = list(
             session.exec(select(Ticket).where(Ticket.customer_id == customer_id).with_for_update())
         )
-        for ticket in tickets:
-            ticket.subject = ERASED
-            ticket.description = ERASED
-            ticket.attributes = erased(ticket.attributes)
-            ticket.order_id = None if ticket.order_id is None else ERASED
-            session.add(ticket)
-        if tickets:
-            session.execute(
-                sa.update(TicketComment)
-                .where(col(TicketComment.ticket_id).in_([ticket.id for ticket in tickets]))
-                .values(content=ERASED)
-            )
+        _erase_tickets(session, tickets)
         return len(tickets)
+
+
+def erase_expired_tickets(db: Database, *, older_than: timedelta, limit: int) -> tuple[int, bool]:
+    """The retention run's: the text of up to `limit` tickets closed more than `older_than` ago
+    and not erased yet (a closed ticket takes no new text), the longest closed first, in one
+    transaction; how many, and whether `limit` were due (more may be)."""
+    # A customer's erase may have come first, and comments after it (the ticket still open).
+    unerased_comment = (
+        sa.exists()
+        .where(col(TicketComment.ticket_id) == col(Ticket.id))
+        .where(col(TicketComment.content) != ERASED)
+    )
+    with db.write() as session:
+        tickets = list(
+            session.exec(
+                select(Ticket)
+                .where(
+                    Ticket.status == TicketStatus.CLOSED,
+                    col(Ticket.closed_at) < utcnow() - older_than,
+                    sa.or_(col(Ticket.subject) != ERASED, unerased_comment),
+                )
+                .order_by(col(Ticket.closed_at), col(Ticket.id))
+                .limit(limit)
+                .with_for_update()
+            )
+        )
+        _erase_tickets(session, tickets)
+    return len(tickets), len(tickets) == limit

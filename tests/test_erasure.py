@@ -28,7 +28,7 @@ from store.events import append_event
 from store.models import AdminAction, Conversation
 from tests.support.api import ADMIN, ApiClient, bearer, eventually, expect
 from tests.support.canary import Canary, histories_holding, rows_holding
-from tests.support.data import closed_conversation
+from tests.support.data import app_ticket, closed_conversation, ticket_texts
 from tests.support.policy import keep_transcripts
 from tests.support.processes import Deployment
 from workflows.schedules import RETENTION_SCHEDULE_ID, ensure_retention_schedule
@@ -188,17 +188,20 @@ async def test_the_retention_schedule_erases_old_transcripts_and_not_recent_ones
     canary = Canary()
     old = closed_conversation(empty_db, content=canary("old"), closed_ago=timedelta(hours=2))
     recent = closed_conversation(empty_db, content=canary("recent"), closed_ago=timedelta(0))
+    old_ticket = app_ticket(empty_db, canary, customer_id="c-1", closed_ago=timedelta(hours=2))
     keep_transcripts(deployment.settings.policy, "1h")
 
-    assert await _run_of_trigger(dev_env.client, RETENTION_SCHEDULE_ID) == RetentionRun(1, 1)
+    assert await _run_of_trigger(dev_env.client, RETENTION_SCHEDULE_ID) == RetentionRun(1, 1, 1)
 
     with empty_db.read() as session:
         erased_at = dict(
             session.execute(sa.select(col(Conversation.id), col(Conversation.erased_at))).all()
         )
     assert erased_at[old] is not None and erased_at[recent] is None
-    kept = rows_holding(empty_db, canary.prefix)["message"]
-    assert len(kept) == 1 and canary("recent") in kept[0]
+    kept = rows_holding(empty_db, canary.prefix)
+    assert list(kept) == ["message"]  # the old ticket's text too is gone
+    assert len(kept["message"]) == 1 and canary("recent") in kept["message"][0]
+    assert set(ticket_texts(empty_db, old_ticket)) == {ERASED}
 
 
 async def test_a_worker_that_starts_again_keeps_the_schedule_paused(

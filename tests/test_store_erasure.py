@@ -27,13 +27,23 @@ from store.erasure import (
 )
 from store.events import ConversationNotFound, append_event, events_after
 from store.left_messages import LeftMessageNotOffered, record_resolution, store_left_message
-from store.models import Attachment, Conversation, Event, LeftMessage, Message
+from store.models import (
+    Attachment,
+    Conversation,
+    Event,
+    LeftMessage,
+    Message,
+)
+from store.tickets import Author, add_comment, erase_customer_tickets, erase_expired_tickets
 from tests.support.canary import Canary, rows_holding
 from tests.support.data import (
     add_agent,
+    app_ticket,
+    close_ticket,
     closed_conversation,
     new_conversation,
     store_unsignalled,
+    ticket_texts,
 )
 
 POLICY = Policy()
@@ -253,3 +263,39 @@ def test_retention_deletes_the_files_of_what_it_erases(db: Database, tmp_path: P
     assert [objects.get(key) for key in keys[recent]] == [b"the photo", b"its thumbnail"]
     with db.read() as session:
         assert session.exec(select(Attachment.conversation_id)).all() == [recent]
+
+
+def test_retention_erases_tickets_closed_long_enough_ago_in_batches(db: Database) -> None:
+    canary = Canary()
+    old = [
+        app_ticket(db, canary, customer_id=f"c-{index}", closed_ago=timedelta(days=2 + index))
+        for index in range(3)
+    ]
+    recent = app_ticket(db, canary, customer_id="c-recent", closed_ago=timedelta(hours=1))
+    open_one = app_ticket(db, canary, customer_id="c-open", closed_ago=None)
+    day = timedelta(days=1)
+
+    assert erase_expired_tickets(db, older_than=day, limit=2) == (2, True)
+    assert [set(ticket_texts(db, ticket)) == {ERASED} for ticket in old] == [False, True, True]
+    assert erase_expired_tickets(db, older_than=day, limit=2) == (1, False)
+    assert erase_expired_tickets(db, older_than=day, limit=2) == (0, False)
+
+    assert all(set(ticket_texts(db, ticket)) == {ERASED} for ticket in old)
+    for kept in (recent, open_one):
+        assert ERASED not in ticket_texts(db, kept)
+    assert len(rows_holding(db, canary.prefix)["ticket"]) == 2  # the recent and the open one
+
+
+def test_retention_erases_a_comment_written_after_a_customers_erase(db: Database) -> None:
+    canary = Canary()
+    ticket = app_ticket(db, canary, customer_id="c-1", closed_ago=None)
+    assert erase_customer_tickets(db, customer_id="c-1") == 1
+    # The ticket still open, the customer writes again; then it closes, long ago.
+    add_comment(
+        db, ticket_id=ticket, author=Author(Role.APP, "app"), content=canary("again"), public=True
+    )
+    close_ticket(db, ticket, closed_ago=timedelta(days=3))
+
+    assert erase_expired_tickets(db, older_than=timedelta(days=1), limit=10) == (1, False)
+    assert set(ticket_texts(db, ticket)) == {ERASED}
+    assert erase_expired_tickets(db, older_than=timedelta(days=1), limit=10) == (0, False)

@@ -1,10 +1,10 @@
 """Transcript retention: a run, started by the worker's schedule (workflows/schedules.py), that
-erases the text of conversations closed longer ago than the policy keeps transcripts.
+erases the text of conversations and tickets closed longer ago than the policy keeps transcripts.
 
 It erases in bounded batches, one activity call each (the activity reads the policy: how long,
 and how many a batch), until a batch comes back short; a run that has done MAX_BATCHES goes on
 in a new run, so its history stays short however much is due. Its input and result are counts,
-never a conversation's text or its customer.
+never a conversation's or a ticket's text or its customer.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class TranscriptRetention:
             done = RetentionRun(
                 conversations=done.conversations + batch.conversations,
                 messages=done.messages + batch.messages,
+                tickets=done.tickets + batch.tickets,
             )
             if not batch.more:
                 return done

@@ -10,15 +10,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from domain.policy import Policy
-from domain.types import MessageType, Role
+from domain.types import MessageType, Role, TicketStatus
 from store.assignment import join_queue
 from store.db import Database
 from store.lifecycle import close_conversation
 from store.messages import StoredMessage, store_message
-from store.models import Agent, AgentSkill, Conversation, QueueSkip, utcnow
+from store.models import (
+    Agent,
+    AgentSkill,
+    Conversation,
+    QueueSkip,
+    Ticket,
+    TicketComment,
+    utcnow,
+)
+from store.tickets import Author, NewTicket, add_comment, create_ticket
+from tests.support.canary import Canary
 
 
 def add_agent(
@@ -176,3 +186,48 @@ def closed_conversation(db: Database, *, content: str, closed_ago: timedelta) ->
             .values(closed_at=utcnow() - closed_ago)
         )
     return conversation_id
+
+
+def close_ticket(db: Database, ticket_id: int, *, closed_ago: timedelta) -> None:
+    """The ticket closed `closed_ago` (written straight to the database: no workflow)."""
+    with db.write() as session:
+        session.execute(
+            sa.update(Ticket)
+            .where(col(Ticket.id) == ticket_id)
+            .values(status=TicketStatus.CLOSED, closed_at=utcnow() - closed_ago)
+        )
+
+
+def app_ticket(
+    db: Database, canary: Canary, *, customer_id: str, closed_ago: timedelta | None
+) -> int:
+    """A ticket the app made for its customer (no workflow), its subject, description and one
+    comment the canary's, closed `closed_ago` (None: open). Returns its id."""
+    app = Author(Role.APP, "app")
+    ticket = create_ticket(
+        db,
+        policy=Policy(),
+        new=NewTicket(
+            subject=canary("subject"),
+            description=canary("description"),
+            skill_group="general",
+            customer_id=customer_id,
+        ),
+        author=app,
+    )
+    assert ticket.id is not None
+    add_comment(db, ticket_id=ticket.id, author=app, content=canary("comment"), public=True)
+    if closed_ago is not None:
+        close_ticket(db, ticket.id, closed_ago=closed_ago)
+    return ticket.id
+
+
+def ticket_texts(db: Database, ticket_id: int) -> list[str]:
+    """The ticket's subject, description and comments."""
+    with db.read() as session:
+        ticket = session.get(Ticket, ticket_id)
+        assert ticket is not None
+        comments = session.exec(
+            select(TicketComment.content).where(TicketComment.ticket_id == ticket_id)
+        ).all()
+    return [ticket.subject, ticket.description, *comments]
