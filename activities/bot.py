@@ -239,7 +239,7 @@ class BotActivities:
                     headers={
                         "Content-Type": "application/json",
                         TIMESTAMP_HEADER: str(timestamp),
-                        SIGNATURE_HEADER: sign(webhook.secret, timestamp, body),
+                        SIGNATURE_HEADER: sign(webhook.secret.get_secret_value(), timestamp, body),
                     },
                     timeout=timeout,
                 )

@@ -370,7 +370,7 @@ class BotWebhook(_Strict):
     secret (examples/README.md has the contract)."""
 
     url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2000)]
-    secret: str = Field(min_length=16, max_length=200)
+    secret: SecretStr = Field(min_length=16, max_length=200)  # never shown: "**********"
     # One attempt's wait for the answer; `attempts` tries, a second apart and more, before the
     # bot counts as unreachable and a person takes over (bot_unreachable).
     timeout: Duration = timedelta(seconds=5)

@@ -513,6 +513,9 @@ def test_a_rule_sends_its_conversations_to_the_bot_and_the_bot_settings_default(
     assert webhook.bot.webhook is not None
     assert webhook.bot.webhook.timeout == timedelta(seconds=5)
     assert webhook.bot.webhook.attempts == 3
+    # Its secret is never shown where the policy is (GET /v1/admin/policy).
+    assert webhook.bot.webhook.secret.get_secret_value() == "sixteen-chars-at-least"
+    assert "sixteen-chars-at-least" not in str(webhook.model_dump(mode="json"))
 
 
 @pytest.mark.parametrize(
