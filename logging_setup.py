@@ -102,6 +102,9 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         logger.propagate = True
     # The API writes one structured line per request itself (with its request id).
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # The webhook courier and the bot post with httpx, which logs each request's URL: an
+    # endpoint's URL may carry its own credentials (the courier logs a failure without it).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     structlog.configure(
         processors=[
