@@ -60,12 +60,21 @@ async def assign_and_notify(
     if not groups:
         return []
     made = await asyncio.to_thread(dispatch, db, groups, announce_places=False)
-    await notify_assigned(db=db, client=client, made=made)
+    # Every trigger (a queue grew, a load dropped, an agent came or went) may move the
+    # estimated waits of these groups, whether or not anyone was assigned.
+    await notify_assigned(db=db, client=client, made=made, also_announce=groups)
     return made
 
 
-async def notify_assigned(*, db: Database, client: Client, made: list[NewAssignment]) -> None:
-    """Tell each workflow its new agent, then those still waiting their new places."""
+async def notify_assigned(
+    *,
+    db: Database,
+    client: Client,
+    made: list[NewAssignment],
+    also_announce: Iterable[str] = (),
+) -> None:
+    """Tell each workflow its new agent, then those still waiting (in the assignments' groups
+    and `also_announce`) their new places and estimates."""
     gateway = ConversationGateway(client)
     for assignment in made:
         log.info(
@@ -76,7 +85,8 @@ async def notify_assigned(*, db: Database, client: Client, made: list[NewAssignm
         )
         await _tell_assigned(gateway, assignment.conversation_id, assignment.agent_id)
     # The served first, then those still waiting hear their new places (bench/ B5).
-    await asyncio.to_thread(announce, db, {assignment.skill_group for assignment in made})
+    groups = {assignment.skill_group for assignment in made} | set(also_announce)
+    await asyncio.to_thread(announce, db, groups)
 
 
 @dataclass

@@ -275,7 +275,10 @@ class ConversationPublic(BaseModel):
     agent_name: str | None = Field(default=None, description="Its agent's display name")
     queue_position: int | None = Field(description="1-based place in the queue while queued")
     estimated_wait: float | None = Field(
-        description="While queued: expected wait in seconds, from how fast the group served lately"
+        description="While queued: expected wait in seconds, from the place, the group's online "
+        "agents' free and busy seats and its recent handling times (at first the policy's "
+        "`expected_handling_time`); 0 when a seat is free for it; null only when no agent of "
+        "the group is online"
     )
     last_seq: int = Field(description="seq of the newest event")
     visitor_read_seq: int = Field(description="The visitor has seen everything up to this seq")
@@ -521,7 +524,9 @@ class PolicyPublic(BaseModel):
 class ConversationSupervision(BaseModel):
     workflow: ConversationSnapshot = Field(description="The workflow's `snapshot` query")
     queue_position: int | None
-    estimated_wait: float | None
+    estimated_wait: float | None = Field(
+        description="As in the conversation's view: null only when no agent of its group is online"
+    )
 
 
 # --- left messages --------------------------------------------------------------------------

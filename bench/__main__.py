@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): run the scenarios, write bench/results/<scenario>.json,
 print the table.
 
-    python -m bench                      # all of B1-B6 at full size
+    python -m bench                      # all of B1-B7 at full size
     python -m bench --only B1,B5         # some of them
     python -m bench --quick              # short runs at a tenth of the sizes (says so in results)
     python -m bench --scale 0.5          # other sizes
@@ -35,7 +35,7 @@ from bench.scenarios import SCENARIOS, Config
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="", help="comma-separated scenarios (B1..B6); all when empty"
+        "--only", default="", help="comma-separated scenarios (B1..B7); all when empty"
     )
     parser.add_argument(
         "--quick", action="store_true", help="short runs at scale 0.1 unless --scale is given"

@@ -30,6 +30,7 @@ from bench.api import (
     start_conversations,
     wait_all_assigned,
 )
+from bench.queueing import b7_queueing
 from bench.reference import TASK_QUEUE, Free, InboxState
 from bench.report import Figure, ScenarioResult, latency_figures, ms, percentile
 from bench.stack import Stack, memory_kib
@@ -770,4 +771,5 @@ SCENARIOS: dict[str, Callable[[Config], Awaitable[ScenarioResult]]] = {
     "B4": b4_footprint,
     "B5": b5_assignment,
     "B6": b6_long_conversation,
+    "B7": b7_queueing,
 }

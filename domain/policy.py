@@ -92,6 +92,9 @@ class Timeouts(_Strict):
 NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
 
 
+DEFAULT_EXPECTED_HANDLING_TIME = timedelta(minutes=5)
+
+
 class SkillGroup(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     # More waiting than this on arrival → overflow.
@@ -106,6 +109,9 @@ class SkillGroup(_Strict):
     hours: ServiceHours | None = None
     # Those still waiting when the hours end: wait on, or closed out_of_hours.
     on_closing: OnClosing = OnClosing.KEEP
+    # A conversation's usual time with an agent: the estimated wait's start before the group
+    # has a history of its own (domain/queueing.py).
+    expected_handling_time: Duration = DEFAULT_EXPECTED_HANDLING_TIME
 
     @model_validator(mode="after")
     def _closing_needs_hours(self) -> SkillGroup:

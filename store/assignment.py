@@ -24,8 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from domain.queueing import moved
 from domain.types import AgentStatus, ConversationState, EventType, Role
 from store.db import Database
+from store.estimate import group_pace
 from store.events import append_events
 from store.models import (
     Agent,
@@ -121,10 +123,16 @@ def lock_queue(session: Session, skill_group: str) -> None:
 
 
 def join_queue(
-    session: Session, conversation: Conversation, *, skill_group: str, priority: int
+    session: Session,
+    conversation: Conversation,
+    *,
+    skill_group: str,
+    priority: int,
+    expected_handling_time: timedelta | None = None,
 ) -> QueueEntry:
     """Put a conversation in a group's queue, once. A conversation that queued before keeps its
-    original enqueue time, so it does not lose its place."""
+    original enqueue time, so it does not lose its place. `expected_handling_time`: the group's
+    in the policy, where the estimated wait starts (store/estimate.py)."""
     lock_queue(session, skill_group)
     existing = session.exec(
         select(QueueEntry).where(QueueEntry.conversation_id == conversation.id)
@@ -140,6 +148,9 @@ def join_queue(
         skill_group=skill_group,
         priority=priority,
         enqueued_at=conversation.queued_at,
+        expected_handling_seconds=(
+            None if expected_handling_time is None else expected_handling_time.total_seconds()
+        ),
     )
     session.add(entry)
     session.flush()
@@ -338,32 +349,9 @@ def release_agent(session: Session, conversation_id: str, now: datetime) -> str 
     return agent_id
 
 
-def estimated_wait(session: Session, skill_group: str, position: int) -> float | None:
-    """Seconds until served at this position, from how fast the group served its last 20."""
-    interval = _service_interval(session, skill_group)
-    return None if interval is None else round(interval * position, 1)
-
-
-def _service_interval(session: Session, skill_group: str) -> float | None:
-    """Mean seconds between the group's last 20 assignments within the hour."""
-    recent = list(
-        session.exec(
-            select(Assignment.assigned_at)
-            .where(
-                Assignment.skill_group == skill_group,
-                col(Assignment.assigned_at) > utcnow() - timedelta(hours=1),
-            )
-            .order_by(col(Assignment.assigned_at).desc())
-            .limit(20)
-        )
-    )
-    if len(recent) < 2:
-        return None
-    return (recent[0] - recent[-1]).total_seconds() / (len(recent) - 1)
-
-
 def announce_positions(session: Session, skill_group: str) -> None:
-    """Tell every waiting visitor of the group whose place changed (one event each)."""
+    """Tell every waiting visitor of the group whose place changed, or whose estimated wait
+    moved by more than ESTIMATE_MOVED_SHARE of the one last told (one event each)."""
     lock_queue(session, skill_group)
     entries = session.exec(
         select(QueueEntry)
@@ -371,21 +359,20 @@ def announce_positions(session: Session, skill_group: str) -> None:
         .order_by(*queue_order())
         .with_for_update()
     ).all()
-    interval = _service_interval(session, skill_group) if entries else None
+    if not entries:
+        return
+    pace = group_pace(session, skill_group)
     told: list[tuple[str, dict[str, Any]]] = []
     for position, entry in enumerate(entries, start=1):
-        if entry.announced_position == position:
+        wait = pace.wait(position)
+        if entry.announced_position == position and not moved(entry.announced_wait, wait):
             continue
-        entry.announced_position = position
+        entry.announced_position, entry.announced_wait = position, wait
         session.add(entry)
         told.append(
             (
                 entry.conversation_id,
-                {
-                    "skill_group": skill_group,
-                    "position": position,
-                    "estimated_wait": None if interval is None else round(interval * position, 1),
-                },
+                {"skill_group": skill_group, "position": position, "estimated_wait": wait},
             )
         )
     # Everyone behind a served head moves up: one statement for them all, not a few each.
@@ -393,9 +380,13 @@ def announce_positions(session: Session, skill_group: str) -> None:
 
 
 def announce(db: Database, skill_groups: Iterable[str]) -> None:
-    """Tell waiting visitors their new places, each group in its own short transaction (kept
-    out of the assignment's, so its locks are held briefly; telling twice is harmless)."""
-    for group in sorted(set(skill_groups)):
+    """Tell waiting visitors their new places and estimates, each group with someone waiting in
+    its own short transaction (kept out of the assignment's, so its locks are held briefly;
+    telling twice is harmless)."""
+    groups = set(skill_groups)
+    if not groups:
+        return
+    for group in sorted(groups & set(waiting_groups(db))):
         with db.write() as session:
             announce_positions(session, group)
 

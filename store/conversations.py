@@ -20,9 +20,10 @@ from domain.types import (
     Role,
     attributes_size,
 )
-from store.assignment import estimated_wait, queue_position
+from store.assignment import queue_position
 from store.db import Database
 from store.erasure import ERASED
+from store.estimate import estimated_wait
 from store.events import ConversationNotFound, EventView, append_event, events_after
 from store.models import Agent, Conversation, QueueEntry, utcnow
 from store.rates import check_rate
@@ -53,7 +54,8 @@ class ConversationView:
     conversation: Conversation
     agent_name: str | None = None  # its agent's display name (what a visitor sees of them)
     queue_position: int | None = None  # while queued: 1-based place in its group's queue
-    estimated_wait: float | None = None  # while queued: seconds, from the group's recent pace
+    # While queued: seconds (store/estimate.py); None with nobody of the group online.
+    estimated_wait: float | None = None
 
 
 @dataclass(frozen=True)

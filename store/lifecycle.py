@@ -326,7 +326,13 @@ def _join_group(
         changed_queues.append(current.skill_group)
     changed_queues.append(group.name)
     conversation.policy_version = policy.version
-    entry = join_queue(session, conversation, skill_group=group.name, priority=priority)
+    entry = join_queue(
+        session,
+        conversation,
+        skill_group=group.name,
+        priority=priority,
+        expected_handling_time=group.expected_handling_time,
+    )
     if hop == 0:
         mark_queued(session, conversation, group.name)
     return _placed(group, entry, at)
@@ -395,7 +401,11 @@ def _leave_agent_for_queue(
     conversation.assigned_at = None
     session.add(conversation)
     entry = join_queue(
-        session, conversation, skill_group=group.name, priority=conversation.priority
+        session,
+        conversation,
+        skill_group=group.name,
+        priority=conversation.priority,
+        expected_handling_time=group.expected_handling_time,
     )
     return _placed(group, entry, now)
 

@@ -190,6 +190,11 @@ class QueueEntry(SQLModel, table=True):
     enqueued_at: datetime = _at(default_factory=utcnow)
     # The position last told to the visitor (queue.position_changed), to tell only changes.
     announced_position: int | None = None
+    # The estimated wait last told with it (seconds; told again when it moves by a share).
+    announced_wait: float | None = None
+    # The group's expected handling time in the policy when this one joined (seconds): the
+    # estimate's start before the group has a history (store/estimate.py).
+    expected_handling_seconds: float | None = None
 
 
 class Assignment(SQLModel, table=True):

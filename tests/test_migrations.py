@@ -61,4 +61,4 @@ def test_the_webhooks_and_tickets_migrations_go_down_to_0014_and_up_again(db: Da
     db.create_schema()
     assert _differences(db) == []
     with db.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0016"
+        assert MigrationContext.configure(connection).get_current_revision() == "0017"

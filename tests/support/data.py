@@ -136,13 +136,21 @@ def enqueue_conversations(
     skill_group: str = "general",
     priority: int = 0,
     enqueued_at: datetime | None = None,
+    expected_handling_time: timedelta | None = None,
 ) -> list[str]:
-    """Queued conversations, one transaction each, in this order. Returns their ids."""
+    """Queued conversations, one transaction each, in this order. Returns their ids.
+    `expected_handling_time`: the group's in the policy (None: the policy's default)."""
     ids = []
     for _ in range(count):
         with db.write() as session:
             conversation = new_conversation(session, queued_at=enqueued_at)
-            join_queue(session, conversation, skill_group=skill_group, priority=priority)
+            join_queue(
+                session,
+                conversation,
+                skill_group=skill_group,
+                priority=priority,
+                expected_handling_time=expected_handling_time,
+            )
         ids.append(conversation.id)
     return ids
 
