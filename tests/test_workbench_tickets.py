@@ -61,8 +61,9 @@ async def test_an_agent_works_a_ticket_from_her_conversation_in_the_workbench(
     base = deployment.urls[0]
     async with deployment.client() as api, new_context(browser) as desk:
         alice = await api.create_agent("alice")
-        cid, _visitor = await api.start_conversation("cust-21", order_id="SO-2001")
+        cid, visitor = await api.start_conversation("cust-21", order_id="SO-2001")
         await api.wait_for(cid, state="active", agent_id="alice")
+        await api.say(cid, visitor, "My parcel SO-2001 never arrived")
         # The app makes one for the same customer in the group's pool: urgent, soon breached.
         pooled = expect(
             await api.create_ticket(
@@ -79,6 +80,7 @@ async def test_an_agent_works_a_ticket_from_her_conversation_in_the_workbench(
         await sign_in(page, base, "/workbench/", alice.token)
         await page.locator(f'button[data-id="{cid}"]').click()
         await shown(page.locator("#panel-body")).to_contain_text("SO-2001")
+        await shown(page.locator("#transcript")).to_contain_text("never arrived")
 
         # 创建工单: the form beside the chat.
         await page.locator("#ticket-button").click()
