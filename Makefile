@@ -68,7 +68,7 @@ screenshots: $(VENV)/.installed-dev chromium
 		echo "for the screenshots' Chinese and emoji: sudo apt-get install -y fonts-noto-cjk fonts-noto-color-emoji" >&2; \
 	fi
 	rm -rf docs/screenshots
-	SWITCHBOARD_TEST_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q -p no:randomly tests/test_widget.py tests/test_workbench.py tests/test_bot_pages.py
+	SWITCHBOARD_TEST_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q -p no:randomly tests/test_widget.py tests/test_workbench.py tests/test_workbench_tickets.py tests/test_bot_pages.py
 
 # Speed and memory against bare Temporal (bench/): `make bench ARGS="--only B1 --quick"`.
 bench: $(VENV)/.installed-dev

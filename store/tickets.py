@@ -843,13 +843,15 @@ def list_tickets(
     status: Sequence[TicketStatus] = (),
     skill_group: str | None = None,
     assignee_id: str | None = None,
+    unassigned: bool | None = None,
     breached: bool | None = None,
     customer_id: str | None = None,
     after: int = 0,
     limit: int = 50,
 ) -> list[Ticket]:
     """A page of tickets, by id, after the id `after`: those the author works on (an agent's
-    groups' and their own, a supervisor's groups', all for admins and the app)."""
+    groups' and their own, a supervisor's groups', all for admins and the app). `unassigned`
+    true: the groups' pools alone; false: assigned ones alone."""
     query = select(Ticket).where(col(Ticket.id) > after)
     if status:
         query = query.where(col(Ticket.status).in_(list(status)))
@@ -857,6 +859,9 @@ def list_tickets(
         query = query.where(Ticket.skill_group == skill_group)
     if assignee_id is not None:
         query = query.where(Ticket.assignee_id == assignee_id)
+    if unassigned is not None:
+        pooled = col(Ticket.assignee_id).is_(None)
+        query = query.where(pooled if unassigned else sa.not_(pooled))
     if customer_id is not None:
         query = query.where(Ticket.customer_id == customer_id)
     if breached is not None:

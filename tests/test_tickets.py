@@ -248,6 +248,16 @@ async def test_a_ticket_from_a_left_message_resolves_it(
     assert again.status_code == 409, again.text
     assert "ticket.created" in await _types(system, made["id"])
 
+    # Alice's, until she hands it to the group's pool (the workbench's filters).
+    async def listed(**filters: Any) -> list[int]:
+        page = expect(await system.tickets(alice.token, **filters), 200)
+        return [ticket["id"] for ticket in page["tickets"]]
+
+    assert made["assignee_id"] == "alice"
+    assert (await listed(unassigned="true"), await listed(unassigned="false")) == ([], [made["id"]])
+    expect(await system.update_ticket(made["id"], alice.token, assignee_id=None), 200)
+    assert (await listed(unassigned="true"), await listed(unassigned="false")) == ([made["id"]], [])
+
 
 async def test_sla_reminder_breach_escalation_and_auto_closes_on_time(
     time_env: WorkflowEnvironment, make_system: StartSystem

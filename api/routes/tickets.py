@@ -311,6 +311,9 @@ async def list_tickets(
     status_: Annotated[list[TicketStatus] | None, Query(alias="status", max_length=4)] = None,
     skill_group: Annotated[str | None, Query(max_length=64)] = None,
     assignee_id: Annotated[str | None, Query(max_length=64)] = None,
+    unassigned: Annotated[
+        bool | None, Query(description="true: the groups' pools alone; false: assigned ones")
+    ] = None,
     breached: bool | None = None,
     customer_id: Annotated[str | None, Query(max_length=200)] = None,
     after: Annotated[int, Query(ge=0, le=MAX_INTEGER)] = 0,
@@ -324,6 +327,7 @@ async def list_tickets(
         status=status_ or (),
         skill_group=skill_group,
         assignee_id=assignee_id,
+        unassigned=unassigned,
         breached=breached,
         customer_id=customer_id,
         after=after,

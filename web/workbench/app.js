@@ -13,6 +13,7 @@ import {
 import { api, ApiError, follow, newClientMessageId, query, session, staffApi } from "./api.js";
 import { duration, t, translatePage } from "./i18n.js";
 import { refusal, signInForm } from "./signin.js";
+import { TicketDesk } from "./tickets.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -60,6 +61,8 @@ const state = {
   attachmentViews: new Map(), // attachment id → its element (the transcript is redrawn often)
 };
 
+const desk = new TicketDesk({ me: () => state.me, failed: (error) => failed(error), banner: (...args) => banner(...args) });
+
 const isAgent = () => state.me?.role === "agent";
 const oversees = () => ["supervisor", "admin"].includes(state.me?.role);
 
@@ -79,11 +82,22 @@ function customerLabel(view) {
 
 // --- banners -----------------------------------------------------------------------------------
 
-function banner(text, { error = false } = {}) {
+/** A banner saying `text`; `action` ({label, run}) adds a button beside its dismissal. */
+function banner(text, { error = false, action = null } = {}) {
   const box = element("div", { className: error ? "banner error" : "banner" });
   const dismiss = element("button", { text: t("dismiss"), attrs: { type: "button" } });
   dismiss.addEventListener("click", () => box.remove());
-  box.append(element("span", { text }), dismiss);
+  const buttons = element("span", { className: "banner-actions" });
+  if (action) {
+    const act = element("button", { text: action.label, attrs: { type: "button" } });
+    act.addEventListener("click", () => {
+      box.remove();
+      action.run();
+    });
+    buttons.append(act);
+  }
+  buttons.append(dismiss);
+  box.append(element("span", { text }), buttons);
   const banners = $("banners");
   banners.append(box);
   while (banners.children.length > 3) banners.firstElementChild.remove();
@@ -104,6 +118,8 @@ let signInView = null;
 
 function showSignIn(message = "") {
   $("bench").hidden = true;
+  $("ticket-desk").hidden = true;
+  $("view-tabs").hidden = true;
   $("who").hidden = true;
   signInView.show(message);
 }
@@ -116,6 +132,7 @@ function signOut() {
   state.attachmentViews.clear();
   state.conversations.clear();
   state.openId = null;
+  desk.reset();
   $("conversation-list").replaceChildren();
   $("panel-body").replaceChildren();
   $("queue-figures").replaceChildren();
@@ -144,7 +161,9 @@ async function start() {
   const me = state.me;
   state.tickets = new AttachmentTickets(staffApi());
   signInView.hide();
-  $("bench").hidden = false;
+  desk.start();
+  showView("conversations");
+  $("view-tabs").hidden = false;
   $("who").hidden = me.role !== "admin";
   $("who-name").textContent = `${me.name} (${me.id})`;
   $("list-heading").textContent = isAgent() ? t("myConversations") : t("groupConversations");
@@ -181,6 +200,67 @@ async function setPresence() {
   } catch (error) {
     failed(error);
   }
+}
+
+// --- the two views: conversations and tickets -------------------------------------------------
+
+function showView(name) {
+  const tickets = name === "tickets";
+  $("bench").hidden = tickets;
+  $("ticket-desk").hidden = !tickets;
+  for (const [tab, current] of [["tab-conversations", !tickets], ["tab-tickets", tickets]]) {
+    if (current) $(tab).setAttribute("aria-current", "page");
+    else $(tab).removeAttribute("aria-current");
+  }
+  if (tickets) desk.shown();
+  else desk.hidden();
+}
+
+/** The Tickets view, showing ticket `id`. */
+function openTicket(id) {
+  showView("tickets");
+  desk.open(id).catch(failed);
+}
+
+/** A new ticket: said in a banner that opens it. */
+function ticketMade(ticket) {
+  banner(t("ticketCreated", { id: ticket.id, subject: ticket.subject }), {
+    action: { label: t("openTicket"), run: () => openTicket(ticket.id) },
+  });
+}
+
+function toggleTicketForm() {
+  const slot = $("ticket-form-slot");
+  if (slot.firstChild) {
+    slot.replaceChildren();
+    return;
+  }
+  const id = state.openId;
+  slot.append(
+    desk.form({
+      idPrefix: "new-ticket",
+      path: `/v1/conversations/${encodeURIComponent(id)}/ticket`,
+      made: (ticket) => {
+        slot.replaceChildren();
+        ticketMade(ticket);
+        if (state.openId === id) renderCustomerTickets(id);
+        $("ticket-button").focus();
+      },
+      cancelled: () => {
+        slot.replaceChildren();
+        $("ticket-button").focus();
+      },
+    }),
+  );
+}
+
+function renderCustomerTickets(id) {
+  const record = state.conversations.get(id);
+  const container = document.getElementById("customer-tickets");
+  if (!record || !container) return;
+  desk.customerTickets(container, record.view.customer_id, id, openTicket).catch(() => {
+    container.replaceChildren(element("p", { className: "hint", text: t("noCustomerTickets") }));
+  });
 }
 
 // --- conversations ----------------------------------------------------------------------------
@@ -409,7 +489,10 @@ async function openConversation(id) {
 // --- the chat ---------------------------------------------------------------------------------
 
 function showChat(id) {
-  if (id !== state.openId) $("attach-error").textContent = ""; // it was about another chat
+  if (id !== state.openId) {
+    $("attach-error").textContent = ""; // it was about another chat
+    $("ticket-form-slot").replaceChildren();
+  }
   state.openId = id;
   $("chat").hidden = id === null;
   $("chat-empty").hidden = id !== null;
@@ -425,6 +508,7 @@ function renderChatHead() {
   $("chat-title").textContent = `${customerLabel(view)} · ${view.skill_group ?? ""} · ${t("stateLabel", { state: t(view.state) })}`;
   const open = view.state !== "closed" && !state.readOnly;
   $("close-button").hidden = !open;
+  $("ticket-button").hidden = Boolean(state.readOnly);
   $("transfer-button").hidden = !(open && view.state === "active");
   $("assign-form").hidden = !(oversees() && view.state === "queued" && !state.readOnly);
   $("composer").hidden = !open || (isAgent() && view.state !== "active");
@@ -848,7 +932,9 @@ async function renderPanel() {
   }
   const history = element("div", { attrs: { id: "history" } });
   sections.push(element("h3", { text: t("history") }), history);
+  sections.push(element("h3", { text: t("customerTickets") }), element("div", { attrs: { id: "customer-tickets" } }));
   body.replaceChildren(...sections);
+  renderCustomerTickets(view.id);
   try {
     const past = await api("GET", `/v1/customers/${encodeURIComponent(view.customer_id)}/conversations`);
     renderHistory(history, past.filter((item) => item.id !== view.id));
@@ -907,15 +993,17 @@ async function refreshLeftMessages() {
   const messages = await api("GET", "/v1/left-messages");
   const items = messages.map((left) => {
     const resolve = element("button", { text: t("resolveLeft"), attrs: { type: "button" } });
+    const makeTicket = element("button", { className: "secondary", text: t("createTicketEllipsis"), attrs: { type: "button" } });
     const item = element(
       "li",
       { attrs: { "data-id": String(left.id) } },
       element("p", { className: "meta", text: `${left.skill_group ?? "—"} · ${new Date(left.created_at).toLocaleString()}` }),
       element("p", { className: "text", text: left.content }),
       element("p", { className: "meta", text: left.contact ? t("leftContact", { contact: left.contact }) : t("leftNoContact") }),
-      resolve,
+      element("div", { className: "row" }, resolve, makeTicket),
     );
     resolve.addEventListener("click", () => item.append(resolveForm(left, item)));
+    makeTicket.addEventListener("click", () => item.append(leftTicketForm(left, item)));
     return item;
   });
   $("left-messages").replaceChildren(
@@ -932,7 +1020,7 @@ function resolveForm(left, item) {
     note,
     element("button", { text: t("markCalledBack"), attrs: { type: "submit" } }),
   );
-  item.querySelector("button").hidden = true;
+  item.querySelector(".row").hidden = true;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
@@ -946,6 +1034,25 @@ function resolveForm(left, item) {
   });
   setTimeout(() => note.focus());
   return form;
+}
+
+/** A ticket of a left message (which it resolves): the form under the message. */
+function leftTicketForm(left, item) {
+  item.querySelector(".row").hidden = true;
+  return desk.form({
+    idPrefix: `left-ticket-${left.id}`,
+    path: `/v1/left-messages/${left.id}/ticket`,
+    description: left.content,
+    made: (ticket, form) => {
+      form.remove();
+      ticketMade(ticket);
+      refreshLeftMessages().catch(failed);
+    },
+    cancelled: (form) => {
+      form.remove();
+      item.querySelector(".row").hidden = false;
+    },
+  });
 }
 
 // --- wiring -----------------------------------------------------------------------------------
@@ -972,6 +1079,10 @@ function wire() {
   $("composer-text").addEventListener("blur", () => setTimeout(hideCanned, 150));
   $("note-mode").addEventListener("change", renderChatHead);
   $("close-button").addEventListener("click", closeOpen);
+  $("ticket-button").addEventListener("click", toggleTicketForm);
+  $("tab-conversations").addEventListener("click", () => showView("conversations"));
+  $("tab-tickets").addEventListener("click", () => showView("tickets"));
+  desk.wire();
   $("transfer-button").addEventListener("click", () => {
     $("transfer-form").hidden = !$("transfer-form").hidden;
     if (!$("transfer-form").hidden) $("transfer-agent").focus();
