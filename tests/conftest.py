@@ -159,6 +159,16 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest.fixture
+async def fresh_dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server of the test's own, for a module's `dev_env` where workflow ids come from
+    the database: a ticket's is `ticket-<id>`, every test's database numbers its tickets from
+    1, and another test's ticket 1 may still run on the session's server, its worker gone."""
+    env = await start_dev_server()
+    yield env
+    await env.shutdown()
+
+
 @pytest.fixture(scope="module")
 async def short_history_env() -> AsyncIterator[WorkflowEnvironment]:
     """A dev server that suggests continue-as-new after SHORT_HISTORY history events."""

@@ -67,6 +67,12 @@ escalate_to = "after_sales"
 """
 
 
+@pytest.fixture
+def dev_env(fresh_dev_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """Its ticket workflows on a server of its own (conftest.py's fresh_dev_env says why)."""
+    return fresh_dev_env
+
+
 async def _types(api: ApiClient, ticket_id: int, token: str | None = None) -> list[str]:
     return [event["type"] for event in await api.ticket_events(ticket_id, token)]
 

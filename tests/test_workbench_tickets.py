@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser
 from playwright.async_api import expect as shown
+from temporalio.testing import WorkflowEnvironment
 
 from store.db import Database
 from tests.support.api import APP_KEY, ApiClient, eventually, expect
@@ -41,6 +42,12 @@ first_response = "1s"
 """
 INTERNAL_COMMENT = "Courier says the parcel is at the Pudong depot"
 PUBLIC_COMMENT = "We found your parcel: it ships again tomorrow."
+
+
+@pytest.fixture
+def dev_env(fresh_dev_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """Its ticket workflows on a server of its own (conftest.py's fresh_dev_env says why)."""
+    return fresh_dev_env
 
 
 @pytest.fixture

@@ -197,12 +197,18 @@ def closed_conversation(db: Database, *, content: str, closed_ago: timedelta) ->
 
 
 def close_ticket(db: Database, ticket_id: int, *, closed_ago: timedelta) -> None:
-    """The ticket closed `closed_ago` (written straight to the database: no workflow)."""
+    """The ticket closed `closed_ago`, written straight to the database, and marked told: no
+    worker's reconciler starts its workflow (on the session's dev server a `ticket-<id>` of
+    one test's could stand in another's way)."""
     with db.write() as session:
         session.execute(
             sa.update(Ticket)
             .where(col(Ticket.id) == ticket_id)
-            .values(status=TicketStatus.CLOSED, closed_at=utcnow() - closed_ago)
+            .values(
+                status=TicketStatus.CLOSED,
+                closed_at=utcnow() - closed_ago,
+                told_version=col(Ticket.version),
+            )
         )
 
 
