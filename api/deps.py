@@ -158,7 +158,7 @@ async def principal_at_door(request: Request) -> Principal:
     """The caller, for api.limits.FrontDoor: before any body is read. The Temporal UI's codec
     requests carry a codec ticket in their path instead of a token."""
     services = get_services(request)
-    if match := _CODEC_TICKET_ROUTE.match(request.url.path):
+    if match := _CODEC_TICKET_ROUTE.match(request.scope["path"]):  # no URL object built
         return await codec_ticket_holder(services, match["ticket"])
     return await get_principal(services, await _bearer(request))
 
@@ -329,11 +329,9 @@ async def refuse_unstorable_input(request: Request) -> None:
     """422 for what no store or answer can hold (see _unstorable) in the path, the query or a
     JSON body (an upload's file is bytes: media/inspect.py judges it): it would fail at the
     database, or in the answer echoing it, as a 500 (invariant 7)."""
-    inputs: list[object] = [
-        *map(str, request.path_params.values()),
-        *request.query_params.keys(),
-        *request.query_params.values(),
-    ]
+    inputs: list[object] = [*map(str, request.path_params.values())]
+    if request.scope.get("query_string"):  # most requests have none: nothing to parse
+        inputs += [*request.query_params.keys(), *request.query_params.values()]
     # A multipart body is a file's bytes (an upload: never stored as text, and its stream is
     # the route's to read).
     multipart = request.headers.get("content-type", "").startswith("multipart/")
