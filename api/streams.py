@@ -241,6 +241,18 @@ def _log_changes(
     return newest, keys, current
 
 
+# With no stream open in the process, the watcher only keeps its place, this often: once one
+# opens, its first look reads what moved since (a second of events at most), then every
+# LOG_WATCH_INTERVAL again.
+UNWATCHED_LOOK_INTERVAL = 1.0
+
+
+def look_now(*, watched: bool, placed: bool, since: float) -> bool:
+    """Whether the watcher looks at the log now, `since` seconds after its last look: always
+    while a stream of the process is open, or before it has a place; else once a second."""
+    return watched or not placed or since >= UNWATCHED_LOOK_INTERVAL
+
+
 async def watch_sqlite_log(
     db: Database, hints: EventHints, interval: float = LOG_WATCH_INTERVAL
 ) -> None:
@@ -250,8 +262,14 @@ async def watch_sqlite_log(
     moved). Without it such events waited for each stream's own poll (bench/ B5)."""
     newest: int | None = None
     feeds: dict[str, int] = {}
+    looked = time.monotonic()
     while True:
         await asyncio.sleep(interval)
+        if not look_now(
+            watched=hints.watched, placed=newest is not None, since=time.monotonic() - looked
+        ):
+            continue
+        looked = time.monotonic()
         try:
             # With no stream open here (an API taking messages only), which conversations
             # moved is nobody's business: a look at the newest id alone keeps our place.

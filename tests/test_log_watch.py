@@ -10,7 +10,13 @@ import pytest
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.streams import EventHints, _log_changes, watch_sqlite_log
+from api.streams import (
+    UNWATCHED_LOOK_INTERVAL,
+    EventHints,
+    _log_changes,
+    look_now,
+    watch_sqlite_log,
+)
 from domain.types import EventType
 from store.db import Database
 from store.events import agent_events_after, agent_stream_key, append_event, append_events
@@ -72,6 +78,13 @@ def test_with_no_stream_open_the_watcher_keeps_its_place_and_nothing_more(db: Da
     _transfer_event(db, second)
     _, keys, _ = _log_changes(db, moved, feeds, watched=True)
     assert keys == {second}
+
+
+def test_with_no_stream_open_the_watcher_looks_once_a_second_else_at_every_interval() -> None:
+    assert look_now(watched=True, placed=True, since=0.0)
+    assert look_now(watched=False, placed=False, since=0.0), "no place kept yet"
+    assert not look_now(watched=False, placed=True, since=UNWATCHED_LOOK_INTERVAL / 2)
+    assert look_now(watched=False, placed=True, since=UNWATCHED_LOOK_INTERVAL)
 
 
 def _last_seq(session: Session, conversation_id: str) -> int:
