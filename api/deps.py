@@ -55,7 +55,13 @@ def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+# Every dependency is a coroutine function: FastAPI runs a plain function in the thread pool,
+# a trip to a thread (and back) on every request for what costs nothing on the event loop.
+async def services_of(request: Request) -> Services:
+    return get_services(request)
+
+
+ServicesDep = Annotated[Services, Depends(services_of)]
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -281,7 +287,7 @@ CodecTicketHolder = Annotated[Principal, Depends(codec_ticket_holder)]
 def require(*roles: Role) -> Any:
     """A dependency admitting only these roles (403 for the others)."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.role not in roles:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
@@ -472,7 +478,15 @@ def stream_start(
     return start
 
 
-StreamStart = Annotated[int, Depends(stream_start)]
+async def _stream_start_of(
+    after_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> int:
+    """stream_start, as a dependency (on the event loop: see services_of)."""
+    return stream_start(after_seq, last_event_id)
+
+
+StreamStart = Annotated[int, Depends(_stream_start_of)]
 
 
 def resume_after(after_seq: int, *, newest: int) -> int:
