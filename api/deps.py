@@ -55,7 +55,13 @@ def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+# Every dependency is a coroutine function: FastAPI runs a plain function in the thread pool,
+# a trip to a thread (and back) on every request for what costs nothing on the event loop.
+async def services_of(request: Request) -> Services:
+    return get_services(request)
+
+
+ServicesDep = Annotated[Services, Depends(services_of)]
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -158,7 +164,7 @@ async def principal_at_door(request: Request) -> Principal:
     """The caller, for api.limits.FrontDoor: before any body is read. The Temporal UI's codec
     requests carry a codec ticket in their path instead of a token."""
     services = get_services(request)
-    if match := _CODEC_TICKET_ROUTE.match(request.url.path):
+    if match := _CODEC_TICKET_ROUTE.match(request.scope["path"]):  # no URL object built
         return await codec_ticket_holder(services, match["ticket"])
     return await get_principal(services, await _bearer(request))
 
@@ -281,7 +287,7 @@ CodecTicketHolder = Annotated[Principal, Depends(codec_ticket_holder)]
 def require(*roles: Role) -> Any:
     """A dependency admitting only these roles (403 for the others)."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
+    async def check(principal: CurrentPrincipal) -> Principal:
         if principal.role not in roles:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
@@ -329,11 +335,9 @@ async def refuse_unstorable_input(request: Request) -> None:
     """422 for what no store or answer can hold (see _unstorable) in the path, the query or a
     JSON body (an upload's file is bytes: media/inspect.py judges it): it would fail at the
     database, or in the answer echoing it, as a 500 (invariant 7)."""
-    inputs: list[object] = [
-        *map(str, request.path_params.values()),
-        *request.query_params.keys(),
-        *request.query_params.values(),
-    ]
+    inputs: list[object] = [*map(str, request.path_params.values())]
+    if request.scope.get("query_string"):  # most requests have none: nothing to parse
+        inputs += [*request.query_params.keys(), *request.query_params.values()]
     # A multipart body is a file's bytes (an upload: never stored as text, and its stream is
     # the route's to read).
     multipart = request.headers.get("content-type", "").startswith("multipart/")
@@ -474,7 +478,15 @@ def stream_start(
     return start
 
 
-StreamStart = Annotated[int, Depends(stream_start)]
+async def _stream_start_of(
+    after_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> int:
+    """stream_start, as a dependency (on the event loop: see services_of)."""
+    return stream_start(after_seq, last_event_id)
+
+
+StreamStart = Annotated[int, Depends(_stream_start_of)]
 
 
 def resume_after(after_seq: int, *, newest: int) -> int:

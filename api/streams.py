@@ -14,6 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -125,6 +126,11 @@ class EventHints:
         """After a lost connection to the hint source: every stream re-reads the log."""
         self.wake(*self._subscribers)
 
+    @property
+    def watched(self) -> bool:
+        """Whether any stream of this process holds a key (else a wake reaches nobody)."""
+        return bool(self._subscribers)
+
 
 class StreamSlots:
     """How many streams each holder (a visitor) has open in this process, up to `limit`."""
@@ -218,13 +224,14 @@ LOG_WATCH_INTERVAL = 0.05
 
 
 def _log_changes(
-    db: Database, after_id: int | None, feeds: dict[str, int]
+    db: Database, after_id: int | None, feeds: dict[str, int], *, watched: bool = True
 ) -> tuple[int, set[str], dict[str, int]]:
     """(newest event id, the stream keys with events since `after_id` (None: the first look,
-    no keys), the agents' feed seqs)."""
+    no keys), the agents' feed seqs). Not `watched` (no stream open here): the newest id alone,
+    so the first look once a stream opens finds what changed since, and no more."""
     with db.read() as session:
         newest = newest_event_id(session)
-        if newest == after_id:
+        if newest == after_id or (not watched and after_id is not None):
             return newest, set(), feeds
         current = feed_positions(session)
         if after_id is None:
@@ -232,6 +239,18 @@ def _log_changes(
         keys = conversations_since(session, after_id, newest)
     keys |= {agent_stream_key(agent) for agent, seq in current.items() if feeds.get(agent) != seq}
     return newest, keys, current
+
+
+# With no stream open in the process, the watcher only keeps its place, this often: once one
+# opens, its first look reads what moved since (a second of events at most), then every
+# LOG_WATCH_INTERVAL again.
+UNWATCHED_LOOK_INTERVAL = 1.0
+
+
+def look_now(*, watched: bool, placed: bool, since: float) -> bool:
+    """Whether the watcher looks at the log now, `since` seconds after its last look: always
+    while a stream of the process is open, or before it has a place; else once a second."""
+    return watched or not placed or since >= UNWATCHED_LOOK_INTERVAL
 
 
 async def watch_sqlite_log(
@@ -243,10 +262,20 @@ async def watch_sqlite_log(
     moved). Without it such events waited for each stream's own poll (bench/ B5)."""
     newest: int | None = None
     feeds: dict[str, int] = {}
+    looked = time.monotonic()
     while True:
         await asyncio.sleep(interval)
+        if not look_now(
+            watched=hints.watched, placed=newest is not None, since=time.monotonic() - looked
+        ):
+            continue
+        looked = time.monotonic()
         try:
-            newest, keys, feeds = await run_in_threadpool(_log_changes, db, newest, feeds)
+            # With no stream open here (an API taking messages only), which conversations
+            # moved is nobody's business: a look at the newest id alone keeps our place.
+            newest, keys, feeds = await run_in_threadpool(
+                partial(_log_changes, watched=hints.watched), db, newest, feeds
+            )
         except Exception as exc:  # a locked or unreachable database: the polls carry on
             log.warning("could not look at the event log (%s); trying again in 1s", exc)
             await asyncio.sleep(1)

@@ -34,6 +34,7 @@ from bench.queueing import b7_queueing
 from bench.reference import TASK_QUEUE, Free, InboxState
 from bench.report import Figure, ScenarioResult, latency_figures, ms, percentile
 from bench.stack import Stack, memory_kib
+from bench.steady import b3s_steady_timers, p99_against_reference
 from tests.support.api import AgentLogin, ApiClient, Visit, eventually
 from workflows.gateway import workflow_id
 
@@ -429,6 +430,11 @@ async def b3_timers(config: Config) -> ScenarioResult:
         complete=len(lateness) == conversations,
         note="conversation.closed `at` minus the idle warning's close_at",
     )
+    result.add(
+        p99_against_reference(
+            "auto-close lateness p99 against bare Temporal's", lateness, reference, at_most=0.7
+        )
+    )
     result.add(Figure("auto-close lateness max", ms(max(lateness)), "ms", ms(max(reference))))
     result.add(Figure("idle warning lateness p99", ms(percentile(warning_lateness, 99)), "ms"))
     result.details["deadline_spread_s"] = round(max(deadlines) - min(deadlines), 1)
@@ -768,6 +774,7 @@ SCENARIOS: dict[str, Callable[[Config], Awaitable[ScenarioResult]]] = {
     "B1": b1_ingest,
     "B2": b2_delivery,
     "B3": b3_timers,
+    "B3s": b3s_steady_timers,
     "B4": b4_footprint,
     "B5": b5_assignment,
     "B6": b6_long_conversation,

@@ -10,7 +10,13 @@ import pytest
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.streams import EventHints, watch_sqlite_log
+from api.streams import (
+    UNWATCHED_LOOK_INTERVAL,
+    EventHints,
+    _log_changes,
+    look_now,
+    watch_sqlite_log,
+)
 from domain.types import EventType
 from store.db import Database
 from store.events import agent_events_after, agent_stream_key, append_event, append_events
@@ -51,6 +57,34 @@ async def test_events_another_process_commits_wake_the_streams_of_their_keys(
         assert not await untouched, "a conversation without new events was woken"
     finally:
         watcher.cancel()
+
+
+def _transfer_event(db: Database, conversation_id: str) -> None:
+    with db.write() as session:
+        append_event(session, conversation_id=conversation_id, type=EventType.TRANSFERRED)
+
+
+def test_with_no_stream_open_the_watcher_keeps_its_place_and_nothing_more(db: Database) -> None:
+    # An API process that only takes messages has no stream to wake: which conversations moved
+    # is not read (a look at the newest id alone), and the first look once a stream opens
+    # finds what moved since the place it kept, not before.
+    [first, second] = enqueue_conversations(db, 2)
+    newest, keys, feeds = _log_changes(db, None, {}, watched=False)
+    assert keys == set()
+    _transfer_event(db, first)
+    moved, keys, feeds = _log_changes(db, newest, feeds, watched=False)
+    assert moved > newest, "the place was not kept while nobody watched"
+    assert keys == set(), "unwatched, the moved conversations were read all the same"
+    _transfer_event(db, second)
+    _, keys, _ = _log_changes(db, moved, feeds, watched=True)
+    assert keys == {second}
+
+
+def test_with_no_stream_open_the_watcher_looks_once_a_second_else_at_every_interval() -> None:
+    assert look_now(watched=True, placed=True, since=0.0)
+    assert look_now(watched=False, placed=False, since=0.0), "no place kept yet"
+    assert not look_now(watched=False, placed=True, since=UNWATCHED_LOOK_INTERVAL / 2)
+    assert look_now(watched=False, placed=True, since=UNWATCHED_LOOK_INTERVAL)
 
 
 def _last_seq(session: Session, conversation_id: str) -> int:
