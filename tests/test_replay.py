@@ -202,6 +202,34 @@ async def transferred_to_an_agent_who_answers_in_time(system: System, skip: Skip
     return cid
 
 
+@scenario("idle_timeout", "expired", groups=FIRST_REPLY_IN_2_MINUTES)
+async def both_sides_chatting(system: System, skip: Skip) -> str:
+    """Messages in every stage a message can meet while active: the visitor's before the first
+    reply, the agent's further ones while the countdown runs and after its warning."""
+    _agent_id, agent, cid, visitor = await _active(system)
+
+    async def say(token: str, content: str) -> None:  # each message a workflow task of its own
+        await system.workflow(cid, seen=await system.say(cid, token, content))
+
+    await say(visitor, "Hello?")
+    await say(visitor, "Is anyone there?")
+    await say(agent, "Hello, one moment")
+    await say(agent, "Looking it up")
+    await skip(60)
+    await say(agent, "Found it")  # the warning is due 3 minutes after this one
+    await say(visitor, "Thanks")
+    await say(visitor, "And the invoice?")
+    await say(agent, "Sent")
+    await say(agent, "Anything else?")
+    await skip(185)
+    await system.wait_for_event(cid, visitor, "conversation.idle_warning")
+    await say(agent, "Still there?")  # the close is off, a warning due again
+    await skip(400)
+    await system.wait_for_event(cid, visitor, "rating.invited")
+    await skip(3700)
+    return cid
+
+
 @scenario(
     "overflow",
     "none",
