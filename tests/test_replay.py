@@ -48,6 +48,7 @@ from workflows.patches import (
     AGENT_WROTE_BEFORE_ACTIVE,
     DEPRECATED,
     LOCAL_ACTIVITIES,
+    MESSAGE_DECISIONS,
     PATCH_IDS,
 )
 
@@ -57,8 +58,9 @@ RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
 # 238e4fa, whose flow had no stage; v4: with the stages (only the continued conversation, whose
 # input carries one: the other inputs are fresh starts, as in v3); v5: requests answered before
 # continue-as-new (the continued conversation, which reaches that patch) and the close at the
-# group's closing (only the scenario that takes it).
-VERSION = "v5"
+# group's closing (only the scenario that takes it); v6: messages that decide nothing cost no
+# command (only the scenario whose messages meet a countdown and a first reply due).
+VERSION = "v6"
 
 Skip = Callable[[float], Awaitable[None]]
 FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
@@ -446,6 +448,7 @@ def test_every_patch_is_in_a_recorded_history() -> None:
 OLD_BRANCHES = {
     LOCAL_ACTIVITIES: "agent_closed_rated.v1",
     AGENT_WROTE_BEFORE_ACTIVE: "agent_wrote_with_its_assignment.v2",
+    MESSAGE_DECISIONS: "both_sides_chatting.v5",
 }
 
 
