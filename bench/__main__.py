@@ -57,8 +57,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _wanted(only: str) -> list[str]:
+    """The scenarios `--only` names, whatever their case (B1c, b1)."""
+    keys = {key.upper(): key for key in SCENARIOS}
+    names = [name.strip().upper() for name in only.split(",") if name.strip()]
+    return [keys.get(name, name) for name in names]
+
+
 async def _run(args: argparse.Namespace) -> list[ScenarioResult]:
-    wanted = [name.strip().upper() for name in args.only.split(",") if name.strip()]
+    wanted = _wanted(args.only)
     unknown = sorted(set(wanted) - set(SCENARIOS))
     if unknown:
         raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -90,7 +97,7 @@ async def _run(args: argparse.Namespace) -> list[ScenarioResult]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.report:
-        wanted = [name.strip().upper() for name in args.only.split(",") if name.strip()]
+        wanted = _wanted(args.only)
         results = read_results(args.results, wanted or list(SCENARIOS))
     else:
         results = asyncio.run(_run(args))
