@@ -58,7 +58,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _wanted(only: str) -> list[str]:
-    """The scenarios named, as SCENARIOS spells them (B3s), whatever the case given."""
+    """The scenarios named, as SCENARIOS spells them (B1c, B3s), whatever the case given."""
     known = {name.upper(): name for name in SCENARIOS}
     names = [name.strip() for name in only.split(",") if name.strip()]
     return [known.get(name.upper(), name.upper()) for name in names]

@@ -30,6 +30,7 @@ from bench.api import (
     start_conversations,
     wait_all_assigned,
 )
+from bench.chat import b1c_chat
 from bench.queueing import b7_queueing
 from bench.reference import TASK_QUEUE, Free, InboxState
 from bench.report import Figure, ScenarioResult, latency_figures, ms, percentile
@@ -772,6 +773,7 @@ async def b6_long_conversation(config: Config) -> ScenarioResult:
 
 SCENARIOS: dict[str, Callable[[Config], Awaitable[ScenarioResult]]] = {
     "B1": b1_ingest,
+    "B1c": b1c_chat,
     "B2": b2_delivery,
     "B3": b3_timers,
     "B3s": b3s_steady_timers,

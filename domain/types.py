@@ -335,6 +335,9 @@ class IdleCountdown:
     armed_at: datetime | None = None
     # idle_close_after as the policy said when the countdown started (its warning_at likewise).
     close_after_s: float | None = None
+    # idle_warning_after likewise: a further agent message moves `armed_at` (and the seq) on, and
+    # the warning's timer, when it fires, re-arms for `armed_at` + this (no timer per message).
+    warning_after_s: float | None = None
     warning_at: datetime | None = None
     warned: bool = False  # for older code only: the stage says it (workflows/patches.py)
     close_at: datetime | None = None
@@ -381,6 +384,10 @@ class ConversationFlow:
     last_activity_at: datetime | None = None
     closed_at: datetime | None = None
     countdown: IdleCountdown = field(default_factory=IdleCountdown)
+    # The idle countdown's durations as the policy said when last read, and when (a countdown
+    # that starts soon after reads them from here: no local activity for each one).
+    idle_timeouts: Timeouts | None = None
+    idle_timeouts_read_at: datetime | None = None
     rating_status: str = RatingStatus.NONE
     rating_expires_at: datetime | None = None
     rating: RatingSubmission | None = None

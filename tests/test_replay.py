@@ -48,6 +48,7 @@ from workflows.patches import (
     AGENT_WROTE_BEFORE_ACTIVE,
     DEPRECATED,
     LOCAL_ACTIVITIES,
+    MESSAGE_DECISIONS,
     PATCH_IDS,
 )
 
@@ -57,8 +58,9 @@ RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
 # 238e4fa, whose flow had no stage; v4: with the stages (only the continued conversation, whose
 # input carries one: the other inputs are fresh starts, as in v3); v5: requests answered before
 # continue-as-new (the continued conversation, which reaches that patch) and the close at the
-# group's closing (only the scenario that takes it).
-VERSION = "v5"
+# group's closing (only the scenario that takes it); v6: messages that decide nothing cost no
+# command (only the scenario whose messages meet a countdown and a first reply due).
+VERSION = "v6"
 
 Skip = Callable[[float], Awaitable[None]]
 FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
@@ -198,6 +200,34 @@ async def transferred_to_an_agent_who_answers_in_time(system: System, skip: Skip
     await skip(60)
     await system.post_message(cid, second, "Hello, I take it from here")
     await _post(system, f"/v1/conversations/{cid}/close", visitor, {})
+    await skip(3700)
+    return cid
+
+
+@scenario("idle_timeout", "expired", groups=FIRST_REPLY_IN_2_MINUTES)
+async def both_sides_chatting(system: System, skip: Skip) -> str:
+    """Messages in every stage a message can meet while active: the visitor's before the first
+    reply, the agent's further ones while the countdown runs and after its warning."""
+    _agent_id, agent, cid, visitor = await _active(system)
+
+    async def say(token: str, content: str) -> None:  # each message a workflow task of its own
+        await system.workflow(cid, seen=await system.say(cid, token, content))
+
+    await say(visitor, "Hello?")
+    await say(visitor, "Is anyone there?")
+    await say(agent, "Hello, one moment")
+    await say(agent, "Looking it up")
+    await skip(60)
+    await say(agent, "Found it")  # the warning is due 3 minutes after this one
+    await say(visitor, "Thanks")
+    await say(visitor, "And the invoice?")
+    await say(agent, "Sent")
+    await say(agent, "Anything else?")
+    await skip(185)
+    await system.wait_for_event(cid, visitor, "conversation.idle_warning")
+    await say(agent, "Still there?")  # the close is off, a warning due again
+    await skip(400)
+    await system.wait_for_event(cid, visitor, "rating.invited")
     await skip(3700)
     return cid
 
@@ -418,6 +448,7 @@ def test_every_patch_is_in_a_recorded_history() -> None:
 OLD_BRANCHES = {
     LOCAL_ACTIVITIES: "agent_closed_rated.v1",
     AGENT_WROTE_BEFORE_ACTIVE: "agent_wrote_with_its_assignment.v2",
+    MESSAGE_DECISIONS: "both_sides_chatting.v5",
 }
 
 

@@ -42,11 +42,16 @@ signals, updates and timers move it on, only thus:
     AWAITING_FIRST_REPLY  first-reply timer                     QUEUED | ASSIGNED (not to them)
     AWAITING_FIRST_REPLY  first-reply timer, their reply stored COUNTING_DOWN | VISITOR_WROTE_LAST
                           (the requeue declined)                (as the newest message says)
-    AWAITING_FIRST_REPLY  visitor message                       AWAITING_FIRST_REPLY
-    active *              agent message                         COUNTING_DOWN (afresh)
+    AWAITING_FIRST_REPLY  visitor message                       AWAITING_FIRST_REPLY (nothing done)
+    COUNTING_DOWN         agent message                         COUNTING_DOWN, its timer running
+                                                                on (it re-arms when it fires)
+    active *              agent message (in other stages)       COUNTING_DOWN (afresh)
+    VISITOR_WROTE_LAST    visitor message                       VISITOR_WROTE_LAST (nothing done)
     VISITOR_WROTE_LAST,
     COUNTING_DOWN, WARNED visitor message                       VISITOR_WROTE_LAST
     COUNTING_DOWN         idle warning timer                    WARNED, the warning pushed
+    COUNTING_DOWN         idle warning timer, a newer agent     COUNTING_DOWN, the timer re-armed
+                          message heard of                      from that message
     COUNTING_DOWN         idle warning timer, a newer message   as that message's signal
                           stored meanwhile (the warning declined)
     WARNED                auto-close timer                      CLOSED idle_timeout
@@ -71,6 +76,11 @@ taken as in an active conversation (the database says active once the record com
 decision taken because nothing happened (the timers') is declined by its activity when
 something newer is stored (invariant 8): the workflow then goes on as that fact's lost signal
 would have had it (`_resume_from`).
+
+A message signal is a decision only where it changes the side that wrote last (or is the
+agent's first reply): only then may it cost a command (a timer started or cancelled; the policy
+read at most once a minute). Any other message updates the flow alone: no activity, upsert,
+details or timer (bench/ B1c counts them; tests/test_message_decisions.py).
 """
 
 from __future__ import annotations
@@ -130,6 +140,7 @@ from workflows.patches import (
     CLOSE_AT_CLOSING,
     FIRST_REPLY_AFTER_TRANSFER,
     LOCAL_ACTIVITIES,
+    MESSAGE_DECISIONS,
     REQUESTS_FIRST,
     read_older_flags,
     write_older_flags,
@@ -142,6 +153,9 @@ _ACTIVITY_TIMEOUT = timedelta(seconds=30)
 _BOT_TIMEOUT = timedelta(minutes=3)
 # What an activity found when it declined a decision taken because nothing happened.
 _DECLINED = (NEWER_MESSAGE, ASSIGNED_MEANWHILE)
+# A countdown that starts within this of the last policy read takes the durations read then.
+_POLICY_FRESH = timedelta(minutes=1)
+_LEAST_TIMER_S = 0.001
 
 
 class ConversationMachine:
@@ -160,6 +174,10 @@ class ConversationMachine:
 
     async def _live(self) -> str:
         """Every stage in turn, to the close and the rating: the close reason."""
+        # Decided once a run, in its first task (a run older code began keeps its commands to
+        # its end; the marker before any local activity: the SDK's query replay trips on a
+        # patch first met after one in the same task).
+        self._message_decisions()
         while True:
             self._refuse_transfer_out_of_turn()
             match self.flow.stage:
@@ -474,18 +492,62 @@ class ConversationMachine:
             case Stage.AWAITING_FIRST_REPLY | Stage.VISITOR_WROTE_LAST:
                 await workflow.wait_condition(moved)
             case Stage.COUNTING_DOWN:
-                timeouts = await self._timeouts()
-                assert countdown.armed_at is not None
-                countdown.warning_at = countdown.armed_at + timedelta(
-                    seconds=timeouts.idle_warning_after_s
-                )
-                countdown.close_after_s = timeouts.idle_close_after_s
-                if not await self._sleep_until(countdown.warning_at, moved):
+                armed_for = countdown.agent_message_seq
+                warning_at = await self._arm(countdown)
+                if not await self._sleep_until(warning_at, moved) and await self._warning_due(
+                    countdown, armed_for, moved
+                ):
                     await self._send_idle_warning(countdown)
             case Stage.WARNED:
                 assert countdown.close_at is not None
                 if not await self._sleep_until(countdown.close_at, moved):
                     await self._close_idle(countdown)
+
+    async def _arm(self, countdown: IdleCountdown) -> datetime:
+        """When the countdown's warning is due: its newest agent message + idle_warning_after,
+        the durations the policy gave when the countdown started."""
+        if not self._message_decisions():
+            # Older code read the policy each time the countdown (re)started.
+            timeouts = await self._timeouts()
+            countdown.warning_after_s = timeouts.idle_warning_after_s
+            countdown.close_after_s = timeouts.idle_close_after_s
+        elif countdown.warning_after_s is None or countdown.close_after_s is None:
+            timeouts = await self._idle_timeouts()
+            countdown.warning_after_s = timeouts.idle_warning_after_s
+            countdown.close_after_s = timeouts.idle_close_after_s
+        countdown.warning_at = _warning_at(countdown)
+        return countdown.warning_at
+
+    async def _warning_due(
+        self, countdown: IdleCountdown, armed_for: int, moved: Callable[[], bool]
+    ) -> bool:
+        """The warning's timer fired: the warning is due, unless the agent wrote again
+        meanwhile; then a timer re-armed for their newest message (always one, however near:
+        the time a message's signal was taken in is not one a replay reproduces, when that task
+        gave no command). False if something ended the wait first."""
+        while countdown.agent_message_seq != armed_for:
+            armed_for = countdown.agent_message_seq
+            countdown.warning_at = _warning_at(countdown)
+            self._describe()  # the supervisor sees the timer that is about to run
+            remaining = (countdown.warning_at - workflow.now()).total_seconds()
+            try:
+                await workflow.wait_condition(moved, timeout=max(remaining, _LEAST_TIMER_S))
+            except TimeoutError:
+                pass
+            if moved():
+                return False
+        return True
+
+    async def _idle_timeouts(self) -> Timeouts:
+        """The idle countdown's durations: read from the policy, or as read less than
+        `_POLICY_FRESH` ago (one read for the countdowns of a lively chat)."""
+        flow = self.flow
+        read_at = flow.idle_timeouts_read_at
+        now = workflow.now()  # before the local activity: its result may come in a later task
+        if flow.idle_timeouts is None or read_at is None or now - read_at >= _POLICY_FRESH:
+            flow.idle_timeouts = await self._timeouts()
+            flow.idle_timeouts_read_at = now
+        return flow.idle_timeouts
 
     async def _close_idle(self, countdown: IdleCountdown) -> None:
         """WARNED, auto-close timer → CLOSED idle_timeout, unless a message newer than the
@@ -565,12 +627,13 @@ class ConversationMachine:
             # Conversations from before read the policy again here, a local activity of its own.
             close_after_s = (await self._timeouts()).idle_close_after_s
         close_at = workflow.now() + timedelta(seconds=close_after_s)
+        warned_after_seq = countdown.agent_message_seq
         try:
             told = await self._activity(
                 "send_idle_warning",
                 IdleWarningInput(
                     conversation_id=self.flow.conversation_id,
-                    agent_message_seq=countdown.agent_message_seq,
+                    agent_message_seq=warned_after_seq,
                     close_at=close_at,
                     idle_close_after_s=close_after_s,
                 ),
@@ -580,8 +643,16 @@ class ConversationMachine:
             if self.flow.countdown is countdown:  # else a newer message's signal came meanwhile
                 self._resume_from(_declined(exc))
             return
-        if self.flow.countdown is countdown:  # no newer message meanwhile
-            self._enter(Stage.WARNED)
+        if self.flow.countdown is countdown and countdown.agent_message_seq == warned_after_seq:
+            self._enter(Stage.WARNED)  # no newer message meanwhile
+        elif self.flow.countdown is countdown:
+            # The agent wrote again while the warning went out: count down afresh from that.
+            self.flow.countdown = IdleCountdown(
+                agent_message_seq=countdown.agent_message_seq,
+                armed_at=countdown.armed_at,
+                warning_after_s=countdown.warning_after_s,
+                close_after_s=countdown.close_after_s,
+            )
         # Close when the warning said: later than planned if it went out late (retried through
         # a database outage), so the visitor gets the whole time. (None: an older worker.)
         countdown.close_at = datetime.fromisoformat(told) if isinstance(told, str) else close_at
@@ -665,17 +736,25 @@ class ConversationMachine:
     # --- what the handlers do (workflows/conversation.py) --------------------------------
 
     def _take_message(self, message: MessagePosted) -> None:
-        """A message was stored: the latest one decides what the idle countdown does."""
+        """A message was stored: the latest one decides what the idle countdown does. Only a
+        change of the side that wrote last, or the agent's first reply, is a decision; any other
+        message is taken into the flow alone."""
         flow = self.flow
         if message.seq <= flow.last_message_seq or message.sender_role == Role.BOT:
             # A duplicate, or older than what we already know: the latest message decides. The
             # bot's own messages are its activity's, which the workflow heard the seqs of.
             return
+        before = (flow.stage, flow.last_message_role)
         flow.last_message_seq = message.seq
         flow.last_message_role = message.sender_role
         flow.last_activity_at = workflow.now()
         by_agent = message.sender_role == Role.AGENT
         match flow.stage:
+            case Stage.COUNTING_DOWN if by_agent and self._message_decisions():
+                # The countdown runs on: when its timer fires it re-arms from this message.
+                flow.countdown.agent_message_seq = message.seq
+                flow.countdown.armed_at = workflow.now()
+                return
             case (
                 Stage.AWAITING_FIRST_REPLY
                 | Stage.VISITOR_WROTE_LAST
@@ -686,9 +765,11 @@ class ConversationMachine:
                     agent_message_seq=message.seq, armed_at=workflow.now()
                 )
                 self._enter(Stage.COUNTING_DOWN)
+            case Stage.AWAITING_FIRST_REPLY | Stage.VISITOR_WROTE_LAST if self._message_decisions():
+                return  # the visitor again: nothing to decide
             case Stage.AWAITING_FIRST_REPLY:
-                # The agent still owes the first reply; a new countdown object wakes the wait,
-                # which waits again for the same deadline.
+                # Older code: a new countdown object woke the wait, which waited again for the
+                # same deadline (a timer cancelled and started afresh).
                 flow.countdown = IdleCountdown()
             case Stage.VISITOR_WROTE_LAST | Stage.COUNTING_DOWN | Stage.WARNED:
                 flow.countdown = IdleCountdown()
@@ -705,7 +786,8 @@ class ConversationMachine:
                 flow.countdown = IdleCountdown(
                     agent_message_seq=message.seq, armed_at=workflow.now()
                 )
-        self._describe()
+        if (flow.stage, flow.last_message_role) != before or not self._message_decisions():
+            self._describe()
 
     def _take_agent(self, assigned: AgentAssigned) -> None:
         """The dispatcher gave the conversation an agent."""
@@ -860,7 +942,15 @@ class ConversationMachine:
         flow.last_message_seq = max(flow.last_message_seq, seq)
         flow.last_message_role = sender_role
         if sender_role == Role.AGENT:
-            flow.countdown = IdleCountdown(agent_message_seq=seq, armed_at=workflow.now())
+            known = flow.countdown
+            armed_at = workflow.now()
+            if (
+                seq == known.agent_message_seq
+                and known.armed_at is not None
+                and self._message_decisions()
+            ):
+                armed_at = known.armed_at  # its signal came: counted from when it did
+            flow.countdown = IdleCountdown(agent_message_seq=seq, armed_at=armed_at)
             self._enter(Stage.COUNTING_DOWN)
         else:
             flow.countdown = IdleCountdown()
@@ -880,6 +970,11 @@ class ConversationMachine:
             ok=False, reason=f"the conversation is {gone}: not transferred"
         )
         flow.transfer_request = None
+
+    def _message_decisions(self) -> bool:
+        """Messages decide only where the side that wrote last changes (conversations that
+        began under older code keep its commands: workflows/patches.py)."""
+        return workflow.patched(MESSAGE_DECISIONS)
 
     def _continue_as_new_due(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()
@@ -918,6 +1013,12 @@ def _declined(exc: ActivityError | ApplicationError) -> ApplicationError:
     if isinstance(failure, ApplicationError) and failure.type in _DECLINED:
         return failure
     raise exc
+
+
+def _warning_at(countdown: IdleCountdown) -> datetime:
+    """When the idle warning is due: the newest agent message's time + idle_warning_after."""
+    assert countdown.armed_at is not None and countdown.warning_after_s is not None
+    return countdown.armed_at + timedelta(seconds=countdown.warning_after_s)
 
 
 def _reason_for(request: CloseRequest) -> str:

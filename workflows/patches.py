@@ -43,6 +43,7 @@ LOCAL_ACTIVITIES = "local-activities"
 AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
 REQUESTS_FIRST = "requests-first"
 CLOSE_AT_CLOSING = "close-at-closing"
+MESSAGE_DECISIONS = "message-decisions"
 
 _STARTED_BEFORE = "no conversation started before {} was deployed is open"
 
@@ -91,6 +92,17 @@ PATCHES = (
             "closing): it still does, whatever its group's on_closing"
         ),
         retire_when=_STARTED_BEFORE.format("the on_closing policy"),
+    ),
+    Compatibility(
+        MESSAGE_DECISIONS,
+        added="2026-12-02 (a signal per message, and nothing else per message)",
+        older=(
+            "every further agent message restarted the idle countdown (the policy read again, "
+            "its timer cancelled and started afresh) and every visitor message before the first "
+            "reply restarted the first-reply timer for the same deadline"
+        ),
+        retire_when=_STARTED_BEFORE.format("message-decisions")
+        + " (then delete tests/histories/both_sides_chatting.v5.json)",
     ),
 )
 PATCH_IDS = frozenset(patch.name for patch in PATCHES)

@@ -62,6 +62,9 @@ def pending_timers(flow: ConversationFlow) -> dict[str, datetime]:
                 timers[GROUP_CLOSING] = flow.group_closes_at
         case Stage.AWAITING_FIRST_REPLY:
             timers[FIRST_REPLY] = flow.first_reply_due_at
+        case Stage.COUNTING_DOWN if countdown.armed_at and countdown.warning_after_s is not None:
+            # Due from the newest agent message (the timer re-arms for it when it fires).
+            timers[IDLE_WARNING] = countdown.armed_at + timedelta(seconds=countdown.warning_after_s)
         case Stage.COUNTING_DOWN:
             timers[IDLE_WARNING] = countdown.warning_at
         case Stage.WARNED:
