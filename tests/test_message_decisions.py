@@ -117,7 +117,7 @@ async def test_a_message_costs_its_signal_and_a_flip_one_timer(chat: Chat) -> No
     assert _kinds(await handle.fetch_history(), before) == {
         "signals": len(sides),
         "timers started": 3,  # one for each flip to the agent; none for a further message
-        "local activities": 1,  # the policy's durations, once for the lively chat
+        "local activities": 3,  # the policy's durations, as each countdown starts
     }
 
 

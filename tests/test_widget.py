@@ -304,6 +304,11 @@ async def test_a_network_drop_and_a_reload_lose_and_double_nothing_then_the_chat
             routing=CALLBACK_ROUTING,
         )
         expect(await api.reload_policy(), 200)
+        # (The countdown running since Alice's message keeps its durations: a further message
+        # of hers does not restart it. The visitor's answer ends it; her next starts one anew.)
+        await widget.fill("#message", "Yes, still here")
+        await widget.press("#message", "Enter")
+        await shows(bench, "#transcript", "Yes, still here")
         await agent_sends(bench, "Anything else?")
         await shows(widget, "#transcript .system.warning", "Still there? This chat closes in")
         await shows(bench, "#transcript .system", "Still there? This chat closes in")

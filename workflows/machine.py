@@ -154,7 +154,9 @@ _BOT_TIMEOUT = timedelta(minutes=3)
 # What an activity found when it declined a decision taken because nothing happened.
 _DECLINED = (NEWER_MESSAGE, ASSIGNED_MEANWHILE)
 # A countdown that starts within this of the last policy read takes the durations read then.
-_POLICY_FRESH = timedelta(minutes=1)
+# Zero: every countdown reads the policy as it starts (an ops edit applies to the next one, as
+# the README promises); a read per flip to the agent is what B1c pays above its 1.2 target.
+_POLICY_FRESH = timedelta(0)
 _LEAST_TIMER_S = 0.001
 
 
