@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -104,6 +105,59 @@ async def wait_all_assigned(api: ApiClient, agents: list[AgentLogin], count: int
         return await group_load(api) - baseline + held >= count
 
     await eventually(assigned, timeout=60 + count * 0.2, what=f"{count} assignments", every=1)
+
+
+async def wait_all_idle_closed(api: ApiClient, count: int, *, timeout: float, every: float) -> None:
+    """Until the groups have `count` idle auto-closes today (the monitor's figure: one request
+    however many conversations)."""
+
+    async def all_closed() -> bool:
+        monitor = await api.monitor()
+        closes = sum(group["auto_closes_today"] for group in monitor["skill_groups"])
+        return bool(closes >= count)
+
+    await eventually(all_closed, timeout=timeout, what="every idle auto-close", every=every)
+
+
+def timestamp(value: str) -> float:
+    """An ISO 8601 time of the API's, as Unix seconds."""
+    return datetime.fromisoformat(value).timestamp()
+
+
+@dataclass
+class IdleLateness:
+    """Per auto-closed conversation: how late its close came after the warning's close_at,
+    that close_at, and how late the warning came after the agent's newest message."""
+
+    closes: list[float] = field(default_factory=list)
+    deadlines: list[float] = field(default_factory=list)
+    warnings: list[float] = field(default_factory=list)
+
+
+async def idle_lateness(
+    api: ApiClient, visits: list[Visit], *, warning_after: float
+) -> IdleLateness:
+    """Read each conversation's events: its idle warning and its idle_timeout close."""
+    found = IdleLateness()
+
+    async def collect(visit: Visit) -> None:
+        events = await api.events(visit.conversation_id)
+        by_type = {event["type"]: event for event in events}
+        warning = by_type["conversation.idle_warning"]
+        closed = by_type["conversation.closed"]
+        assert closed["data"]["close_reason"] == "idle_timeout"
+        close_at = timestamp(warning["data"]["close_at"])
+        found.deadlines.append(close_at)
+        found.closes.append(timestamp(closed["at"]) - close_at)
+        agent_message = max(
+            (e for e in events if e["type"] == "message.created"), key=lambda e: e["seq"]
+        )
+        found.warnings.append(
+            timestamp(warning["at"]) - (timestamp(agent_message["at"]) + warning_after)
+        )
+
+    await gather_limited([lambda v=v: collect(v) for v in visits], 16)
+    return found
 
 
 # --- Server-Sent Events ---------------------------------------------------------------------

@@ -19,20 +19,15 @@ import random
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bench.api import AgentStream, agent_feed_seq, client, create_agents, gather_limited
+from bench.api import AgentStream, agent_feed_seq, client, create_agents, gather_limited, timestamp
 from bench.report import Figure, ScenarioResult, percentile
 from domain.queueing import erlang_c, mmc_mean_wait
 from tests.support.api import AgentLogin, ApiClient
 
 if TYPE_CHECKING:  # bench/scenarios.py registers this scenario: no import back at run time
     from bench.scenarios import Config
-
-
-def _iso(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 @dataclass
@@ -80,7 +75,7 @@ async def _agent(api: ApiClient, day: Day, agent: AgentLogin, stream: AgentStrea
             if response.status_code == 200:
                 day.handled.append(time.time() - heard)
 
-        task = asyncio.create_task(serve(event["conversation_id"], _iso(event["at"])))
+        task = asyncio.create_task(serve(event["conversation_id"], timestamp(event["at"])))
         day.closing.add(task)
         task.add_done_callback(day.closing.discard)
 
@@ -94,11 +89,11 @@ async def _read_outcome(api: ApiClient, visit: Visit) -> None:
     """The first queue.position_changed (the estimate at enqueue) and the assignment."""
     for event in await api.events(visit.conversation_id):
         if event["type"] == "queue.position_changed" and visit.told_at is None:
-            visit.told_at = _iso(event["at"])
+            visit.told_at = timestamp(event["at"])
             visit.position = event["data"]["position"]
             visit.estimate = event["data"]["estimated_wait"]
         elif event["type"] == "conversation.assigned" and visit.assigned_at is None:
-            visit.assigned_at = _iso(event["at"])
+            visit.assigned_at = timestamp(event["at"])
 
 
 def _floor_mdape(positions: list[int], rng: random.Random) -> float | None:

@@ -25,10 +25,12 @@ from bench.api import (
     client,
     create_agents,
     gather_limited,
+    idle_lateness,
     post_message,
     poster,
     start_conversations,
     wait_all_assigned,
+    wait_all_idle_closed,
 )
 from bench.chat import b1c_chat
 from bench.queueing import b7_queueing
@@ -67,10 +69,6 @@ class Config:
 
 def _at(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["at"]).timestamp()
-
-
-def _iso(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 async def quiet(stack: Stack, *, names: tuple[str, ...], timeout: float = 120) -> float:
@@ -373,38 +371,15 @@ async def b3_timers(config: Config) -> ScenarioResult:
         result.details["arming_seconds"] = round(time.monotonic() - began, 1)
         mark = stack.cpu()
 
-        async def all_closed() -> bool:
-            monitor = await api.monitor()
-            closes = sum(group["auto_closes_today"] for group in monitor["skill_groups"])
-            return bool(closes >= conversations)
-
-        await eventually(
-            all_closed,
+        await wait_all_idle_closed(
+            api,
+            conversations,
             timeout=warning_after + close_after + 120 + conversations * 0.5,
-            what="every idle auto-close",
             every=1,
         )
         result.details["product_cpu"] = stack.cpu_between(mark, stack.cpu(), per=conversations)
-
-        lateness: list[float] = []
-        warning_lateness: list[float] = []
-        deadlines: list[float] = []
-
-        async def collect(visit: Visit) -> None:
-            events = await api.events(visit.conversation_id)
-            by_type = {event["type"]: event for event in events}
-            warning = by_type["conversation.idle_warning"]
-            closed = by_type["conversation.closed"]
-            assert closed["data"]["close_reason"] == "idle_timeout"
-            close_at = _iso(warning["data"]["close_at"])
-            deadlines.append(close_at)
-            lateness.append(_at(closed) - close_at)
-            agent_message = max(
-                (e for e in events if e["type"] == "message.created"), key=lambda e: e["seq"]
-            )
-            warning_lateness.append(_at(warning) - (_at(agent_message) + warning_after))
-
-        await gather_limited([lambda v=v: collect(v) for v in visits], 16)
+        late = await idle_lateness(api, visits, warning_after=warning_after)
+        lateness, warning_lateness, deadlines = late.closes, late.warnings, late.deadlines
         await quiet(stack, names=("worker", "dev server"))
 
         # Reference: as many minimal workflows sleeping to one deadline, then an activity.

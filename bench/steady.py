@@ -16,21 +16,21 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bench.api import (
     client,
     create_agents,
-    gather_limited,
+    idle_lateness,
     post_message,
     poster,
     start_conversations,
     wait_all_assigned,
+    wait_all_idle_closed,
 )
 from bench.reference import TASK_QUEUE
 from bench.report import Figure, ScenarioResult, latency_figures, ms, percentile
-from tests.support.api import AgentLogin, Visit, eventually
+from tests.support.api import AgentLogin, Visit
 
 if TYPE_CHECKING:  # bench.scenarios imports this module
     from bench.scenarios import Config
@@ -58,10 +58,6 @@ def p99_against_reference(
         passed=ratio <= at_most,
         note="the product's p99 over bare Temporal's p99, same dev server, same run",
     )
-
-
-def _at(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 async def _paced(count: int, rate: float, job: Callable[[int], Awaitable[Any]]) -> list[Any]:
@@ -123,37 +119,15 @@ async def b3s_steady_timers(config: Config) -> ScenarioResult:
         mark = stack.cpu()
         await _paced(conversations, RATE, agent_writes)
 
-        async def all_closed() -> bool:
-            monitor = await api.monitor()
-            closes = sum(group["auto_closes_today"] for group in monitor["skill_groups"])
-            return bool(closes >= conversations)
-
-        await eventually(
-            all_closed,
+        await wait_all_idle_closed(
+            api,
+            conversations,
             timeout=WARNING_AFTER_S + CLOSE_AFTER_S + 120 + conversations * 0.5,
-            what="every idle auto-close",
             every=0.5,
         )
         result.details["product_cpu"] = stack.cpu_between(mark, stack.cpu(), per=conversations)
-
-        lateness: list[float] = []
-        warning_lateness: list[float] = []
-
-        async def collect(visit: Visit) -> None:
-            events = await api.events(visit.conversation_id)
-            by_type = {event["type"]: event for event in events}
-            warning = by_type["conversation.idle_warning"]
-            closed = by_type["conversation.closed"]
-            assert closed["data"]["close_reason"] == "idle_timeout"
-            lateness.append(_at(closed["at"]) - _at(warning["data"]["close_at"]))
-            agent_message = max(
-                (e for e in events if e["type"] == "message.created"), key=lambda e: e["seq"]
-            )
-            warning_lateness.append(
-                _at(warning["at"]) - (_at(agent_message["at"]) + WARNING_AFTER_S)
-            )
-
-        await gather_limited([lambda v=v: collect(v) for v in visits], 16)
+        late = await idle_lateness(api, visits, warning_after=WARNING_AFTER_S)
+        lateness, warning_lateness = late.closes, late.warnings
         await quiet(stack, names=("worker", "dev server"))
 
         # Reference: minimal workflows started at the same rate, each sleeping warning + close.

@@ -384,10 +384,6 @@ class ConversationFlow:
     last_activity_at: datetime | None = None
     closed_at: datetime | None = None
     countdown: IdleCountdown = field(default_factory=IdleCountdown)
-    # The idle countdown's durations as the policy said when last read, and when (a countdown
-    # that starts soon after reads them from here: no local activity for each one).
-    idle_timeouts: Timeouts | None = None
-    idle_timeouts_read_at: datetime | None = None
     rating_status: str = RatingStatus.NONE
     rating_expires_at: datetime | None = None
     rating: RatingSubmission | None = None

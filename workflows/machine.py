@@ -153,10 +153,6 @@ _ACTIVITY_TIMEOUT = timedelta(seconds=30)
 _BOT_TIMEOUT = timedelta(minutes=3)
 # What an activity found when it declined a decision taken because nothing happened.
 _DECLINED = (NEWER_MESSAGE, ASSIGNED_MEANWHILE)
-# A countdown that starts within this of the last policy read takes the durations read then.
-# Zero: every countdown reads the policy as it starts (an ops edit applies to the next one, as
-# the README promises); a read per flip to the agent is what B1c pays above its 1.2 target.
-_POLICY_FRESH = timedelta(0)
 _LEAST_TIMER_S = 0.001
 
 
@@ -507,14 +503,11 @@ class ConversationMachine:
 
     async def _arm(self, countdown: IdleCountdown) -> datetime:
         """When the countdown's warning is due: its newest agent message + idle_warning_after,
-        the durations the policy gave when the countdown started."""
-        if not self._message_decisions():
-            # Older code read the policy each time the countdown (re)started.
+        the durations the policy gave when the countdown started (read then: an ops edit
+        applies to the next countdown; older code read them each time it restarted)."""
+        unread = countdown.warning_after_s is None or countdown.close_after_s is None
+        if unread or not self._message_decisions():
             timeouts = await self._timeouts()
-            countdown.warning_after_s = timeouts.idle_warning_after_s
-            countdown.close_after_s = timeouts.idle_close_after_s
-        elif countdown.warning_after_s is None or countdown.close_after_s is None:
-            timeouts = await self._idle_timeouts()
             countdown.warning_after_s = timeouts.idle_warning_after_s
             countdown.close_after_s = timeouts.idle_close_after_s
         countdown.warning_at = _warning_at(countdown)
@@ -539,17 +532,6 @@ class ConversationMachine:
             if moved():
                 return False
         return True
-
-    async def _idle_timeouts(self) -> Timeouts:
-        """The idle countdown's durations: read from the policy, or as read less than
-        `_POLICY_FRESH` ago (one read for the countdowns of a lively chat)."""
-        flow = self.flow
-        read_at = flow.idle_timeouts_read_at
-        now = workflow.now()  # before the local activity: its result may come in a later task
-        if flow.idle_timeouts is None or read_at is None or now - read_at >= _POLICY_FRESH:
-            flow.idle_timeouts = await self._timeouts()
-            flow.idle_timeouts_read_at = now
-        return flow.idle_timeouts
 
     async def _close_idle(self, countdown: IdleCountdown) -> None:
         """WARNED, auto-close timer → CLOSED idle_timeout, unless a message newer than the
