@@ -821,7 +821,9 @@ async def test_a_close_sent_again_answers_as_the_first_did(
     way (its answer lost to a 503, say) or once it is done, even after the workflow has ended,
     it answers as the first did. Anyone else's close is refused, whoever shares the closer's
     id: here an agent whose id is the admin's closes, and the admin may not pass for them."""
-    system = await make_system(dev_env, rating_window="1s")
+    # Long enough for the three closes of the rating phase on a loaded machine (with 1 s the
+    # visitor's token could end before its close: 401, not 409), short enough to wait out.
+    system = await make_system(dev_env, rating_window="5s")
     _, agent = await system.create_agent("admin")
     cid, visitor = await system.start_conversation()
     await system.wait_for_state(cid, visitor, "active", timeout=60)
