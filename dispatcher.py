@@ -124,7 +124,7 @@ class Reconciler:
         meter: MetricMeter | None = None,
     ) -> None:
         self.db = db
-        self.gateway = ConversationGateway(client)
+        self.gateway = ConversationGateway(client, policy=policy.current)
         self.tickets = TicketGateway(self.gateway, task_queue=task_queue)
         self.client = client
         self.policy = policy

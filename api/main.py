@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         db.create_schema()
         hints = EventHints()
         policy = PolicySource(settings.policy)
-        conversations = ConversationGateway(temporal, settings=settings)
+        conversations = ConversationGateway(temporal, settings=settings, policy=policy.current)
         route_webhooks(db, policy.current)  # the events it writes go into the outbox too
         app.state.services = Services(
             settings=settings,

@@ -265,6 +265,10 @@ class MessagePosted:
     message_id: int
     seq: int
     sender_role: str
+    # An agent's message carries the policy's idle durations as the sender's process read them
+    # (a countdown it starts needs no read of its own); None from older senders, and for others.
+    idle_warning_after_s: float | None = None
+    idle_close_after_s: float | None = None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.types import EventType
 from tests.support.backends import on_sqlite_alone
+from tests.support.policy import write_policy
 from tests.support.system import StartSystem, System
 from workflows.gateway import workflow_id
 
@@ -116,9 +117,59 @@ async def test_a_message_costs_its_signal_and_a_flip_one_timer(chat: Chat) -> No
 
     assert _kinds(await handle.fetch_history(), before) == {
         "signals": len(sides),
-        "timers started": 3,  # one for each flip to the agent; none for a further message
-        "local activities": 3,  # the policy's durations, as each countdown starts
+        # The first flip's; it runs on through the visitor's turns (the chat is quicker than
+        # the idle warning), and the agent's messages bring the policy's durations (no read).
+        "timers started": 1,
     }
+
+
+async def test_a_policy_edit_applies_to_the_next_countdown_whatever_timer_runs_on(
+    chat: Chat,
+) -> None:
+    """The countdown's timer runs on through the visitor's turn, yet each countdown warns at
+    its own durations: a timer that would fire too late for a shortened warning is replaced,
+    one that fires too early for a lengthened one re-arms."""
+    system = chat.system
+    _agent_id, agent = await system.create_agent()
+    cid, visitor = await system.start_conversation()
+    await system.wait_for_state(cid, visitor, "active")
+
+    def warning_after(seconds: int) -> None:
+        write_policy(
+            system.policy_path,
+            idle_warning_after=f"{seconds}s",
+            idle_close_after=POLICY["idle_close_after"],
+            groups=POLICY["groups"],
+        )
+
+    async def at(elapsed: int) -> None:  # seconds since the agent's first reply
+        nonlocal now
+        await system.env.sleep(elapsed - now)
+        now = elapsed
+
+    now = 0
+    await system.say(cid, agent, "Hello")  # warning due at 90 s
+    await at(10)
+    await system.say(cid, visitor, "Hi")  # the timer runs on
+    warning_after(30)
+    await at(20)
+    shortened = await system.say(cid, agent, "Your parcel left today")  # due at 50 s, not 90
+    await at(55)
+    warned = [(EventType.IDLE_WARNING, shortened)]
+    await _decisions_are(system, cid, warned, "the shortened warning, at its own time")
+
+    await at(60)
+    await system.say(cid, agent, "Are you there?")  # a countdown of 30 s: its timer due at 90
+    await at(65)
+    await system.say(cid, visitor, "Yes")
+    warning_after(120)
+    await at(70)
+    lengthened = await system.say(cid, agent, "Good")  # due at 190: the timer re-arms at 90
+    await at(180)
+    await _decisions_are(system, cid, warned, "no warning when the earlier timer fired")
+    await at(195)
+    warned.append((EventType.IDLE_WARNING, lengthened))
+    await _decisions_are(system, cid, warned, "the lengthened warning, at its own time")
 
 
 # --- what messages decide: the model ----------------------------------------------------------
@@ -189,6 +240,15 @@ async def _decided(system: System, cid: str) -> list[Decision]:
     return decided
 
 
+async def _decisions_are(system: System, cid: str, expected: list[Decision], when: str) -> None:
+    """What is due falls due in the test's sleep; its activity writes it in real time."""
+    waited = 0.0
+    while (decided := await _decided(system, cid)) != expected and waited < 10:
+        await asyncio.sleep(0.05)
+        waited += 0.05
+    assert decided == expected, when
+
+
 async def _play(chat: Chat, steps: Steps) -> None:
     system = chat.system
     # A fresh agent for each interleaving (the least loaded, so likely the one who takes it).
@@ -201,13 +261,7 @@ async def _play(chat: Chat, steps: Steps) -> None:
         if step:
             await system.env.sleep(STEP)
             model.time_passes(step)
-        # What is due falls due in the sleep; its activity writes it in real time.
-        expected = list(model.decisions)
-        waited = 0.0
-        while (decided := await _decided(system, cid)) != expected and waited < 10:
-            await asyncio.sleep(0.05)
-            waited += 0.05
-        assert decided == expected, f"step {step} of {steps}"
+        await _decisions_are(system, cid, model.decisions, f"step {step} of {steps}")
         if model.over:
             break
         for side in burst:

@@ -47,6 +47,7 @@ from workflows.gateway import workflow_id
 from workflows.patches import (
     AGENT_WROTE_BEFORE_ACTIVE,
     DEPRECATED,
+    IDLE_TIMER_RUNS_ON,
     LOCAL_ACTIVITIES,
     MESSAGE_DECISIONS,
     PATCH_IDS,
@@ -59,8 +60,10 @@ RECORD = os.environ.get("SWITCHBOARD_RECORD_HISTORIES") == "1"
 # input carries one: the other inputs are fresh starts, as in v3); v5: requests answered before
 # continue-as-new (the continued conversation, which reaches that patch) and the close at the
 # group's closing (only the scenario that takes it); v6: messages that decide nothing cost no
-# command (only the scenario whose messages meet a countdown and a first reply due).
-VERSION = "v6"
+# command (only the scenario whose messages meet a countdown and a first reply due); v7: the
+# idle countdown's timer runs on through the visitor's turn, the agent's messages bring the
+# policy's durations (that scenario again).
+VERSION = "v7"
 
 Skip = Callable[[float], Awaitable[None]]
 FIRST_REPLY_IN_2_MINUTES = '[[skill_groups]]\nname = "general"\nagent_first_reply_timeout = "2m"\n'
@@ -449,6 +452,7 @@ OLD_BRANCHES = {
     LOCAL_ACTIVITIES: "agent_closed_rated.v1",
     AGENT_WROTE_BEFORE_ACTIVE: "agent_wrote_with_its_assignment.v2",
     MESSAGE_DECISIONS: "both_sides_chatting.v5",
+    IDLE_TIMER_RUNS_ON: "both_sides_chatting.v6",
 }
 
 

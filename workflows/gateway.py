@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TypeVar
 
@@ -41,6 +42,7 @@ from domain.types import (
     ConversationState,
     MessagePosted,
     RatingSubmission,
+    Role,
     TicketChanged,
     TicketFlow,
     TransferRequest,
@@ -69,13 +71,21 @@ class ConversationGateway:
     """Calls into conversation workflows. Made with a connected client (the worker, tests) or
     with the settings to connect at first use (the API starts, and says so, while Temporal is
     down). Every call raises `EngineUnavailable` when the engine cannot take it,
-    `ConversationEnded` when the workflow has finished, `UpdateRejected` when it refused."""
+    `ConversationEnded` when the workflow has finished, `UpdateRejected` when it refused.
+    With `policy`, an agent's message carries the idle durations an idle countdown needs."""
 
-    def __init__(self, client: Client | None = None, *, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        settings: Settings | None = None,
+        policy: Callable[[], Policy] | None = None,
+    ) -> None:
         if client is None and settings is None:
             raise ValueError("a connected client, or the settings to connect with")
         self._client = client
         self._settings = settings
+        self._policy = policy
         self._lock = asyncio.Lock()
 
     async def client(self) -> Client:
@@ -132,6 +142,15 @@ class ConversationGateway:
     # --- signals: they return once the Temporal server has accepted them --------------------
 
     async def post_message(self, conversation_id: str, message: MessagePosted) -> None:
+        if message.sender_role == Role.AGENT and self._policy is not None:
+            # The policy file as this process read it: as fresh as the worker's (each process
+            # re-reads it when it changes), and the countdown it starts reads nothing more.
+            timeouts = self._policy().timeouts
+            message = replace(
+                message,
+                idle_warning_after_s=timeouts.idle_warning_after.total_seconds(),
+                idle_close_after_s=timeouts.idle_close_after.total_seconds(),
+            )
         await self._signal(conversation_id, ConversationWorkflow.message_posted, message)
 
     async def assign_agent(self, conversation_id: str, agent_id: str) -> None:

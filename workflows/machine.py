@@ -78,14 +78,19 @@ something newer is stored (invariant 8): the workflow then goes on as that fact'
 would have had it (`_resume_from`).
 
 A message signal is a decision only where it changes the side that wrote last (or is the
-agent's first reply): only then may it cost a command (a timer started or cancelled; the policy
-read at most once a minute). Any other message updates the flow alone: no activity, upsert,
-details or timer (bench/ B1c counts them; tests/test_message_decisions.py).
+agent's first reply). Any other message updates the flow alone: no activity, upsert, details or
+timer (bench/ B1c counts them; tests/test_message_decisions.py). Even a change of side costs
+little: the agent's message carries the policy's idle durations (no read), and the idle
+countdown's timer runs on through the visitor's turn: when the agent writes again before it
+fires, it serves the new countdown, which it re-arms from the newest agent message when it
+fires. A conversation pays for about one timer per idle warning's worth of chatting.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -139,6 +144,7 @@ from workflows.patches import (
     AGENT_WROTE_BEFORE_ACTIVE,
     CLOSE_AT_CLOSING,
     FIRST_REPLY_AFTER_TRANSFER,
+    IDLE_TIMER_RUNS_ON,
     LOCAL_ACTIVITIES,
     MESSAGE_DECISIONS,
     REQUESTS_FIRST,
@@ -156,6 +162,16 @@ _DECLINED = (NEWER_MESSAGE, ASSIGNED_MEANWHILE)
 _LEAST_TIMER_S = 0.001
 
 
+@dataclass
+class _IdleTimer:
+    """The idle countdown's timer, which runs on through the visitor's turn: it was started for
+    the agent message `armed_for`, to fire `warning_after_s` after it."""
+
+    task: asyncio.Task[None]
+    armed_for: int
+    warning_after_s: float
+
+
 class ConversationMachine:
     """The conversation's state machine: `flow` is all its state (what continue-as-new
     carries on). The workflow class adds the handlers."""
@@ -169,6 +185,7 @@ class ConversationMachine:
         flow.customer_id = ""  # an older API's input named the customer: not carried on
         self.flow = flow
         self._transfer_result: TransferResult | None = None
+        self._idle_timer: _IdleTimer | None = None
 
     async def _live(self) -> str:
         """Every stage in turn, to the close and the rating: the close reason."""
@@ -176,6 +193,7 @@ class ConversationMachine:
         # its end; the marker before any local activity: the SDK's query replay trips on a
         # patch first met after one in the same task).
         self._message_decisions()
+        self._timer_runs_on()
         while True:
             self._refuse_transfer_out_of_turn()
             match self.flow.stage:
@@ -489,6 +507,10 @@ class ConversationMachine:
                     await self._requeue_unanswered()
             case Stage.AWAITING_FIRST_REPLY | Stage.VISITOR_WROTE_LAST:
                 await workflow.wait_condition(moved)
+            case Stage.COUNTING_DOWN if self._timer_runs_on():
+                await self._arm(countdown)
+                if await self._idle_timer_fired(countdown, moved):
+                    await self._send_idle_warning(countdown)
             case Stage.COUNTING_DOWN:
                 armed_for = countdown.agent_message_seq
                 warning_at = await self._arm(countdown)
@@ -503,8 +525,9 @@ class ConversationMachine:
 
     async def _arm(self, countdown: IdleCountdown) -> datetime:
         """When the countdown's warning is due: its newest agent message + idle_warning_after,
-        the durations the policy gave when the countdown started (read then: an ops edit
-        applies to the next countdown; older code read them each time it restarted)."""
+        the durations the policy gave when the countdown started (its agent message brought
+        them, or they are read now: an ops edit applies to the next countdown; older code read
+        them each time it restarted)."""
         unread = countdown.warning_after_s is None or countdown.close_after_s is None
         if unread or not self._message_decisions():
             timeouts = await self._timeouts()
@@ -512,6 +535,43 @@ class ConversationMachine:
             countdown.close_after_s = timeouts.idle_close_after_s
         countdown.warning_at = _warning_at(countdown)
         return countdown.warning_at
+
+    async def _idle_timer_fired(self, countdown: IdleCountdown, moved: Callable[[], bool]) -> bool:
+        """Wait for the warning's time: True when it has come for the countdown's newest agent
+        message, False if something ended the wait first (the timer runs on). A timer still
+        running from an earlier countdown serves when it fires no later than this one's warning
+        (its durations no longer: decided on durations and the order of messages, never on
+        clock readings, which a replay need not reproduce); once it fires for an older message
+        a timer is started for the newest (always one, however near)."""
+        warning_after_s = countdown.warning_after_s
+        assert warning_after_s is not None  # armed
+        while True:
+            timer = self._idle_timer
+            if timer is not None and (timer.task.done() or timer.warning_after_s > warning_after_s):
+                if not timer.task.done():
+                    timer.task.cancel()  # the policy was shortened since: it would fire late
+                timer = self._idle_timer = None
+            if timer is None:
+                warning_at = _warning_at(countdown)
+                remaining = max((warning_at - workflow.now()).total_seconds(), _LEAST_TIMER_S)
+                timer = self._idle_timer = _IdleTimer(
+                    task=asyncio.create_task(asyncio.sleep(remaining)),
+                    armed_for=countdown.agent_message_seq,
+                    warning_after_s=warning_after_s,
+                )
+            self._describe()  # the supervisor sees the timer that is about to run
+            running = timer.task
+            await workflow.wait_condition(lambda running=running: running.done() or moved())
+            if moved():
+                return False
+            self._idle_timer = None
+            if timer.armed_for == countdown.agent_message_seq:
+                return True
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.task.cancel()
+            self._idle_timer = None
 
     async def _warning_due(
         self, countdown: IdleCountdown, armed_for: int, moved: Callable[[], bool]
@@ -686,6 +746,7 @@ class ConversationMachine:
         flow.close_reason = reason
         flow.closed_at = workflow.now()
         flow.countdown = IdleCountdown()
+        self._stop_idle_timer()
         self._publish()
 
     async def _rating_phase(self) -> None:
@@ -748,6 +809,10 @@ class ConversationMachine:
                 flow.countdown = IdleCountdown(
                     agent_message_seq=message.seq, armed_at=workflow.now()
                 )
+                if self._timer_runs_on():
+                    # The durations its sender read (None from an older one: read them then).
+                    flow.countdown.warning_after_s = message.idle_warning_after_s
+                    flow.countdown.close_after_s = message.idle_close_after_s
                 self._enter(Stage.COUNTING_DOWN)
             case Stage.AWAITING_FIRST_REPLY | Stage.VISITOR_WROTE_LAST if self._message_decisions():
                 return  # the visitor again: nothing to decide
@@ -959,6 +1024,11 @@ class ConversationMachine:
         """Messages decide only where the side that wrote last changes (conversations that
         began under older code keep its commands: workflows/patches.py)."""
         return workflow.patched(MESSAGE_DECISIONS)
+
+    def _timer_runs_on(self) -> bool:
+        """The idle countdown's timer runs on through the visitor's turn, and an agent's message
+        brings the countdown its durations (runs older code began keep theirs)."""
+        return workflow.patched(IDLE_TIMER_RUNS_ON)
 
     def _continue_as_new_due(self) -> bool:
         return workflow.info().is_continue_as_new_suggested()

@@ -44,6 +44,7 @@ AGENT_WROTE_BEFORE_ACTIVE = "agent-wrote-before-active"
 REQUESTS_FIRST = "requests-first"
 CLOSE_AT_CLOSING = "close-at-closing"
 MESSAGE_DECISIONS = "message-decisions"
+IDLE_TIMER_RUNS_ON = "idle-timer-runs-on"
 
 _STARTED_BEFORE = "no conversation started before {} was deployed is open"
 
@@ -103,6 +104,16 @@ PATCHES = (
         ),
         retire_when=_STARTED_BEFORE.format("message-decisions")
         + " (then delete tests/histories/both_sides_chatting.v5.json)",
+    ),
+    Compatibility(
+        IDLE_TIMER_RUNS_ON,
+        added="2026-12-02 (a timer per idle countdown, not per turn)",
+        older=(
+            "the visitor's answer cancelled the idle countdown's timer and the agent's next "
+            "message started another, after a local activity read the policy"
+        ),
+        retire_when=_STARTED_BEFORE.format("idle-timer-runs-on")
+        + " (then delete tests/histories/both_sides_chatting.v6.json)",
     ),
 )
 PATCH_IDS = frozenset(patch.name for patch in PATCHES)
