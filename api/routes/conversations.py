@@ -108,10 +108,11 @@ from store.lifecycle import transfer_took_effect
 from store.messages import (
     ConversationClosed,
     ConversationNotActive,
+    MessageRecord,
     NotYourConversation,
     store_message,
 )
-from store.models import Conversation, Message, utcnow
+from store.models import Conversation, utcnow
 from store.notes import add_note, add_transfer_note
 from store.rates import RateLimited
 
@@ -301,8 +302,9 @@ async def get_conversation(
     )
 
 
-def _message_public(message: Message, attachment: dict[str, Any] | None = None) -> MessagePublic:
-    assert message.id is not None
+def _message_public(
+    message: MessageRecord, attachment: dict[str, Any] | None = None
+) -> MessagePublic:
     return MessagePublic(
         attachment=None if attachment is None else AttachmentPublic(**attachment),
         id=message.id,
@@ -381,7 +383,6 @@ async def _store_and_tell(
             limited.retry_after,
         ) from None
     message = stored.message
-    assert message.id is not None
     if stored.created:
         # In the log from here on (a stream that polls may show it already): wake this
         # process's streams now, not after the workflow's signal (most of a POST's time).
