@@ -310,7 +310,15 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
-def _unstorable(value: object) -> str | None:
+def suspect_body(body: bytes) -> bool:
+    """Whether a JSON body may hold what `unstorable` refuses, so it is worth parsing to look:
+    the escape of NUL or of a surrogate, or more opening brackets than the depth allowed."""
+    return bool(_SUSPECT_ESCAPE.search(body)) or (
+        body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
+    )
+
+
+def unstorable(value: object) -> str | None:
     """Why a decoded JSON value cannot be taken (None: it can), walked without recursion: the
     nesting is the client's to choose. U+0000 and lone surrogates in any string, key or value
     (PostgreSQL text cannot hold NUL; no database, log line or JSON answer can hold a lone
@@ -332,7 +340,7 @@ def _unstorable(value: object) -> str | None:
 
 
 async def refuse_unstorable_input(request: Request) -> None:
-    """422 for what no store or answer can hold (see _unstorable) in the path, the query or a
+    """422 for what no store or answer can hold (see unstorable) in the path, the query or a
     JSON body (an upload's file is bytes: media/inspect.py judges it): it would fail at the
     database, or in the answer echoing it, as a 500 (invariant 7)."""
     inputs: list[object] = [*map(str, request.path_params.values())]
@@ -343,7 +351,7 @@ async def refuse_unstorable_input(request: Request) -> None:
     multipart = request.headers.get("content-type", "").startswith("multipart/")
     if request.method in ("POST", "PUT", "PATCH") and not multipart:
         body = await request.body()  # cached: the route reads the same bytes
-        if _SUSPECT_ESCAPE.search(body) or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+        if suspect_body(body):
             try:
                 inputs.append(json.loads(body))
             except RecursionError:
@@ -353,7 +361,7 @@ async def refuse_unstorable_input(request: Request) -> None:
             except ValueError:
                 pass  # not JSON: the route's own validation answers
     for value in inputs:
-        if (reason := _unstorable(value)) is not None:
+        if (reason := unstorable(value)) is not None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=reason)
 
 

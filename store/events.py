@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from domain.types import Audience, ConversationState, EventType
+from store.db import Prepared
 from store.models import AgentEvent, AgentFeed, Conversation, Event, Message, utcnow
 from store.webhooks import enqueue_conversation_event
 
@@ -38,7 +38,7 @@ def agent_stream_key(agent_id: str) -> str:
 
 # Built once: a statement's cache key is worked out once per object (every message writes
 # with these, so building them afresh each time was a good part of an API's CPU per message).
-_NEXT_SEQ = (
+_NEXT_SEQ = Prepared(
     sa.update(Conversation)
     .where(col(Conversation.id) == sa.bindparam("of_conversation"))
     .values(last_seq=col(Conversation.last_seq) + 1)
@@ -46,6 +46,14 @@ _NEXT_SEQ = (
 )
 _INSERT_EVENT = sa.insert(Event).returning(col(Event.id))
 _INSERT_AGENT_EVENT = sa.insert(AgentEvent)
+# A conversation's event in an agent's feed (the entry points at the event).
+_INSERT_FEED_ENTRY = Prepared(
+    sa.insert(AgentEvent).values(
+        agent_id=sa.bindparam("agent_id"),
+        seq=sa.bindparam("seq"),
+        event_id=sa.bindparam("event_id"),
+    )
+)
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :key)")
 _FIND_EVENT = sa.select(*Event.__table__.columns).where(  # type: ignore[attr-defined]
     col(Event.conversation_id) == sa.bindparam("of_conversation"),
@@ -56,13 +64,12 @@ _FIND_EVENT = sa.select(*Event.__table__.columns).where(  # type: ignore[attr-de
 def next_seq(connection: sa.Connection, conversation_id: str) -> tuple[int, str | None]:
     """Hand out the next seq, and say who holds the conversation at this point of the
     transaction. The row lock taken here orders concurrent writers."""
-    row = connection.execute(_NEXT_SEQ, {"of_conversation": conversation_id}).one_or_none()
+    row = _NEXT_SEQ(connection, {"of_conversation": conversation_id}).one_or_none()
     if row is None:
         raise ConversationNotFound(conversation_id)
     return row[0], row[1]
 
 
-@lru_cache
 def _next_agent_seq_statement(dialect: str) -> sa.Executable:
     insert = (postgresql if dialect == "postgresql" else sqlite).insert(AgentFeed)
     return (
@@ -75,10 +82,12 @@ def _next_agent_seq_statement(dialect: str) -> sa.Executable:
     )
 
 
+_NEXT_AGENT_SEQ = Prepared(_next_agent_seq_statement)
+
+
 def next_agent_seq(connection: sa.Connection, agent_id: str) -> int:
     """The next seq of an agent's feed. The feed row is the last lock any writer takes."""
-    statement = _next_agent_seq_statement(connection.dialect.name)
-    return connection.execute(statement, {"of_agent": agent_id}).scalar_one()
+    return _NEXT_AGENT_SEQ(connection, {"of_agent": agent_id}).scalar_one()
 
 
 def append_event(
@@ -112,6 +121,51 @@ def append_event(
         ).first()
         if existing is not None:
             return Event(**existing._asdict())
+    written = write_event(
+        connection,
+        conversation_id=conversation_id,
+        type=type,
+        data=data,
+        staff_data=staff_data,
+        audience=audience,
+        dedupe_key=dedupe_key,
+        at=at,
+        also_to_agents=also_to_agents,
+    )
+    return Event(id=written.id, **written.row)
+
+
+@dataclass(frozen=True)
+class WrittenEvent:
+    """An event as written: its id and its row (no ORM object made: the message's hot path
+    needs its seq and time alone)."""
+
+    id: int
+    row: dict[str, Any]
+
+    @property
+    def seq(self) -> int:
+        return self.row["seq"]
+
+    @property
+    def at(self) -> datetime:
+        return self.row["at"]
+
+
+def write_event(
+    connection: sa.Connection,
+    *,
+    conversation_id: str,
+    type: str,
+    data: dict[str, Any] | None = None,
+    staff_data: dict[str, Any] | None = None,
+    audience: Audience = Audience.ALL,
+    dedupe_key: str | None = None,
+    at: datetime | None = None,
+    also_to_agents: Iterable[str | None] = (),
+) -> WrittenEvent:
+    """append_event's writing, on a connection, without its dedupe look-up: the next seq, the
+    event, its outbox rows, its feed entries and (PostgreSQL) the hints."""
     seq, holder = next_seq(connection, conversation_id)
     row = {
         "conversation_id": conversation_id,
@@ -123,7 +177,7 @@ def append_event(
         "dedupe_key": dedupe_key,
         "at": at or utcnow(),
     }
-    event = Event(id=connection.execute(_INSERT_EVENT, row).scalar_one(), **row)
+    event = WrittenEvent(connection.execute(_INSERT_EVENT, row).scalar_one(), row)
     enqueue_conversation_event(
         connection,
         conversation_id=conversation_id,
@@ -136,8 +190,8 @@ def append_event(
     )
     agents = sorted({agent for agent in (holder, *also_to_agents) if agent is not None})
     for agent_id in agents:
-        connection.execute(
-            _INSERT_AGENT_EVENT,
+        _INSERT_FEED_ENTRY(
+            connection,
             {
                 "agent_id": agent_id,
                 "seq": next_agent_seq(connection, agent_id),
@@ -253,8 +307,8 @@ def append_events(
     for event_id, conversation_id in inserted:
         holder = holders[conversation_id]
         if holder is not None:
-            connection.execute(
-                _INSERT_AGENT_EVENT,
+            _INSERT_FEED_ENTRY(
+                connection,
                 {
                     "agent_id": holder,
                     "seq": next_agent_seq(connection, holder),

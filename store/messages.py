@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,8 +19,8 @@ from store.attachments import (
     sent_with,
     take_for_message,
 )
-from store.db import Database
-from store.events import ConversationClosed, ConversationNotFound, append_event
+from store.db import Database, Prepared
+from store.events import ConversationClosed, ConversationNotFound, write_event
 from store.models import Conversation, Message, utcnow
 from store.rates import check_rate
 
@@ -37,18 +37,41 @@ class ConversationNotActive(Exception):
 
 
 @dataclass(frozen=True)
+class MessageRecord:
+    """A stored message's row, as its columns are (no ORM object: every message makes one)."""
+
+    id: int
+    conversation_id: str
+    seq: int
+    sender_role: str
+    sender_id: str
+    client_message_id: str
+    type: str
+    content: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class StoredMessage:
-    message: Message
+    message: MessageRecord
     created: bool
     holder: str | None = None  # the agent holding the conversation when it was stored
     attachment: dict[str, Any] | None = None  # what it carries (attachment_public)
 
 
 # Built once (a statement's cache key is worked out once per object): every message runs these.
-_LOCK_CONVERSATION = (
+_LOCK_CONVERSATION = Prepared(
     sa.select(col(Conversation.state), col(Conversation.agent_id))
     .where(col(Conversation.id) == sa.bindparam("of_conversation"))
     .with_for_update()
+)
+# Whether the sender stored this message before (then _FIND reads it, times and all).
+_STORED_BEFORE = Prepared(
+    sa.select(col(Message.id)).where(
+        col(Message.conversation_id) == sa.bindparam("of_conversation"),
+        col(Message.sender_id) == sa.bindparam("of_sender"),
+        col(Message.client_message_id) == sa.bindparam("of_client_message"),
+    )
 )
 _FIND = sa.select(*Message.__table__.columns).where(  # type: ignore[attr-defined]
     col(Message.conversation_id) == sa.bindparam("of_conversation"),
@@ -81,22 +104,24 @@ def store_message(
     video or file carries `attachment_id`: one its sender uploaded here and has not sent yet
     (else AttachmentNotUsable), its metadata in the event."""
     with db.write_connection() as connection:
-        row = connection.execute(_LOCK_CONVERSATION, {"of_conversation": conversation_id}).first()
+        row = _LOCK_CONVERSATION(connection, {"of_conversation": conversation_id}).first()
         if row is None:
             raise ConversationNotFound(conversation_id)
         state, agent_id = row
         if sender_role == Role.AGENT and agent_id != sender_id:
             raise NotYourConversation(conversation_id)
-        existing = connection.execute(
-            _FIND,
-            {
-                "of_conversation": conversation_id,
-                "of_sender": sender_id,
-                "of_client_message": client_message_id,
-            },
-        ).first()
+        this_message = {
+            "of_conversation": conversation_id,
+            "of_sender": sender_id,
+            "of_client_message": client_message_id,
+        }
+        existing = (
+            connection.execute(_FIND, this_message).first()
+            if _STORED_BEFORE(connection, this_message).first() is not None
+            else None
+        )
         if existing is not None:
-            message = Message(**existing._asdict())
+            message = MessageRecord(**existing._asdict())
             carried = (
                 attachment_of_message(connection, conversation_id=conversation_id, seq=message.seq)
                 if message.type in ATTACHED_TYPES
@@ -133,7 +158,7 @@ def store_message(
             )
             carried = attachment_public(taken)
             data["attachment"] = carried  # what it is and where: never its content
-        event = append_event(
+        event = write_event(
             connection,
             conversation_id=conversation_id,
             type=EventType.MESSAGE_CREATED,
@@ -143,19 +168,17 @@ def store_message(
         )
         if attachment_id is not None:
             sent_with(connection, attachment_id, event.seq)
-        message = Message(
-            conversation_id=conversation_id,
-            seq=event.seq,
-            sender_role=sender_role,
-            sender_id=sender_id,
-            client_message_id=client_message_id,
-            type=type,
-            content=content,
-            created_at=event.at,
-        )
-        message.id = connection.execute(
-            _INSERT_MESSAGE, message.model_dump(exclude={"id"})
-        ).scalar_one()
+        row = {
+            "conversation_id": conversation_id,
+            "seq": event.seq,
+            "sender_role": sender_role,
+            "sender_id": sender_id,
+            "client_message_id": client_message_id,
+            "type": type,
+            "content": content,
+            "created_at": event.at,
+        }
+        message = MessageRecord(id=connection.execute(_INSERT_MESSAGE, row).scalar_one(), **row)
     return StoredMessage(message, created=True, holder=agent_id, attachment=carried)
 
 

@@ -9,10 +9,20 @@ import inspect
 from collections.abc import Iterator
 from typing import Any
 
+import fastapi.routing
+import pytest
+import sqlalchemy as sa
+from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from api.main import create_app
+from store.assignment import dispatch
+from store.db import Database
+from store.messages import store_message
+from tests.support.api import bearer
+from tests.support.data import add_agent, enqueue_conversations
+from tests.support.system import System
 
 
 def _calls(dependant: Dependant) -> Iterator[Any]:
@@ -37,3 +47,98 @@ def test_no_dependency_of_any_route_runs_in_the_thread_pool() -> None:
         if not _on_the_event_loop(call)
     }
     assert not in_threads, "dependencies run in the thread pool:\n" + "\n".join(sorted(in_threads))
+
+
+async def test_a_common_message_post_solves_no_dependencies(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A visitor's or an agent's message to their own conversation (every chat's hot path)
+    goes around FastAPI's dependency solving (api/routes/conversations.py); anything else
+    about it (here, a query) goes the usual way. Both answer the same."""
+    solved: list[str] = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counted(*, request: Request, **kwargs: Any) -> Any:
+        solved.append(request.url.path)
+        return await solve(request=request, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    cid, visitor = await system.start_conversation()
+    path = f"/v1/conversations/{cid}/messages"
+    solved.clear()
+
+    first = await system.post_message(cid, visitor, "Where is my parcel?", "msg-1")
+    again = await system.post_message(cid, visitor, "Where is my parcel?", "msg-1")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    too_long = await system.post_message(
+        cid, visitor, "x" * (system.settings.max_message_chars + 1)
+    )
+    assert too_long.status_code == 413
+    assert solved == []
+
+    usual = await system.http.post(
+        path,
+        params={"unused": "1"},
+        headers=bearer(visitor),
+        json={"client_message_id": "msg-2", "content": "Hello?"},
+    )
+    assert usual.status_code == 201, usual.text
+    assert solved == [path]
+    assert usual.json().keys() == first.json().keys()
+    assert usual.json()["seq"] > first.json()["seq"]
+    usual_again = await system.http.post(
+        path,
+        params={"unused": "1"},
+        headers=bearer(visitor),
+        json={"client_message_id": "msg-1", "content": "Where is my parcel?"},
+    )
+    assert (usual_again.status_code, usual_again.json()) == (200, first.json())
+    usual_too_long = await system.http.post(
+        path,
+        params={"unused": "1"},
+        headers=bearer(visitor),
+        json={
+            "client_message_id": "msg-3",
+            "content": "x" * (system.settings.max_message_chars + 1),
+        },
+    )
+    assert (usual_too_long.status_code, usual_too_long.json()) == (413, too_long.json())
+
+
+def test_a_new_message_compiles_only_the_statements_with_times_or_json(db: Database) -> None:
+    """A message's transaction runs its statements of plain text and integers (the lock, the
+    repeat look-up, the next seq, the agent feed's seq and entry) as prepared SQL: SQLAlchemy
+    compiles (works out a cache key for) only the rate count, the event and the message, whose
+    times and JSON its types convert."""
+    add_agent(db, "alice", max_concurrent=1)
+    [conversation_id] = enqueue_conversations(db, 1)
+    assert [made.agent_id for made in dispatch(db, ["general"])] == ["alice"]
+    compiled: list[str] = []
+    prepared: list[str] = []
+
+    def seen(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        word = statement.split()[0]
+        # Not the hints (PostgreSQL's) nor SQLite's BEGIN IMMEDIATE: the transaction's own.
+        if "pg_notify" not in statement and word != "BEGIN":
+            (prepared if context.compiled is None else compiled).append(word)
+
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        stored = store_message(
+            db,
+            conversation_id=conversation_id,
+            sender_role="visitor",
+            sender_id=f"visitor:{conversation_id}",
+            client_message_id="msg-1",
+            type="text",
+            content="Where is my parcel?",
+            max_per_minute=60,
+        )
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", seen)
+    assert stored.created and stored.holder == "alice"
+    assert sorted(compiled) == ["INSERT", "INSERT", "SELECT"]
+    assert prepared == ["SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"]
