@@ -349,6 +349,32 @@ def release_agent(session: Session, conversation_id: str, now: datetime) -> str 
     return agent_id
 
 
+# A conversation's load dropped off its agent, on a connection (store/lifecycle.py's close):
+# built once.
+_DROP_LOAD = (
+    sa.update(Agent)
+    .where(col(Agent.id) == sa.bindparam("of_agent"), col(Agent.active_count) > 0)
+    .values(active_count=col(Agent.active_count) - 1)
+)
+_END_ASSIGNMENT = (
+    sa.update(Assignment)
+    .where(
+        col(Assignment.conversation_id) == sa.bindparam("of_conversation"),
+        col(Assignment.released_at).is_(None),
+    )
+    .values(released_at=sa.bindparam("released_at"))
+)
+
+
+def release_load(
+    connection: sa.Connection, conversation_id: str, agent_id: str, now: datetime
+) -> None:
+    """The rest of `release_agent` once the caller has set the conversation's load_released
+    (with its row locked, in the same transaction): the agent's count and the assignment's end."""
+    connection.execute(_DROP_LOAD, {"of_agent": agent_id})
+    connection.execute(_END_ASSIGNMENT, {"of_conversation": conversation_id, "released_at": now})
+
+
 def announce_positions(session: Session, skill_group: str) -> None:
     """Tell every waiting visitor of the group whose place changed, or whose estimated wait
     moved by more than ESTIMATE_MOVED_SHARE of the one last told (one event each)."""

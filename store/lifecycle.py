@@ -37,6 +37,7 @@ from store.assignment import (
     join_queue,
     lock_queue,
     release_agent,
+    release_load,
     take_capacity,
 )
 from store.db import Database
@@ -44,6 +45,7 @@ from store.erasure import erased
 from store.events import ConversationNotFound, append_event, change_state
 from store.models import (
     Agent,
+    AgentSkill,
     Assignment,
     Conversation,
     Event,
@@ -351,7 +353,12 @@ def mark_queued(session: Session, conversation: Conversation, skill_group: str) 
 
 
 def _overflowed(
-    session: Session, conversation_id: str, *, from_group: str | None, to: str, hop: int
+    session: Session | sa.Connection,
+    conversation_id: str,
+    *,
+    from_group: str | None,
+    to: str,
+    hop: int,
 ) -> None:
     """The `hop`-th overflow: to a group (which may take it or pass it on) or to a left
     message. Once each (a retry finds it written)."""
@@ -652,11 +659,16 @@ def record_idle_warning(
     (NewerMessage) if a message newer than that agent message is stored."""
     # A warning held up (the database was down) still gives the visitor the whole time.
     close_at = max(close_at, utcnow() + idle_close_after)
-    with db.write() as session:
-        _conversation(session, conversation_id, lock=True)
-        _refuse_if_written_since(session, conversation_id, agent_message_seq)
+    # Core statements built once, on a connection: no ORM session (bench/ B3, the worker's CPU).
+    with db.write_connection() as connection:
+        if (
+            connection.execute(_LOCK_CONVERSATION, {"of_conversation": conversation_id}).first()
+            is None
+        ):
+            raise ConversationNotFound(conversation_id)
+        _refuse_if_newer(connection, conversation_id, agent_message_seq)
         event = append_event(
-            session,
+            connection,
             conversation_id=conversation_id,
             type=EventType.IDLE_WARNING,
             data={
@@ -668,6 +680,49 @@ def record_idle_warning(
             dedupe_key=f"idle_warning:{agent_message_seq}",
         )
     return datetime.fromisoformat(event.data["close_at"])
+
+
+# The close's statements, built once (a statement's cache key is worked out once per object).
+_LOCK_CONVERSATION = (
+    sa.select(col(Conversation.id))
+    .where(col(Conversation.id) == sa.bindparam("of_conversation"))
+    .with_for_update()
+)
+_NEWEST_MESSAGE = (
+    sa.select(col(Message.id), col(Message.seq), col(Message.sender_role))
+    .where(col(Message.conversation_id) == sa.bindparam("of_conversation"))
+    .order_by(col(Message.seq).desc())
+    .limit(1)
+)
+_LEAVE_QUEUE = (
+    sa.delete(QueueEntry)
+    .where(col(QueueEntry.conversation_id) == sa.bindparam("of_conversation"))
+    .returning(col(QueueEntry.skill_group))
+)
+_CLOSING = (
+    sa.select(
+        col(Conversation.state),
+        col(Conversation.agent_id),
+        col(Conversation.load_released),
+        col(Conversation.skill_group),
+        col(Conversation.bot),
+        col(Conversation.handoff_reason),
+        col(Conversation.rating_status),
+        col(Conversation.rating_expires_at),
+    )
+    .where(col(Conversation.id) == sa.bindparam("of_conversation"))
+    .with_for_update()
+)
+_AGENT_SKILLS = sa.select(col(AgentSkill.skill_group)).where(
+    col(AgentSkill.agent_id) == sa.bindparam("of_agent")
+)
+
+
+def _refuse_if_newer(connection: sa.Connection, conversation_id: str, seq: int) -> None:
+    """`_refuse_if_written_since` on a connection (the conversation's row locked already)."""
+    newest = connection.execute(_NEWEST_MESSAGE, {"of_conversation": conversation_id}).first()
+    if newest is not None and newest.seq > seq:
+        raise NewerMessage(newest.id, newest.seq, newest.sender_role)
 
 
 def close_conversation(
@@ -691,51 +746,85 @@ def close_conversation(
     `overflow_hop`-th hop (written with the close). Declined (`Declined`) where the reason for
     it no longer holds: `silent_after_seq`, a close because nobody wrote after that message, if
     someone has since (NewerMessage); `unless_assigned`, a close because nobody took it in time,
-    if an agent has (AssignedMeanwhile)."""
+    if an agent has (AssignedMeanwhile).
+
+    Core statements built once, on a connection (no ORM session: bench/ B3, the worker's CPU):
+    the conversation's row is read once under its lock, and what the close changes in it
+    (the close, its agent's load, the rating invite) is one UPDATE."""
     now = utcnow()
-    with db.write() as session:
-        entry = _queue_entry(session, conversation_id, lock=True)
-        left_queue = entry.skill_group if entry is not None else None
-        if entry is not None:
-            session.delete(entry)
-            session.flush()
-        conversation = _conversation(session, conversation_id, lock=True)
-        if conversation.state != ConversationState.CLOSED:
+    of_conversation = {"of_conversation": conversation_id}
+    with db.write_connection() as connection:
+        # The queue entry first: an assignment that holds it finishes first (the lock order
+        # shared with assignment: entry, agent, conversation).
+        left_queue = connection.execute(_LEAVE_QUEUE, of_conversation).scalar_one_or_none()
+        found = connection.execute(_CLOSING, of_conversation).first()
+        if found is None:
+            raise ConversationNotFound(conversation_id)
+        was_closed = found.state == ConversationState.CLOSED
+        agent_id: str | None = found.agent_id
+        if not was_closed:
             if silent_after_seq is not None:
-                _refuse_if_written_since(session, conversation_id, silent_after_seq)
-            if unless_assigned and conversation.agent_id is not None:
-                raise AssignedMeanwhile(conversation.agent_id)
-        release_agent(session, conversation_id, now)
-        if conversation.state != ConversationState.CLOSED:
+                _refuse_if_newer(connection, conversation_id, silent_after_seq)
+            if unless_assigned and agent_id is not None:
+                raise AssignedMeanwhile(agent_id)
+        changes: dict[str, object] = {}
+        releases = agent_id is not None and not found.load_released
+        if releases:  # off the agent's load, exactly once (as release_agent does)
+            changes["load_released"] = True
+        if not was_closed:
+            changes.update(
+                policy_version=policy.version,
+                close_reason=reason,
+                closed_by=closed_by,
+                closed_at=now,
+                open_customer_key=None,
+                state=ConversationState.CLOSED,
+            )
+        # The bot served it alone (nobody asked for a person): rated if the policy says so.
+        bot_alone = found.bot is not None and found.handoff_reason is None
+        served = agent_id is not None or (bot_alone and policy.bot.invite_rating)
+        rating_expires_at = None
+        if invite_rating and served:
+            rating_expires_at = found.rating_expires_at or now + policy.timeouts.rating_window
+            if found.rating_status == RatingStatus.NONE:  # invited once
+                rating_expires_at = now + policy.timeouts.rating_window
+                changes.update(
+                    rating_status=RatingStatus.PENDING, rating_expires_at=rating_expires_at
+                )
+        if changes:
+            connection.execute(
+                sa.update(Conversation)
+                .where(col(Conversation.id) == conversation_id)
+                .values(**changes)
+            )
+        if releases:
+            assert agent_id is not None
+            release_load(connection, conversation_id, agent_id, now)
+        if not was_closed:
             if overflowed_from is not None:
                 _overflowed(
-                    session,
+                    connection,
                     conversation_id,
                     from_group=overflowed_from,
                     to=LEFT_MESSAGE,
                     hop=overflow_hop,
                 )
-            conversation.policy_version = policy.version
-            conversation.close_reason = reason
-            conversation.closed_by = closed_by
-            conversation.closed_at = now
-            conversation.open_customer_key = None
-            change_state(
-                session,
-                conversation=conversation,
-                state=ConversationState.CLOSED,
+            append_event(
+                connection,
+                conversation_id=conversation_id,
+                type=EventType.STATE_CHANGED,
+                data={"state": ConversationState.CLOSED, "close_reason": reason},
                 dedupe_key="state:closed",
-                close_reason=reason,
             )
         append_event(
-            session,
+            connection,
             conversation_id=conversation_id,
             type=EventType.CLOSED,
             data={
                 "close_reason": reason,
                 "sender_role": Role.SYSTEM,
                 "text": policy.closing_text(
-                    reason, skill_group=conversation.skill_group, next_opening=next_opening
+                    reason, skill_group=found.skill_group, next_opening=next_opening
                 ),
                 "left_message": reason in LEFT_MESSAGE_REASONS,
                 # When the group opens again (out of hours): for the left-message form.
@@ -743,17 +832,20 @@ def close_conversation(
             },
             dedupe_key="closed",
         )
-        rating_expires_at = None
-        freed_groups: list[str] = []
-        # The bot served it alone (nobody asked for a person): rated if the policy says so.
-        bot_alone = conversation.bot is not None and conversation.handoff_reason is None
-        served = conversation.agent_id is not None or (bot_alone and policy.bot.invite_rating)
-        if invite_rating and served:
-            rating_expires_at = _invite_rating(
-                session, policy, conversation, now + policy.timeouts.rating_window
+        if rating_expires_at is not None:
+            append_event(
+                connection,
+                conversation_id=conversation_id,
+                type=EventType.RATING_INVITED,
+                data={
+                    "text": policy.texts.rating_invite,
+                    "expires_at": rating_expires_at.isoformat(),
+                },
+                dedupe_key="rating:invited",
             )
-        if conversation.agent_id is not None:
-            freed_groups = agent_skill_groups(session, conversation.agent_id)
+        freed_groups: list[str] = []
+        if agent_id is not None:
+            freed_groups = list(connection.execute(_AGENT_SKILLS, {"of_agent": agent_id}).scalars())
     if left_queue is not None:
         announce(db, [left_queue])
     return Outcome(rating_expires_at, freed_groups)

@@ -4,9 +4,11 @@ that a write keeps what something newer stored."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from domain.policy import Policy
@@ -553,6 +555,52 @@ def test_closing_a_served_conversation_frees_the_agent_and_invites_a_rating_once
     assert [state["state"] for state in _states(db, conversation_id)] == ["active", "closed"]
     assert len(_events(db, conversation_id, EventType.CLOSED)) == 1
     assert len(_events(db, conversation_id, EventType.RATING_INVITED)) == 1
+
+
+def _statements(db: Database) -> tuple[list[str], Callable[[], None]]:
+    """The SQL the database's write engine runs from now on, and how to stop listening."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(" ".join(statement.split()))
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    return seen, lambda: sa.event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_an_idle_close_with_its_invite_updates_the_conversation_once(db: Database) -> None:
+    """The close, the agent's load and the rating invite are one UPDATE of the conversation's
+    row (besides the seqs its events take), in one transaction: bench/ B3, the worker's CPU
+    per idle close."""
+    conversation_id = _served(db, "alice")
+    seen, stop = _statements(db)
+    try:
+        outcome = lifecycle.close_conversation(
+            db=db,
+            policy=POLICY,
+            conversation_id=conversation_id,
+            reason="idle_timeout",
+            closed_by="idle_countdown",
+            invite_rating=True,
+            silent_after_seq=0,
+        )
+    finally:
+        stop()
+    updates = [
+        statement
+        for statement in seen
+        if statement.startswith("UPDATE conversation SET") and "last_seq" not in statement
+    ]
+    assert len(updates) == 1, updates
+    assert sum(statement.startswith(("BEGIN", "COMMIT")) for statement in seen) <= 2
+    conversation = _row(db, conversation_id)
+    assert (conversation.state, conversation.close_reason) == ("closed", "idle_timeout")
+    assert conversation.load_released and _load(db, "alice") == 0
+    assert (conversation.rating_status, conversation.rating_expires_at) == (
+        "pending",
+        outcome.result,
+    )
+    assert outcome.freed_groups == ["general"]
 
 
 def test_a_rating_invite_keeps_its_first_window(db: Database) -> None:
