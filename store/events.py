@@ -236,8 +236,8 @@ def change_state(
 ) -> Event:
     """Set the conversation's state and write its state-changed event (the state, the close
     reason, and `staff_details` for staff alone: its group, its agent's id), inside the caller's
-    transaction; with its dedupe key the event is written once. The only place a
-    conversation's state changes."""
+    transaction; with its dedupe key the event is written once. Where a conversation's state
+    changes (the close writes the same on a connection: store/lifecycle.py)."""
     conversation.state = state
     session.add(conversation)
     data: dict[str, Any] = {"state": state}
