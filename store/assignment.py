@@ -333,24 +333,11 @@ def release_agent(session: Session, conversation_id: str, now: datetime) -> str 
     ).scalar_one_or_none()
     if agent_id is None:
         return None
-    session.execute(
-        sa.update(Agent)
-        .where(col(Agent.id) == agent_id, col(Agent.active_count) > 0)
-        .values(active_count=col(Agent.active_count) - 1)
-    )
-    session.execute(
-        sa.update(Assignment)
-        .where(
-            col(Assignment.conversation_id) == conversation_id,
-            col(Assignment.released_at).is_(None),
-        )
-        .values(released_at=now)
-    )
+    release_load(session.connection(), conversation_id, agent_id, now)
     return agent_id
 
 
-# A conversation's load dropped off its agent, on a connection (store/lifecycle.py's close):
-# built once.
+# A conversation's load dropped off its agent: built once.
 _DROP_LOAD = (
     sa.update(Agent)
     .where(col(Agent.id) == sa.bindparam("of_agent"), col(Agent.active_count) > 0)
@@ -370,7 +357,8 @@ def release_load(
     connection: sa.Connection, conversation_id: str, agent_id: str, now: datetime
 ) -> None:
     """The rest of `release_agent` once the caller has set the conversation's load_released
-    (with its row locked, in the same transaction): the agent's count and the assignment's end."""
+    (in the same transaction; store/lifecycle.py's close does, with the rest of its changes
+    to the row): the agent's count and the assignment's end."""
     connection.execute(_DROP_LOAD, {"of_agent": agent_id})
     connection.execute(_END_ASSIGNMENT, {"of_conversation": conversation_id, "released_at": now})
 

@@ -234,18 +234,38 @@ def change_state(
     close_reason: str | None = None,
     **staff_details: Any,
 ) -> Event:
-    """Set the conversation's state and write its state-changed event (the state, the close
-    reason, and `staff_details` for staff alone: its group, its agent's id), inside the caller's
-    transaction; with its dedupe key the event is written once. Where a conversation's state
-    changes (the close writes the same on a connection: store/lifecycle.py)."""
+    """Set the conversation's state and write its state-changed event, inside the caller's
+    transaction (see state_changed). Where a conversation's state changes (the close sets the
+    column with the rest of its changes to the row: store/lifecycle.py)."""
     conversation.state = state
     session.add(conversation)
+    return state_changed(
+        session,
+        conversation_id=conversation.id,
+        state=state,
+        dedupe_key=dedupe_key,
+        close_reason=close_reason,
+        **staff_details,
+    )
+
+
+def state_changed(
+    session: Session | sa.Connection,
+    *,
+    conversation_id: str,
+    state: ConversationState,
+    dedupe_key: str,
+    close_reason: str | None = None,
+    **staff_details: Any,
+) -> Event:
+    """The state-changed event: the state, the close reason, and `staff_details` for staff
+    alone (its group, its agent's id); with its dedupe key it is written once."""
     data: dict[str, Any] = {"state": state}
     if close_reason is not None:
         data["close_reason"] = close_reason
     return append_event(
         session,
-        conversation_id=conversation.id,
+        conversation_id=conversation_id,
         type=EventType.STATE_CHANGED,
         data=data,
         staff_data=staff_details,

@@ -42,7 +42,7 @@ from store.assignment import (
 )
 from store.db import Database
 from store.erasure import erased
-from store.events import ConversationNotFound, append_event, change_state
+from store.events import ConversationNotFound, append_event, change_state, state_changed
 from store.models import (
     Agent,
     AgentSkill,
@@ -809,12 +809,12 @@ def close_conversation(
                     to=LEFT_MESSAGE,
                     hop=overflow_hop,
                 )
-            append_event(
+            state_changed(
                 connection,
                 conversation_id=conversation_id,
-                type=EventType.STATE_CHANGED,
-                data={"state": ConversationState.CLOSED, "close_reason": reason},
+                state=ConversationState.CLOSED,
                 dedupe_key="state:closed",
+                close_reason=reason,
             )
         append_event(
             connection,
@@ -833,16 +833,7 @@ def close_conversation(
             dedupe_key="closed",
         )
         if rating_expires_at is not None:
-            append_event(
-                connection,
-                conversation_id=conversation_id,
-                type=EventType.RATING_INVITED,
-                data={
-                    "text": policy.texts.rating_invite,
-                    "expires_at": rating_expires_at.isoformat(),
-                },
-                dedupe_key="rating:invited",
-            )
+            _rating_invited(connection, policy, conversation_id, rating_expires_at)
         freed_groups: list[str] = []
         if agent_id is not None:
             freed_groups = list(connection.execute(_AGENT_SKILLS, {"of_agent": agent_id}).scalars())
@@ -860,14 +851,21 @@ def _invite_rating(
         conversation.rating_expires_at = expires_at
         session.add(conversation)
     expires_at = conversation.rating_expires_at or expires_at
+    _rating_invited(session, policy, conversation.id, expires_at)
+    return expires_at
+
+
+def _rating_invited(
+    session: Session | sa.Connection, policy: Policy, conversation_id: str, expires_at: datetime
+) -> None:
+    """The invite's event, written once (a repeat finds it by its key)."""
     append_event(
         session,
-        conversation_id=conversation.id,
+        conversation_id=conversation_id,
         type=EventType.RATING_INVITED,
         data={"text": policy.texts.rating_invite, "expires_at": expires_at.isoformat()},
         dedupe_key="rating:invited",
     )
-    return expires_at
 
 
 def invite_rating(

@@ -11,7 +11,6 @@ from typing import Any
 
 import fastapi.routing
 import pytest
-import sqlalchemy as sa
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -21,7 +20,7 @@ from store.assignment import dispatch
 from store.db import Database
 from store.messages import store_message
 from tests.support.api import bearer
-from tests.support.data import add_agent, enqueue_conversations
+from tests.support.data import add_agent, enqueue_conversations, statements_run
 from tests.support.system import System
 
 
@@ -114,19 +113,7 @@ def test_a_new_message_compiles_only_the_statements_with_times_or_json(db: Datab
     add_agent(db, "alice", max_concurrent=1)
     [conversation_id] = enqueue_conversations(db, 1)
     assert [made.agent_id for made in dispatch(db, ["general"])] == ["alice"]
-    compiled: list[str] = []
-    prepared: list[str] = []
-
-    def seen(
-        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
-    ) -> None:
-        word = statement.split()[0]
-        # Not the hints (PostgreSQL's) nor SQLite's BEGIN IMMEDIATE: the transaction's own.
-        if "pg_notify" not in statement and word != "BEGIN":
-            (prepared if context.compiled is None else compiled).append(word)
-
-    sa.event.listen(db.engine, "before_cursor_execute", seen)
-    try:
+    with statements_run(db) as seen:
         stored = store_message(
             db,
             conversation_id=conversation_id,
@@ -137,8 +124,10 @@ def test_a_new_message_compiles_only_the_statements_with_times_or_json(db: Datab
             content="Where is my parcel?",
             max_per_minute=60,
         )
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", seen)
+    # Not the hints (PostgreSQL's) nor SQLite's BEGIN IMMEDIATE: the transaction's own.
+    own = [ran for ran in seen if "pg_notify" not in ran.sql and not ran.sql.startswith("BEGIN")]
+    compiled = [ran.sql.split()[0] for ran in own if ran.compiled]
+    prepared = [ran.sql.split()[0] for ran in own if not ran.compiled]
     assert stored.created and stored.holder == "alice"
     assert sorted(compiled) == ["INSERT", "INSERT", "SELECT"]
     assert prepared == ["SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"]

@@ -4,11 +4,9 @@ that a write keeps what something newer stored."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 from sqlmodel import select
 
 from domain.policy import Policy
@@ -19,7 +17,13 @@ from store.db import Database
 from store.events import ConversationNotFound, EventView, change_state, events_after
 from store.messages import store_message
 from store.models import Agent, Assignment, Conversation, QueueEntry, QueueSkip, utcnow
-from tests.support.data import add_agent, enqueue_conversations, new_conversation, store_unsignalled
+from tests.support.data import (
+    add_agent,
+    enqueue_conversations,
+    new_conversation,
+    statements_run,
+    store_unsignalled,
+)
 
 _GROUPS = [
     {"name": "general", "agent_first_reply_timeout": "1m"},
@@ -557,24 +561,12 @@ def test_closing_a_served_conversation_frees_the_agent_and_invites_a_rating_once
     assert len(_events(db, conversation_id, EventType.RATING_INVITED)) == 1
 
 
-def _statements(db: Database) -> tuple[list[str], Callable[[], None]]:
-    """The SQL the database's write engine runs from now on, and how to stop listening."""
-    seen: list[str] = []
-
-    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        seen.append(" ".join(statement.split()))
-
-    sa.event.listen(db.engine, "before_cursor_execute", record)
-    return seen, lambda: sa.event.remove(db.engine, "before_cursor_execute", record)
-
-
 def test_an_idle_close_with_its_invite_updates_the_conversation_once(db: Database) -> None:
     """The close, the agent's load and the rating invite are one UPDATE of the conversation's
     row (besides the seqs its events take), in one transaction: bench/ B3, the worker's CPU
     per idle close."""
     conversation_id = _served(db, "alice")
-    seen, stop = _statements(db)
-    try:
+    with statements_run(db) as seen:
         outcome = lifecycle.close_conversation(
             db=db,
             policy=POLICY,
@@ -584,15 +576,13 @@ def test_an_idle_close_with_its_invite_updates_the_conversation_once(db: Databas
             invite_rating=True,
             silent_after_seq=0,
         )
-    finally:
-        stop()
     updates = [
-        statement
-        for statement in seen
-        if statement.startswith("UPDATE conversation SET") and "last_seq" not in statement
+        ran.sql
+        for ran in seen
+        if ran.sql.startswith("UPDATE conversation SET") and "last_seq" not in ran.sql
     ]
     assert len(updates) == 1, updates
-    assert sum(statement.startswith(("BEGIN", "COMMIT")) for statement in seen) <= 2
+    assert sum(ran.sql.startswith(("BEGIN", "COMMIT")) for ran in seen) <= 2
     conversation = _row(db, conversation_id)
     assert (conversation.state, conversation.close_reason) == ("closed", "idle_timeout")
     assert conversation.load_released and _load(db, "alice") == 0

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -245,3 +248,29 @@ def ticket_texts(db: Database, ticket_id: int) -> list[str]:
             select(TicketComment.content).where(TicketComment.ticket_id == ticket_id)
         ).all()
     return [ticket.subject, ticket.description, *comments]
+
+
+@dataclass(frozen=True)
+class RanStatement:
+    """A statement the database's write engine ran: its SQL (whitespace collapsed), and
+    whether SQLAlchemy compiled it (False: run as prepared text, store/db.py's Prepared)."""
+
+    sql: str
+    compiled: bool
+
+
+@contextmanager
+def statements_run(db: Database) -> Iterator[list[RanStatement]]:
+    """The statements the write engine runs inside the block, in order."""
+    seen: list[RanStatement] = []
+
+    def record(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool
+    ) -> None:
+        seen.append(RanStatement(" ".join(statement.split()), context.compiled is not None))
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
