@@ -103,7 +103,10 @@ async def test_a_message_costs_its_signal_and_a_flip_one_timer(chat: Chat) -> No
     system = chat.system
     _agent_id, agent = await system.create_agent()
     cid, visitor = await system.start_conversation()
-    await system.wait_for_state(cid, visitor, "active")  # the first reply is due
+    await system.wait_for_state(cid, visitor, "active")
+    # The first reply is due once the workflow has recorded its agent (the database says
+    # active as the assignment commits, before the workflow takes in its signal).
+    await system.pending_timer(cid, "first_reply_due_at")
     handle = system.env.client.get_workflow_handle(workflow_id(cid))
     before = len((await handle.fetch_history()).events)
 

@@ -133,11 +133,15 @@ class System(ApiClient):
         return await eventually(caught_up, what=f"the workflow to take in message {seen}")
 
     async def pending_timer(self, conversation_id: str, timer: str) -> dict[str, Any]:
-        """The workflow's snapshot, checked to show `timer` (idle_warning_at, …) pending and
+        """The workflow's snapshot once it shows `timer` (idle_warning_at, …) pending, checked
         not yet due on the server's clock: it has not fired, and will."""
-        workflow = await self.workflow(conversation_id)
+
+        async def pending() -> dict[str, Any] | None:
+            workflow = await self.workflow(conversation_id)
+            return workflow if workflow[timer] is not None else None
+
+        workflow = await eventually(pending, what=f"{timer} to be pending")
         now = await self.env.get_current_time()
-        assert workflow[timer] is not None, f"{timer} is not pending: {workflow}"
         assert datetime.fromisoformat(workflow[timer]) > now, f"{timer} is past due at {now}"
         return workflow
 
